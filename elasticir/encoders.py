@@ -165,6 +165,9 @@ class ElasticEncoder:
         dtype: torch.dtype | None = None,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load is noise, not progress
 
         folder, revision = resolve_model_path(model)
         st = read_sentence_transformers_config(folder)

@@ -108,7 +108,7 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
     info = encoder.info
     numeric_config = {  # what changes the numbers; datasets and output paths do not
         "weights_sha256": info.weights_sha256, "pooling": info.pooling, "normalize": info.normalize,
-        "max_length": info.max_length, "dtype": str(encoder.dtype), "layers": grid.layers, "dims": grid.dims,
+        "max_length": info.max_length, "dtype": str(encoder.dtype), "layers": list(grid.layers), "dims": list(grid.dims),
     }
     store = RunStore(Path(config.out), run_id(info.name, numeric_config))
 

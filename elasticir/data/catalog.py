@@ -49,7 +49,7 @@ _CQA = {  # forum: (docs, test queries), BEIR paper table
     "mathematica": (16705, 804), "physics": (38316, 1039), "programmers": (32176, 876), "stats": (42269, 652),
     "tex": (68184, 2906), "unix": (47382, 1072), "webmasters": (17405, 506), "wordpress": (48605, 541),
 }  # fmt: skip
-_LICENSED = "not redistributable: build it with the BEIR instructions (https://github.com/beir-cellar/beir) and put it under <data root>/beir/{}"
+_LICENSED = "licensed: build with the BEIR instructions, put under <data root>/beir/{}"
 
 CATALOG: dict[str, DatasetSpec] = {
     spec.name: spec

@@ -1,0 +1,172 @@
+"""The `elasticir` command line: `run` is the main job, `eval <stage>` runs one stage on its own."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from elasticir.cells import parse_int_list, parse_pairs
+from elasticir.errors import ElasticIRError
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+eval_app = typer.Typer(help="Run one evaluation stage over the (layer, dim) grid.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+out = Console()
+err = Console(stderr=True)
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id or local folder of a (sentence-transformers) encoder.")]
+LayersOpt = Annotated[Optional[str], typer.Option(help="Comma list of layers, e.g. 1,2,6 (default: every layer).")]
+DimsOpt = Annotated[Optional[str], typer.Option(help="Comma list of dims, e.g. 64,384 (default: 32,64,.. up to the width).")]
+PairsOpt = Annotated[Optional[str], typer.Option(help="Pair list LAYER:DIM,... (default derived from the model shape).")]
+DataRootOpt = Annotated[Optional[Path], typer.Option(help="Data root (default: $ELASTICIR_DATA, else ~/.cache/elasticir/data).")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Folder for run directories.")]
+BatchOpt = Annotated[int, typer.Option(help="Encoding batch size.")]
+MaxLenOpt = Annotated[Optional[int], typer.Option(help="Max tokens (default: the model's own setting).")]
+PoolingOpt = Annotated[Optional[str], typer.Option(help="mean or cls (default: the model's own setting).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 (default: cuda when present).")]
+RecomputeOpt = Annotated[bool, typer.Option("--recompute", help="Recompute datasets an earlier run already finished.")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed recorded in the leaderboard.")]
+
+
+def friendly_errors(command):
+    """Print our errors as one clear message, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ElasticIRError as exc:
+            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _split(text: Optional[str]) -> Optional[list[str]]:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def _config(config_file: Optional[Path], **flags):
+    """A RunConfig from an optional YAML file, overridden by the flags that were given."""
+    from pydantic import ValidationError
+
+    from elasticir.runner import RunConfig
+
+    values = {}
+    if config_file:
+        try:
+            values = yaml.safe_load(config_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ElasticIRError(f"cannot read config {config_file}: {exc}") from None
+    values.update({key: value for key, value in flags.items() if value is not None})
+    try:
+        return RunConfig(**values)
+    except ValidationError as exc:
+        raise ElasticIRError(f"invalid configuration{f' in {config_file}' if config_file else ''}:\n{exc}") from None
+
+
+def _print_outcome(outcome) -> None:
+    board = outcome.leaderboard
+    for dataset in board.datasets:
+        metric = board.main_metric[dataset.task]
+        cells = outcome.cells[outcome.cells.dataset == dataset.name]
+        grid = cells.pivot(index="layer", columns="dim", values=metric)
+        table = Table(title=f"{dataset.name} ({dataset.task}, {metric}, {dataset.n_examples} examples)")
+        table.add_column("layer \\ dim", justify="right")
+        for dim in grid.columns:
+            table.add_column(str(dim), justify="right")
+        for layer, row in grid.iterrows():
+            table.add_row(str(layer), *(f"{value:.4f}" for value in row))
+        out.print(table)
+    if outcome.skipped:
+        out.print(f"reused finished results for: {', '.join(outcome.skipped)} (pass --recompute to redo)")
+    out.print(f"per-cell metrics: {outcome.dir / 'cells.csv'}")
+    out.print(f"leaderboard:      {outcome.dir / 'leaderboard.json'}")
+
+
+def _run(config) -> None:
+    from elasticir.runner import run
+
+    _print_outcome(run(config))
+
+
+@app.command("run")
+@friendly_errors
+def run_command(
+    model: ModelOpt = None,
+    layers: LayersOpt = None,
+    dims: DimsOpt = None,
+    pairs: PairsOpt = None,
+    sts: Annotated[Optional[str], typer.Option(help="STS datasets (default: stsbenchmark,sts12,sickr).")] = None,
+    data_root: DataRootOpt = None,
+    out_dir: OutOpt = None,
+    batch_size: BatchOpt = None,
+    max_length: MaxLenOpt = None,
+    pooling: PoolingOpt = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    recompute: RecomputeOpt = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file with any of these options (flags win).")] = None,
+) -> None:
+    """The main job: every (layer, dim) cell of the model on the default STS sets; writes a run directory."""
+    _run(_config(
+        config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
+        pairs=parse_pairs(pairs) if pairs else None, sts=_split(sts),
+        data_root=str(data_root) if data_root else None, out=str(out_dir) if out_dir else None,
+        batch_size=batch_size, max_length=max_length, pooling=pooling, device=device, seed=seed, recompute=recompute,
+    ))
+
+
+@eval_app.command("sts")
+@friendly_errors
+def eval_sts(
+    model: ModelOpt = None,
+    layers: LayersOpt = None,
+    dims: DimsOpt = None,
+    datasets: Annotated[Optional[str], typer.Option(help="Comma list of STS datasets (folder names).")] = None,
+    data_root: DataRootOpt = None,
+    out_dir: OutOpt = None,
+    batch_size: BatchOpt = None,
+    max_length: MaxLenOpt = None,
+    pooling: PoolingOpt = None,
+    device: DeviceOpt = None,
+    recompute: RecomputeOpt = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file with any of these options (flags win).")] = None,
+) -> None:
+    """STS only: Spearman and Pearson of cosine for every cell (MTEB protocol)."""
+    _run(_config(
+        config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
+        sts=_split(datasets), data_root=str(data_root) if data_root else None,
+        out=str(out_dir) if out_dir else None, batch_size=batch_size, max_length=max_length, pooling=pooling,
+        device=device, recompute=recompute,
+    ))
+
+
+@app.command("datasets")
+@friendly_errors
+def datasets_command(data_root: DataRootOpt = None) -> None:
+    """List catalogued and local datasets and whether each is available under the data root."""
+    from elasticir.data.catalog import CATALOG, beir_path, data_root as resolve_root, sts_path
+
+    root = resolve_root(data_root)
+    local = {p.parent.name for p in root.glob("sts/*/test.jsonl*")} | {p.parent.name for p in root.glob("beir/*/corpus.jsonl*")}
+    table = Table(title=f"datasets (data root {root})")
+    for column in ("name", "task", "split", "expected", "local", "official source"):
+        table.add_column(column, no_wrap=column == "name", overflow="fold")
+    for name in sorted(set(CATALOG) | local):
+        spec = CATALOG.get(name)
+        here = sts_path(root, name) or beir_path(root, name)
+        table.add_row(name, spec.task if spec else "?", spec.split if spec else "test",
+                      str(spec.expected_rows or "") if spec else "", "yes" if here else "no",
+                      spec.source if spec else "(your own folder)")
+    out.print(table)
+
+
+if __name__ == "__main__":
+    app()
