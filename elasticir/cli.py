@@ -32,6 +32,11 @@ PoolingOpt = Annotated[Optional[str], typer.Option(help="mean or cls (default: t
 DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 (default: cuda when present).")]
 RecomputeOpt = Annotated[bool, typer.Option("--recompute", help="Recompute datasets an earlier run already finished.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed recorded in the leaderboard.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option(help="YAML file with any of these options (flags win).")]
+IndexOpt = Annotated[Optional[str], typer.Option(help="flat (exact), hnsw, sq8, ivfpq, or a FAISS factory string.")]
+FlatOpt = Annotated[Optional[str], typer.Option(help="Exact search backend: torch (matmul+topk) or faiss.")]
+KOpt = Annotated[Optional[int], typer.Option("--k", help="Retrieval depth (default 1000).")]
+Bm25Opt = Annotated[Optional[bool], typer.Option("--bm25/--no-bm25", help="Add the pyserini BM25 baseline.")]
 
 
 def friendly_errors(command):
@@ -84,6 +89,11 @@ def _print_outcome(outcome) -> None:
         for layer, row in grid.iterrows():
             table.add_row(str(layer), *(f"{value:.4f}" for value in row))
         out.print(table)
+    for baseline in board.baselines:
+        shown = ", ".join(f"{name} {value:.4f}" for name, value in baseline.metrics.items())
+        out.print(f"{baseline.dataset} {baseline.name}: {shown}")
+    for note in board.notes:
+        out.print(f"note: {note}")
     if outcome.skipped:
         out.print(f"reused finished results for: {', '.join(outcome.skipped)} (pass --recompute to redo)")
     out.print(f"per-cell metrics: {outcome.dir / 'cells.csv'}")
@@ -104,6 +114,11 @@ def run_command(
     dims: DimsOpt = None,
     pairs: PairsOpt = None,
     sts: Annotated[Optional[str], typer.Option(help="STS datasets (default: stsbenchmark,sts12,sickr).")] = None,
+    retrieval: Annotated[Optional[str], typer.Option(help="Retrieval datasets (default: scifact).")] = None,
+    index: IndexOpt = None,
+    flat_backend: FlatOpt = None,
+    k: KOpt = None,
+    bm25: Bm25Opt = None,
     data_root: DataRootOpt = None,
     out_dir: OutOpt = None,
     batch_size: BatchOpt = None,
@@ -112,12 +127,13 @@ def run_command(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     recompute: RecomputeOpt = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file with any of these options (flags win).")] = None,
+    config: ConfigOpt = None,
 ) -> None:
-    """The main job: every (layer, dim) cell of the model on the default STS sets; writes a run directory."""
+    """The main job: every (layer, dim) cell on STS (STSb, STS12, SICK-R) and SciFact (dense grid + BM25)."""
     _run(_config(
         config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
-        pairs=parse_pairs(pairs) if pairs else None, sts=_split(sts),
+        pairs=parse_pairs(pairs) if pairs else None, sts=_split(sts), retrieval=_split(retrieval), index=index,
+        flat_backend=flat_backend, k=k, bm25=bm25,
         data_root=str(data_root) if data_root else None, out=str(out_dir) if out_dir else None,
         batch_size=batch_size, max_length=max_length, pooling=pooling, device=device, seed=seed, recompute=recompute,
     ))
@@ -137,12 +153,45 @@ def eval_sts(
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
     recompute: RecomputeOpt = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file with any of these options (flags win).")] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """STS only: Spearman and Pearson of cosine for every cell (MTEB protocol)."""
     _run(_config(
         config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
-        sts=_split(datasets), data_root=str(data_root) if data_root else None,
+        sts=_split(datasets), retrieval=[], data_root=str(data_root) if data_root else None,
+        out=str(out_dir) if out_dir else None, batch_size=batch_size, max_length=max_length, pooling=pooling,
+        device=device, recompute=recompute,
+    ))
+
+
+@eval_app.command("retrieval")
+@friendly_errors
+def eval_retrieval(
+    model: ModelOpt = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "--datasets",
+                                                   help="BEIR dataset(s), comma list (folder names).")] = None,
+    layers: LayersOpt = None,
+    dims: DimsOpt = None,
+    index: IndexOpt = None,
+    flat_backend: FlatOpt = None,
+    k: KOpt = None,
+    bm25: Bm25Opt = None,
+    query_prompt: Annotated[Optional[str], typer.Option(help="Prefix for queries (default: the model's own).")] = None,
+    doc_prompt: Annotated[Optional[str], typer.Option(help="Prefix for documents (default: the model's own).")] = None,
+    data_root: DataRootOpt = None,
+    out_dir: OutOpt = None,
+    batch_size: BatchOpt = None,
+    max_length: MaxLenOpt = None,
+    pooling: PoolingOpt = None,
+    device: DeviceOpt = None,
+    recompute: RecomputeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Retrieval only: index every cell, search, evaluate with ir-measures (nDCG@10, RR@10, R@100, R@1000)."""
+    _run(_config(
+        config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
+        sts=[], retrieval=_split(dataset), index=index, flat_backend=flat_backend, k=k, bm25=bm25,
+        query_prompt=query_prompt, doc_prompt=doc_prompt, data_root=str(data_root) if data_root else None,
         out=str(out_dir) if out_dir else None, batch_size=batch_size, max_length=max_length, pooling=pooling,
         device=device, recompute=recompute,
     ))

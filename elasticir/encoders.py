@@ -293,7 +293,7 @@ def truncate(embeddings: np.ndarray, dim: int, normalize: bool = True) -> np.nda
     """The first `dim` coordinates, L2-normalised when scoring is cosine (a prefix slice, never a re-encode)."""
     if not 1 <= dim <= embeddings.shape[1]:
         raise ElasticIRError(f"dim {dim} is out of range: these embeddings have 1..{embeddings.shape[1]} dims")
-    prefix = np.ascontiguousarray(embeddings[:, :dim], dtype=np.float32)
+    prefix = np.array(embeddings[:, :dim], dtype=np.float32, order="C", copy=True)  # never a view of a memmap
     if normalize:
         norms = np.linalg.norm(prefix, axis=1, keepdims=True)
         prefix /= np.maximum(norms, 1e-12)

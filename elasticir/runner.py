@@ -9,10 +9,10 @@ from __future__ import annotations
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,9 +22,11 @@ from rich.console import Console
 
 from elasticir.cells import Cell, Grid, default_pairs, validate_cells
 from elasticir.data.catalog import DatasetSpec, data_root, file_checksum, locate, spec_for
+from elasticir.data.beir import load_beir
 from elasticir.data.sts import load_sts
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
 from elasticir.errors import ElasticIRError
+from elasticir.evaluation.retrieval import evaluate_retrieval
 from elasticir.evaluation.sts import evaluate_sts
 from elasticir.results.provenance import library_versions, machine
 from elasticir.results.schema import Leaderboard
@@ -33,7 +35,9 @@ from elasticir.results.store import RunStore, atomic_write, run_id
 console = Console(stderr=True)
 
 DEFAULT_STS = ("stsbenchmark", "sts12", "sickr")
-MAIN_METRIC = {"sts": "spearman"}
+DEFAULT_RETRIEVAL = ("scifact",)
+MAIN_METRIC = {"sts": "spearman", "retrieval": "nDCG@10"}
+COST_COLUMNS = ("index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms")
 
 
 class RunConfig(BaseModel):
@@ -46,8 +50,18 @@ class RunConfig(BaseModel):
     dims: list[int] | None = None
     pairs: list[tuple[int, int]] | None = None
     sts: list[str] = list(DEFAULT_STS)
+    retrieval: list[str] = list(DEFAULT_RETRIEVAL)
+    index: str = "flat"  # flat | hnsw | sq8 | ivfpq | any FAISS factory string
+    flat_backend: Literal["torch", "faiss"] = "torch"
+    k: int = 1000
+    bm25: bool = True
+    normalize: bool | None = None  # re-normalise truncated vectors (default: as the model does)
+    query_prompt: str | None = None
+    doc_prompt: str | None = None
+    latency_samples: int = 100
     data_root: str | None = None
     out: str = "results"
+    cache_dir: str | None = None  # default <out>/_cache
     batch_size: int = 64
     max_length: int | None = None
     pooling: str | None = None
@@ -55,6 +69,10 @@ class RunConfig(BaseModel):
     seed: int = 0
     recompute: bool = False
     show_progress: bool = True
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(self.out) / "_cache"
 
 
 @dataclass
@@ -65,22 +83,58 @@ class RunOutcome:
     skipped: list[str]
 
 
-# task -> evaluate(encoder, spec, path, grid, config) -> (cells, timings, n_examples)
-Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig], tuple[pd.DataFrame, dict, int]]
+@dataclass
+class Part:
+    """What one evaluator returns for one dataset."""
+
+    cells: pd.DataFrame
+    timings: dict[str, float]
+    n_examples: int
+    files: list[Path]
+    baselines: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def _evaluate_sts(encoder, spec, path, grid, config):
+Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path], Part]
+
+
+def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
     pairs = load_sts(path)
     cells, timings = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
                                   show_progress=config.show_progress, desc=f"sts {spec.name}")
-    return cells, timings, len(pairs)
+    return Part(cells, timings, len(pairs), [path])
 
 
-EVALUATORS: dict[str, Evaluator] = {"sts": _evaluate_sts}
+def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
+    data = load_beir(path, spec.split)
+    cells, timings, per_query = evaluate_retrieval(
+        encoder, data, grid, part_dir=part_dir, cache_dir=config.cache / "embeddings",
+        remove_self_hits=spec.remove_self_hits, index=config.index, flat_backend=config.flat_backend, k=config.k,
+        normalize=config.normalize, query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
+        batch_size=config.batch_size, latency_samples=config.latency_samples, show_progress=config.show_progress,
+        name=spec.name,
+    )
+    atomic_write(part_dir / "per_query.csv.gz", per_query.to_csv(index=False).encode())
+    notes = data.notes + [f"{spec.name}: dense search backend {', '.join(sorted(set(cells.backend)))}"]
+    baselines = []
+    if config.bm25:
+        from elasticir.evaluation.bm25_baseline import run_bm25
+
+        started = time.perf_counter()
+        baselines.append(run_bm25(data, part_dir, config.cache / "bm25", spec, k=config.k))
+        timings["bm25"] = time.perf_counter() - started
+    return Part(cells, timings, len(data.query_ids), data.files, baselines, notes)
 
 
-def _data_files(path: Path) -> list[Path]:
-    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+EVALUATORS: dict[str, Evaluator] = {"sts": _evaluate_sts, "retrieval": _evaluate_retrieval}
+
+
+def _unchanged(meta: dict) -> bool:
+    """True if every data file a finished part read still has the checksum recorded then."""
+    try:
+        return all(file_checksum(Path(f["path"]))["sha256"] == f["sha256"] for f in meta["dataset"]["files"])
+    except OSError:
+        return False
 
 
 def seed_everything(seed: int) -> None:
@@ -108,39 +162,47 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
     info = encoder.info
     numeric_config = {  # what changes the numbers; datasets and output paths do not
         "weights_sha256": info.weights_sha256, "pooling": info.pooling, "normalize": info.normalize,
-        "max_length": info.max_length, "dtype": str(encoder.dtype), "layers": list(grid.layers), "dims": list(grid.dims),
+        "max_length": info.max_length, "dtype": str(encoder.dtype), "layers": list(grid.layers),
+        "dims": list(grid.dims), "retrieval": {key: getattr(config, key) for key in
+                                               ("index", "flat_backend", "k", "normalize", "query_prompt", "doc_prompt")},
     }
     store = RunStore(Path(config.out), run_id(info.name, numeric_config))
 
-    parts, records, timings, skipped = [], [], [], []
+    parts, records, timings, skipped, baselines, notes = [], [], [], [], [], []
     for task, name in jobs:
         spec, path = spec_for(name, root), located[(task, name)]
-        if store.finished(task, name) and not config.recompute:
-            cells, meta = store.load_part(task, name)
+        finished = store.finished(task, name) and not config.recompute
+        if finished and _unchanged(meta := store.load_part(task, name)[1]):
+            cells = store.load_part(task, name)[0]
             skipped.append(name)
             console.print(f"[dim]{task} {name}: finished in an earlier run, reusing {store.dir / task / name}.csv[/dim]")
         else:
-            files = [file_checksum(p) for p in _data_files(path)]
-            cells, stage_times, n_examples = EVALUATORS[task](encoder, spec, path, grid, config)
+            part_dir = store.dir / task / name
+            part = EVALUATORS[task](encoder, spec, path, grid, config, part_dir)
+            cells = part.cells
             cells.insert(0, "dataset", name)
             meta = {
-                "dataset": {"name": name, "task": task, "split": spec.split, "n_examples": n_examples,
-                            "source": spec.source, "files": files},
-                "timings": [{"dataset": name, "stage": stage, "seconds": s} for stage, s in stage_times.items()],
+                "dataset": {"name": name, "task": task, "split": spec.split, "n_examples": part.n_examples,
+                            "source": spec.source, "files": [file_checksum(p) for p in part.files]},
+                "timings": [{"dataset": name, "stage": stage, "seconds": s} for stage, s in part.timings.items()],
+                "baselines": [{"dataset": name, **b} for b in part.baselines],
+                "notes": part.notes,
             }
             store.save_part(task, name, cells, meta)
-        cells = cells.assign(task=task)
-        parts.append(cells)
+        parts.append(cells.assign(task=task))
         records.append(meta["dataset"])
         timings.extend(meta["timings"])
+        baselines.extend(meta["baselines"])
+        notes.extend(meta["notes"])
 
     table = pd.concat(parts, ignore_index=True)
-    table = table[["task", "dataset", "layer", "dim"] + [c for c in table.columns if c not in
-                                                          ("task", "dataset", "layer", "dim")]]
-    metric_columns = [c for c in table.columns if c not in ("task", "dataset", "layer", "dim")]
+    keys = ["task", "dataset", "layer", "dim"]
+    table = table[keys + [c for c in table.columns if c not in keys]]
     results = [
         {"dataset": row["dataset"], "layer": int(row["layer"]), "dim": int(row["dim"]),
-         "metrics": {m: float(row[m]) for m in metric_columns if pd.notna(row[m])}}
+         "metrics": {m: float(row[m]) for m in table.columns
+                     if m not in keys and m not in COST_COLUMNS and m != "backend" and pd.notna(row[m])},
+         "costs": {c: float(row[c]) for c in COST_COLUMNS if c in row and pd.notna(row[c])}}
         for row in table.to_dict("records")
     ]
     timings.append({"dataset": "*", "stage": "total", "seconds": time.perf_counter() - started})
@@ -151,8 +213,10 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
         config=config.model_dump(mode="json") | {"numeric": numeric_config},
         grid={"layers": list(grid.layers), "dims": list(grid.dims), "pairs": [tuple(p) for p in pairs]},
         datasets=records,
-        main_metric={task: MAIN_METRIC[task] for task, _ in jobs},
+        main_metric={task: MAIN_METRIC[task] for task in dict.fromkeys(task for task, _ in jobs)},
         results=results,
+        baselines=baselines,
+        notes=notes,
         library_versions=library_versions(),
         seed=config.seed,
         command=[Path(sys.argv[0]).name, *sys.argv[1:]],

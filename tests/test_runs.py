@@ -14,8 +14,8 @@ from conftest import SENTENCES
 
 
 def config(root, out, **kw):
-    return RunConfig(model="unused", sts=["toy-a", "toy-b"], data_root=str(root), out=str(out),
-                     show_progress=False, **kw)
+    kw = {"sts": ["toy-a", "toy-b"], "retrieval": [], **kw}
+    return RunConfig(model="unused", data_root=str(root), out=str(out), show_progress=False, **kw)
 
 
 def test_run_writes_cells_and_a_valid_leaderboard(tiny_encoder, tiny_data_root, tmp_path):

@@ -62,6 +62,17 @@ class CellResult(_Strict):
     layer: int
     dim: int
     metrics: dict[str, float]
+    costs: dict[str, float] = {}  # index bytes, build seconds, search throughput, latency
+
+
+class BaselineResult(_Strict):
+    """A non-elastic reference next to the cells, e.g. BM25 (pyserini) on the same queries."""
+
+    dataset: str
+    name: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    run_file: str | None = None
 
 
 class Timing(_Strict):
@@ -88,6 +99,8 @@ class Leaderboard(_Strict):
     datasets: list[DatasetRecord]
     main_metric: dict[str, str]
     results: list[CellResult]
+    baselines: list[BaselineResult] = []
+    notes: list[str] = []
     library_versions: dict[str, str]
     seed: int
     command: list[str]
@@ -97,6 +110,9 @@ class Leaderboard(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "Leaderboard":
         names = {d.name for d in self.datasets}
+        for baseline in self.baselines:
+            if baseline.dataset not in names:
+                raise ValueError(f"baseline for dataset {baseline.dataset!r} which is not listed under datasets")
         for cell in self.results:
             if cell.dataset not in names:
                 raise ValueError(f"result for dataset {cell.dataset!r} which is not listed under datasets")

@@ -1,0 +1,489 @@
+"""Encode-cost benchmark: is the elastic grid as cheap as `ElasticEncoder` claims?
+
+Every (layer, dim) cell comes from ONE early-exiting forward pass, so on all-MiniLM-L6-v2 (N = 6 layers):
+  A     the full 6 x 5 = 30-cell STS grid (`evaluate_sts`: encode at layers 1..6 in one pass, then
+        score 30 cells) should cost about one plain full-model encode, `encode(texts, [6])`:
+                                                                        target A <= 1.15
+  B(L)  a layer-L encode should cost about L/N of a full one (layers above L never run):
+                                                                        target B(L) <= L/N + 0.10
+  ST    our full-model encode should be as fast as sentence-transformers' own `encode` on the same
+        model and texts (both run the same Hugging Face forward) and give the same embeddings after
+        L2 normalisation:                           targets speed >= 0.90 x ST, max |diff| <= 1e-5
+A and B are the project's acceptance criteria; the two ST thresholds are this script's own choice.
+
+Texts: the distinct sentence1 + sentence2 strings of the STS-benchmark test set (2,552), or with
+--texts N the distinct sentences of a seeded random subset of pairs holding ~N of them (the grid is
+scored on exactly those pairs, so every variant encodes the very same texts).
+
+Why ratios, interleaved: the machines this runs on are small, shared and noisy (timings drift up to
+3x within minutes), so absolute seconds mean little. Every repeat runs every variant in a freshly
+shuffled order and then in the reverse order (a palindrome: a slow drift hits every variant alike).
+Each ratio is formed within one repeat from the faster of each variant's two runs (other processes
+can only slow a run down, and on a shared 2-core box they do so in bursts of seconds); the table
+gives the median, min and max of those per-repeat ratios. Column "best" is the fastest run of the
+numerator over the fastest run of the baseline, over all repeats: the least contended estimate.
+An untimed warm-up of every variant runs first.
+
+Contention: with torch's default of one thread per core, a competing process makes the threads wait
+for each other and a run can take 3x longer; `--threads 1` is far steadier on a busy machine (the
+ratios measure the early exit, not the threading). The CPU-use diagnostic (process CPU seconds /
+wall seconds of the baseline runs; ideally the thread count) shows how contended the runs were.
+Other diagnostics (no target) explain a failing B(L): tokenisation alone, the intercept of a
+straight-line fit of B(L) on L (the fixed cost per encode that does not shrink with L:
+tokenisation, embeddings, pooling, Python), and the score stage's share of the grid call.
+
+Run:  python benchmarks/bench_encode.py [--repeats 5] [--texts N] [--data-root DIR] [--json OUT]
+                                        [--threads T] [--no-st] [--no-palindrome]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import torch
+
+from elasticir.cells import Grid
+from elasticir.data.catalog import DEFAULT_DATA_ROOT, sts_path
+from elasticir.data.sts import StsPairs, load_sts
+from elasticir.encoders import ElasticEncoder
+from elasticir.evaluation.sts import evaluate_sts
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "all-MiniLM-L6-v2"
+DEFAULT_TEXTS = 192  # 3 batches: the default run stays under ~5 minutes on a busy 2-core CPU; 0 = all
+TARGET_A = 1.15
+TARGET_B_SLACK = 0.10
+TARGET_ST_SPEED = 0.90
+TARGET_ST_DIFF = 1e-5
+
+
+# ----------------------------------------------------------------------------------------------------- inputs
+def find_sts_file(flag: str | None) -> tuple[Path, str]:
+    """STSb test: --data-root, else $ELASTICIR_DATA, else the package default, else shared/data beside us."""
+    candidates: list[tuple[Path, str]] = []
+    if flag:
+        candidates.append((Path(flag), "--data-root"))
+    elif os.environ.get("ELASTICIR_DATA"):
+        candidates.append((Path(os.environ["ELASTICIR_DATA"]), "$ELASTICIR_DATA"))
+    else:
+        candidates += [
+            (DEFAULT_DATA_ROOT, "package default"),
+            (REPO / "shared" / "data", "shared/data in the repo"),
+            (REPO.parent / "shared" / "data", "shared/data beside the repo"),
+        ]
+    for root, origin in candidates:
+        path = sts_path(root.expanduser().resolve(), "stsbenchmark", "test")
+        if path:
+            return path, origin
+    searched = ", ".join(str(root / "sts/stsbenchmark/test.jsonl.gz") for root, _ in candidates)
+    sys.exit(f"bench_encode: no STSb test file; searched {searched}. Set --data-root or $ELASTICIR_DATA.")
+
+
+def distinct_texts(pairs: StsPairs) -> list[str]:
+    """The distinct sentences in the order `evaluate_sts` builds them, so both encode the very same list."""
+    return list(dict.fromkeys(pairs.sentence1 + pairs.sentence2))
+
+
+def subsample(pairs: StsPairs, n_texts: int, seed: int) -> StsPairs:
+    """A seeded random subset of pairs with ~n_texts distinct sentences (all pairs if n_texts <= 0)."""
+    if n_texts <= 0 or n_texts >= len(distinct_texts(pairs)):
+        return pairs
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    seen: set[str] = set()
+    chosen = []
+    for i in order:
+        if len(seen) >= n_texts:
+            break
+        chosen.append(i)
+        seen.update((pairs.sentence1[i], pairs.sentence2[i]))
+    chosen.sort()
+    return StsPairs(
+        [pairs.sentence1[i] for i in chosen], [pairs.sentence2[i] for i in chosen], pairs.scores[chosen]
+    )
+
+
+# ----------------------------------------------------------------------------------------------- machine info
+def machine_info() -> dict:
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    try:
+        quota = Path("/sys/fs/cgroup/cpu.max").read_text().strip()
+    except OSError:
+        quota = None
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "cgroup_cpu_max": quota,
+        "cpu_model": model,
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "platform": platform.platform(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------- timing
+def timed(fn) -> tuple[float, object]:
+    gc.collect()
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def timed_cpu(fn) -> tuple[float, float, object]:
+    """(wall seconds, process CPU seconds over all threads, result)."""
+    gc.collect()
+    cpu, start = time.process_time(), time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, time.process_time() - cpu, result
+
+
+def summary(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed repeats (each a palindrome of all variants)"
+    )
+    parser.add_argument(
+        "--texts",
+        type=int,
+        default=DEFAULT_TEXTS,
+        help=f"subsample to ~N distinct texts (default {DEFAULT_TEXTS}; 0 = all 2,552)",
+    )
+    parser.add_argument(
+        "--data-root", default=None, help="data root with sts/stsbenchmark/ (default $ELASTICIR_DATA)"
+    )
+    parser.add_argument(
+        "--json", metavar="OUT", default=None, help="also save all raw timings and results as JSON"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subsample and of the run orders")
+    parser.add_argument("--no-st", action="store_true", help="skip the sentence-transformers comparison")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (default 0: leave torch's default, one per core)",
+    )
+    parser.add_argument(
+        "--no-palindrome",
+        action="store_true",
+        help="run each variant once per repeat (shuffled) instead of shuffled + reversed",
+    )
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 120))
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
+    info = machine_info()
+
+    sts_file, origin = find_sts_file(args.data_root)
+    all_pairs = load_sts(sts_file)
+    pairs = subsample(all_pairs, args.texts, args.seed)
+    texts = distinct_texts(pairs)
+    n = len(texts)
+    bs = args.batch_size
+
+    t_load, encoder = timed(lambda: ElasticEncoder(MODEL))
+    if encoder.device.type != "cpu":
+        console.print(f"[yellow]note: the encoder runs on {encoder.device} ({encoder.dtype})[/yellow]")
+    N = encoder.num_layers
+    grid = Grid.for_model(N, encoder.hidden_size)
+    st_model = None
+    if not args.no_st:
+        from sentence_transformers import SentenceTransformer
+
+        st_model = SentenceTransformer(encoder.info.path, device=str(encoder.device))
+
+    def tokenize_only():  # what iter_encode does before the model: sort longest first, tokenise per batch
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        for start in range(0, n, bs):
+            encoder.tokenize([texts[i] for i in order[start : start + bs]])
+
+    grid_timings: list[dict] = []
+
+    def run_grid():
+        table, stages = evaluate_sts(encoder, pairs, grid, batch_size=bs, show_progress=False)
+        grid_timings.append(stages)
+        return table
+
+    variants: dict[str, callable] = {"grid": run_grid}
+    for layer in range(1, N + 1):
+        variants[f"L{layer}"] = lambda layer=layer: encoder.encode(
+            texts, [layer], batch_size=bs, show_progress=False
+        )
+    if st_model is not None:
+        variants["st"] = lambda: st_model.encode(texts, batch_size=bs, show_progress_bar=False)
+    variants["tok"] = tokenize_only
+    base = f"L{N}"
+
+    total_texts = len(distinct_texts(all_pairs))
+    sample = (
+        f"subsample of {total_texts} texts / {len(all_pairs)} pairs, --texts {args.texts}, seed {args.seed}"
+        if len(pairs) < len(all_pairs)
+        else "all of them"
+    )
+    runs = "twice per repeat (shuffled, then reversed)" if not args.no_palindrome else "once per repeat"
+    threads = "set by --threads" if args.threads > 0 else "torch default"
+    console.print(
+        f"[bold]bench_encode[/bold]: {MODEL} ({N} layers x {encoder.hidden_size}) on {encoder.device}; "
+        f"STSb test from {origin}: {sts_file}\n"
+        f"texts: {n} distinct sentences of {len(pairs)} pairs ({sample}); batch size {bs}; "
+        f"{args.repeats} repeats, each variant run {runs}\n"
+        f"machine: {info['cpu_model'] or '?'}; cpu_count {info['cpu_count']}, "
+        f"affinity {info['cpu_affinity']}, "
+        f"cgroup cpu.max {info['cgroup_cpu_max']}; torch {info['torch']}, {info['torch_threads']} threads "
+        f"({threads}), interop {info['torch_interop_threads']}; "
+        f"load average at start {' '.join(f'{x:.2f}' for x in load_start)}"
+    )
+
+    # Untimed warm-up of every variant on a small slice: first-call allocations and lazy inits.
+    warm_pairs = subsample(pairs, min(n, 2 * bs), args.seed + 1)
+    warm_texts = distinct_texts(warm_pairs)
+    evaluate_sts(encoder, warm_pairs, grid, batch_size=bs, show_progress=False)
+    encoder.encode(warm_texts, [N], batch_size=bs, show_progress=False)
+    if st_model is not None:
+        st_model.encode(warm_texts, batch_size=bs, show_progress_bar=False)
+
+    rng = random.Random(args.seed)
+    times: dict[str, list[list[float]]] = {name: [] for name in variants}  # wall seconds [repeat][run]
+    cpu_times: dict[str, list[list[float]]] = {name: [] for name in variants}  # process CPU seconds
+    outputs: dict[str, object] = {}
+    bench_start = time.perf_counter()
+    for repeat in range(args.repeats):
+        order = list(variants)
+        rng.shuffle(order)
+        sequence = order if args.no_palindrome else order + order[::-1]
+        for name in variants:
+            times[name].append([])
+            cpu_times[name].append([])
+        for name in sequence:
+            seconds, cpu, result = timed_cpu(variants[name])
+            times[name][-1].append(seconds)
+            cpu_times[name][-1].append(cpu)
+            if name in (base, "st"):
+                outputs[name] = result
+        console.print(
+            f"  repeat {repeat + 1}/{args.repeats} ({time.perf_counter() - bench_start:.0f}s): "
+            + ", ".join(f"{name} " + "/".join(f"{t:.2f}" for t in times[name][-1]) for name in variants)
+            + " s"
+        )
+    load_end = os.getloadavg()
+
+    # Per-repeat ratios (each from the faster of that repeat's runs), then median/min/max over repeats;
+    # "best" = fastest run of the numerator over fastest run of the denominator, over all repeats.
+    fast_t = {name: [min(runs) for runs in times[name]] for name in variants}
+
+    def per(num, den):
+        return [a / b for a, b in zip(fast_t[num], fast_t[den])]
+
+    def best(num, den):
+        return min(fast_t[num]) / min(fast_t[den])
+
+    ratio_a = summary(per("grid", base)) | {"best": best("grid", base)}
+    ratio_b = {
+        layer: summary(per(f"L{layer}", base)) | {"best": best(f"L{layer}", base)}
+        for layer in range(1, N + 1)
+    }
+    rows = []  # (label, stats or None, fmt, target text, pass or None)
+
+    def add(label, stats, fmt, target, ok):
+        rows.append((label, stats, fmt, target, ok))
+
+    add(
+        f"A  grid ({len(grid.cells)} cells) / encode[{N}]",
+        ratio_a,
+        "{:.3f}",
+        f"<= {TARGET_A:.2f}",
+        ratio_a["median"] <= TARGET_A,
+    )
+    for layer in range(1, N + 1):
+        target = layer / N + TARGET_B_SLACK
+        note = "  (baseline itself)" if layer == N else ""
+        add(
+            f"B({layer}) encode[{layer}] / encode[{N}]{note}",
+            ratio_b[layer],
+            "{:.3f}",
+            f"<= {target:.3f}",
+            ratio_b[layer]["median"] <= target + 1e-12,
+        )
+
+    results: dict = {}
+    if st_model is not None:
+        ours_tps = summary([n / t for t in fast_t[base]]) | {"best": n / min(fast_t[base])}
+        st_tps = summary([n / t for t in fast_t["st"]]) | {"best": n / min(fast_t["st"])}
+        speed = summary(per("st", base)) | {"best": best("st", base)}  # = our throughput / ST throughput
+        ours = outputs[base][N]
+        ours = ours / np.linalg.norm(ours, axis=1, keepdims=True)
+        theirs = np.asarray(outputs["st"], dtype=np.float32)
+        theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
+        diff = float(np.abs(ours - theirs).max())
+        add(f"ours encode[{N}] throughput (texts/s)", ours_tps, "{:.1f}", "", None)
+        add("sentence-transformers encode (texts/s)", st_tps, "{:.1f}", "", None)
+        add(
+            "ours / sentence-transformers throughput",
+            speed,
+            "{:.3f}",
+            f">= {TARGET_ST_SPEED:.2f}",
+            speed["median"] >= TARGET_ST_SPEED,
+        )
+        add(
+            "embeddings: max |ours - ST| (L2-normalised)",
+            {"median": diff},
+            "{:.2e}",
+            f"<= {TARGET_ST_DIFF:.0e}",
+            diff <= TARGET_ST_DIFF,
+        )
+        results.update(
+            ours_texts_per_s=ours_tps,
+            st_texts_per_s=st_tps,
+            ours_over_st_throughput=speed,
+            embedding_max_abs_diff=diff,
+        )
+
+    # Diagnostics
+    tok = summary(per("tok", base)) | {"best": best("tok", base)}
+    xs = np.arange(1, N + 1, dtype=float)
+    ys = np.array([ratio_b[layer]["median"] for layer in range(1, N + 1)])
+    slope, intercept = np.polyfit(xs, ys, 1)
+    score_share = summary([s["score"] / (s["score"] + s["encode"]) for s in grid_timings])
+    drift = summary([runs[-1] / runs[0] for runs in times[base]]) if not args.no_palindrome else None
+    add("diag: tokenisation alone / encode[N]", tok, "{:.3f}", "", None)
+    add(
+        "diag: fit B(L) = a + b*L: intercept a (fixed share)",
+        {"median": float(intercept)},
+        "{:.3f}",
+        f"b = {slope:.3f}/layer",
+        None,
+    )
+    add("diag: score stage / whole grid call", score_share, "{:.3f}", "", None)
+    if drift:
+        add(f"diag: drift gauge, encode[{N}] 2nd run / 1st run", drift, "{:.2f}", "", None)
+    cpu_use = summary([c / w for cs, ws in zip(cpu_times[base], times[base]) for c, w in zip(cs, ws)])
+    add(
+        f"diag: CPU use of encode[{N}] (CPU s / wall s)",
+        cpu_use,
+        "{:.2f}",
+        f"ideal {torch.get_num_threads()}",
+        None,
+    )
+
+    table = Table(title=f"bench_encode: medians over {args.repeats} repeats ({n} texts, {len(pairs)} pairs)")
+    for col, justify in (
+        ("measure", "left"),
+        ("median", "right"),
+        ("min", "right"),
+        ("max", "right"),
+        ("best", "right"),
+        ("target", "right"),
+        ("result", "center"),
+    ):
+        table.add_column(col, justify=justify)
+    for label, stats, fmt, target, ok in rows:
+        cells = [fmt.format(stats[k]) if k in stats else "" for k in ("median", "min", "max", "best")]
+        verdict = "" if ok is None else ("[green]PASS[/green]" if ok else "[red]FAIL[/red]")
+        table.add_row(label, *cells, target, verdict)
+    console.print(table)
+    console.print(
+        f"load average at end {' '.join(f'{x:.2f}' for x in load_end)} (cpu_count {info['cpu_count']}); "
+        f"model load {t_load:.1f}s; timed part {time.perf_counter() - bench_start:.0f}s"
+    )
+    if max(load_start[0], load_end[0]) > (info["cpu_count"] or 1):
+        console.print(
+            "[yellow]the load average exceeds the CPU count: other processes compete for the CPU, "
+            "so absolute throughput is depressed and noisy; the interleaved ratios are the numbers "
+            "to trust[/yellow]"
+        )
+    failed = [label for label, _, _, _, ok in rows if ok is False]
+    console.print(
+        "[red]FAIL: " + "; ".join(failed) + "[/red]" if failed else "[green]all targets met[/green]"
+    )
+
+    if args.json:
+        record = {
+            "model": encoder.info.as_dict(),
+            "machine": info,
+            "load_average": {"start": load_start, "end": load_end},
+            "data": {
+                "file": str(sts_file),
+                "origin": origin,
+                "pairs": len(pairs),
+                "texts": n,
+                "subsampled": len(pairs) < len(all_pairs),
+                "texts_flag": args.texts,
+                "seed": args.seed,
+            },
+            "settings": {
+                "repeats": args.repeats,
+                "batch_size": bs,
+                "palindrome": not args.no_palindrome,
+                "torch_threads": torch.get_num_threads(),
+                "combine_runs": "min",
+            },
+            "raw_seconds": times,
+            "raw_cpu_seconds": cpu_times,
+            "grid_stage_seconds": grid_timings,
+            "ratio_a": ratio_a,
+            "ratio_b": {str(k): v for k, v in ratio_b.items()},
+            "targets": {
+                "a": TARGET_A,
+                "b": {str(k): k / N + TARGET_B_SLACK for k in range(1, N + 1)},
+                "st_speed": TARGET_ST_SPEED,
+                "st_diff": TARGET_ST_DIFF,
+            },
+            "diagnostics": {
+                "tokenise_over_base": tok,
+                "fit_intercept": float(intercept),
+                "fit_slope": float(slope),
+                "score_share_of_grid": score_share,
+                "drift_gauge": drift,
+                "cpu_use": cpu_use,
+            },
+            **results,
+            "failed": failed,
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=2, default=float))
+        console.print(f"saved {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""BEIR folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv), validated.
+
+Why not beir's GenericDataLoader? It keeps the last of two duplicate ids silently, accepts qrels that point at
+documents that do not exist, and reports no line numbers. We read the same format and refuse those cases,
+naming the file and line. Documents with empty text are kept (BEIR and MTEB keep them; Cranfield has two, one
+judged relevant) and counted in `notes`, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from elasticir.data.jsonl import read_jsonl
+from elasticir.errors import InputFormatError
+
+
+@dataclass
+class RetrievalData:
+    doc_ids: list[str]
+    doc_texts: list[str]
+    query_ids: list[str]  # only the queries judged in the split, as BEIR evaluates
+    query_texts: list[str]
+    qrels: dict[str, dict[str, int]]
+    files: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+
+def _first_existing(folder: Path, name: str) -> Path:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise InputFormatError(f"{folder}: missing {name} (BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+
+
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    """BEIR qrels TSV with a `query-id corpus-id score` header (a header-less TREC-style file is accepted too)."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+            if not row or (number == 1 and not row[-1].lstrip("-").isdigit()):
+                continue  # blank line or header
+            if len(row) != 3:
+                raise InputFormatError(
+                    f"{path} line {number}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(row)}"
+                )
+            try:
+                score = int(row[2])
+            except ValueError:
+                raise InputFormatError(f"{path} line {number}: score {row[2]!r} is not an integer") from None
+            qrels.setdefault(row[0], {})[row[1]] = score
+    if not qrels:
+        raise InputFormatError(f"{path}: no judgements")
+    return qrels
+
+
+def _read_texts(path: Path, kind: str) -> tuple[dict[str, str], dict[str, int]]:
+    texts: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for number, row in read_jsonl(path, required=("_id", "text")):
+        key = str(row["_id"])
+        if key in lines:
+            raise InputFormatError(
+                f"{path} line {number}: duplicate {kind} id {key!r} (first on line {lines[key]}); ids must be unique"
+            )
+        lines[key] = number
+        text = row.get("text") or ""
+        title = row.get("title") or ""
+        texts[key] = f"{title} {text}".strip() if kind == "document" else text.strip()
+    return texts, lines
+
+
+def load_beir(folder: Path, split: str = "test") -> RetrievalData:
+    """Read and cross-check a BEIR folder; documents are `title + " " + text` (the BEIR/MTEB convention)."""
+    corpus_path = _first_existing(folder, "corpus.jsonl")
+    queries_path = _first_existing(folder, "queries.jsonl")
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+        raise InputFormatError(f"{qrels_path} not found; splits present: {', '.join(splits) or 'none'}")
+    corpus, _ = _read_texts(corpus_path, "document")
+    queries, query_lines = _read_texts(queries_path, "query")
+    qrels = read_qrels(qrels_path)
+
+    missing_queries = [q for q in qrels if q not in queries]
+    if missing_queries:
+        raise InputFormatError(
+            f"{qrels_path}: {len(missing_queries)} judged query id(s) are not in {queries_path.name}, "
+            f"e.g. {missing_queries[:3]}; fix the qrels or add the queries"
+        )
+    missing_docs = sorted({d for judged in qrels.values() for d in judged if d not in corpus})
+    if missing_docs:
+        raise InputFormatError(
+            f"{qrels_path}: {len(missing_docs)} judged document id(s) are not in {corpus_path.name}, "
+            f"e.g. {missing_docs[:3]}; the corpus is incomplete or the qrels belong to another version"
+        )
+    empty_queries = [q for q in qrels if not queries[q]]
+    if empty_queries:
+        raise InputFormatError(
+            f"{queries_path} line {query_lines[empty_queries[0]]}: query {empty_queries[0]!r} has empty text "
+            f"({len(empty_queries)} judged queries are empty); fix the text or drop it from the qrels"
+        )
+    notes = []
+    empty_docs = [d for d, text in corpus.items() if not text]
+    if empty_docs:
+        notes.append(f"{len(empty_docs)} document(s) with empty title and text kept (ids {', '.join(empty_docs[:5])})")
+    query_ids = [q for q in queries if q in qrels]
+    return RetrievalData(
+        doc_ids=list(corpus), doc_texts=list(corpus.values()),
+        query_ids=query_ids, query_texts=[queries[q] for q in query_ids],
+        qrels=qrels, files=[corpus_path, queries_path, qrels_path], notes=notes,
+    )

@@ -1,0 +1,111 @@
+"""Retrieval over a grid: encode corpus and queries once, index every cell, evaluate with ir-measures.
+
+Per cell it keeps the aggregate metrics, per-query values (for significance tests), a gzipped TREC run file,
+and cost numbers (index bytes, build time, batched search throughput, single-query p50/p95 latency).
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+
+import ir_measures
+import numpy as np
+import pandas as pd
+from ir_measures import R, RR, nDCG
+from tqdm.auto import tqdm
+
+from elasticir.cells import Grid
+from elasticir.data.beir import RetrievalData
+from elasticir.embeddings import EmbeddingStore
+from elasticir.encoders import ElasticEncoder
+from elasticir.index.dense import CellIndex, tie_ranks
+from elasticir.results.store import atomic_write
+
+MEASURES = [nDCG @ 10, RR @ 10, R @ 100, R @ 1000]
+GRADED_EXTRA = [R(rel=2) @ 1000]  # TREC DL: recall counts grade >= 2 as relevant
+
+
+def measures_for(qrels: dict[str, dict[str, int]]) -> list:
+    graded = max(score for judged in qrels.values() for score in judged.values()) > 1
+    return MEASURES + GRADED_EXTRA if graded else MEASURES
+
+
+def evaluate_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
+                 measures: list) -> tuple[dict[str, float], pd.DataFrame]:
+    """Aggregates with trec_eval -c semantics (every judged query counts; no results = 0) and per-query values."""
+    per_query = {(str(m.measure), m.query_id): m.value for m in ir_measures.iter_calc(measures, qrels, run)}
+    rows = [{"query_id": qid, "measure": str(measure), "value": per_query.get((str(measure), qid), 0.0)}
+            for measure in measures for qid in qrels]
+    table = pd.DataFrame(rows)
+    return table.groupby("measure", sort=False)["value"].mean().to_dict(), table
+
+
+def to_run(query_ids: list[str], doc_ids: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> dict:
+    return {qid: {doc_ids[i]: float(s) for i, s in zip(row_ids, row_scores) if i >= 0}
+            for qid, row_ids, row_scores in zip(query_ids, ids, scores)}
+
+
+def trec_order(run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Each query's hits in trec_eval's order (score descending, then doc id descending)."""
+    return {qid: dict(sorted(hits.items(), key=lambda hit: (hit[1], hit[0]), reverse=True))
+            for qid, hits in run.items()}
+
+
+def write_trec_run(path: Path, run: dict[str, dict[str, float]], tag: str) -> None:
+    """`qid Q0 docid rank score tag`, in the run's (already trec_eval-ordered) order, gzipped, atomically."""
+    lines = [f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n"
+             for qid, hits in run.items() for rank, (doc, score) in enumerate(hits.items(), start=1)]
+    atomic_write(path, gzip.compress("".join(lines).encode(), compresslevel=1))
+
+
+def evaluate_retrieval(
+    encoder: ElasticEncoder, data: RetrievalData, grid: Grid, *, part_dir: Path, cache_dir: Path,
+    remove_self_hits: bool = False, index: str = "flat", flat_backend: str = "torch", k: int = 1000,
+    normalize: bool | None = None, query_prompt: str | None = None, doc_prompt: str | None = None,
+    batch_size: int = 64, latency_samples: int = 100, show_progress: bool = True, name: str = "retrieval",
+) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame]:
+    """Per-cell table (layer, dim, metrics, costs), stage timings, and per-query values of every cell."""
+    encoder.check_cells(grid.cells)
+    normalize = encoder.info.normalize if normalize is None else normalize
+    prompts = encoder.info.prompts
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    docs = EmbeddingStore(cache_dir, encoder, data.doc_ids, data.doc_texts,
+                          prompt=doc_prompt if doc_prompt is not None else prompts.get("document", ""))
+    queries = EmbeddingStore(cache_dir, encoder, data.query_ids, data.query_texts,
+                             prompt=query_prompt if query_prompt is not None else prompts.get("query", ""))
+    docs.ensure(grid.layers, batch_size=batch_size, show_progress=show_progress, desc=f"{name} corpus")
+    queries.ensure(grid.layers, batch_size=batch_size, show_progress=show_progress, desc=f"{name} queries")
+    timings["encode"] = time.perf_counter() - start
+
+    doc_ids = np.asarray(data.doc_ids, dtype=object)
+    tie_rank = tie_ranks(data.doc_ids)
+    exclude = None
+    if remove_self_hits:
+        row_of = {doc: row for row, doc in enumerate(data.doc_ids)}
+        exclude = np.array([row_of.get(qid, -1) for qid in data.query_ids])
+    measures = measures_for(data.qrels)
+    rows, per_query = [], []
+    timings.update(index=0.0, search=0.0, evaluate=0.0)
+    device = str(encoder.device)
+    bar = tqdm(grid.cells, desc=f"{name} cells", disable=None if show_progress else True, leave=False)
+    for layer, dim in bar:
+        cell = CellIndex(docs.layer(layer), dim, normalize=normalize, index=index, flat_backend=flat_backend,
+                         device=device)
+        query_full = queries.layer(layer)
+        scores, ids, search_s = cell.search(query_full, k, tie_rank, exclude)
+        p50, p95 = cell.latency_ms(query_full, k, latency_samples) if latency_samples else (np.nan, np.nan)
+        started = time.perf_counter()
+        run = to_run(data.query_ids, doc_ids, ids, scores)
+        aggregate, values = evaluate_run(data.qrels, run, measures)
+        write_trec_run(part_dir / "runs" / f"L{layer}_d{dim}.trec.gz", run, f"elasticir-L{layer}-d{dim}")
+        timings["evaluate"] += time.perf_counter() - started
+        timings["index"] += cell.build_s
+        timings["search"] += search_s
+        per_query.append(values.assign(layer=layer, dim=dim))
+        rows.append({"layer": layer, "dim": dim, **aggregate, "index_bytes": cell.nbytes,
+                     "build_s": cell.build_s, "search_qps": len(data.query_ids) / max(search_s, 1e-9),
+                     "latency_p50_ms": p50, "latency_p95_ms": p95, "backend": cell.backend})
+    return pd.DataFrame(rows), timings, pd.concat(per_query, ignore_index=True)

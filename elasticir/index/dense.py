@@ -1,0 +1,161 @@
+"""Dense indexes per cell (L, d): FAISS factory indexes, or exact search by matmul + top-k.
+
+Exact flat search defaults to a torch matmul + top-k: on CPU it measured 2-4x faster than faiss' IndexFlatIP
+(ENVIRONMENT.md) and on GPU it needs no faiss GPU build; it returns the same ranking as faiss (a test checks it).
+Ties are broken deterministically as trec_eval and pytrec_eval order them: score descending, then doc id
+descending, so the rank column of our run files agrees with what trec_eval evaluates.
+Indexes are filled chunk by chunk from the full-width store (prefix slice + optional re-normalisation per chunk),
+so building never holds more than the index itself plus one chunk.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from elasticir.encoders import truncate
+from elasticir.errors import ElasticIRError
+
+INDEX_ALIASES = {"flat": "Flat", "hnsw": "HNSW32", "sq8": "SQ8"}  # "ivfpq" depends on n and d, see below
+TIE_MARGIN = 16  # extra candidates fetched so ties at the k-th score are ordered by doc id, not by chance
+CHUNK = 1 << 16
+
+
+def factory_string(index: str, n: int, dim: int) -> str:
+    """A FAISS index-factory string for an alias (flat, hnsw, sq8, ivfpq) or a raw factory string."""
+    if index == "ivfpq":
+        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
+        m = max(1, dim // 4)
+        while dim % m:
+            m -= 1
+        return f"IVF{nlist},PQ{m}x8"
+    return INDEX_ALIASES.get(index, index)
+
+
+def bytes_per_vector(factory: str, dim: int) -> float:
+    """The FAISS memory formula (EVALUATION.md): Flat 4d, HNSW 4d + 8M, SQ8 d, PQ M, IVF-PQ M + 8 (the id)."""
+    if factory == "Flat":
+        return 4 * dim
+    if factory.startswith("HNSW"):
+        return 4 * dim + 8 * int(factory.removeprefix("HNSW").split(",")[0] or 32)
+    if factory == "SQ8":
+        return dim
+    if factory.startswith("IVF") and ",PQ" in factory:
+        return int(factory.split(",PQ")[1].split("x")[0]) + 8
+    raise ElasticIRError(f"no bytes-per-vector formula for index {factory!r}")
+
+
+def tie_ranks(doc_ids: list[str]) -> np.ndarray:
+    """Per corpus row, its position in trec_eval's tie order (doc id descending): lower comes first."""
+    ranks = np.empty(len(doc_ids), dtype=np.int64)
+    ranks[np.argsort(np.asarray(doc_ids, dtype=object))[::-1]] = np.arange(len(doc_ids))
+    return ranks
+
+
+def order_hits(scores: np.ndarray, ids: np.ndarray, tie_rank: np.ndarray, k: int,
+               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Drop missing (-1) and excluded hits (self-hits), sort by (score desc, tie order), keep k per query."""
+    out_scores = np.full((len(scores), k), -np.inf, dtype=np.float32)
+    out_ids = np.full((len(scores), k), -1, dtype=np.int64)
+    for row in range(len(scores)):
+        valid = ids[row] >= 0
+        if exclude is not None and exclude[row] >= 0:
+            valid &= ids[row] != exclude[row]
+        keep = np.flatnonzero(valid)
+        order = keep[np.lexsort((tie_rank[ids[row][keep]], -scores[row][keep]))][:k]
+        out_scores[row, : len(order)], out_ids[row, : len(order)] = scores[row, order], ids[row, order]
+    return out_scores, out_ids
+
+
+def exact_search(queries: np.ndarray, docs: torch.Tensor, k: int, *, doc_chunk: int = 1 << 18,
+                 query_chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Inner-product top-k by matmul, over doc chunks with a running top-k (bounded scratch memory)."""
+    k = min(k, len(docs))
+    best_scores = np.empty((len(queries), k), dtype=np.float32)
+    best_ids = np.empty((len(queries), k), dtype=np.int64)
+    for q0 in range(0, len(queries), query_chunk):
+        q = torch.from_numpy(np.ascontiguousarray(queries[q0:q0 + query_chunk])).to(docs.device, docs.dtype)
+        top_s = torch.empty((len(q), 0), device=docs.device, dtype=docs.dtype)
+        top_i = torch.empty((len(q), 0), dtype=torch.int64, device=docs.device)
+        for d0 in range(0, len(docs), doc_chunk):
+            s, i = torch.topk(q @ docs[d0:d0 + doc_chunk].T, min(k, len(docs) - d0), dim=1)
+            merged_s, merged_i = torch.cat([top_s, s], 1), torch.cat([top_i, i + d0], 1)
+            top_s, pick = torch.topk(merged_s, min(k, merged_s.shape[1]), dim=1)
+            top_i = torch.gather(merged_i, 1, pick)
+        best_scores[q0:q0 + len(q)] = top_s.float().cpu().numpy()
+        best_ids[q0:q0 + len(q)] = top_i.cpu().numpy()
+    return best_scores, best_ids
+
+
+class CellIndex:
+    """The index of one cell, built from the full-width document embeddings of its layer."""
+
+    def __init__(self, docs_full: np.ndarray, dim: int, *, normalize: bool, index: str = "flat",
+                 flat_backend: str = "torch", device: str = "cpu", chunk: int = CHUNK) -> None:
+        n = len(docs_full)
+        self.factory = factory_string(index, n, dim)
+        self.dim, self.normalize, self.device = dim, normalize, device
+        start = time.perf_counter()
+        if self.factory == "Flat" and flat_backend == "torch":
+            self.backend = f"torch matmul+topk ({device})"
+            self.matrix = torch.empty((n, dim), dtype=torch.float32, device=device)
+            for c0 in range(0, n, chunk):
+                self.matrix[c0:c0 + chunk] = torch.from_numpy(truncate(docs_full[c0:c0 + chunk], dim, normalize))
+            self.faiss = None
+            self.nbytes = self.matrix.element_size() * self.matrix.nelement()
+        else:
+            self.matrix, self.faiss = None, self._build_faiss(docs_full, chunk)
+            self.backend = f"faiss {self.factory}" + (" (gpu)" if self._on_gpu else "")
+            self.nbytes = self._serialized_bytes()
+        self.build_s = time.perf_counter() - start
+
+    def _build_faiss(self, docs_full: np.ndarray, chunk: int):
+        import faiss
+
+        index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:  # train on a fixed-seed sample, never the whole corpus at once
+            rng = np.random.default_rng(0)
+            sample = np.sort(rng.choice(len(docs_full), size=min(len(docs_full), 100_000), replace=False))
+            index.train(truncate(docs_full[sample], self.dim, self.normalize))
+        for c0 in range(0, len(docs_full), chunk):
+            index.add(truncate(docs_full[c0:c0 + chunk], self.dim, self.normalize))
+        if self.factory.startswith("HNSW"):
+            index.hnsw.efSearch = 128
+        self._on_gpu = self.device.startswith("cuda") and faiss.get_num_gpus() > 0 and "HNSW" not in self.factory
+        self._cpu_index = index
+        return faiss.index_cpu_to_all_gpus(index) if self._on_gpu else index
+
+    def _serialized_bytes(self) -> int:
+        import faiss
+
+        return int(len(faiss.serialize_index(self._cpu_index)))
+
+    def _raw_search(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.matrix is not None:
+            return exact_search(queries, self.matrix, fetch)
+        scores, ids = self.faiss.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+        return scores, ids.astype(np.int64)
+
+    def search(self, queries_full: np.ndarray, k: int, tie_rank: np.ndarray,
+               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+        """Top-k (scores, corpus rows) per query in trec_eval order, and the batched search seconds."""
+        queries = truncate(queries_full, self.dim, self.normalize)
+        fetch = min(len(tie_rank), k + TIE_MARGIN + (1 if exclude is not None else 0))
+        start = time.perf_counter()
+        scores, ids = self._raw_search(queries, fetch)
+        seconds = time.perf_counter() - start
+        scores, ids = order_hits(scores, ids, tie_rank, min(k, len(tie_rank)), exclude)
+        return scores, ids, seconds
+
+    def latency_ms(self, queries_full: np.ndarray, k: int, samples: int = 100) -> tuple[float, float]:
+        """p50 and p95 milliseconds of one-query-at-a-time search (what an interactive user waits)."""
+        queries = truncate(queries_full[:samples], self.dim, self.normalize)
+        times = []
+        for row in queries:
+            start = time.perf_counter()
+            self._raw_search(row[None, :], k)
+            times.append((time.perf_counter() - start) * 1000)
+        return float(np.percentile(times, 50)), float(np.percentile(times, 95))
