@@ -6,8 +6,9 @@ list crossed with a dim list; a pair list (the Starbucks "diagonal") zips the tw
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from elasticir.errors import ElasticIRError
 
@@ -88,7 +89,7 @@ class Grid:
     @classmethod
     def for_model(
         cls, num_layers: int, hidden_size: int, layers: Iterable[int] | None = None, dims: Iterable[int] | None = None
-    ) -> "Grid":
+    ) -> Grid:
         grid = cls(
             tuple(sorted(set(layers))) if layers is not None else tuple(default_layers(num_layers)),
             tuple(sorted(set(dims))) if dims is not None else tuple(default_dims(hidden_size)),

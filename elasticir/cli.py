@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 import yaml
@@ -21,22 +21,22 @@ out = Console()
 err = Console(stderr=True)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id or local folder of a (sentence-transformers) encoder.")]
-LayersOpt = Annotated[Optional[str], typer.Option(help="Comma list of layers, e.g. 1,2,6 (default: every layer).")]
-DimsOpt = Annotated[Optional[str], typer.Option(help="Comma list of dims, e.g. 64,384 (default: 32,64,.. up to the width).")]
-PairsOpt = Annotated[Optional[str], typer.Option(help="Pair list LAYER:DIM,... (default derived from the model shape).")]
-DataRootOpt = Annotated[Optional[Path], typer.Option(help="Data root (default: $ELASTICIR_DATA, else ~/.cache/elasticir/data).")]
+LayersOpt = Annotated[str | None, typer.Option(help="Comma list of layers, e.g. 1,2,6 (default: every layer).")]
+DimsOpt = Annotated[str | None, typer.Option(help="Comma list of dims, e.g. 64,384 (default: 32,64,.. up to the width).")]
+PairsOpt = Annotated[str | None, typer.Option(help="Pair list LAYER:DIM,... (default derived from the model shape).")]
+DataRootOpt = Annotated[Path | None, typer.Option(help="Data root (default: $ELASTICIR_DATA, else ~/.cache/elasticir/data).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for run directories.")]
 BatchOpt = Annotated[int, typer.Option(help="Encoding batch size.")]
-MaxLenOpt = Annotated[Optional[int], typer.Option(help="Max tokens (default: the model's own setting).")]
-PoolingOpt = Annotated[Optional[str], typer.Option(help="mean or cls (default: the model's own setting).")]
-DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 (default: cuda when present).")]
+MaxLenOpt = Annotated[int | None, typer.Option(help="Max tokens (default: the model's own setting).")]
+PoolingOpt = Annotated[str | None, typer.Option(help="mean or cls (default: the model's own setting).")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when present).")]
 RecomputeOpt = Annotated[bool, typer.Option("--recompute", help="Recompute datasets an earlier run already finished.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed recorded in the leaderboard.")]
-ConfigOpt = Annotated[Optional[Path], typer.Option(help="YAML file with any of these options (flags win).")]
-IndexOpt = Annotated[Optional[str], typer.Option(help="flat (exact), hnsw, sq8, ivfpq, or a FAISS factory string.")]
-FlatOpt = Annotated[Optional[str], typer.Option(help="Exact search backend: torch (matmul+topk) or faiss.")]
-KOpt = Annotated[Optional[int], typer.Option("--k", help="Retrieval depth (default 1000).")]
-Bm25Opt = Annotated[Optional[bool], typer.Option("--bm25/--no-bm25", help="Add the pyserini BM25 baseline.")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file with any of these options (flags win).")]
+IndexOpt = Annotated[str | None, typer.Option(help="flat (exact), hnsw, sq8, ivfpq, or a FAISS factory string.")]
+FlatOpt = Annotated[str | None, typer.Option(help="Exact search backend: torch (matmul+topk) or faiss.")]
+KOpt = Annotated[int | None, typer.Option("--k", help="Retrieval depth (default 1000).")]
+Bm25Opt = Annotated[bool | None, typer.Option("--bm25/--no-bm25", help="Add the pyserini BM25 baseline.")]
 
 
 def friendly_errors(command):
@@ -53,11 +53,11 @@ def friendly_errors(command):
     return wrapper
 
 
-def _split(text: Optional[str]) -> Optional[list[str]]:
+def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-def _config(config_file: Optional[Path], **flags):
+def _config(config_file: Path | None, **flags):
     """A RunConfig from an optional YAML file, overridden by the flags that were given."""
     from pydantic import ValidationError
 
@@ -113,8 +113,8 @@ def run_command(
     layers: LayersOpt = None,
     dims: DimsOpt = None,
     pairs: PairsOpt = None,
-    sts: Annotated[Optional[str], typer.Option(help="STS datasets (default: stsbenchmark,sts12,sickr).")] = None,
-    retrieval: Annotated[Optional[str], typer.Option(help="Retrieval datasets (default: scifact).")] = None,
+    sts: Annotated[str | None, typer.Option(help="STS datasets (default: stsbenchmark,sts12,sickr).")] = None,
+    retrieval: Annotated[str | None, typer.Option(help="Retrieval datasets (default: scifact).")] = None,
     index: IndexOpt = None,
     flat_backend: FlatOpt = None,
     k: KOpt = None,
@@ -145,7 +145,7 @@ def eval_sts(
     model: ModelOpt = None,
     layers: LayersOpt = None,
     dims: DimsOpt = None,
-    datasets: Annotated[Optional[str], typer.Option(help="Comma list of STS datasets (folder names).")] = None,
+    datasets: Annotated[str | None, typer.Option(help="Comma list of STS datasets (folder names).")] = None,
     data_root: DataRootOpt = None,
     out_dir: OutOpt = None,
     batch_size: BatchOpt = None,
@@ -168,7 +168,7 @@ def eval_sts(
 @friendly_errors
 def eval_retrieval(
     model: ModelOpt = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "--datasets",
+    dataset: Annotated[str | None, typer.Option("--dataset", "--datasets",
                                                    help="BEIR dataset(s), comma list (folder names).")] = None,
     layers: LayersOpt = None,
     dims: DimsOpt = None,
@@ -176,8 +176,8 @@ def eval_retrieval(
     flat_backend: FlatOpt = None,
     k: KOpt = None,
     bm25: Bm25Opt = None,
-    query_prompt: Annotated[Optional[str], typer.Option(help="Prefix for queries (default: the model's own).")] = None,
-    doc_prompt: Annotated[Optional[str], typer.Option(help="Prefix for documents (default: the model's own).")] = None,
+    query_prompt: Annotated[str | None, typer.Option(help="Prefix for queries (default: the model's own).")] = None,
+    doc_prompt: Annotated[str | None, typer.Option(help="Prefix for documents (default: the model's own).")] = None,
     data_root: DataRootOpt = None,
     out_dir: OutOpt = None,
     batch_size: BatchOpt = None,
@@ -201,7 +201,8 @@ def eval_retrieval(
 @friendly_errors
 def datasets_command(data_root: DataRootOpt = None) -> None:
     """List catalogued and local datasets and whether each is available under the data root."""
-    from elasticir.data.catalog import CATALOG, beir_path, data_root as resolve_root, sts_path
+    from elasticir.data.catalog import CATALOG, beir_path, sts_path
+    from elasticir.data.catalog import data_root as resolve_root
 
     root = resolve_root(data_root)
     local = {p.parent.name for p in root.glob("sts/*/test.jsonl*")} | {p.parent.name for p in root.glob("beir/*/corpus.jsonl*")}

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from elasticir.cells import validate_cells, Cell
+from elasticir.cells import Cell, validate_cells
 from elasticir.errors import ElasticIRError
 from elasticir.network import network_allowed
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,8 @@ from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
 from elasticir.cells import Cell, Grid, default_pairs, validate_cells
-from elasticir.data.catalog import DatasetSpec, data_root, file_checksum, locate, spec_for
 from elasticir.data.beir import load_beir
+from elasticir.data.catalog import DatasetSpec, data_root, file_checksum, locate, spec_for
 from elasticir.data.sts import load_sts
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
 from elasticir.errors import ElasticIRError
@@ -207,7 +208,7 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
     ]
     timings.append({"dataset": "*", "stage": "total", "seconds": time.perf_counter() - started})
     leaderboard = Leaderboard(
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
         run_id=store.run_id,
         model={**info.as_dict(), "dtype": str(encoder.dtype).removeprefix("torch."), "device": str(encoder.device)},
         config=config.model_dump(mode="json") | {"numeric": numeric_config},

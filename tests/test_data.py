@@ -1,13 +1,12 @@
 import gzip
 
 import pytest
+from conftest import write_sts
 
 from elasticir.data.catalog import CATALOG, file_checksum, locate, spec_for
 from elasticir.data.jsonl import read_jsonl
 from elasticir.data.sts import load_sts
 from elasticir.errors import DataNotFoundError, InputFormatError
-
-from conftest import write_sts
 
 
 def test_malformed_json_names_file_and_line(tmp_path):

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from conftest import SENTENCES
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -9,8 +10,6 @@ from elasticir.errors import InputFormatError
 from elasticir.results.schema import Leaderboard, load_leaderboard
 from elasticir.results.store import atomic_write
 from elasticir.runner import RunConfig, run
-
-from conftest import SENTENCES
 
 
 def config(root, out, **kw):

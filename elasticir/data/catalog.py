@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from elasticir.network import network_allowed
 from elasticir.errors import DataNotFoundError, ElasticIRError
+from elasticir.network import network_allowed
 
 Task = Literal["sts", "retrieval"]
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{}.zip"

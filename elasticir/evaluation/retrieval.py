@@ -13,7 +13,7 @@ from pathlib import Path
 import ir_measures
 import numpy as np
 import pandas as pd
-from ir_measures import R, RR, nDCG
+from ir_measures import RR, R, nDCG
 from tqdm.auto import tqdm
 
 from elasticir.cells import Grid

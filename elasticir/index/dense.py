@@ -131,7 +131,7 @@ class CellIndex:
     def _serialized_bytes(self) -> int:
         import faiss
 
-        return int(len(faiss.serialize_index(self._cpu_index)))
+        return len(faiss.serialize_index(self._cpu_index))
 
     def _raw_search(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         if self.matrix is not None:

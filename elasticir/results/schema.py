@@ -108,7 +108,7 @@ class Leaderboard(_Strict):
     machine: MachineRecord
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Leaderboard":
+    def _consistent(self) -> Leaderboard:
         names = {d.name for d in self.datasets}
         for baseline in self.baselines:
             if baseline.dataset not in names:
