@@ -6,6 +6,7 @@ saved at once (an interrupted run keeps it), and a re-run of the same config ski
 
 from __future__ import annotations
 
+import io
 import random
 import sys
 import time
@@ -101,8 +102,12 @@ Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path],
 
 def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
     pairs = load_sts(path)
-    cells, timings = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
-                                  show_progress=config.show_progress, desc=f"sts {spec.name}")
+    cells, timings, cosines = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
+                                           show_progress=config.show_progress, desc=f"sts {spec.name}")
+    buffer = io.BytesIO()  # per-pair cosines of every cell + gold scores: what a bootstrap test resamples
+    np.savez_compressed(buffer, cosines=cosines.astype(np.float32), gold=pairs.scores,
+                        cells=np.array(grid.cells, dtype=np.int64))
+    atomic_write(part_dir / "pair_scores.npz", buffer.getvalue())
     return Part(cells, timings, len(pairs), [path])
 
 

@@ -20,24 +20,26 @@ STS_METRICS = ("spearman", "pearson")
 
 
 def score_cells(embeddings: dict[int, np.ndarray], left: np.ndarray, right: np.ndarray, gold: np.ndarray,
-                grid: Grid) -> list[dict]:
-    """Metrics of every cell from per-layer embeddings of the sentences (rows `left[i]` vs `right[i]`)."""
-    rows = []
+                grid: Grid) -> tuple[list[dict], np.ndarray]:
+    """Metrics of every cell from per-layer embeddings of the sentences (rows `left[i]` vs `right[i]`), and the
+    per-pair cosines [cells, pairs] in `grid.cells` order (kept for bootstrap significance tests)."""
+    rows, cosines = [], []
     for layer in grid.layers:
         for dim in grid.dims:
             vectors = truncate(embeddings[layer], dim, normalize=True)
             cosine = np.einsum("ij,ij->i", vectors[left], vectors[right]).astype(np.float64)
+            cosines.append(cosine)
             rows.append({
                 "layer": layer, "dim": dim,
                 "spearman": float(spearmanr(cosine, gold).statistic),
                 "pearson": float(pearsonr(cosine, gold).statistic),
             })
-    return rows
+    return rows, np.vstack(cosines)
 
 
 def evaluate_sts(encoder: ElasticEncoder, pairs: StsPairs, grid: Grid, *, batch_size: int = 64,
-                 show_progress: bool = True, desc: str = "sts") -> tuple[pd.DataFrame, dict[str, float]]:
-    """Per-cell metrics table (layer, dim, spearman, pearson) and stage timings in seconds."""
+                 show_progress: bool = True, desc: str = "sts") -> tuple[pd.DataFrame, dict[str, float], np.ndarray]:
+    """Per-cell metrics table (layer, dim, spearman, pearson), stage timings in seconds, per-pair cosines."""
     encoder.check_cells(grid.cells)
     texts, index = [], {}
     for sentence in pairs.sentence1 + pairs.sentence2:
@@ -49,5 +51,5 @@ def evaluate_sts(encoder: ElasticEncoder, pairs: StsPairs, grid: Grid, *, batch_
     start = time.perf_counter()
     embeddings = encoder.encode(texts, grid.layers, batch_size=batch_size, show_progress=show_progress, desc=desc)
     encoded = time.perf_counter()
-    table = pd.DataFrame(score_cells(embeddings, left, right, pairs.scores, grid))
-    return table, {"encode": encoded - start, "score": time.perf_counter() - encoded}
+    rows, cosines = score_cells(embeddings, left, right, pairs.scores, grid)
+    return pd.DataFrame(rows), {"encode": encoded - start, "score": time.perf_counter() - encoded}, cosines
