@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import ir_measures
@@ -33,9 +34,13 @@ def measures_for(qrels: dict[str, dict[str, int]]) -> list:
 
 
 def evaluate_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
-                 measures: list) -> tuple[dict[str, float], pd.DataFrame]:
-    """Aggregates with trec_eval -c semantics (every judged query counts; no results = 0) and per-query values."""
-    per_query = {(str(m.measure), m.query_id): m.value for m in ir_measures.iter_calc(measures, qrels, run)}
+                 measures: list, evaluator=None) -> tuple[dict[str, float], pd.DataFrame]:
+    """Aggregates with trec_eval -c semantics (every judged query counts; no results = 0) and per-query values.
+
+    Pass `evaluator=ir_measures.evaluator(measures, qrels)` to reuse the parsed qrels across many runs.
+    """
+    evaluator = evaluator or ir_measures.evaluator(measures, qrels)
+    per_query = {(str(m.measure), m.query_id): m.value for m in evaluator.iter_calc(run)}
     rows = [{"query_id": qid, "measure": str(measure), "value": per_query.get((str(measure), qid), 0.0)}
             for measure in measures for qid in qrels]
     table = pd.DataFrame(rows)
@@ -87,6 +92,9 @@ def evaluate_retrieval(
         row_of = {doc: row for row, doc in enumerate(data.doc_ids)}
         exclude = np.array([row_of.get(qid, -1) for qid in data.query_ids])
     measures = measures_for(data.qrels)
+    evaluator = ir_measures.evaluator(measures, data.qrels)
+    writer = ThreadPoolExecutor(max_workers=1)  # run files are written while the next cell is searched
+    pending = []
     rows, per_query = [], []
     timings.update(index=0.0, search=0.0, evaluate=0.0)
     device = str(encoder.device)
@@ -99,8 +107,9 @@ def evaluate_retrieval(
         p50, p95 = cell.latency_ms(query_full, k, latency_samples) if latency_samples else (np.nan, np.nan)
         started = time.perf_counter()
         run = to_run(data.query_ids, doc_ids, ids, scores)
-        aggregate, values = evaluate_run(data.qrels, run, measures)
-        write_trec_run(part_dir / "runs" / f"L{layer}_d{dim}.trec.gz", run, f"elasticir-L{layer}-d{dim}")
+        aggregate, values = evaluate_run(data.qrels, run, measures, evaluator)
+        pending.append(writer.submit(write_trec_run, part_dir / "runs" / f"L{layer}_d{dim}.trec.gz", run,
+                                     f"elasticir-L{layer}-d{dim}"))
         timings["evaluate"] += time.perf_counter() - started
         timings["index"] += cell.build_s
         timings["search"] += search_s
@@ -108,4 +117,9 @@ def evaluate_retrieval(
         rows.append({"layer": layer, "dim": dim, **aggregate, "index_bytes": cell.nbytes,
                      "build_s": cell.build_s, "search_qps": len(data.query_ids) / max(search_s, 1e-9),
                      "latency_p50_ms": p50, "latency_p95_ms": p95, "backend": cell.backend})
+    started = time.perf_counter()
+    for future in pending:
+        future.result()  # re-raises a failed write
+    writer.shutdown()
+    timings["evaluate"] += time.perf_counter() - started
     return pd.DataFrame(rows), timings, pd.concat(per_query, ignore_index=True)
