@@ -7,8 +7,10 @@ and cost numbers (index bytes, build time, batched search throughput, single-que
 from __future__ import annotations
 
 import gzip
+import multiprocessing as mp
+import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import ir_measures
@@ -91,35 +93,63 @@ def evaluate_retrieval(
     if remove_self_hits:
         row_of = {doc: row for row, doc in enumerate(data.doc_ids)}
         exclude = np.array([row_of.get(qid, -1) for qid in data.query_ids])
-    measures = measures_for(data.qrels)
-    evaluator = ir_measures.evaluator(measures, data.qrels)
-    writer = ThreadPoolExecutor(max_workers=1)  # run files are written while the next cell is searched
-    pending = []
-    rows, per_query = [], []
+    rows, per_query, pending = [], [], {}
     timings.update(index=0.0, search=0.0, evaluate=0.0)
     device = str(encoder.device)
-    bar = tqdm(grid.cells, desc=f"{name} cells", disable=None if show_progress else True, leave=False)
-    for layer, dim in bar:
-        cell = CellIndex(docs.layer(layer), dim, normalize=normalize, index=index, flat_backend=flat_backend,
-                         device=device)
-        query_full = queries.layer(layer)
-        scores, ids, search_s = cell.search(query_full, k, tie_rank, exclude)
-        p50, p95 = cell.latency_ms(query_full, k, latency_samples) if latency_samples else (np.nan, np.nan)
+    context = (data.query_ids, doc_ids, data.qrels, measures_for(data.qrels))
+    with _scoring_pool(context) as pool:
+        bar = tqdm(grid.cells, desc=f"{name} cells", disable=None if show_progress else True, leave=False)
+        for layer, dim in bar:
+            cell = CellIndex(docs.layer(layer), dim, normalize=normalize, index=index, flat_backend=flat_backend,
+                             device=device)
+            query_full = queries.layer(layer)
+            scores, ids, search_s = cell.search(query_full, k, tie_rank, exclude)
+            pending[(layer, dim)] = pool.submit(_score_cell, ids, scores, part_dir / "runs" / f"L{layer}_d{dim}.trec.gz",
+                                                f"elasticir-L{layer}-d{dim}")
+            p50, p95 = cell.latency_ms(query_full, k, latency_samples) if latency_samples else (np.nan, np.nan)
+            timings["index"] += cell.build_s
+            timings["search"] += search_s
+            rows.append({"layer": layer, "dim": dim, "index_bytes": cell.nbytes, "build_s": cell.build_s,
+                         "search_qps": len(data.query_ids) / max(search_s, 1e-9), "latency_p50_ms": p50,
+                         "latency_p95_ms": p95, "backend": cell.backend})
+            del cell
         started = time.perf_counter()
-        run = to_run(data.query_ids, doc_ids, ids, scores)
-        aggregate, values = evaluate_run(data.qrels, run, measures, evaluator)
-        pending.append(writer.submit(write_trec_run, part_dir / "runs" / f"L{layer}_d{dim}.trec.gz", run,
-                                     f"elasticir-L{layer}-d{dim}"))
-        timings["evaluate"] += time.perf_counter() - started
-        timings["index"] += cell.build_s
-        timings["search"] += search_s
-        per_query.append(values.assign(layer=layer, dim=dim))
-        rows.append({"layer": layer, "dim": dim, **aggregate, "index_bytes": cell.nbytes,
-                     "build_s": cell.build_s, "search_qps": len(data.query_ids) / max(search_s, 1e-9),
-                     "latency_p50_ms": p50, "latency_p95_ms": p95, "backend": cell.backend})
+        for row in rows:
+            aggregate, values, seconds = pending[(row["layer"], row["dim"])].result()
+            row.update(aggregate)
+            timings["evaluate"] += seconds
+            per_query.append(values.assign(layer=row["layer"], dim=row["dim"]))
+        timings["evaluate_wait"] = time.perf_counter() - started  # scoring not hidden behind the searches
+    costs = ["index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms", "backend"]
+    table = pd.DataFrame(rows)
+    table = table[["layer", "dim"] + [c for c in table.columns if c not in costs and c not in ("layer", "dim")] + costs]
+    return table, timings, pd.concat(per_query, ignore_index=True)
+
+
+# Scoring a cell (run dict, ir-measures, run file) is CPU work in Python that would otherwise serialise behind
+# the searches; worker processes overlap it with the next cells' searches (on a GPU the searches take
+# milliseconds and scoring would dominate). Workers get the query ids, doc ids and qrels once, at start.
+_WORKER: dict = {}
+
+
+def _init_worker(query_ids, doc_ids, qrels, measures) -> None:
+    _WORKER.update(query_ids=query_ids, doc_ids=doc_ids, qrels=qrels, measures=measures,
+                   evaluator=ir_measures.evaluator(measures, qrels))
+
+
+def _score_cell(ids: np.ndarray, scores: np.ndarray, run_path: Path, tag: str):
     started = time.perf_counter()
-    for future in pending:
-        future.result()  # re-raises a failed write
-    writer.shutdown()
-    timings["evaluate"] += time.perf_counter() - started
-    return pd.DataFrame(rows), timings, pd.concat(per_query, ignore_index=True)
+    run = to_run(_WORKER["query_ids"], _WORKER["doc_ids"], ids, scores)
+    aggregate, values = evaluate_run(_WORKER["qrels"], run, _WORKER["measures"], _WORKER["evaluator"])
+    write_trec_run(run_path, run, tag)
+    return aggregate, values, time.perf_counter() - started
+
+
+def _scoring_pool(context: tuple) -> Executor:
+    """Processes (forked: no re-import, nothing but numpy and ir-measures used in them) or, on one core, a thread."""
+    workers = min(4, (os.cpu_count() or 1) - 1)
+    if workers < 1 or "fork" not in mp.get_all_start_methods():
+        _init_worker(*context)
+        return ThreadPoolExecutor(max_workers=1)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"), initializer=_init_worker,
+                               initargs=context)
