@@ -224,12 +224,14 @@ class ElasticEncoder:
         """
         wanted = sorted(set(layers))
         self.check_cells(Cell(layer, 1) for layer in wanted)
-        captured: dict[int, torch.Tensor] = {}
+        mask = batch["attention_mask"]
+        pooled: dict[int, torch.Tensor] = {}
         deepest = wanted[-1]
 
         def hook_for(layer: int):
             def hook(_module, _inputs, output):
-                captured[layer] = output[0] if isinstance(output, tuple) else output
+                # pool at once, so the layer's token states can be freed before the pass ends
+                pooled[layer] = self._pool(output[0] if isinstance(output, tuple) else output, mask)
                 if layer == deepest:
                     raise _StopForward
 
@@ -243,8 +245,7 @@ class ElasticEncoder:
         finally:
             for handle in handles:
                 handle.remove()
-        mask = batch["attention_mask"]
-        return {layer: self._pool(captured[layer], mask) for layer in wanted}
+        return pooled
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(
