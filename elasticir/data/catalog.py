@@ -145,6 +145,9 @@ def locate(name: str, root: Path, *, download: bool = True, override: str | Path
         raise DataNotFoundError(f"dataset {name!r} not found at {wanted} (data root from {_root_origin(override)}); {source}")
     host = "huggingface.co" if spec.source.startswith("hf:") else spec.source.split("/")[2]
     if not download or not network_allowed(host):
+        partial = root / "qrels" / name
+        if spec.task == "retrieval" and partial.is_dir():
+            source += f" (only topics and qrels are at {partial}; the corpus is what is missing)"
         raise DataNotFoundError(
             f"dataset {name!r} not found at {wanted} (data root from {_root_origin(override)}), and the network "
             f"is unavailable or disabled, so it cannot be downloaded from {source}. Fix: set ELASTICIR_DATA or "
