@@ -32,7 +32,7 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("mean", "cls")
 
 
-class _StopForward(Exception):
+class StopForward(Exception):
     """Raised by the hook on the deepest requested layer: the layers above it never run."""
 
 
@@ -132,7 +132,7 @@ def read_sentence_transformers_config(folder: Path) -> dict:
     return config
 
 
-def _transformer_blocks(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
+def transformer_blocks(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
     """The list of transformer blocks (encoder.layer for BERT/RoBERTa, layers for ModernBERT, ...)."""
     for module in model.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers:
@@ -198,7 +198,7 @@ class ElasticEncoder:
             max_length=max_length,
             prompts=st.get("prompts", {}),
         )
-        self._blocks = _transformer_blocks(self.model, config.num_hidden_layers)
+        self._blocks = transformer_blocks(self.model, config.num_hidden_layers)
 
     @property
     def num_layers(self) -> int:
@@ -233,14 +233,14 @@ class ElasticEncoder:
                 # pool at once, so the layer's token states can be freed before the pass ends
                 pooled[layer] = self._pool(output[0] if isinstance(output, tuple) else output, mask)
                 if layer == deepest:
-                    raise _StopForward
+                    raise StopForward
 
             return hook
 
         handles = [self._blocks[layer - 1].register_forward_hook(hook_for(layer)) for layer in wanted]
         try:
             self.model(**batch)
-        except _StopForward:
+        except StopForward:
             pass
         finally:
             for handle in handles:

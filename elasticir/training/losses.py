@@ -1,0 +1,457 @@
+"""Training losses for elastic encoders: every method is a base loss applied to cells of one forward pass.
+
+Why not sentence-transformers' `Matryoshka2dLoss` / `AdaptiveLayerLoss` as they are? They take the layers
+from `output_hidden_states=True`, so every layer runs even when the deepest trained layer is shallower; they
+sample the embedding output as if it were a layer; they cannot express the Starbucks pair list or its KLs.
+What we keep is their mechanism: one cached pass per input column, then the base loss called again on each
+truncated view of it - through the base loss's own `compute_loss_from_embeddings`, so the MNRL / CoSENT
+formulas are sentence-transformers' own. The pass exits early as `ElasticEncoder.forward_layers` does (hooks
+on the blocks) and pools with the model's own Pooling module, so a cell is trained exactly as it is
+evaluated: the output of the first L blocks, pooled, cut to d dims, L2-normalised (unless normalize=False,
+for dot-product models).
+
+Every loss is an `nn.Module` that wraps a base loss and is called with `(sentence_features, labels)`, as the
+sentence-transformers losses are; `terms()` gives the named, already weighted terms that `forward` sums.
+Limits: one process (a DDP wrapper is not unwrapped, and early exit leaves the layers above the deepest
+trained cell unused), and base losses with `compute_loss_from_embeddings` (not the gradient-cached ones).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Sequence
+from itertools import pairwise
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from elasticir.cells import Cell, Grid, default_dims, default_pairs, validate_cells
+from elasticir.encoders import StopForward, transformer_blocks
+from elasticir.errors import ElasticIRError
+
+KL_VARIANTS = ("scores", "embedding", "none")
+LAYER_WEIGHTINGS = ("uniform", "inverse", "log")
+Columns = list[dict[int, Tensor]]  # per input column: {layer: pooled full-width embedding}
+Features = Iterable[dict[str, Tensor]]  # one tokenised batch per input column, as the trainer passes them
+Labels = Tensor | None
+
+
+def kl_div(student: Tensor, teacher: Tensor) -> Tensor:
+    """`F.kl_div(log_softmax(student), softmax(teacher))` over the last axis, batchmean, as both reference
+    codes compute it (i.e. KL(teacher || student)). Callers detach the teacher where the method says so."""
+    return F.kl_div(F.log_softmax(student, dim=-1), F.softmax(teacher, dim=-1), reduction="batchmean")
+
+
+def in_batch_scores(embeddings: list[Tensor]) -> Tensor:
+    """Query (first column) x candidate (all later columns) scores: one [queries x candidates] matmul per
+    cell, never a [layers x queries x docs x hidden] tensor."""
+    if len(embeddings) < 2:
+        raise ElasticIRError(
+            "kl='scores' needs a query column and at least one candidate column (pairs or triplets); "
+            "use kl='embedding' or kl='none' for single-column data"
+        )
+    return embeddings[0] @ torch.cat(embeddings[1:]).T
+
+
+def validate_pairs(pairs: Iterable[Sequence[int]], num_layers: int, hidden_size: int) -> list[Cell]:
+    """A Starbucks pair list: cells the model has, each with more layers and more dims than the one before."""
+    cells = [Cell(*pair) for pair in pairs]
+    if not cells:
+        raise ElasticIRError("the pair list is empty; give pairs small to large, such as 2:32,4:64,6:384")
+    validate_cells(cells, num_layers, hidden_size)
+    for small, large in pairwise(cells):
+        if not (small.layer < large.layer and small.dim < large.dim):
+            raise ElasticIRError(
+                f"pair list {' '.join(map(str, cells))}: {large} does not grow from {small}; every pair "
+                "needs more layers and more dims than the one before, e.g. (2,32) (4,64) (6,128) "
+                "(the full-grid loss trains several dims of one layer)"
+            )
+    return cells
+
+
+def _elastic_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """The Transformer and Pooling modules of a [Transformer, Pooling, (Normalize)] SentenceTransformer.
+
+    Anything else after pooling (a Dense projection, several pooling modes concatenated) mixes or stacks
+    coordinates, so the first d of them would not be the cell the evaluation code reads.
+    """
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    modules = list(model)
+    if (
+        len(modules) < 2
+        or not isinstance(modules[0], Transformer)
+        or not isinstance(modules[1], Pooling)
+        or not isinstance(modules[1].pooling_mode, str)
+        or any(not isinstance(module, Normalize) for module in modules[2:])
+    ):
+        raise ElasticIRError(
+            "elastic losses need a SentenceTransformer made of Transformer, Pooling (one mode) and "
+            f"optionally Normalize; this one is {' -> '.join(type(module).__name__ for module in modules)}"
+        )
+    return modules[0], modules[1]
+
+
+class ElasticLoss(nn.Module):
+    """Base class: one early-exiting pass per input column, then `loss` on cells of it.
+
+    Subclasses only say which weighted terms a step has (`terms`); `forward` sums them.
+    """
+
+    def __init__(self, model: nn.Module, loss: nn.Module, *, normalize: bool = True) -> None:
+        super().__init__()
+        if not callable(getattr(loss, "compute_loss_from_embeddings", None)):
+            raise ElasticIRError(
+                f"base loss {type(loss).__name__} has no compute_loss_from_embeddings(embeddings, labels); "
+                "use MultipleNegativesRankingLoss, CoSENTLoss or another sentence-transformers loss with it"
+            )
+        self.model = model  # as sentence-transformers losses keep it: its trainer and model card read it
+        self.loss = loss
+        self.normalize = normalize
+        transformer, pooling = _elastic_parts(model)
+        config = transformer.auto_model.config
+        self.num_layers: int = config.num_hidden_layers
+        self.hidden_size: int = config.hidden_size
+        # a tuple, so these stay plain references and are not registered twice as submodules of the loss
+        self._parts = (transformer, pooling, transformer_blocks(transformer.auto_model, self.num_layers))
+
+    @property
+    def full(self) -> Cell:
+        return Cell(self.num_layers, self.hidden_size)
+
+    def embed(self, sentence_features: Features, layers: Iterable[int]) -> Columns:
+        """Pooled full-width embedding of each needed layer, per column, from one pass per column that stops
+        after the deepest needed layer: the blocks above it never run, cost nothing and get no gradient."""
+        wanted = sorted(set(layers))
+        validate_cells((Cell(layer, 1) for layer in wanted), self.num_layers, self.hidden_size)
+        return [self._embed_column(features, wanted) for features in sentence_features]
+
+    def _embed_column(self, features: dict[str, Tensor], layers: list[int]) -> dict[int, Tensor]:
+        transformer, pooling, blocks = self._parts
+        pooled: dict[int, Tensor] = {}
+
+        def hook_for(layer: int) -> Callable[..., None]:
+            def hook(_module, _inputs, output):
+                hidden = output[0] if isinstance(output, tuple) else output
+                pooled[layer] = pooling({**features, "token_embeddings": hidden})["sentence_embedding"]
+                if layer == layers[-1]:
+                    raise StopForward
+
+            return hook
+
+        handles = [blocks[layer - 1].register_forward_hook(hook_for(layer)) for layer in layers]
+        try:
+            transformer(dict(features))
+        except StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return pooled
+
+    def cell(self, columns: Columns, cell: Cell) -> list[Tensor]:
+        """The cell's embedding per column: a prefix of its layer's cached embedding, never a re-encode."""
+        prefixes = [column[cell.layer][:, : cell.dim] for column in columns]
+        return [F.normalize(prefix, dim=-1) for prefix in prefixes] if self.normalize else prefixes
+
+    def base(self, embeddings: list[Tensor], labels: Labels) -> Tensor:
+        return self.loss.compute_loss_from_embeddings(embeddings, labels)
+
+    def terms(self, sentence_features: Features, labels: Labels) -> dict[str, Tensor]:
+        """Named, weighted terms of one step ("base(L,d)", "kl(L,d)", ...): for logging and per-term tests."""
+        raise NotImplementedError
+
+    def forward(self, sentence_features: Features, labels: Labels) -> Tensor:
+        return torch.stack(list(self.terms(sentence_features, labels).values())).sum()
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"loss": type(self.loss).__name__, "normalize": self.normalize}
+
+
+class PlainLoss(ElasticLoss):
+    """The base loss at one cell.
+
+    Default: the full cell ("plain" fine-tuning; sub-cells are evaluated, never trained). A smaller `cell`
+    is the separately trained baseline at exactly (L, d); (L, hidden size) is the weaker Starbucks-STS
+    variant that truncates only at evaluation.
+    """
+
+    def __init__(
+        self, model: nn.Module, loss: nn.Module, cell: Sequence[int] | None = None, *, normalize: bool = True
+    ) -> None:
+        super().__init__(model, loss, normalize=normalize)
+        self.target = Cell(*cell) if cell is not None else self.full
+        validate_cells([self.target], self.num_layers, self.hidden_size)
+
+    def terms(self, sentence_features: Features, labels: Labels) -> dict[str, Tensor]:
+        columns = self.embed(sentence_features, [self.target.layer])
+        return {f"base{self.target}": self.base(self.cell(columns, self.target), labels)}
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**super().get_config_dict(), "cell": str(self.target)}
+
+
+class MRLLoss(ElasticLoss):
+    """MRL (Kusupati et al. 2022): the base loss at each dim of the last layer, weighted (default 1)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        dims: Sequence[int] | None = None,
+        weights: Sequence[float] | None = None,
+        *,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__(model, loss, normalize=normalize)
+        self.dims = list(dims) if dims is not None else default_dims(self.hidden_size)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.dims)
+        if not self.dims or len(set(self.dims)) != len(self.dims) or len(self.weights) != len(self.dims):
+            raise ElasticIRError(
+                f"MRL dims {self.dims} with weights {self.weights}: give distinct dims and one weight per dim"
+            )
+        validate_cells((Cell(self.num_layers, dim) for dim in self.dims), self.num_layers, self.hidden_size)
+
+    def terms(self, sentence_features: Features, labels: Labels) -> dict[str, Tensor]:
+        columns = self.embed(sentence_features, [self.num_layers])
+        return {
+            f"base{Cell(self.num_layers, dim)}": weight
+            * self.base(self.cell(columns, Cell(self.num_layers, dim)), labels)
+            for dim, weight in zip(self.dims, self.weights)
+        }
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**super().get_config_dict(), "dims": self.dims, "weights": self.weights}
+
+
+class _SRL(ElasticLoss):
+    """Starbucks SRL over the cells `step_cells` picks each step, with uniform weights.
+
+    loss = base(full) + sum over the other cells [ base(cell) + kl_weight * KL(cell vs full) ].
+
+    kl="scores" (retrieval code): in-batch score distributions (queries x all candidates, softmax over
+    candidates), both divided by `temperature`, teacher = the full cell's scores DETACHED, kl_weight 1.
+    kl="embedding" (STS code): softmax over the first d coordinates of the cell's pooled embedding (before any
+    normalisation) vs the full model's pooled embedding cut to d, rows of all columns, teacher NOT detached,
+    kl_weight 0.3, no temperature. kl="none": base losses only.
+    `temperature` defaults to the base loss's own (1 / scale), as Starbucks uses one temperature for both.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        *,
+        kl: str = "scores",
+        kl_weight: float | None = None,
+        temperature: float | None = None,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__(model, loss, normalize=normalize)
+        if kl not in KL_VARIANTS:
+            raise ElasticIRError(f"kl={kl!r} is not a KL variant; choose one of {', '.join(KL_VARIANTS)}")
+        self.kl = kl
+        self.kl_weight = (
+            kl_weight if kl_weight is not None else {"scores": 1.0, "embedding": 0.3}.get(kl, 0.0)
+        )
+        self.temperature = temperature if temperature is not None else 1.0 / getattr(loss, "scale", 1.0)
+
+    def step_cells(self) -> list[Cell]:
+        raise NotImplementedError
+
+    def terms(self, sentence_features: Features, labels: Labels) -> dict[str, Tensor]:
+        cells = [cell for cell in self.step_cells() if cell != self.full]
+        columns = self.embed(sentence_features, [cell.layer for cell in cells] + [self.num_layers])
+        full = self.cell(columns, self.full)
+        if self.kl == "scores":
+            teacher = in_batch_scores(full).detach() / self.temperature
+        terms = {f"base{self.full}": self.base(full, labels)}
+        for cell in cells:
+            embeddings = self.cell(columns, cell)
+            terms[f"base{cell}"] = self.base(embeddings, labels)
+            if self.kl == "scores":
+                terms[f"kl{cell}"] = self.kl_weight * kl_div(
+                    in_batch_scores(embeddings) / self.temperature, teacher
+                )
+            elif self.kl == "embedding":
+                student = torch.cat([column[cell.layer][:, : cell.dim] for column in columns])
+                target = torch.cat([column[self.num_layers][:, : cell.dim] for column in columns])
+                terms[f"kl{cell}"] = self.kl_weight * kl_div(student, target)
+        return terms
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            **super().get_config_dict(),
+            "kl": self.kl,
+            "kl_weight": self.kl_weight,
+            "temperature": self.temperature,
+        }
+
+
+class SRLLoss(_SRL):
+    """Starbucks SRL on a fixed pair list, all pairs every step (default: `default_pairs` of the model shape).
+
+    The full cell is always trained and is the KL teacher, whether or not the list ends with it.
+    """
+
+    def __init__(
+        self, model: nn.Module, loss: nn.Module, pairs: Iterable[Sequence[int]] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(model, loss, **kwargs)
+        self.pairs = validate_pairs(
+            pairs if pairs is not None else default_pairs(self.num_layers, self.hidden_size),
+            self.num_layers,
+            self.hidden_size,
+        )
+
+    def step_cells(self) -> list[Cell]:
+        return self.pairs
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**super().get_config_dict(), "pairs": [str(cell) for cell in self.pairs]}
+
+
+class FullGridSRLLoss(_SRL):
+    """SRL over every cell of a grid (default: all layers x `default_dims`), not only the diagonal.
+
+    `cells_per_step` = k samples k of the non-full cells per step from a `random.Random(seed)` of its own,
+    so a run is reproducible and leaves other random streams alone; None trains every cell every step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        grid: Grid | None = None,
+        *,
+        cells_per_step: int | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, loss, **kwargs)
+        self.grid = grid if grid is not None else Grid.for_model(self.num_layers, self.hidden_size)
+        self.grid.validate(self.num_layers, self.hidden_size)
+        self.cells = [cell for cell in self.grid.cells if cell != self.full]
+        if cells_per_step is not None and not 1 <= cells_per_step <= len(self.cells):
+            raise ElasticIRError(
+                f"cells_per_step={cells_per_step}: this grid has {len(self.cells)} cells besides the full "
+                f"one; choose 1..{len(self.cells)}, or None for all"
+            )
+        self.cells_per_step = cells_per_step
+        self.seed = seed
+        self._rng = random.Random(seed)
+
+    def step_cells(self) -> list[Cell]:
+        if self.cells_per_step is None:
+            return self.cells
+        return sorted(self._rng.sample(self.cells, self.cells_per_step))
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            **super().get_config_dict(),
+            "layers": list(self.grid.layers),
+            "dims": list(self.grid.dims),
+            "cells_per_step": self.cells_per_step,
+            "seed": self.seed,
+        }
+
+
+class TwoDMSELoss(ElasticLoss):
+    """2DMSE (Li et al. 2024; sentence-transformers `Matryoshka2dLoss`), sampled per step.
+
+    Each step: the final layer N plus `layers_per_step` random earlier layers (from `layers`, default 1..N-1:
+    the embedding output is never a layer here, unlike in sentence-transformers), each at `dims_per_step`
+    random dims (from `dims`; -1 = all of a list).
+    loss = sum_d base(N, d) + sum over sampled L [ w(L) / #sampled * sum_d base(L, d) + kl_weight * T * KL ],
+    the KL between softmaxes of the full-width pooled embeddings of layer L and of layer N (before any
+    normalisation) divided by T, batchmean over all columns' rows. w: "uniform" (sentence-transformers'
+    default now), "inverse" = 1/L (AnglE's first version; sentence-transformers' former "linear"), "log" =
+    1/(1 + ln L) (ESE). `detach` cuts the teacher from the graph (sentence-transformers since issue 3757);
+    detach=False is the earlier behaviour.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        layers: Sequence[int] | None = None,
+        dims: Sequence[int] | None = None,
+        *,
+        layers_per_step: int = 1,
+        dims_per_step: int = 1,
+        layer_weighting: str = "uniform",
+        kl: bool = True,
+        detach: bool = True,
+        temperature: float = 0.3,
+        kl_weight: float = 1.0,
+        seed: int = 0,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__(model, loss, normalize=normalize)
+        self.layers = sorted(set(layers)) if layers is not None else list(range(1, self.num_layers))
+        self.dims = sorted(set(dims)) if dims is not None else default_dims(self.hidden_size)
+        validate_cells(
+            (Cell(layer, dim) for layer in self.layers for dim in self.dims),
+            self.num_layers,
+            self.hidden_size,
+        )
+        if self.num_layers in self.layers:
+            raise ElasticIRError(
+                f"layers: the final layer {self.num_layers} is always trained; list earlier ones"
+            )
+        steps = (
+            ("layers_per_step", layers_per_step, self.layers, 0),
+            ("dims_per_step", dims_per_step, self.dims, 1),
+        )
+        for name, count, pool, least in steps:  # 0 earlier layers per step = the final layer only
+            if count != -1 and not least <= count <= len(pool):
+                raise ElasticIRError(f"{name}={count}: choose -1 (all) or {least}..{len(pool)}")
+        if layer_weighting not in LAYER_WEIGHTINGS:
+            raise ElasticIRError(
+                f"layer_weighting={layer_weighting!r}: choose one of {', '.join(LAYER_WEIGHTINGS)}"
+            )
+        self.layers_per_step, self.dims_per_step = layers_per_step, dims_per_step
+        self.layer_weighting, self.kl, self.detach = layer_weighting, kl, detach
+        self.temperature, self.kl_weight, self.seed = temperature, kl_weight, seed
+        self._rng = random.Random(seed)
+
+    def layer_weight(self, layer: int) -> float:
+        if self.layer_weighting == "inverse":
+            return 1.0 / layer
+        if self.layer_weighting == "log":
+            return 1.0 / (1.0 + math.log(layer))
+        return 1.0
+
+    def _sample(self, pool: list[int], count: int) -> list[int]:
+        return list(pool) if count == -1 else sorted(self._rng.sample(pool, count))
+
+    def terms(self, sentence_features: Features, labels: Labels) -> dict[str, Tensor]:
+        final = self.num_layers
+        prior = self._sample(self.layers, self.layers_per_step)
+        columns = self.embed(sentence_features, prior + [final])
+        terms = {
+            f"base{Cell(final, dim)}": self.base(self.cell(columns, Cell(final, dim)), labels)
+            for dim in self._sample(self.dims, self.dims_per_step)
+        }
+        teacher = torch.cat([column[final] for column in columns]) / self.temperature
+        if self.detach:
+            teacher = teacher.detach()
+        for layer in prior:
+            weight = self.layer_weight(layer) / len(prior)
+            for dim in self._sample(self.dims, self.dims_per_step):
+                terms[f"base{Cell(layer, dim)}"] = weight * self.base(
+                    self.cell(columns, Cell(layer, dim)), labels
+                )
+            if self.kl:
+                student = torch.cat([column[layer] for column in columns]) / self.temperature
+                terms[f"kl({layer})"] = self.kl_weight * self.temperature * kl_div(student, teacher)
+        return terms
+
+    def get_config_dict(self) -> dict[str, Any]:
+        keys = ("layers", "dims", "layers_per_step", "dims_per_step", "layer_weighting", "kl", "detach")
+        keys += ("temperature", "kl_weight", "seed")
+        return {**super().get_config_dict(), **{key: getattr(self, key) for key in keys}}
