@@ -100,10 +100,16 @@ def _print_outcome(outcome) -> None:
     out.print(f"leaderboard:      {outcome.dir / 'leaderboard.json'}")
 
 
-def _run(config) -> None:
+def _run(config, report: bool = False) -> None:
     from elasticir.runner import run
 
-    _print_outcome(run(config))
+    outcome = run(config)
+    _print_outcome(outcome)
+    if report:
+        from elasticir.report.build import write_report
+
+        paths = write_report(outcome.dir, outcome.dir / "report")
+        out.print(f"report:           {outcome.dir / 'report' / 'report.md'} ({len(paths)} files)")
 
 
 @app.command("run")
@@ -127,6 +133,7 @@ def run_command(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     recompute: RecomputeOpt = None,
+    report: Annotated[bool, typer.Option("--report/--no-report", help="End with the run's figures and tables.")] = True,
     config: ConfigOpt = None,
 ) -> None:
     """The main job: every (layer, dim) cell on STS (STSb, STS12, SICK-R) and SciFact (dense grid + BM25)."""
@@ -136,7 +143,7 @@ def run_command(
         flat_backend=flat_backend, k=k, bm25=bm25,
         data_root=str(data_root) if data_root else None, out=str(out_dir) if out_dir else None,
         batch_size=batch_size, max_length=max_length, pooling=pooling, device=device, seed=seed, recompute=recompute,
-    ))
+    ), report=report)
 
 
 @eval_app.command("sts")
@@ -195,6 +202,30 @@ def eval_retrieval(
         out=str(out_dir) if out_dir else None, batch_size=batch_size, max_length=max_length, pooling=pooling,
         device=device, recompute=recompute,
     ))
+
+
+@app.command("report")
+@friendly_errors
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (results/<model>-<hash>/).")],
+    baseline: Annotated[Path | None, typer.Option(help="Run directory to compare with (shared cells only).")] = None,
+    also: Annotated[list[Path] | None, typer.Option(help="More runs to overlay on Pareto and diagonal plots.")] = None,
+    cost: Annotated[str, typer.Option(help="Pareto x axis: flops, latency or bytes.")] = "flops",
+    test: Annotated[str, typer.Option(help="Retrieval significance test: ttest or randomization.")] = "ttest",
+    mteb: Annotated[Path | None, typer.Option(help="Also export every cell in MTEB's result layout here.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default RUN_DIR/report).")] = None,
+) -> None:
+    """Paper report: heatmaps, difference maps with significance, Pareto plots, LaTeX/Markdown tables."""
+    from elasticir.report.build import write_report
+
+    target = out_dir or run_dir / "report"
+    paths = write_report(run_dir, target, baseline_dir=baseline, cost=cost, extra_runs=tuple(also or ()), test=test)
+    out.print(f"wrote {len(paths)} files; see {target / 'report.md'}")
+    if mteb:
+        from elasticir.report.mteb_export import export_mteb
+
+        export_mteb(run_dir, mteb)
+        out.print(f"MTEB results layout: {mteb}")
 
 
 @app.command("datasets")

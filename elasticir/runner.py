@@ -6,6 +6,7 @@ saved at once (an interrupted run keeps it), and a re-run of the same config ski
 
 from __future__ import annotations
 
+import gzip
 import io
 import random
 import sys
@@ -120,7 +121,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
         batch_size=config.batch_size, latency_samples=config.latency_samples, show_progress=config.show_progress,
         name=spec.name,
     )
-    atomic_write(part_dir / "per_query.csv.gz", per_query.to_csv(index=False).encode())
+    atomic_write(part_dir / "per_query.csv.gz", gzip.compress(per_query.to_csv(index=False).encode()))
     notes = data.notes + [f"{spec.name}: dense search backend {', '.join(sorted(set(cells.backend)))}"]
     baselines = []
     if config.bm25:

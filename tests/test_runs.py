@@ -81,3 +81,18 @@ def test_cli_eval_sts_and_clear_errors(tiny_model_dir, tiny_data_root, tmp_path)
     assert bad.exit_code == 2 and "layer 9 is out of range" in bad.output and "Traceback" not in bad.output
     missing = runner.invoke(app, args[:9] + ["nosuchset"] + args[10:])
     assert missing.exit_code == 2 and "unknown dataset 'nosuchset'" in missing.output
+
+
+def test_cli_report_on_a_run(tiny_model_dir, tiny_data_root, tmp_path):
+    runner = CliRunner()
+    args = ["eval", "sts", "--model", str(tiny_model_dir), "--layers", "1,2,4", "--dims", "8,16,32",
+            "--datasets", "toy-a,toy-b", "--data-root", str(tiny_data_root), "--out", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    (run_dir,) = [p for p in tmp_path.iterdir() if (p / "leaderboard.json").is_file()]
+    result = runner.invoke(app, ["report", str(run_dir), "--baseline", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "report" / "report.md").is_file() and list((run_dir / "report").rglob("heatmap_toy-a.png"))
+    significance = (run_dir / "report" / "significance.csv").read_text()
+    assert "True" not in significance  # a run compared with itself has no significant cell
+    missing = runner.invoke(app, ["report", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "Traceback" not in missing.output

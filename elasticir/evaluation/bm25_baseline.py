@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def run_bm25(data: RetrievalData, part_dir: Path, cache_dir: Path, spec: Dataset
     aggregate, per_query = evaluate_run(data.qrels, run, measures_for(data.qrels))
     run_file = part_dir / "runs" / "bm25-flat.trec.gz"
     write_trec_run(run_file, run, "bm25-flat")
-    atomic_write(part_dir / "bm25_per_query.csv.gz", per_query.to_csv(index=False).encode())
+    atomic_write(part_dir / "bm25_per_query.csv.gz", gzip.compress(per_query.to_csv(index=False).encode()))
     return {"name": "bm25-flat", "params": {"k1": K1, "b": B, "fields": "title+text", "k": k,
                                             "remove_self_hits": spec.remove_self_hits},
             "metrics": aggregate, "run_file": str(run_file)}

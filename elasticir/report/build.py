@@ -1,0 +1,341 @@
+"""One call from run directories to a paper report: figures (PDF + PNG), tables (LaTeX + Markdown), CSVs and
+report.md with a caption for every figure.
+
+    write_report(run_dir, out_dir, baseline_dir=None, cost="flops") -> list[Path]
+
+With a baseline, the run is compared with it at the cells both grids have (only those; the report says which),
+with paired tests over queries / pairs and Holm's correction per dataset (significance.py).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from elasticir.errors import ElasticIRError
+from elasticir.report import figures, tables
+from elasticir.report.cost import EncoderShape, cell_costs, mean_token_length
+from elasticir.report.rundir import RunData, load_run, unique_labels
+from elasticir.report.significance import compare_runs, describe
+
+COSTS = ("flops", "latency", "bytes")
+DEFAULT_SEQ_LEN = 32
+CURVE_SEQ_LEN = 128  # the fixed length of the diagonal curves' x axis (FLOPs per token barely depend on it)
+
+
+# --- costs ----------------------------------------------------------------------------------------------------
+def _shape(run: RunData, notes: list[str]) -> EncoderShape:
+    shape = EncoderShape.from_folder(run.board.model.path)
+    if shape is None:
+        model = run.board.model
+        notes.append(f"{run.label}: model folder {model.path} not readable; FLOPs assume a BERT layer with "
+                     f"feed-forward width 4H = {4 * model.hidden_size}.")
+        shape = EncoderShape(model.num_layers, model.hidden_size, 4 * model.hidden_size)
+    return shape
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def _texts(run: RunData, dataset: str) -> list[str]:
+    """The texts a cell encodes per example: STS sentences; retrieval test queries (those with qrels)."""
+    record = next(d for d in run.board.datasets if d.name == dataset)
+    paths = [Path(f.path) for f in record.files]
+    try:
+        if record.task == "sts":
+            rows = _read_jsonl(paths[0])
+            return [r["sentence1"] for r in rows] + [r["sentence2"] for r in rows]
+        queries = next(p for p in paths if p.name.startswith("queries"))
+        qrels = next((p for p in paths if p.suffix == ".tsv"), None)
+        judged = set(pd.read_csv(qrels, sep="\t", dtype=str).iloc[:, 0]) if qrels else None
+        return [r["text"] for r in _read_jsonl(queries) if judged is None or str(r["_id"]) in judged]
+    except (OSError, StopIteration, KeyError, ValueError, IndexError):
+        return []
+
+
+def _n_docs(run: RunData, dataset: str) -> int | None:
+    """Corpus size from the flat index bytes (4 d bytes per vector), else from the corpus file."""
+    rows = run.table(dataset)
+    if "index_bytes" in rows and "backend" in rows:
+        flat = rows[rows.backend.astype(str).str.contains("torch|Flat", regex=True)]
+        if len(flat):
+            row = flat.iloc[0]
+            return int(np.rint(row.index_bytes / (4 * row.dim)))
+    record = next(d for d in run.board.datasets if d.name == dataset)
+    corpus = next((Path(f.path) for f in record.files if Path(f.path).name.startswith("corpus")), None)
+    try:
+        with open(corpus, "rb") as handle:
+            return sum(1 for line in handle if line.strip())
+    except (OSError, TypeError):
+        return None
+
+
+def cost_table(run: RunData, notes: list[str]) -> pd.DataFrame:
+    """Per dataset and cell: analytic FLOPs / params (cost.py) next to the measured costs of the run."""
+    shape = _shape(run, notes)
+    frames = []
+    for dataset in run.datasets:
+        length = mean_token_length(_texts(run, dataset), run.board.model.path, run.board.model.max_length)
+        if length is None:
+            notes.append(f"{run.label} {dataset}: texts or tokenizer not readable; FLOPs use {DEFAULT_SEQ_LEN} tokens.")
+            length = DEFAULT_SEQ_LEN
+        n_docs = _n_docs(run, dataset) if run.tasks[dataset] == "retrieval" else None
+        rows = []
+        for layer, dim in run.grid_cells:
+            costs = cell_costs(shape, layer, dim, seq_len=max(1, round(length)), n_docs=n_docs,
+                               pooling=run.board.model.pooling)
+            rows.append({"dataset": dataset, "layer": layer, "dim": dim, "mean_tokens": length,
+                         "n_docs": n_docs, **costs})
+        frames.append(pd.DataFrame(rows))
+    table = pd.concat(frames, ignore_index=True)
+    measured = [c for c in ("index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms")
+                if c in run.cells.columns]
+    if measured:
+        table = table.merge(run.cells[["dataset", "layer", "dim", *measured]], on=["dataset", "layer", "dim"], how="left")
+    return table.assign(run=run.label)
+
+
+def _cost_axis(cost: str, task: str, costs: pd.DataFrame) -> tuple[np.ndarray, str, str] | None:
+    """(x values, axis label, caption phrase) of a cost for one dataset's cells, or None when not measured."""
+    if cost == "flops":
+        if task == "retrieval":
+            n_docs = costs.n_docs.iloc[0]
+            docs = f"exact search over {int(n_docs):,} docs" if pd.notna(n_docs) else "search not counted"
+            phrase = (f"analytic matmul FLOPs per query: encoding a {costs.mean_tokens.iloc[0]:.0f}-token query "
+                      f"(mean test-query length) with L layers + {docs} (2dN)")
+            return costs.query_flops.to_numpy() / 1e9, "GFLOPs per query", phrase
+        return (costs.encode_flops.to_numpy() / 1e9, "GFLOPs per sentence",
+                f"analytic matmul FLOPs to encode one {costs.mean_tokens.iloc[0]:.0f}-token sentence (mean length)")
+    if task != "retrieval":
+        return None
+    if cost == "latency" and "latency_p50_ms" in costs and costs.latency_p50_ms.notna().any():
+        return (costs.latency_p50_ms.to_numpy(), "search latency p50 (ms)",
+                "measured single-query search latency (median; query encoding not included)")
+    if cost == "bytes" and "index_bytes" in costs and costs.index_bytes.notna().any():
+        return (costs.index_bytes.to_numpy() / 2**20, "index size (MiB)", "measured index bytes")
+    return None
+
+
+# --- report -----------------------------------------------------------------------------------------------------
+class _Writer:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.paths: list[Path] = []
+        self.sections: list[str] = []
+
+    def figure(self, paths: list[Path], caption: str) -> None:
+        self.paths += paths
+        caption_path = paths[0].with_suffix(".caption.txt")
+        caption_path.write_text(caption + "\n")
+        self.paths.append(caption_path)
+        png = paths[-1].relative_to(self.out)
+        self.sections.append(f"![{png.stem}]({png})\n\n*{png.stem}*: {caption}\n")
+
+    def table(self, stem: str, latex: str, markdown: str, title: str) -> None:
+        tex_path, md_path = self.out / "tables" / f"{stem}.tex", self.out / "tables" / f"{stem}.md"
+        tex_path.parent.mkdir(parents=True, exist_ok=True)
+        tex_path.write_text(latex)
+        md_path.write_text(markdown)
+        self.paths += [tex_path, md_path]
+        self.sections.append(f"### {title}\n\n{markdown}\n")
+
+    def text(self, text: str) -> None:
+        self.sections.append(text + "\n")
+
+
+def _mean_grid(run: RunData, datasets: Sequence[str]) -> pd.DataFrame:
+    return sum(run.grid(d) for d in datasets) / len(datasets)
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | Path | None = None,
+                 cost: str = "flops", *, extra_runs: Sequence[str | Path] = (), test: str = "ttest",
+                 alpha: float = 0.05, n_resamples: int = 2000, seed: int = 0) -> list[Path]:
+    """Write the report of `run_dir` (optionally against `baseline_dir`) into `out_dir`; return every file.
+
+    cost: the x axis of the Pareto plots: "flops" (analytic, every dataset), "latency" (measured search p50) or
+    "bytes" (measured index size); the last two exist for retrieval only. `extra_runs` are overlaid on the Pareto
+    and diagonal figures. test: "ttest" or "randomization" for retrieval (STS always uses the paired bootstrap).
+    """
+    if cost not in COSTS:
+        raise ElasticIRError(f"cost must be one of {', '.join(COSTS)}; got {cost!r}")
+    run = load_run(run_dir)
+    baseline = load_run(baseline_dir) if baseline_dir else None
+    runs = [run] + ([baseline] if baseline else []) + [load_run(r) for r in extra_runs]
+    unique_labels(runs)
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    writer, notes = _Writer(out), []
+    fig_dir = out / "figures"
+
+    costs = {r.label: cost_table(r, notes) for r in runs}
+    cost_path = out / "costs.csv"
+    pd.concat(costs.values(), ignore_index=True).to_csv(cost_path, index=False)
+    writer.paths.append(cost_path)
+
+    model = run.board.model
+    writer.text(f"# Report: {run.label}\n\nRun `{run.board.run_id}` ({run.dir}); model {model.name} "
+                f"({model.num_layers} layers x {model.hidden_size} dims, {model.pooling} pooling, weights sha256 "
+                f"{model.weights_sha256[:12]}); grid layers {list(run.board.grid.layers)} x dims "
+                f"{list(run.board.grid.dims)}; pair list {' '.join(f'({a},{b})' for a, b in run.pairs)}.")
+    outside = [p for p in run.pairs if p not in run.pairs_in_grid()]
+    if outside:
+        notes.append(f"{run.label}: pair-list cells {', '.join(map(str, outside))} are not in the evaluated grid "
+                     "(not outlined, not in the diagonal).")
+
+    # --- significance -----------------------------------------------------------------------------------------
+    comparison, sig_note = None, ""
+    if baseline is not None:
+        shared = sorted(set(run.grid_cells) & set(baseline.grid_cells))
+        shared_data = [d for d in run.datasets if d in baseline.tasks]
+        if not shared or not shared_data:
+            notes.append(f"{run.label} and {baseline.label} share no cells or datasets: no comparison.")
+        else:
+            only_run = len(run.grid_cells) - len(shared)
+            only_base = len(baseline.grid_cells) - len(shared)
+            notes.append(f"Comparison with {baseline.label} ({baseline.board.run_id}): only the {len(shared)} "
+                         f"cells both grids have are compared ({only_run} cells of {run.label} and {only_base} of "
+                         f"{baseline.label} have no counterpart); datasets {', '.join(shared_data)}.")
+            comparison = compare_runs(run, baseline, test=test, alpha=alpha, n_resamples=n_resamples, seed=seed)
+            sig_note = describe(comparison, alpha)
+            sig_path = out / "significance.csv"
+            comparison.to_csv(sig_path, index=False)
+            writer.paths.append(sig_path)
+            missing = comparison[comparison.p.isna()].dataset.unique()
+            if len(missing):
+                notes.append(f"No per-query / per-pair files for {', '.join(missing)}: those cells are not tested.")
+
+    # --- heatmaps -----------------------------------------------------------------------------------------------
+    writer.text("## Layer x dim grids")
+    pairs = run.pairs
+    for dataset in run.datasets:
+        metric = run.metric(dataset)
+        paths = figures.heatmap(run.grid(dataset), fig_dir / f"heatmap_{dataset}",
+                                title=f"{run.label}: {dataset}", colorbar_label=metric, pairs=pairs)
+        writer.figure(paths, f"{run.label} on {dataset} ({run.tasks[dataset]}, {run.n_examples(dataset)} "
+                             f"{'queries' if run.tasks[dataset] == 'retrieval' else 'pairs'}): {metric} of every "
+                             f"cell (layer L runs the first L layers, d keeps the first d dims). Outlined: the "
+                             f"pair-list (diagonal) cells, the ones an SRL-style model trains.")
+    groups = {f"STS mean ({run.board.main_metric.get('sts', '')})": [d for d in run.datasets if run.tasks[d] == "sts"],
+              f"retrieval mean ({run.board.main_metric.get('retrieval', '')})":
+                  [d for d in run.datasets if run.tasks[d] == "retrieval"]}
+    groups = {k: v for k, v in groups.items() if len(v) > 1}
+    if len(run.datasets) > 1 and len(set(run.tasks.values())) > 1:
+        groups["mean of main metrics"] = run.datasets
+    for name, members in groups.items():
+        stem = "heatmap_mean-" + ("all" if name.startswith("mean of") else name.split()[0].lower())
+        paths = figures.heatmap(_mean_grid(run, members), fig_dir / stem, title=f"{run.label}: {name}",
+                                colorbar_label="mean", pairs=pairs)
+        writer.figure(paths, f"{run.label}: unweighted mean over {', '.join(members)} of each dataset's main "
+                             "metric (Spearman for STS, nDCG@10 for retrieval). An average hides per-dataset "
+                             "collapses: see the per-dataset heatmaps. Outlined: pair-list cells.")
+
+    # --- differences ----------------------------------------------------------------------------------------------
+    if comparison is not None and not comparison.empty:
+        writer.text(f"## {run.label} minus {baseline.label}")
+        for dataset, rows in comparison.groupby("dataset", sort=False):
+            diff = rows.pivot(index="layer", columns="dim", values="diff").reindex(
+                index=list(run.board.grid.layers), columns=list(run.board.grid.dims))
+            diff = diff.dropna(how="all").dropna(axis=1, how="all")  # only layers / dims the baseline has
+            sig = rows.pivot(index="layer", columns="dim", values="significant")
+            test_name = rows.test.iloc[0]
+            sub_note = describe(rows, alpha)
+            legend = (f"Difference {run.label} \u2212 {baseline.label} in {rows.metric.iloc[0]} (blue: {run.label} "
+                      f"better). * = significant ({sub_note}). Only cells both grids have are shown and tested.")
+            paths = figures.diff_heatmap(diff, sig, fig_dir / f"diff_{dataset}",
+                                         title=f"{dataset}: {run.label} \u2212 {baseline.label}",
+                                         colorbar_label=f"\u0394 {rows.metric.iloc[0]}", legend=legend, pairs=pairs)
+            n_sig = int(rows.significant.sum())
+            writer.figure(paths, legend + f" {n_sig} of {len(rows)} shared cells significant ({test_name}).")
+        if comparison.dataset.nunique() > 1:
+            mean = comparison.groupby(["layer", "dim"])["diff"].mean().unstack().reindex(
+                index=list(run.board.grid.layers), columns=list(run.board.grid.dims))
+            mean = mean.dropna(how="all").dropna(axis=1, how="all")
+            legend = (f"Mean over {comparison.dataset.nunique()} datasets of the difference {run.label} \u2212 "
+                      f"{baseline.label} in each dataset's main metric. No significance marks here: the tests are "
+                      "per dataset (see the per-dataset panels). Only cells both grids have are shown.")
+            paths = figures.diff_heatmap(mean, mean.notna() & False, fig_dir / "diff_mean",
+                                         title=f"mean: {run.label} \u2212 {baseline.label}",
+                                         colorbar_label="\u0394 mean", legend=legend, pairs=pairs)
+            writer.figure(paths, legend)
+
+    # --- Pareto ---------------------------------------------------------------------------------------------------
+    writer.text(f"## Effectiveness vs cost ({cost})")
+    for dataset in run.datasets:
+        task = run.tasks[dataset]
+        series, phrase, xlabel = [], None, None
+        for r in runs:
+            if dataset not in r.tasks:
+                continue
+            c = costs[r.label][costs[r.label].dataset == dataset].reset_index(drop=True)
+            axis = _cost_axis(cost, task, c)
+            if axis is None:
+                continue
+            x, xlabel, phrase = axis
+            cells = list(zip(c.layer.astype(int), c.dim.astype(int)))
+            series.append({"label": r.label, "cost": x, "value": [r.value(dataset, cell) for cell in cells],
+                           "cells": cells, "full": r.full_cell})
+        if not series:
+            notes.append(f"{dataset}: no {cost} cost recorded for {task} cells; no Pareto plot (use --cost flops).")
+            continue
+        bm25 = (run.bm25(dataset) or {}).get(run.metric(dataset))
+        caption = (f"{dataset}: {run.metric(dataset)} against cost ({phrase}); every cell of every run is a point, "
+                   f"each run's Pareto-optimal cells (costs within 1% count as equal) are connected and labelled L,d where "
+                   f"space allows; stars: full models"
+                   + (f"; dashed line: BM25 (pyserini, flat, {bm25:.4f}; no dense cost)" if bm25 else "") + ".")
+        paths = figures.pareto(series, fig_dir / f"pareto_{dataset}_{cost}", title=dataset, xlabel=xlabel,
+                               ylabel=run.metric(dataset), reference={"BM25": bm25} if bm25 else None,
+                               log_x=True)
+        writer.figure(paths, caption)
+
+    # --- diagonal curves ---------------------------------------------------------------------------------------------
+    panels = []
+    sts = [d for d in run.datasets if run.tasks[d] == "sts"]
+    for dataset in run.datasets + (["STS mean"] if len(sts) > 1 else []):
+        series = []
+        for r in runs:
+            members = sts if dataset == "STS mean" else [dataset]
+            if not all(d in r.tasks for d in members):
+                continue
+            cells = r.pairs_in_grid()
+            shape = _shape(r, [])
+            from elasticir.report.cost import encode_flops_per_token
+
+            x = [encode_flops_per_token(shape, layer, CURVE_SEQ_LEN, r.board.model.pooling) / 1e6 for layer, _ in cells]
+            y = [float(np.mean([r.value(d, cell) for d in members])) for cell in cells]
+            series.append({"label": r.label, "x": x, "y": y, "cells": cells})
+        bm25 = (run.bm25(dataset) or {}).get(run.metric(dataset)) if dataset in run.tasks else None
+        panels.append({"title": dataset, "ylabel": "mean Spearman" if dataset == "STS mean" else run.metric(dataset),
+                       "series": series, "reference": {"BM25": bm25} if bm25 else None})
+    if panels:
+        paths = figures.diagonal_curves(panels, fig_dir / "diagonal",
+                                        xlabel=f"encoder MFLOPs per token (n={CURVE_SEQ_LEN})")
+        writer.figure(paths, "Each run's pair-list (diagonal) cells, small to large, against analytic encoder "
+                             f"FLOPs per token ({CURVE_SEQ_LEN}-token sequences; the dim d does not change encoder "
+                             "FLOPs); points labelled L,d; dashed: BM25.")
+
+    # --- tables -------------------------------------------------------------------------------------------------------
+    writer.text("## Tables")
+    for dataset in run.datasets:
+        own = comparison[comparison.dataset == dataset] if comparison is not None and not comparison.empty else None
+        latex, markdown = tables.grid_table(run, dataset, own, describe(own, alpha) if own is not None else "")
+        writer.table(f"grid_{dataset}", latex, markdown, f"{dataset} grid")
+    latex, markdown = tables.diagonal_table(runs, run.datasets, comparison, sig_note)
+    writer.table("diagonal", latex, markdown, "Diagonal (pair-list) cells")
+    if comparison is not None and not comparison.empty:
+        latex, markdown = tables.comparison_table(comparison, run.label, baseline.label)
+        writer.table("comparison", latex, markdown, f"{run.label} vs {baseline.label} at shared cells ({sig_note})")
+
+    if notes:
+        writer.text("## Notes\n\n" + "\n".join(f"- {n}" for n in dict.fromkeys(notes)))
+    report = out / "report.md"
+    report.write_text("\n".join(writer.sections))
+    writer.paths.append(report)
+    return writer.paths

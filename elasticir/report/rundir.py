@@ -1,0 +1,144 @@
+"""Read a finished run directory (results/<model>-<hash>/) into one object the report modules share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from elasticir.errors import ElasticIRError
+from elasticir.results.schema import Leaderboard, load_leaderboard
+
+Cell = tuple[int, int]
+
+
+def read_csv_any(path: Path) -> pd.DataFrame:
+    """A CSV whether or not it is really gzipped (the runner writes per_query.csv.gz as plain text)."""
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    return pd.read_csv(path, dtype={"query_id": str}, compression="gzip" if gzipped else None)
+
+
+@dataclass
+class RunData:
+    dir: Path
+    board: Leaderboard
+    cells: pd.DataFrame
+    label: str = ""
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    # --- identity -------------------------------------------------------------------------------------------
+    @property
+    def model_name(self) -> str:
+        return self.board.model.name
+
+    @property
+    def short_name(self) -> str:
+        return self.board.model.name.rstrip("/").split("/")[-1]
+
+    @property
+    def full_cell(self) -> Cell:
+        """The full model: deepest layer at full width (the reference point of every figure)."""
+        return (self.board.model.num_layers, self.board.model.hidden_size)
+
+    @property
+    def pairs(self) -> list[Cell]:
+        return [(int(layer), int(dim)) for layer, dim in self.board.grid.pairs]
+
+    @property
+    def grid_cells(self) -> list[Cell]:
+        return [(layer, dim) for layer in self.board.grid.layers for dim in self.board.grid.dims]
+
+    def pairs_in_grid(self) -> list[Cell]:
+        present = set(self.grid_cells)
+        return [p for p in self.pairs if p in present]
+
+    # --- datasets ---------------------------------------------------------------------------------------------
+    @cached_property
+    def tasks(self) -> dict[str, str]:
+        return {d.name: d.task for d in self.board.datasets}
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(self.tasks)
+
+    def metric(self, dataset: str) -> str:
+        return self.board.main_metric[self.tasks[dataset]]
+
+    def n_examples(self, dataset: str) -> int:
+        return next(d.n_examples for d in self.board.datasets if d.name == dataset)
+
+    def table(self, dataset: str) -> pd.DataFrame:
+        return self.cells[self.cells.dataset == dataset]
+
+    def value(self, dataset: str, cell: Cell, metric: str | None = None) -> float:
+        rows = self.table(dataset)
+        rows = rows[(rows.layer == cell[0]) & (rows.dim == cell[1])]
+        return float(rows[metric or self.metric(dataset)].iloc[0]) if len(rows) else float("nan")
+
+    def grid(self, dataset: str, metric: str | None = None) -> pd.DataFrame:
+        """Layer x dim table (rows layers ascending, columns dims ascending) of one metric."""
+        rows = self.table(dataset)
+        return rows.pivot(index="layer", columns="dim", values=metric or self.metric(dataset)).sort_index()
+
+    def bm25(self, dataset: str) -> dict[str, float] | None:
+        for baseline in self.board.baselines:
+            if baseline.dataset == dataset and baseline.name.startswith("bm25"):
+                return baseline.metrics
+        return None
+
+    # --- per-example files (for significance tests) -----------------------------------------------------------
+    def part_dir(self, dataset: str) -> Path:
+        return self.dir / self.tasks[dataset] / dataset
+
+    def per_query(self, dataset: str, measure: str) -> pd.DataFrame | None:
+        """query_id x (layer, dim) table of one measure, or None when the run did not keep per-query values."""
+        key = ("pq", dataset, measure)
+        if key not in self._cache:
+            path = self.part_dir(dataset) / "per_query.csv.gz"
+            if not path.is_file():
+                self._cache[key] = None
+            else:
+                frame = read_csv_any(path)
+                frame = frame[frame.measure == measure]
+                self._cache[key] = frame.pivot_table(index="query_id", columns=["layer", "dim"], values="value")
+        return self._cache[key]
+
+    def bm25_per_query(self, dataset: str, measure: str) -> pd.Series | None:
+        path = self.part_dir(dataset) / "bm25_per_query.csv.gz"
+        if not path.is_file():
+            return None
+        frame = read_csv_any(path)
+        return frame[frame.measure == measure].set_index("query_id")["value"]
+
+    def pair_scores(self, dataset: str) -> tuple[np.ndarray, np.ndarray, list[Cell]] | None:
+        """(cosines [cells, pairs], gold [pairs], cells) of an STS dataset, or None when not kept."""
+        path = self.part_dir(dataset) / "pair_scores.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            return data["cosines"], data["gold"], [tuple(int(v) for v in c) for c in data["cells"]]
+
+
+def load_run(run_dir: str | Path, label: str | None = None) -> RunData:
+    """Validate and load a run directory; a clear error when it is not one."""
+    run_dir = Path(run_dir)
+    board = load_leaderboard(run_dir / "leaderboard.json")
+    cells_path = run_dir / "cells.csv"
+    if not cells_path.is_file():
+        raise ElasticIRError(f"{run_dir}: no cells.csv; is this a finished elasticir run directory?")
+    cells = pd.read_csv(cells_path)
+    return RunData(run_dir, board, cells, label or board.model.name.rstrip("/").split("/")[-1])
+
+
+def unique_labels(runs: list[RunData]) -> None:
+    """Make run labels distinct (same model twice: add the run id)."""
+    seen: dict[str, int] = {}
+    for run in runs:
+        seen[run.label] = seen.get(run.label, 0) + 1
+    for run in runs:
+        if seen[run.label] > 1:
+            run.label = f"{run.label} [{run.board.run_id.rsplit('-', 1)[-1]}]"
