@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -140,6 +140,36 @@ def transformer_blocks(model: torch.nn.Module, num_layers: int) -> torch.nn.Modu
     raise ElasticIRError(f"cannot find the {num_layers} transformer blocks of {type(model).__name__}")
 
 
+def run_layers(forward: Callable[[], object], blocks: torch.nn.ModuleList, layers: Sequence[int],
+               pool: Callable[[torch.Tensor], torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Call `forward` with temporary hooks that pool each wanted block's output and stop after the deepest.
+
+    The one early-exit mechanism of the package (encoding and training both use it): blocks above the deepest
+    wanted layer never run, each layer is pooled as soon as it is computed so its token states can be freed,
+    and the hooks are removed afterwards, leaving the model as it was.
+    """
+    pooled: dict[int, torch.Tensor] = {}
+    deepest = max(layers)
+
+    def hook_for(layer: int):
+        def hook(_module, _inputs, output):
+            pooled[layer] = pool(output[0] if isinstance(output, tuple) else output)
+            if layer == deepest:
+                raise StopForward
+
+        return hook
+
+    handles = [blocks[layer - 1].register_forward_hook(hook_for(layer)) for layer in sorted(set(layers))]
+    try:
+        forward()
+    except StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return pooled
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -225,27 +255,7 @@ class ElasticEncoder:
         wanted = sorted(set(layers))
         self.check_cells(Cell(layer, 1) for layer in wanted)
         mask = batch["attention_mask"]
-        pooled: dict[int, torch.Tensor] = {}
-        deepest = wanted[-1]
-
-        def hook_for(layer: int):
-            def hook(_module, _inputs, output):
-                # pool at once, so the layer's token states can be freed before the pass ends
-                pooled[layer] = self._pool(output[0] if isinstance(output, tuple) else output, mask)
-                if layer == deepest:
-                    raise StopForward
-
-            return hook
-
-        handles = [self._blocks[layer - 1].register_forward_hook(hook_for(layer)) for layer in wanted]
-        try:
-            self.model(**batch)
-        except StopForward:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        return pooled
+        return run_layers(lambda: self.model(**batch), self._blocks, wanted, lambda hidden: self._pool(hidden, mask))
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elasticir.cells import Cell, Grid, default_dims, default_pairs, validate_cells
-from elasticir.encoders import StopForward, transformer_blocks
+from elasticir.encoders import run_layers, transformer_blocks
 from elasticir.errors import ElasticIRError
 
 KL_VARIANTS = ("scores", "embedding", "none")
@@ -132,26 +132,8 @@ class ElasticLoss(nn.Module):
 
     def _embed_column(self, features: dict[str, Tensor], layers: list[int]) -> dict[int, Tensor]:
         transformer, pooling, blocks = self._parts
-        pooled: dict[int, Tensor] = {}
-
-        def hook_for(layer: int) -> Callable[..., None]:
-            def hook(_module, _inputs, output):
-                hidden = output[0] if isinstance(output, tuple) else output
-                pooled[layer] = pooling({**features, "token_embeddings": hidden})["sentence_embedding"]
-                if layer == layers[-1]:
-                    raise StopForward
-
-            return hook
-
-        handles = [blocks[layer - 1].register_forward_hook(hook_for(layer)) for layer in layers]
-        try:
-            transformer(dict(features))
-        except StopForward:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        return pooled
+        return run_layers(lambda: transformer(dict(features)), blocks, layers,
+                          lambda hidden: pooling({**features, "token_embeddings": hidden})["sentence_embedding"])
 
     def cell(self, columns: Columns, cell: Cell) -> list[Tensor]:
         """The cell's embedding per column: a prefix of its layer's cached embedding, never a re-encode."""
