@@ -228,6 +228,40 @@ def report_command(
         out.print(f"MTEB results layout: {mteb}")
 
 
+@app.command("leaderboard")
+@friendly_errors
+def leaderboard_command(
+    files: Annotated[list[Path], typer.Argument(help="leaderboard.json files or run directories to compare.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Write leaderboard.md and leaderboard.html here (default: print the Markdown).")] = None,
+) -> None:
+    """Compare runs: main metric per dataset for the full model, the diagonal and every cell (best in bold)."""
+    from elasticir.results.leaderboard import render_leaderboards, write_leaderboards
+
+    if out_dir is None:
+        typer.echo(render_leaderboards(files)[0], nl=False)  # not rich: it would wrap the table rows
+        return
+    md_path, html_path = write_leaderboards(files, out_dir)
+    out.print(f"wrote {md_path} and {html_path}")
+
+
+@app.command("reproduce")
+@friendly_errors
+def reproduce_command(
+    file: Annotated[Path, typer.Argument(help="A leaderboard.json (or its run directory) to re-run.")],
+    tolerance: Annotated[float, typer.Option(help="Largest accepted |difference| of a metric.")] = 1e-4,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Keep the re-run here (default: a temporary folder).")] = None,
+) -> None:
+    """Re-run a leaderboard's recorded config and compare every metric (exit 1 when something differs)."""
+    from elasticir.results.leaderboard import format_differences, reproduce
+
+    differences = reproduce(file, tolerance=tolerance, out=out_dir, data_root=data_root, device=device)
+    out.print(format_differences(differences, tolerance), markup=False, highlight=False)
+    if differences:
+        raise typer.Exit(1)
+
+
 @app.command("datasets")
 @friendly_errors
 def datasets_command(data_root: DataRootOpt = None) -> None:
