@@ -29,6 +29,7 @@ from elasticir.data.catalog import DatasetSpec, data_root, file_checksum, locate
 from elasticir.data.sts import load_sts
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
 from elasticir.errors import ElasticIRError
+from elasticir.evaluation.latency import layer_encode_latency
 from elasticir.evaluation.retrieval import evaluate_retrieval
 from elasticir.evaluation.sts import evaluate_sts
 from elasticir.results.provenance import library_versions, machine
@@ -62,6 +63,7 @@ class RunConfig(BaseModel):
     query_prompt: str | None = None
     doc_prompt: str | None = None
     latency_samples: int = 100
+    latency_texts: int = 128  # real texts timed per layer for the measured encode cost (0 = skip)
     data_root: str | None = None
     out: str = "results"
     cache_dir: str | None = None  # default <out>/_cache
@@ -212,6 +214,17 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
          "costs": {c: float(row[c]) for c in COST_COLUMNS if c in row and pd.notna(row[c])}}
         for row in table.to_dict("records")
     ]
+    encode_latency = []
+    if config.latency_texts and jobs:
+        started_probe = time.perf_counter()
+        task, name = jobs[0]
+        path = located[(task, name)]
+        texts = load_sts(path).sentence1 if task == "sts" else load_beir(path, spec_for(name, root).split).doc_texts
+        encode_latency = layer_encode_latency(encoder, texts[: config.latency_texts], grid.layers)
+        notes.append(f"encode latency per layer measured on the first {min(len(texts), config.latency_texts)} "
+                     f"texts of {name} ({encode_latency[0]['device']})")
+        timings.append({"dataset": name, "stage": "encode_latency_probe",
+                        "seconds": time.perf_counter() - started_probe})
     timings.append({"dataset": "*", "stage": "total", "seconds": time.perf_counter() - started})
     leaderboard = Leaderboard(
         created_at=datetime.now(UTC),
@@ -223,6 +236,7 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
         main_metric={task: MAIN_METRIC[task] for task in dict.fromkeys(task for task, _ in jobs)},
         results=results,
         baselines=baselines,
+        encode_latency=encode_latency,
         notes=notes,
         library_versions=library_versions(),
         seed=config.seed,

@@ -13,12 +13,13 @@ from elasticir.runner import RunConfig, run
 
 
 def config(root, out, **kw):
-    kw = {"sts": ["toy-a", "toy-b"], "retrieval": [], **kw}
+    kw = {"sts": ["toy-a", "toy-b"], "retrieval": [], "latency_texts": 0, **kw}
     return RunConfig(model="unused", data_root=str(root), out=str(out), show_progress=False, **kw)
 
 
 def test_run_writes_cells_and_a_valid_leaderboard(tiny_encoder, tiny_data_root, tmp_path):
-    outcome = run(config(tiny_data_root, tmp_path / "results", layers=[1, 4], dims=[8, 32]), tiny_encoder)
+    outcome = run(config(tiny_data_root, tmp_path / "results", layers=[1, 4], dims=[8, 32], latency_texts=4),
+                  tiny_encoder)
     cells = outcome.cells
     assert list(cells.columns[:4]) == ["task", "dataset", "layer", "dim"]
     assert {"spearman", "pearson"} <= set(cells.columns) and len(cells) == 2 * 2 * 2
@@ -27,6 +28,7 @@ def test_run_writes_cells_and_a_valid_leaderboard(tiny_encoder, tiny_data_root, 
     assert board.grid.layers == [1, 4] and board.model.weights_sha256 == tiny_encoder.info.weights_sha256
     assert [d.name for d in board.datasets] == ["toy-a", "toy-b"] and board.datasets[0].n_examples == len(SENTENCES)
     assert len(board.datasets[0].files[0].sha256) == 64 and board.library_versions["torch"]
+    assert [m.layer for m in board.encode_latency] == [1, 4] and all(m.tokens_per_s > 0 for m in board.encode_latency)
 
 
 def test_schema_refuses_inconsistent_results(tiny_encoder, tiny_data_root, tmp_path):

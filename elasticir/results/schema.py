@@ -81,6 +81,17 @@ class Timing(_Strict):
     seconds: float
 
 
+class EncodeLatency(_Strict):
+    """Measured encode speed of a layer-L cell (early exit at L) on the run's device."""
+
+    layer: int
+    tokens_per_s: float
+    ms_per_text: float
+    texts: int
+    tokens: int
+    device: str
+
+
 class MachineRecord(_Strict):
     platform: str
     python: str
@@ -100,6 +111,7 @@ class Leaderboard(_Strict):
     main_metric: dict[str, str]
     results: list[CellResult]
     baselines: list[BaselineResult] = []
+    encode_latency: list[EncodeLatency] = []
     notes: list[str] = []
     library_versions: dict[str, str]
     seed: int
