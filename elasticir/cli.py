@@ -57,12 +57,13 @@ def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
-def _config(config_file: Path | None, **flags):
-    """A RunConfig from an optional YAML file, overridden by the flags that were given."""
+def _config(config_file: Path | None, kind: type | None = None, **flags):
+    """A RunConfig (or `kind`) from an optional YAML file, overridden by the flags that were given."""
     from pydantic import ValidationError
 
     from elasticir.runner import RunConfig
 
+    kind = kind or RunConfig
     values = {}
     if config_file:
         try:
@@ -71,7 +72,7 @@ def _config(config_file: Path | None, **flags):
             raise ElasticIRError(f"cannot read config {config_file}: {exc}") from None
     values.update({key: value for key, value in flags.items() if value is not None})
     try:
-        return RunConfig(**values)
+        return kind(**values)
     except ValidationError as exc:
         raise ElasticIRError(f"invalid configuration{f' in {config_file}' if config_file else ''}:\n{exc}") from None
 
@@ -285,3 +286,92 @@ def datasets_command(data_root: DataRootOpt = None) -> None:
 
 if __name__ == "__main__":
     app()
+
+
+TrainDataOpt = Annotated[str | None, typer.Option(
+    "--data", help="Comma list: pair/triplet JSONL (anchor, positive[, negative]), scored pairs (sentence1, "
+    "sentence2, score) or a BEIR folder with qrels/train.tsv; relative paths also resolve under the data root.")]
+BaseOpt = Annotated[str | None, typer.Option("--base", help="Model to start from: hub id or local folder.")]
+TrainOutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder (a sentence-transformers model).")]
+StepsOpt = Annotated[int | None, typer.Option(help="Optimiser steps (default 1000).")]
+TrainBatchOpt = Annotated[int | None, typer.Option(help="Training batch size (default 32).")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default 2e-5).")]
+TrainSeedOpt = Annotated[int | None, typer.Option(help="Seed of initialisation order, sampling and data order.")]
+NegativesOpt = Annotated[int | None, typer.Option(help="BEIR groups: hard negatives per query (default 1).")]
+MinerOpt = Annotated[str | None, typer.Option(help="BEIR groups: mine negatives with bm25, model or none.")]
+CheckpointOpt = Annotated[int | None, typer.Option(help="Save a resumable checkpoint every N steps (default 200).")]
+
+
+def _train_flags(**flags) -> dict:
+    return {**flags, "data": _split(flags.get("data")), "out": str(flags["out"]) if flags.get("out") else None,
+            "data_root": str(flags["data_root"]) if flags.get("data_root") else None}
+
+
+@app.command("train")
+@friendly_errors
+def train_command(
+    method: Annotated[str | None, typer.Option(help="srl | srl-grid | 2dmse | mrl | plain (default srl).")] = None,
+    base: BaseOpt = None,
+    data: TrainDataOpt = None,
+    out_dir: TrainOutOpt = None,
+    max_steps: StepsOpt = None,
+    batch_size: TrainBatchOpt = None,
+    lr: LrOpt = None,
+    seed: TrainSeedOpt = None,
+    pairs: PairsOpt = None,
+    layers: LayersOpt = None,
+    dims: DimsOpt = None,
+    kl: Annotated[str | None, typer.Option(help="SRL KL: scores (retrieval code), embedding (STS code) or none.")] = None,
+    negatives: NegativesOpt = None,
+    miner: MinerOpt = None,
+    max_length: MaxLenOpt = None,
+    checkpoint_steps: CheckpointOpt = None,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = None,
+    recompute: Annotated[bool | None, typer.Option("--recompute", help="Delete --out and train again.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Fine-tune an elastic encoder; an interrupted run resumes from its last checkpoint when re-run."""
+    from elasticir.training.trainer import TrainConfig, train
+
+    folder = train(_config(config, TrainConfig, **_train_flags(
+        method=method, base=base, data=data, out=out_dir, max_steps=max_steps, batch_size=batch_size, lr=lr,
+        seed=seed, pairs=parse_pairs(pairs) if pairs else None, layers=parse_int_list(layers, "layers"),
+        dims=parse_int_list(dims, "dims"), kl=kl, negatives=negatives, miner=miner, max_length=max_length,
+        checkpoint_steps=checkpoint_steps, data_root=data_root, device=device, recompute=recompute)))
+    out.print(f"model: {folder}  (evaluate it: elasticir run --model {folder})")
+
+
+@app.command("train-separate")
+@friendly_errors
+def train_separate_command(
+    cells: Annotated[str, typer.Option(help="Cells LAYER:DIM,... to train one model each (e.g. 2:32,4:64).")],
+    variant: Annotated[str, typer.Option(
+        help="exact: first L layers trained at width d; full-width: trained at full width, cut at evaluation.")]
+    = "exact",
+    base: BaseOpt = None,
+    data: TrainDataOpt = None,
+    out_dir: TrainOutOpt = None,
+    max_steps: StepsOpt = None,
+    batch_size: TrainBatchOpt = None,
+    lr: LrOpt = None,
+    seed: TrainSeedOpt = None,
+    negatives: NegativesOpt = None,
+    miner: MinerOpt = None,
+    max_length: MaxLenOpt = None,
+    checkpoint_steps: CheckpointOpt = None,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = None,
+    recompute: Annotated[bool | None, typer.Option("--recompute", help="Delete each cell's folder and train again.")]
+    = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Separately trained baselines: one plain model per cell, same data, steps and seed."""
+    from elasticir.training.trainer import TrainConfig, train_separate
+
+    folders = train_separate(_config(config, TrainConfig, **_train_flags(
+        method="plain", base=base, data=data, out=out_dir, max_steps=max_steps, batch_size=batch_size, lr=lr,
+        seed=seed, negatives=negatives, miner=miner, max_length=max_length, checkpoint_steps=checkpoint_steps,
+        data_root=data_root, device=device, recompute=recompute)), parse_pairs(cells), variant=variant)
+    for folder in folders:
+        out.print(f"model: {folder}")

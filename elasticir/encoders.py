@@ -50,6 +50,12 @@ class ModelInfo:
     normalize: bool
     max_length: int
     prompts: dict[str, str] = field(default_factory=dict)
+    training: dict | None = None
+
+    @property
+    def trained_pairs(self) -> list[Cell] | None:
+        """The pair list an elasticir-trained model was trained on (its reports' default diagonal)."""
+        return [Cell(*pair) for pair in self.training["pairs"]] if self.training else None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -117,11 +123,17 @@ def read_sentence_transformers_config(folder: Path) -> dict:
             st = _read_json(path / "sentence_bert_config.json") or _read_json(folder / "sentence_bert_config.json")
             if "max_seq_length" in st:
                 config["max_length"] = st["max_seq_length"]
+            else:  # sentence-transformers >= 6 keeps it in the tokenizer config
+                tokenizer_max = _read_json(path / "tokenizer_config.json").get("model_max_length")
+                if isinstance(tokenizer_max, int) and 0 < tokenizer_max <= 1 << 20:
+                    config["max_length"] = tokenizer_max
         elif kind == "Pooling":
             pool = _read_json(path / "config.json")
-            if pool.get("pooling_mode_cls_token"):
+            mode = pool.get("pooling_mode")  # sentence-transformers >= 6: "mean" (or a one-item list)
+            mode = mode[0] if isinstance(mode, list) and len(mode) == 1 else mode
+            if pool.get("pooling_mode_cls_token") or mode == "cls":
                 config["pooling"] = "cls"
-            elif pool.get("pooling_mode_mean_tokens"):
+            elif pool.get("pooling_mode_mean_tokens") or mode == "mean":
                 config["pooling"] = "mean"
             else:
                 raise ElasticIRError(f"{path / 'config.json'}: only mean and CLS pooling are supported")
@@ -130,6 +142,18 @@ def read_sentence_transformers_config(folder: Path) -> dict:
     prompts = _read_json(folder / "config_sentence_transformers.json").get("prompts") or {}
     config["prompts"] = {k: v for k, v in prompts.items() if v}
     return config
+
+
+def training_summary(folder: Path) -> dict | None:
+    """What `elasticir train` recorded in the folder's elastic.json (None for any other model)."""
+    metadata = _read_json(folder / "elastic.json")
+    if not metadata:
+        return None
+    keys = ("method", "trained_cells", "pairs", "base", "data", "loss")
+    summary = {key: metadata[key] for key in keys if key in metadata}
+    summary["data"] = {k: v for k, v in summary.get("data", {}).items() if k != "files"}
+    config = metadata.get("config", {})
+    return summary | {key: config.get(key) for key in ("max_steps", "batch_size", "lr", "seed")}
 
 
 def transformer_blocks(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
@@ -227,6 +251,7 @@ class ElasticEncoder:
             normalize=st.get("normalize", False) if normalize is None else normalize,
             max_length=max_length,
             prompts=st.get("prompts", {}),
+            training=training_summary(folder),
         )
         self._blocks = transformer_blocks(self.model, config.num_hidden_layers)
 

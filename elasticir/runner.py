@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 
-from elasticir.cells import Cell, Grid, default_pairs, validate_cells
+from elasticir.cells import Cell, Grid, default_dims, default_pairs, validate_cells
 from elasticir.data.beir import load_beir
 from elasticir.data.catalog import DatasetSpec, data_root, file_checksum, locate, spec_for
 from elasticir.data.sts import load_sts
@@ -165,8 +165,13 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
 
     encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
                                         device=config.device)
-    grid = Grid.for_model(encoder.num_layers, encoder.hidden_size, config.layers, config.dims)
-    pairs = [Cell(*p) for p in config.pairs] if config.pairs else default_pairs(encoder.num_layers, encoder.hidden_size)
+    trained = encoder.info.trained_pairs  # an elasticir-trained model: the diagonal it was trained on
+    pairs = ([Cell(*p) for p in config.pairs] if config.pairs
+             else trained or default_pairs(encoder.num_layers, encoder.hidden_size))
+    dims = config.dims
+    if dims is None and trained:  # its trained widths are evaluated even where the default dims lack them
+        dims = sorted(set(default_dims(encoder.hidden_size)) | {cell.dim for cell in trained})
+    grid = Grid.for_model(encoder.num_layers, encoder.hidden_size, config.layers, dims)
     validate_cells(pairs, encoder.num_layers, encoder.hidden_size)
     info = encoder.info
     numeric_config = {  # what changes the numbers; datasets and output paths do not

@@ -40,6 +40,7 @@ class ModelRecord(_Strict):
     prompts: dict[str, str] = {}
     dtype: str
     device: str
+    training: dict | None = None  # an elasticir-trained model's method, trained cells, base, data, steps, seed
 
 
 class GridRecord(_Strict):

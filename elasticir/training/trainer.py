@@ -1,0 +1,282 @@
+"""Train an elastic encoder with the sentence-transformers trainer and one of our losses.
+
+The trainer gives us what users expect of it (AdamW + linear warm-up, seeds, bf16 on CUDA, a progress bar,
+periodic checkpoints and resume); the method only changes the loss module it is handed. The output folder is a
+sentence-transformers model that loads as-is, plus `elastic.json`: method, trained cells, base model, data
+checksums, steps, seed - written last, so a folder with it is a finished model and a folder without it is an
+interrupted run that the same command resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from elasticir.cells import Cell, Grid, default_pairs
+from elasticir.encoders import DEFAULT_MODEL, resolve_model_path, transformer_blocks, weights_sha256
+from elasticir.errors import ElasticIRError
+from elasticir.results.provenance import library_versions, machine
+from elasticir.results.store import atomic_write
+from elasticir.training.data import TrainingData, check_specs, load_training_data
+from elasticir.training.losses import (
+    ElasticLoss,
+    FullGridSRLLoss,
+    MRLLoss,
+    PlainLoss,
+    SRLLoss,
+    TwoDMSELoss,
+)
+
+METADATA = "elastic.json"
+METHODS = ("srl", "srl-grid", "2dmse", "mrl", "plain")
+Method = Literal["srl", "srl-grid", "2dmse", "mrl", "plain"]
+
+
+class TrainConfig(BaseModel):
+    """Every key of `elasticir train` (flags and YAML); what changes the trained weights is all here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = "srl"
+    base: str = DEFAULT_MODEL
+    data: list[str]
+    out: str
+    max_steps: int = 1000
+    batch_size: int = 32
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1
+    seed: int = 0
+    pairs: list[tuple[int, int]] | None = None  # srl: the pair list (default: from the model shape)
+    cell: tuple[int, int] | None = None  # plain: the trained cell (default: full); separate baselines set it
+    truncate_layers: bool = False  # plain at (L, d): drop the layers above L, so the output is an L-layer model
+    layers: list[int] | None = None  # srl-grid / 2dmse layer pool
+    dims: list[int] | None = None  # srl-grid / 2dmse / mrl dims
+    kl: Literal["scores", "embedding", "none"] | None = None  # srl: None = scores for pairs, embedding for scored
+    kl_weight: float | None = None
+    temperature: float | None = None
+    cells_per_step: int | None = None  # srl-grid: sample this many cells per step (None = all)
+    layers_per_step: int = 1  # 2dmse
+    dims_per_step: int = 1  # 2dmse
+    layer_weighting: Literal["uniform", "inverse", "log"] = "uniform"  # 2dmse
+    detach: bool = True  # 2dmse: detach the KL teacher
+    negatives: int = 1  # BEIR training groups: hard negatives per query
+    miner: Literal["bm25", "model", "none"] = "bm25"
+    max_length: int | None = None
+    checkpoint_steps: int = 200
+    data_root: str | None = None
+    device: str | None = None
+    recompute: bool = False
+
+    def numeric(self) -> dict:
+        """The keys that change the weights (not where they go or whether to redo them)."""
+        return self.model_dump(mode="json", exclude={"out", "recompute", "device", "data_root"})
+
+
+def build_loss(config: TrainConfig, model, data: TrainingData) -> ElasticLoss:
+    """The method's loss around the base loss the data calls for (MNRL for pairs/triplets, CoSENT for scores)."""
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss, MultipleNegativesRankingLoss
+
+    base = MultipleNegativesRankingLoss(model) if data.kind == "pairs" else CoSENTLoss(model)
+    kl = config.kl or ("scores" if data.kind == "pairs" else "embedding")
+    shape = model[0].auto_model.config
+    grid = Grid.for_model(shape.num_hidden_layers, shape.hidden_size, config.layers, config.dims)
+    srl = {"kl": kl, "kl_weight": config.kl_weight, "temperature": config.temperature}
+    if config.method == "srl":
+        return SRLLoss(model, base, config.pairs, **srl)
+    if config.method == "srl-grid":
+        return FullGridSRLLoss(model, base, grid, cells_per_step=config.cells_per_step, seed=config.seed, **srl)
+    if config.method == "2dmse":
+        return TwoDMSELoss(model, base, config.layers, config.dims, layers_per_step=config.layers_per_step,
+                           dims_per_step=config.dims_per_step, layer_weighting=config.layer_weighting,
+                           kl=kl != "none", detach=config.detach, seed=config.seed,
+                           **({"kl_weight": config.kl_weight} if config.kl_weight is not None else {}),
+                           **({"temperature": config.temperature} if config.temperature is not None else {}))
+    if config.method == "mrl":
+        return MRLLoss(model, base, config.dims)
+    return PlainLoss(model, base, config.cell)
+
+
+def trained_cells(loss: ElasticLoss) -> list[Cell]:
+    """The cells a method puts a loss on (sampled methods: every cell it can sample)."""
+    if isinstance(loss, SRLLoss):
+        return sorted({*loss.pairs, loss.full})
+    if isinstance(loss, FullGridSRLLoss):
+        return sorted({*loss.cells, loss.full})
+    if isinstance(loss, TwoDMSELoss):
+        return sorted({Cell(layer, dim) for layer in [*loss.layers, loss.num_layers] for dim in loss.dims})
+    if isinstance(loss, MRLLoss):
+        return [Cell(loss.num_layers, dim) for dim in loss.dims]
+    return [loss.target]
+
+
+def report_pairs(loss: ElasticLoss) -> list[Cell]:
+    """The pair list reports should draw for this model: what SRL trained, the trained cell of a separate
+    baseline, otherwise the default diagonal of the shape."""
+    if isinstance(loss, SRLLoss):
+        return list(loss.pairs)
+    if isinstance(loss, PlainLoss) and loss.target != loss.full:
+        return [loss.target]
+    return default_pairs(loss.num_layers, loss.hidden_size)
+
+
+def load_base(config: TrainConfig):
+    """The base model as a SentenceTransformer (a plain Hugging Face folder gets mean pooling, as in ST)."""
+    from sentence_transformers import SentenceTransformer
+
+    folder, _ = resolve_model_path(config.base)
+    try:
+        model = SentenceTransformer(str(folder), device=config.device)
+    except (OSError, ValueError) as exc:
+        raise ElasticIRError(f"cannot load {config.base} ({folder}) as a sentence-transformers model: {exc}") from None
+    if config.max_length:
+        model.max_seq_length = config.max_length
+    shape = model[0].auto_model.config
+    if config.truncate_layers:
+        if config.cell is None:
+            raise ElasticIRError("truncate_layers needs the trained cell (L, d): set cell")
+        layer = config.cell[0]
+        if not 1 <= layer <= shape.num_hidden_layers:
+            raise ElasticIRError(f"cell {tuple(config.cell)}: this model has layers 1..{shape.num_hidden_layers}")
+        del transformer_blocks(model[0].auto_model, shape.num_hidden_layers)[layer:]
+        shape.num_hidden_layers = layer
+    return model, folder
+
+
+def _checkpoint(out: Path) -> Path | None:
+    found = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return found[-1] if found else None
+
+
+def _claim(out: Path, config: TrainConfig) -> bool:
+    """True when `out` already holds this exact finished model; refuse to mix two configs in one folder."""
+    started = out / "train_config.json"
+    if config.recompute and out.exists():
+        shutil.rmtree(out)
+    if started.is_file():
+        previous = json.loads(started.read_text())
+        if previous != config.numeric():
+            changed = sorted(k for k in previous.keys() | config.numeric().keys()
+                             if previous.get(k) != config.numeric().get(k))
+            raise ElasticIRError(
+                f"{out} holds a training run with a different config (differs in: {', '.join(changed)}). "
+                "Fix: choose another --out, or pass --recompute to delete it and start again"
+            )
+        return (out / METADATA).is_file()
+    if out.exists() and any(out.iterdir()):
+        raise ElasticIRError(f"{out} exists and is not an elasticir training folder; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(started, json.dumps(config.numeric(), indent=2))
+    return False
+
+
+def train(config: TrainConfig, callbacks: list | None = None) -> Path:
+    """Train (or resume, or reuse) the model described by `config`; return its folder.
+
+    `callbacks`: transformers TrainerCallbacks (progress hooks, early stops) passed to the trainer."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    out = Path(config.out)
+    if config.max_steps < 1 or config.batch_size < 1 or config.lr <= 0:
+        raise ElasticIRError("max_steps and batch_size must be at least 1 and lr positive")
+    check_specs(config.data, config.data_root)
+    if _claim(out, config):
+        print(f"{out}: already trained with this config (pass --recompute to train again)", file=sys.stderr)
+        return out
+    model, base_folder = load_base(config)
+    data = load_training_data(config.data, root=config.data_root, negatives=config.negatives,
+                              miner=config.miner, seed=config.seed, model=config.base)
+    loss = build_loss(config, model, data)
+    cuda = torch.cuda.is_available() and (config.device or "cuda").startswith("cuda")
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.lr,
+        warmup_steps=round(config.warmup_ratio * config.max_steps),  # an int: transformers 4 and 5 agree
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        use_cpu=not cuda,
+        # MNRL treats every other row of a batch as a negative: a duplicate text would be a false negative
+        batch_sampler=BatchSamplers.NO_DUPLICATES if data.kind == "pairs" else BatchSamplers.BATCH_SAMPLER,
+        save_strategy="steps",
+        save_steps=config.checkpoint_steps,
+        save_total_limit=2,
+        logging_steps=max(1, min(50, config.max_steps // 20)),
+        report_to="none",
+        dataloader_drop_last=True,
+    )
+    datasets = data.datasets if len(data.datasets) > 1 else next(iter(data.datasets.values()))
+    if not isinstance(datasets, dict):
+        train_dataset = datasets
+    else:
+        from datasets import DatasetDict
+
+        train_dataset = DatasetDict(datasets)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
+                                         callbacks=callbacks)
+    resume = _checkpoint(out)
+    if resume:
+        print(f"resuming from {resume}", file=sys.stderr)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - started
+    model.save(str(out))
+    metadata = {
+        "format": "elasticir-trained/1",
+        "method": config.method,
+        "created_at": datetime.now(UTC).isoformat(),
+        "base": {"name": config.base, "path": str(base_folder), "weights_sha256": weights_sha256(base_folder)},
+        "loss": {"class": type(loss).__name__, **loss.get_config_dict()},
+        "trained_cells": [list(cell) for cell in trained_cells(loss)],
+        "pairs": [list(cell) for cell in report_pairs(loss)],
+        "data": {"specs": config.data, "kind": data.kind, "rows": data.rows, "files": data.checksums(),
+                 "notes": data.notes},
+        "config": config.numeric(),
+        "train_seconds": seconds,
+        "resumed_from": resume.name if resume else None,
+        "log_history": [entry for entry in trainer.state.log_history if "loss" in entry],
+        "library_versions": library_versions(),
+        "machine": machine(),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+    }
+    atomic_write(out / METADATA, json.dumps(metadata, indent=2))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the finished model supersedes them
+    return out
+
+
+def train_separate(config: TrainConfig, cells: list[tuple[int, int]], *, variant: str = "exact") -> list[Path]:
+    """One plain model per cell, same data, steps and seed: `exact` trains the first L layers at width d
+    (the separate baseline of METHODS.md); `full-width` trains L layers at full width and leaves d to
+    evaluation-time truncation (the weaker Starbucks-STS variant, kept under its own name)."""
+    if variant not in ("exact", "full-width"):
+        raise ElasticIRError(f"variant {variant!r}: choose exact or full-width")
+    if not cells:
+        raise ElasticIRError("no cells given; pass --cells 2:32,4:64,...")
+    folders: list[Path] = []
+    for layer, dim in cells:
+        if variant == "exact":
+            cell, name = (layer, dim), f"L{layer}-d{dim}"
+        else:
+            cell, name = (layer, _hidden_size(config.base)), f"L{layer}-full-width"
+        folder = Path(config.out) / name
+        if folder not in folders:
+            folders.append(train(config.model_copy(
+                update={"method": "plain", "out": str(folder), "truncate_layers": True, "cell": cell})))
+    return folders
+
+
+def _hidden_size(model: str) -> int:
+    from transformers import AutoConfig
+
+    folder, _ = resolve_model_path(model)
+    return AutoConfig.from_pretrained(folder).hidden_size
