@@ -121,7 +121,9 @@ def load_base(base: str, device: torch.device):
     """The base as a SentenceTransformer (a plain Hugging Face folder gets mean pooling, as in ST), its folder
     and the folder of its transformer weights (where a BertForMaskedLM keeps its MLM head)."""
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load is noise, not progress
     folder, _ = resolve_model_path(base)
     try:
         model = SentenceTransformer(str(folder), device=str(device))
@@ -199,6 +201,7 @@ def pretrain(config: PretrainConfig) -> Path:
     encoder, tokenizer = st[0].auto_model, st.tokenizer
     shape = encoder.config
     pairs = config.pairs if config.method == "smae" else [(shape.num_hidden_layers, shape.hidden_size)]
+    torch.manual_seed(config.seed)  # a new head's initialisation, then dropout (data and masks have own seeds)
     model = SMAE(encoder, pairs, decoder=config.method == "smae").to(device)
     heads_from = model.load_heads(read_head_weights([transformer_folder, base_folder / HEADS]))
     max_length = min(config.max_length or st.max_seq_length or 512, shape.max_position_embeddings)
@@ -216,7 +219,6 @@ def pretrain(config: PretrainConfig) -> Path:
         print(f"{out}: resuming from step {progress.step}", file=sys.stderr)
     else:
         progress = Progress()
-        torch.manual_seed(config.seed)  # dropout; data and masks have their own seeds
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     batches = windows.batches(config.batch_size, tokenizer.pad_token_id, skip=progress.step)
     bar = tqdm(total=config.max_steps, initial=progress.step, desc=f"{config.method} pre-training",

@@ -147,9 +147,8 @@ class TokenWindows:
     def batches(self, batch_size: int, pad_id: int, skip: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         """(input_ids, attention_mask, word_ids) [batch, longest] tensors; `skip` batches are dropped first."""
         windows = iter(self)
-        for _ in range(skip):
-            for _ in islice(windows, batch_size):
-                pass
+        for _ in islice(windows, skip * batch_size):
+            pass
         while True:
             chunk = list(islice(windows, batch_size))
             width = max(len(ids) for ids, _ in chunk)
