@@ -7,7 +7,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import write_sts
 from sentence_transformers import SentenceTransformer
+from test_retrieval import write_beir
 from transformers import TrainerCallback
 from typer.testing import CliRunner
 
@@ -17,8 +19,6 @@ from elasticir.errors import ElasticIRError, InputFormatError
 from elasticir.runner import RunConfig, run
 from elasticir.training.data import load_training_data
 from elasticir.training.trainer import METHODS, TrainConfig, train, train_separate
-from conftest import write_sts
-from test_retrieval import write_beir
 
 TOPICS = ["guitar music", "cats sleeping", "stock markets", "cooking onions", "planes flying", "kids swimming"]
 
