@@ -249,6 +249,9 @@ def pretrain(config: PretrainConfig) -> Path:
             progress.losses.append({"step": step, "lr": lr,
                                     **{key: sum(entry[key] for entry in pending) / len(pending) for key in pending[0]}})
             progress.pending = []
+            if bar.disable:  # no terminal (a log file): one line per log entry instead of a bar
+                print(f"{config.method} step {step}/{config.max_steps}: loss {progress.losses[-1]['loss']:.4f}, "
+                      f"lr {lr:.2e}, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         if step % config.checkpoint_steps == 0 and step < config.max_steps:
             progress.seconds = time.perf_counter() - started
             _save_checkpoint(checkpoint, model, optimizer, scheduler, progress)
