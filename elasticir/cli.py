@@ -13,6 +13,7 @@ from rich.table import Table
 
 from elasticir.cells import parse_int_list, parse_pairs
 from elasticir.errors import ElasticIRError
+from elasticir.pretraining.cli import pretrain_command
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 eval_app = typer.Typer(help="Run one evaluation stage over the (layer, dim) grid.", no_args_is_help=True)
@@ -375,3 +376,6 @@ def train_separate_command(
         data_root=data_root, device=device, recompute=recompute)), parse_pairs(cells), variant=variant)
     for folder in folders:
         out.print(f"model: {folder}")
+
+
+app.command("pretrain")(pretrain_command)  # defined in elasticir.pretraining.cli, listed after train here
