@@ -146,8 +146,9 @@ def main() -> None:
         losses = {cell: sum(1 for d in datasets if by_dataset[d].get(cell, 1) < 0.05
                             and per_dataset[cell]["srl"][d] < per_dataset[cell][name.split(" vs ")[1]][d])
                   for cell in per_dataset}
+        tested = [c for c in per_dataset if any(c in by_dataset[d] for d in datasets)]
         console.print(f"{name} (paired bootstrap, Holm per dataset): significantly better / worse in datasets "
-                      + ", ".join(f"{c} {wins[c]}/{losses[c]}" for c in per_dataset if c in wins))
+                      + ", ".join(f"{c} {wins[c]}/{losses[c]}" for c in tested))
     claims = _claims(means, pairs)
     for line in claims:
         console.print(f"claim: {line}")

@@ -17,7 +17,7 @@ sentences encoded per model. Scale up with --pretrain-steps / --pretrain-batch /
 Results go to results/bench_smae/ (git-ignored): models/, runs/, report/ and bench_smae.json.
 
 Run:  nice -n 10 python benchmarks/bench_smae.py [--pretrain-steps 60] [--pretrain-batch 16] [--max-length 128]
-          [--finetune-steps 200] [--finetune-batch 32] [--threads 2] [--context] [--out results/bench_smae]
+          [--finetune-steps 200] [--finetune-batch 32] [--threads 1] [--context] [--out results/bench_smae]
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--finetune-lr", type=float, default=2e-5)
     parser.add_argument("--sts", default="stsbenchmark,sts12,sickr")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: on a shared 2-core machine a second OpenMP thread made an SRL "
+                        "step 4-5x slower, spin-waiting for a busy core)")
     parser.add_argument("--context", action="store_true",
                         help="also evaluate the untouched base and the SMAE model before fine-tuning")
     parser.add_argument("--out", type=Path, default=Path("results/bench_smae"))
