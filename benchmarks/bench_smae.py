@@ -10,10 +10,12 @@ Pipeline (every stage reuses a finished output, so an interrupted benchmark cont
   4. a difference report (`write_report`: paired bootstrap over STS pairs, Holm over the 36 cells of each
      dataset) and the diagonal table: Spearman per pair cell and dataset for SRL, SMAE->SRL and the difference.
 
-Default budget (a shared 2-core CPU, about 25 minutes in all): SMAE 60 steps x 16 windows of <= 128 tokens
-(~1k windows, ~0.1M tokens: the paper used 100B tokens, so this tests the mechanics and the direction of
-the effect at toy scale, not the paper's claim), fine-tuning 200 steps x 32 pairs each, then about 29k STS
-sentences encoded per model. Scale up with --pretrain-steps / --pretrain-batch / --finetune-steps.
+Default budget: SMAE 60 steps x 16 windows of <= 128 tokens (~1k windows, ~0.1M tokens: the paper used 100B
+tokens, so this tests the mechanics and the direction of the effect at toy scale, not the paper's claim),
+fine-tuning 200 steps x 32 pairs each, then about 29k STS sentences encoded per model. Measured on the shared
+2-core CPU, one thread: SMAE ~15 s/step (12 vocabulary projections per step: 6 pairs x MLM + decoder), SRL
+~2.4 s/step, STS ~80 s per model: about 35 minutes in all (15 SMAE + 2 x 8 SRL + 3 STS); --pretrain-steps 25
+brings it to about 25. Scale up with --pretrain-steps / --pretrain-batch / --finetune-steps.
 Results go to results/bench_smae/ (git-ignored): models/, runs/, report/ and bench_smae.json.
 
 Run:  nice -n 10 python benchmarks/bench_smae.py [--pretrain-steps 60] [--pretrain-batch 16] [--max-length 128]
