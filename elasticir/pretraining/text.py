@@ -42,9 +42,10 @@ def resolve_text_file(spec: str, root: Path | None = None) -> Path:
                     "(BEIR corpora: title + text) or .txt(.gz) with one document per line"
                 )
             return candidate
+    under_root = "" if Path(spec).is_absolute() else f", not {root / spec}"
     raise DataNotFoundError(
-        f"pre-training text {spec!r} not found: not a file, not {root / spec}, and not a folder with "
-        "corpus.jsonl. Fix: give a .jsonl(.gz) or .txt(.gz) path, or set ELASTICIR_DATA to the data root"
+        f"pre-training text {spec!r} not found: not a file{under_root}, and not a folder with corpus.jsonl. "
+        "Fix: give a .jsonl(.gz) or .txt(.gz) path, or set ELASTICIR_DATA to the data root"
     )
 
 
