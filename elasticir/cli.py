@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
 from elasticir.cells import parse_int_list, parse_pairs
-from elasticir.errors import ElasticIRError
-from elasticir.pretraining.cli import pretrain_command
+from elasticir.cli_support import friendly_errors, load_config
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 eval_app = typer.Typer(help="Run one evaluation stage over the (layer, dim) grid.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 out = Console()
-err = Console(stderr=True)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id or local folder of a (sentence-transformers) encoder.")]
 LayersOpt = Annotated[str | None, typer.Option(help="Comma list of layers, e.g. 1,2,6 (default: every layer).")]
@@ -40,42 +36,15 @@ KOpt = Annotated[int | None, typer.Option("--k", help="Retrieval depth (default 
 Bm25Opt = Annotated[bool | None, typer.Option("--bm25/--no-bm25", help="Add the pyserini BM25 baseline.")]
 
 
-def friendly_errors(command):
-    """Print our errors as one clear message, not a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except ElasticIRError as exc:
-            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
 def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
 def _config(config_file: Path | None, kind: type | None = None, **flags):
     """A RunConfig (or `kind`) from an optional YAML file, overridden by the flags that were given."""
-    from pydantic import ValidationError
-
     from elasticir.runner import RunConfig
 
-    kind = kind or RunConfig
-    values = {}
-    if config_file:
-        try:
-            values = yaml.safe_load(config_file.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ElasticIRError(f"cannot read config {config_file}: {exc}") from None
-    values.update({key: value for key, value in flags.items() if value is not None})
-    try:
-        return kind(**values)
-    except ValidationError as exc:
-        raise ElasticIRError(f"invalid configuration{f' in {config_file}' if config_file else ''}:\n{exc}") from None
+    return load_config(kind or RunConfig, config_file, **flags)
 
 
 def _print_outcome(outcome) -> None:
@@ -378,4 +347,36 @@ def train_separate_command(
         out.print(f"model: {folder}")
 
 
-app.command("pretrain")(pretrain_command)  # defined in elasticir.pretraining.cli, listed after train here
+@app.command("pretrain")
+@friendly_errors
+def pretrain_command(
+    method: Annotated[str | None, typer.Option(help="smae (Starbucks-MAE) or mlm (plain MLM; default smae).")] = None,
+    base: BaseOpt = None,
+    data: Annotated[str | None, typer.Option(
+        help="Comma list of raw-text files: .jsonl(.gz) with `text` (BEIR corpora: title + text) or .txt(.gz), "
+        "one document per line; a folder with corpus.jsonl; relative paths also resolve under the data root.")]
+    = None,
+    out_dir: TrainOutOpt = None,
+    max_steps: StepsOpt = None,
+    batch_size: TrainBatchOpt = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate, cosine decay (default 1e-4).")]
+    = None,
+    seed: TrainSeedOpt = None,
+    pairs: PairsOpt = None,
+    max_length: MaxLenOpt = None,
+    checkpoint_steps: Annotated[int | None, typer.Option(help="Save a resumable checkpoint every N steps "
+                                                               "(default 500).")] = None,
+    data_root: DataRootOpt = None,
+    device: DeviceOpt = None,
+    recompute: Annotated[bool | None, typer.Option("--recompute", help="Delete --out and train again.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Pre-train an encoder with SMAE or MLM; an interrupted run resumes from its checkpoint when re-run."""
+    from elasticir.pretraining.pretrain import PretrainConfig, pretrain
+
+    folder = pretrain(load_config(PretrainConfig, config, **_train_flags(
+        method=method, base=base, data=data, out=out_dir, max_steps=max_steps, batch_size=batch_size, lr=lr,
+        seed=seed, pairs=parse_pairs(pairs) if pairs else None, max_length=max_length,
+        checkpoint_steps=checkpoint_steps, data_root=data_root, device=device, recompute=recompute)))
+    out.print(f"model: {folder}  (fine-tune it: elasticir train --base {folder}; "
+              f"evaluate it: elasticir run --model {folder})")

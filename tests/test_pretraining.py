@@ -456,15 +456,15 @@ def test_nan_loss_steps_are_counted_and_skipped(tmp_path, tiny_model_dir, text_f
 def test_config_and_cli_errors(tmp_path, tiny_model_dir, text_file):
     from typer.testing import CliRunner
 
-    from elasticir.pretraining.cli import app
+    from elasticir.cli import app
 
     with pytest.raises(ValueError, match="pairs apply to smae"):
         PretrainConfig(method="mlm", pairs=[(4, 32)], data=["x"], out="y")
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    result = CliRunner().invoke(app, ["--base", str(tiny_model_dir), "--data", f"{text_file},{empty}",
+    result = CliRunner().invoke(app, ["pretrain", "--base", str(tiny_model_dir), "--data", f"{text_file},{empty}",
                                       "--out", str(tmp_path / "o"), "--max-steps", "1"])
     assert result.exit_code == 2 and "error:" in result.output and "empty.txt: no text" in result.output
     assert not (tmp_path / "o").exists()  # input is checked before anything is created
-    result = CliRunner().invoke(app, ["--data", str(text_file), "--out", str(tmp_path / "o"), "--pairs", "2-32"])
+    result = CliRunner().invoke(app, ["pretrain", "--data", str(text_file), "--out", str(tmp_path / "o"), "--pairs", "2-32"])
     assert result.exit_code == 2 and "LAYER:DIM" in result.output
