@@ -468,3 +468,16 @@ def test_config_and_cli_errors(tmp_path, tiny_model_dir, text_file):
     assert not (tmp_path / "o").exists()  # input is checked before anything is created
     result = CliRunner().invoke(app, ["pretrain", "--data", str(text_file), "--out", str(tmp_path / "o"), "--pairs", "2-32"])
     assert result.exit_code == 2 and "LAYER:DIM" in result.output
+
+
+def test_text_resolves_as_training_data_does(tmp_path):
+    """A path, a path under the data root, and a BEIR dataset name all give the corpus file."""
+    corpus = tmp_path / "data" / "beir" / "toyir" / "corpus.jsonl"
+    corpus.parent.mkdir(parents=True)
+    corpus.write_text(json.dumps({"_id": "d1", "title": "T", "text": "x"}) + "\n")
+    root = tmp_path / "data"
+    assert resolve_text_file("toyir", root) == corpus
+    assert resolve_text_file("beir/toyir", root) == corpus
+    assert resolve_text_file(str(corpus), root) == corpus
+    with pytest.raises(DataNotFoundError, match="not found"):
+        resolve_text_file("nothere", root)

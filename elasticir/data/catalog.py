@@ -115,6 +115,14 @@ def beir_path(root: Path, name: str) -> Path | None:
     return folder if (folder / "corpus.jsonl").is_file() or (folder / "corpus.jsonl.gz").is_file() else None
 
 
+def find_local(spec: str, root: Path) -> Path | None:
+    """A user's data path: as given, else relative to the data root, else a BEIR folder name under <root>/beir/."""
+    for candidate in (Path(spec).expanduser(), root / spec):
+        if candidate.exists():
+            return candidate
+    return beir_path(root, spec)
+
+
 def spec_for(name: str, root: Path) -> DatasetSpec:
     """The catalog entry, or an ad-hoc one for a user's own folder in either layout."""
     if name in CATALOG:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from elasticir.data.catalog import data_root
+from elasticir.data.catalog import data_root, find_local
 from elasticir.data.jsonl import open_text, read_jsonl
 from elasticir.errors import DataNotFoundError, InputFormatError
 from elasticir.pretraining.masking import NO_WORD, words_from_pieces
@@ -29,19 +29,20 @@ Window = tuple[list[int], list[int]]  # (token ids with the special tokens, word
 
 
 def resolve_text_file(spec: str, root: Path | None = None) -> Path:
-    """A file as given or under the data root; a folder holding a BEIR `corpus.jsonl(.gz)` gives that file."""
+    """A file as given or under the data root; a folder holding a BEIR `corpus.jsonl(.gz)` (or a BEIR dataset name)
+    gives that file."""
     root = root or data_root()
-    for candidate in (Path(spec).expanduser(), root / spec):
-        if candidate.is_dir():
-            corpora = [candidate / f"corpus{suffix}" for suffix in JSONL_SUFFIXES]
-            candidate = next((corpus for corpus in corpora if corpus.is_file()), candidate)
-        if candidate.is_file():
-            if not candidate.name.endswith(JSONL_SUFFIXES + TEXT_SUFFIXES):
-                raise InputFormatError(
-                    f"{candidate}: unsupported file type; pre-training reads .jsonl(.gz) with a `text` field "
-                    "(BEIR corpora: title + text) or .txt(.gz) with one document per line"
-                )
-            return candidate
+    candidate = find_local(spec, root)
+    if candidate is not None and candidate.is_dir():
+        corpora = [candidate / f"corpus{suffix}" for suffix in JSONL_SUFFIXES]
+        candidate = next((corpus for corpus in corpora if corpus.is_file()), candidate)
+    if candidate is not None and candidate.is_file():
+        if not candidate.name.endswith(JSONL_SUFFIXES + TEXT_SUFFIXES):
+            raise InputFormatError(
+                f"{candidate}: unsupported file type; pre-training reads .jsonl(.gz) with a `text` field "
+                "(BEIR corpora: title + text) or .txt(.gz) with one document per line"
+            )
+        return candidate
     under_root = "" if Path(spec).is_absolute() else f", not {root / spec}"
     raise DataNotFoundError(
         f"pre-training text {spec!r} not found: not a file{under_root}, and not a folder with corpus.jsonl. "

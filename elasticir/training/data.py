@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from elasticir.data.beir import load_beir
-from elasticir.data.catalog import beir_path, data_root, file_checksum
+from elasticir.data.catalog import data_root, file_checksum, find_local
 from elasticir.data.jsonl import read_jsonl
 from elasticir.errors import DataNotFoundError, InputFormatError
 
@@ -41,13 +41,10 @@ class TrainingData:
 
 
 def resolve(spec: str, root: Path) -> Path:
-    """A path as given, else relative to the data root, else a BEIR folder name under <root>/beir/."""
-    for candidate in (Path(spec).expanduser(), root / spec):
-        if candidate.exists():
-            return candidate
-    folder = beir_path(root, spec)
-    if folder:
-        return folder
+    """A training file or BEIR folder (see `find_local`), or an error that says what is accepted."""
+    found = find_local(spec, root)
+    if found:
+        return found
     raise DataNotFoundError(
         f"training data {spec!r} not found: not a file or folder, not {root / spec}, and no BEIR folder "
         f"{root}/beir/{spec}/. Fix: give a JSONL path (anchor/positive[/negative] or sentence1/sentence2/score), "

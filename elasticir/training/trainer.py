@@ -194,13 +194,10 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
         report_to="none",
         dataloader_drop_last=True,
     )
-    datasets = data.datasets if len(data.datasets) > 1 else next(iter(data.datasets.values()))
-    if not isinstance(datasets, dict):
-        train_dataset = datasets
-    else:
-        from datasets import DatasetDict
+    from datasets import DatasetDict
 
-        train_dataset = DatasetDict(datasets)
+    # several files: a DatasetDict, which the trainer samples one dataset per batch
+    train_dataset = DatasetDict(data.datasets) if len(data.datasets) > 1 else next(iter(data.datasets.values()))
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
                                          callbacks=callbacks)
     resume = _checkpoint(out)
