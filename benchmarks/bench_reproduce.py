@@ -31,7 +31,7 @@ from elasticir.data.catalog import data_root, sts_path
 from elasticir.encoders import DEFAULT_MODEL
 from elasticir.report.build import write_report
 from elasticir.report.rundir import load_run
-from elasticir.report.significance import bootstrap_pvalue, bootstrap_spearman, holm
+from elasticir.report.significance import compare_runs, holm
 from elasticir.runner import RunConfig, run
 from elasticir.training.trainer import TrainConfig, train, train_separate
 
@@ -47,21 +47,16 @@ def evaluate(model: str | Path, args, datasets: list[str], **grid) -> Path:
     return outcome.dir
 
 
-def significance(run_a, run_b, cells: list[Cell], datasets: list[str], seed: int) -> dict:
-    """Paired bootstrap over STS pairs of Spearman(a) - Spearman(b) per cell, Holm-corrected across the cells
-    of each dataset (the test the report module uses for STS)."""
-    result = {}
-    for dataset in datasets:
-        a, b = run_a.pair_scores(dataset), run_b.pair_scores(dataset)
-        rows = []
-        for cell in cells:
-            if cell not in a[2] or cell not in b[2]:
-                continue
-            scores = np.stack([a[0][a[2].index(cell)], b[0][b[2].index(cell)]])
-            resampled = bootstrap_spearman(scores, a[1], n_resamples=2000, seed=seed)
-            rows.append((cell, bootstrap_pvalue(resampled[0] - resampled[1])))
-        adjusted = holm([p for _, p in rows])
-        result[dataset] = {f"({c[0]},{c[1]})": float(p) for (c, _), p in zip(rows, adjusted)}
+def significance(run, baseline, cells: list[Cell], seed: int, *, corrected: bool = True) -> dict:
+    """{dataset: {cell: p}} at the pair cells, from the report's own test (paired bootstrap over STS pairs);
+    `corrected`: Holm over every cell both grids share, as the report's difference maps; else the raw p."""
+    table = compare_runs(run, baseline, seed=seed)
+    wanted = {tuple(cell) for cell in cells}
+    result: dict[str, dict[str, float]] = {}
+    for row in table.itertuples():
+        if (row.layer, row.dim) in wanted:
+            result.setdefault(row.dataset, {})[f"({row.layer},{row.dim})"] = float(
+                row.p_holm if corrected else row.p)
     return result
 
 
@@ -123,13 +118,14 @@ def main() -> None:
     if "srl" in loaded:
         for other in ("2dmse", "plain"):
             if other in loaded:
-                tests[f"srl vs {other}"] = significance(loaded["srl"], loaded[other], pairs, datasets, args.seed)
+                tests[f"srl vs {other}"] = significance(loaded["srl"], loaded[other], pairs, args.seed)
         if separate:
             tests["srl vs separate"] = {}
             for cell, path in separate.items():
-                for dataset, pv in significance(loaded["srl"], load_run(path), [cell], datasets, args.seed).items():
+                raw = significance(loaded["srl"], load_run(path), [cell], args.seed, corrected=False)
+                for dataset, pv in raw.items():
                     tests["srl vs separate"].setdefault(dataset, {}).update(pv)
-            for dataset, pv in tests["srl vs separate"].items():  # Holm across the cells, as for the others
+            for dataset, pv in tests["srl vs separate"].items():  # Holm across the pair cells (one per separate model)
                 tests["srl vs separate"][dataset] = dict(zip(pv, map(float, holm(list(pv.values())))))
 
     table = Table(title=f"Diagonal: mean Spearman over {len(datasets)} STS sets ({', '.join(datasets)})")
@@ -147,7 +143,7 @@ def main() -> None:
                             and per_dataset[cell]["srl"][d] < per_dataset[cell][name.split(" vs ")[1]][d])
                   for cell in per_dataset}
         tested = [c for c in per_dataset if any(c in by_dataset[d] for d in datasets)]
-        console.print(f"{name} (paired bootstrap, Holm per dataset): significantly better / worse in datasets "
+        console.print(f"{name} (paired bootstrap; Holm per dataset over the shared grid, or the pair cells for separate): significantly better / worse in datasets "
                       + ", ".join(f"{c} {wins[c]}/{losses[c]}" for c in tested))
     claims = _claims(means, pairs)
     for line in claims:
