@@ -55,8 +55,7 @@ import torch
 
 from elasticir.cells import Grid
 from elasticir.data.beir import RetrievalData, load_beir
-from elasticir.embeddings import EmbeddingStore
-from elasticir.encoders import ElasticEncoder, truncate
+from elasticir.encoders import ElasticEncoder, EmbeddingStore, truncate
 from elasticir.evaluation.retrieval import (
     evaluate_retrieval,
     evaluate_run,

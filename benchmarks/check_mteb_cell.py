@@ -28,7 +28,7 @@ def main() -> int:
     cells = [tuple(c) for c in parse_pairs(args.cells)]
 
     started = time.perf_counter()
-    from elasticir.report.mteb_model import OfflineSTSBenchmark, evaluate_cell_with_mteb
+    from elasticir.encoders.mteb import OfflineSTSBenchmark, evaluate_cell_with_mteb
 
     print(f"import mteb wrapper: {time.perf_counter() - started:.1f}s")
     encoder = ElasticEncoder(args.model, device=args.device)

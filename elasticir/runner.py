@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import io
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,16 +24,16 @@ from rich.console import Console
 
 from elasticir.cells import Cell, Grid, default_dims, default_pairs, validate_cells
 from elasticir.data.beir import load_beir
-from elasticir.data.catalog import DatasetSpec, data_root, file_checksum, locate, spec_for
+from elasticir.data.catalog import DatasetSpec, data_root, locate, spec_for
 from elasticir.data.sts import load_sts
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
 from elasticir.errors import ElasticIRError
 from elasticir.evaluation.latency import layer_encode_latency
 from elasticir.evaluation.retrieval import evaluate_retrieval
 from elasticir.evaluation.sts import evaluate_sts
-from elasticir.results.provenance import library_versions, machine
+from elasticir.io import atomic_write, file_checksum, provenance
 from elasticir.results.schema import Leaderboard
-from elasticir.results.store import RunStore, atomic_write, run_id
+from elasticir.results.store import RunStore, run_id
 
 console = Console(stderr=True)
 
@@ -243,11 +242,9 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
         baselines=baselines,
         encode_latency=encode_latency,
         notes=notes,
-        library_versions=library_versions(),
         seed=config.seed,
-        command=[Path(sys.argv[0]).name, *sys.argv[1:]],
         timings=timings,
-        machine=machine(),
+        **provenance(),
     )
     store.write_table("cells.csv", table)
     atomic_write(store.dir / "leaderboard.json", leaderboard.model_dump_json(indent=2))

@@ -3,10 +3,11 @@ import gzip
 import pytest
 from conftest import write_sts
 
-from elasticir.data.catalog import CATALOG, file_checksum, locate, spec_for
+from elasticir.data.catalog import CATALOG, locate, spec_for
 from elasticir.data.jsonl import read_jsonl
 from elasticir.data.sts import load_sts
 from elasticir.errors import DataNotFoundError, InputFormatError
+from elasticir.io import file_checksum
 
 
 def test_malformed_json_names_file_and_line(tmp_path):

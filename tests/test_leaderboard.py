@@ -115,8 +115,8 @@ def test_mteb_scores_a_tiny_cell_like_we_do(tiny_encoder, tiny_data_root):
     pytest.importorskip("mteb")
     from elasticir.cells import Grid
     from elasticir.data.sts import load_sts
+    from elasticir.encoders.mteb import ElasticCellModel, OfflineSTSBenchmark, evaluate_cell_with_mteb
     from elasticir.evaluation.sts import evaluate_sts
-    from elasticir.report.mteb_model import ElasticCellModel, OfflineSTSBenchmark, evaluate_cell_with_mteb
 
     path = tiny_data_root / "sts" / "toy-a" / "test.jsonl.gz"
     ours, _, _ = evaluate_sts(tiny_encoder, load_sts(path), Grid.for_model(4, 32, [2], [8]), show_progress=False)

@@ -7,7 +7,7 @@ import pytest
 
 from elasticir.cells import Grid
 from elasticir.data.beir import load_beir
-from elasticir.embeddings import EmbeddingStore
+from elasticir.encoders import EmbeddingStore
 from elasticir.errors import InputFormatError
 from elasticir.evaluation.retrieval import evaluate_retrieval, evaluate_run
 from elasticir.index.dense import CellIndex, bytes_per_vector, exact_search, tie_ranks

@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from elasticir.cli import app
 from elasticir.errors import InputFormatError
+from elasticir.io import atomic_write
 from elasticir.results.schema import Leaderboard, load_leaderboard
-from elasticir.results.store import atomic_write
 from elasticir.runner import RunConfig, run
 
 

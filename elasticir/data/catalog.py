@@ -9,7 +9,6 @@ fail fast, naming the path searched and how to provide the files.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -196,17 +195,3 @@ def _download(spec: DatasetSpec, root: Path) -> Path:
     return target
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_checksum(path: Path) -> dict:
-    """{path, sha256, bytes} of one data file (cached per process by path, size and mtime)."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return {"path": str(path), "sha256": _HASHES[key], "bytes": stat.st_size}

@@ -9,7 +9,7 @@ from pathlib import Path
 from elasticir.data.beir import RetrievalData
 from elasticir.data.catalog import DatasetSpec
 from elasticir.evaluation.retrieval import evaluate_run, measures_for, trec_order, write_trec_run
-from elasticir.results.store import atomic_write
+from elasticir.io import atomic_write
 
 K1, B = 0.9, 0.4
 

@@ -21,10 +21,9 @@ from tqdm.auto import tqdm
 
 from elasticir.cells import Grid
 from elasticir.data.beir import RetrievalData
-from elasticir.embeddings import EmbeddingStore
-from elasticir.encoders import ElasticEncoder
+from elasticir.encoders import ElasticEncoder, EmbeddingStore
 from elasticir.index.dense import CellIndex, tie_ranks
-from elasticir.results.store import atomic_write
+from elasticir.io import atomic_write
 
 MEASURES = [nDCG @ 10, RR @ 10, R @ 100, R @ 1000]
 GRADED_EXTRA = [R(rel=2) @ 1000]  # TREC DL: recall counts grade >= 2 as relevant

@@ -30,7 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
-from elasticir.data.catalog import data_root, file_checksum
+from elasticir.data.catalog import data_root
 from elasticir.encoders import (
     DEFAULT_MODEL,
     default_device,
@@ -38,11 +38,11 @@ from elasticir.encoders import (
     read_sentence_transformers_config,
     weights_sha256,
 )
+from elasticir.io import atomic_write, file_checksum, provenance
 from elasticir.pretraining.masking import Masker
 from elasticir.pretraining.smae import SMAE, read_head_weights
 from elasticir.pretraining.text import TokenWindows, check_text_files, resolve_text_file
-from elasticir.results.provenance import library_versions, machine
-from elasticir.results.store import atomic_write, claim_output
+from elasticir.results.store import claim_output
 
 METADATA = "elastic_pretrain.json"
 STARTED = "pretrain_config.json"
@@ -249,9 +249,7 @@ def pretrain(config: PretrainConfig) -> Path:
         "skipped_nan_steps": progress.skipped_steps,
         "resumed_at": progress.resumed_at,
         "wall_seconds": progress.seconds,
-        "library_versions": library_versions(),
-        "machine": machine(),
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        **provenance(),
     }
     atomic_write(out / METADATA, json.dumps(metadata, indent=2))
     shutil.rmtree(checkpoint, ignore_errors=True)  # the finished model supersedes it

@@ -14,15 +14,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from elasticir.errors import ElasticIRError
+from elasticir.io import atomic_write
 
 
 def claim_output(out: Path, numeric: dict, *, started: str, finished: str, what: str, recompute: bool = False) -> bool:
@@ -47,21 +46,6 @@ def claim_output(out: Path, numeric: dict, *, started: str, finished: str, what:
     atomic_write(out / started, json.dumps(numeric, indent=2))
     return False
 
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write via a temporary file and rename: readers see the old file or the whole new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_id(model_name: str, config: dict) -> str:

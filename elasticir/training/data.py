@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from elasticir.data.beir import load_beir
-from elasticir.data.catalog import data_root, file_checksum, find_local
+from elasticir.data.catalog import data_root, find_local
 from elasticir.data.jsonl import read_jsonl
 from elasticir.errors import DataNotFoundError, InputFormatError
+from elasticir.io import file_checksum
 
 PAIR_KINDS = ("pairs", "scored")
 MINERS = ("bm25", "model", "none")

@@ -28,8 +28,8 @@ from elasticir.encoders import (
     weights_sha256,
 )
 from elasticir.errors import ElasticIRError
-from elasticir.results.provenance import library_versions, machine
-from elasticir.results.store import atomic_write, claim_output
+from elasticir.io import atomic_write, provenance
+from elasticir.results.store import claim_output
 from elasticir.training.data import TrainingData, check_specs, load_training_data
 from elasticir.training.losses import (
     ElasticLoss,
@@ -221,9 +221,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
         "train_seconds": seconds,
         "resumed_from": resume.name if resume else None,
         "log_history": [entry for entry in trainer.state.log_history if "loss" in entry],
-        "library_versions": library_versions(),
-        "machine": machine(),
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        **provenance(),
     }
     atomic_write(out / METADATA, json.dumps(metadata, indent=2))
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the finished model supersedes them

