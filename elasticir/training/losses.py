@@ -1,14 +1,20 @@
 """Training losses for elastic encoders: every method is a base loss applied to cells of one forward pass.
 
 Why not sentence-transformers' `Matryoshka2dLoss` / `AdaptiveLayerLoss` as they are? They take the layers
-from `output_hidden_states=True`, so every layer runs even when the deepest trained layer is shallower; they
-sample the embedding output as if it were a layer; they cannot express the Starbucks pair list or its KLs.
+from `output_hidden_states=True`, so every layer runs even when the deepest trained layer is shallower; since
+version 6 they also sample the embedding output as if it were a layer (up to version 5 they did not); they
+cannot express the Starbucks pair list or its KLs.
 What we keep is their mechanism: one cached pass per input column, then the base loss called again on each
 truncated view of it - through the base loss's own `compute_loss_from_embeddings`, so the MNRL / CoSENT
 formulas are sentence-transformers' own. The pass exits early as `ElasticEncoder.forward_layers` does (hooks
 on the blocks) and pools with the model's own Pooling module, so a cell is trained exactly as it is
-evaluated: the output of the first L blocks, pooled, cut to d dims, L2-normalised (unless normalize=False,
-for dot-product models).
+evaluated: the output of the first L blocks, pooled, through the model's Normalize module if it has one
+(`sentence_embedding`, the point sentence-transformers and both Starbucks codes read), cut to d dims,
+L2-normalised again (unless normalize=False, for dot-product models).
+
+Every KL reads the embedding at `kl_point`: "output" (default) is that `sentence_embedding`, as the
+originals read it; "pooled" is the pooled vector before Normalize, which on a model with a Normalize module
+makes the KL tens of times stronger (the softmax of a unit vector is nearly flat, of a raw one is not).
 
 Every loss is an `nn.Module` that wraps a base loss and is called with `(sentence_features, labels)`, as the
 sentence-transformers losses are; `terms()` gives the named, already weighted terms that `forward` sums.
@@ -33,6 +39,8 @@ from elasticir.encoders import run_layers, transformer_blocks
 from elasticir.errors import ElasticIRError
 
 KL_VARIANTS = ("scores", "embedding", "none")
+KL_POINTS = ("output", "pooled")
+SCHEDULES = ("random", "cyclic")
 LAYER_WEIGHTINGS = ("uniform", "inverse", "log")
 Columns = list[dict[int, Tensor]]  # per input column: {layer: pooled full-width embedding}
 Features = Iterable[dict[str, Tensor]]  # one tokenised batch per input column, as the trainer passes them
@@ -72,8 +80,8 @@ def validate_pairs(pairs: Iterable[Sequence[int]], num_layers: int, hidden_size:
     return cells
 
 
-def _elastic_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """The Transformer and Pooling modules of a [Transformer, Pooling, (Normalize)] SentenceTransformer.
+def _elastic_parts(model: nn.Module) -> tuple[nn.Module, nn.Module, tuple[nn.Module, ...]]:
+    """The Transformer, Pooling and Normalize modules of a [Transformer, Pooling, (Normalize)] SentenceTransformer.
 
     Anything else after pooling (a Dense projection, several pooling modes concatenated) mixes or stacks
     coordinates, so the first d of them would not be the cell the evaluation code reads.
@@ -93,16 +101,26 @@ def _elastic_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
             "elastic losses need a SentenceTransformer made of Transformer, Pooling (one mode) and "
             f"optionally Normalize; this one is {' -> '.join(type(module).__name__ for module in modules)}"
         )
-    return modules[0], modules[1]
+    return modules[0], modules[1], tuple(modules[2:])
+
+
+def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ElasticIRError(f"{name}={value!r}: choose one of {', '.join(allowed)}")
+    return value
 
 
 class ElasticLoss(nn.Module):
     """Base class: one early-exiting pass per input column, then `loss` on cells of it.
 
-    Subclasses only say which weighted terms a step has (`terms`); `forward` sums them.
+    Subclasses say which weighted terms a step has (`terms`; `forward` sums them), which cells the method
+    puts a loss on (`trained_cells`) and which pair list a report of the trained model should draw
+    (`report_pairs`).
     """
 
-    def __init__(self, model: nn.Module, loss: nn.Module, *, normalize: bool = True) -> None:
+    def __init__(
+        self, model: nn.Module, loss: nn.Module, *, normalize: bool = True, kl_point: str = "output"
+    ) -> None:
         super().__init__()
         if not callable(getattr(loss, "compute_loss_from_embeddings", None)):
             raise ElasticIRError(
@@ -112,12 +130,14 @@ class ElasticLoss(nn.Module):
         self.model = model  # as sentence-transformers losses keep it: its trainer and model card read it
         self.loss = loss
         self.normalize = normalize
-        transformer, pooling = _elastic_parts(model)
+        self.kl_point = _choice("kl_point", kl_point, KL_POINTS)
+        transformer, pooling, after = _elastic_parts(model)
         config = transformer.auto_model.config
         self.num_layers: int = config.num_hidden_layers
         self.hidden_size: int = config.hidden_size
         # a tuple, so these stay plain references and are not registered twice as submodules of the loss
-        self._parts = (transformer, pooling, transformer_blocks(transformer.auto_model, self.num_layers))
+        blocks = transformer_blocks(transformer.auto_model, self.num_layers)
+        self._parts = (transformer, pooling, blocks, after)
 
     @property
     def full(self) -> Cell:
@@ -131,13 +151,26 @@ class ElasticLoss(nn.Module):
         return [self._embed_column(features, wanted) for features in sentence_features]
 
     def _embed_column(self, features: dict[str, Tensor], layers: list[int]) -> dict[int, Tensor]:
-        transformer, pooling, blocks = self._parts
+        transformer, pooling, blocks, _ = self._parts
         return run_layers(lambda: transformer(dict(features)), blocks, layers,
                           lambda hidden: pooling({**features, "token_embeddings": hidden})["sentence_embedding"])
 
+    def output(self, pooled: Tensor) -> Tensor:
+        """The model's `sentence_embedding` for a pooled vector: the modules after pooling (Normalize) applied."""
+        for module in self._parts[3]:
+            pooled = module({"sentence_embedding": pooled})["sentence_embedding"]
+        return pooled
+
+    def at_kl_point(self, columns: Columns, layer: int, dim: int | None = None) -> Tensor:
+        """Rows of every column at `kl_point` (output or pooled), cut to `dim`: what an embedding KL reads."""
+        rows = [column[layer] if self.kl_point == "pooled" else self.output(column[layer]) for column in columns]
+        return torch.cat([row[:, :dim] for row in rows])
+
     def cell(self, columns: Columns, cell: Cell) -> list[Tensor]:
-        """The cell's embedding per column: a prefix of its layer's cached embedding, never a re-encode."""
-        prefixes = [column[cell.layer][:, : cell.dim] for column in columns]
+        """The cell's embedding per column: a prefix of its layer's `sentence_embedding`, never a re-encode,
+        L2-normalised again after the cut unless normalize=False (what sentence-transformers' MatryoshkaLoss
+        and Tevatron hand their score functions)."""
+        prefixes = [self.output(column[cell.layer])[:, : cell.dim] for column in columns]
         return [F.normalize(prefix, dim=-1) for prefix in prefixes] if self.normalize else prefixes
 
     def base(self, embeddings: list[Tensor], labels: Labels) -> Tensor:
@@ -147,11 +180,19 @@ class ElasticLoss(nn.Module):
         """Named, weighted terms of one step ("base(L,d)", "kl(L,d)", ...): for logging and per-term tests."""
         raise NotImplementedError
 
+    def trained_cells(self) -> list[Cell]:
+        """The cells this method puts a loss on (sampled methods: every cell it can sample)."""
+        raise NotImplementedError
+
+    def report_pairs(self) -> list[Cell]:
+        """The pair list a report of the trained model should draw: by default the shape's diagonal."""
+        return default_pairs(self.num_layers, self.hidden_size)
+
     def forward(self, sentence_features: Features, labels: Labels) -> Tensor:
         return torch.stack(list(self.terms(sentence_features, labels).values())).sum()
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"loss": type(self.loss).__name__, "normalize": self.normalize}
+        return {"loss": type(self.loss).__name__, "normalize": self.normalize, "kl_point": self.kl_point}
 
 
 class PlainLoss(ElasticLoss):
@@ -162,16 +203,20 @@ class PlainLoss(ElasticLoss):
     variant that truncates only at evaluation.
     """
 
-    def __init__(
-        self, model: nn.Module, loss: nn.Module, cell: Sequence[int] | None = None, *, normalize: bool = True
-    ) -> None:
-        super().__init__(model, loss, normalize=normalize)
+    def __init__(self, model: nn.Module, loss: nn.Module, cell: Sequence[int] | None = None, **kwargs: Any) -> None:
+        super().__init__(model, loss, **kwargs)
         self.target = Cell(*cell) if cell is not None else self.full
         validate_cells([self.target], self.num_layers, self.hidden_size)
 
     def terms(self, sentence_features: Features, labels: Labels) -> dict[str, Tensor]:
         columns = self.embed(sentence_features, [self.target.layer])
         return {f"base{self.target}": self.base(self.cell(columns, self.target), labels)}
+
+    def trained_cells(self) -> list[Cell]:
+        return [self.target]
+
+    def report_pairs(self) -> list[Cell]:
+        return [self.target] if self.target != self.full else super().report_pairs()
 
     def get_config_dict(self) -> dict[str, Any]:
         return {**super().get_config_dict(), "cell": str(self.target)}
@@ -186,10 +231,9 @@ class MRLLoss(ElasticLoss):
         loss: nn.Module,
         dims: Sequence[int] | None = None,
         weights: Sequence[float] | None = None,
-        *,
-        normalize: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, loss, normalize=normalize)
+        super().__init__(model, loss, **kwargs)
         self.dims = list(dims) if dims is not None else default_dims(self.hidden_size)
         self.weights = list(weights) if weights is not None else [1.0] * len(self.dims)
         if not self.dims or len(set(self.dims)) != len(self.dims) or len(self.weights) != len(self.dims):
@@ -206,6 +250,9 @@ class MRLLoss(ElasticLoss):
             for dim, weight in zip(self.dims, self.weights)
         }
 
+    def trained_cells(self) -> list[Cell]:
+        return [Cell(self.num_layers, dim) for dim in self.dims]
+
     def get_config_dict(self) -> dict[str, Any]:
         return {**super().get_config_dict(), "dims": self.dims, "weights": self.weights}
 
@@ -215,12 +262,14 @@ class _SRL(ElasticLoss):
 
     loss = base(full) + sum over the other cells [ base(cell) + kl_weight * KL(cell vs full) ].
 
-    kl="scores" (retrieval code): in-batch score distributions (queries x all candidates, softmax over
-    candidates), both divided by `temperature`, teacher = the full cell's scores DETACHED, kl_weight 1.
-    kl="embedding" (STS code): softmax over the first d coordinates of the cell's pooled embedding (before any
-    normalisation) vs the full model's pooled embedding cut to d, rows of all columns, teacher NOT detached,
-    kl_weight 0.3, no temperature. kl="none": base losses only.
-    `temperature` defaults to the base loss's own (1 / scale), as Starbucks uses one temperature for both.
+    kl="scores" (retrieval code, Tevatron): in-batch score distributions (queries x all candidates, softmax
+    over candidates) of the same cell embeddings the base loss scores, both divided by `temperature`
+    (default: the base loss's own 1 / scale, as Starbucks uses one temperature for both), teacher = the full
+    cell's scores, detached unless detach=False; kl_weight 1.
+    kl="embedding" (STS code): softmax over the first d coordinates of the cell's layer embedding at
+    `kl_point` vs the full model's embedding there cut to d, rows of all columns, teacher NOT detached unless
+    detach=True, kl_weight 0.3 (the code's weight 1 x its "temperature" 0.3, a multiplier, not a softmax
+    temperature), no temperature. kl="none": base losses only.
     """
 
     def __init__(
@@ -231,16 +280,21 @@ class _SRL(ElasticLoss):
         kl: str = "scores",
         kl_weight: float | None = None,
         temperature: float | None = None,
-        normalize: bool = True,
+        detach: bool | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, loss, normalize=normalize)
-        if kl not in KL_VARIANTS:
-            raise ElasticIRError(f"kl={kl!r} is not a KL variant; choose one of {', '.join(KL_VARIANTS)}")
-        self.kl = kl
+        super().__init__(model, loss, **kwargs)
+        self.kl = _choice("kl", kl, KL_VARIANTS)
+        if temperature is not None and kl != "scores":
+            raise ElasticIRError(
+                f"temperature={temperature}: SRL's kl={kl!r} has no softmax temperature (only kl='scores' "
+                "divides scores by one); leave temperature unset or use kl_weight"
+            )
         self.kl_weight = (
             kl_weight if kl_weight is not None else {"scores": 1.0, "embedding": 0.3}.get(kl, 0.0)
         )
         self.temperature = temperature if temperature is not None else 1.0 / getattr(loss, "scale", 1.0)
+        self.detach = detach if detach is not None else kl == "scores"
 
     def step_cells(self) -> list[Cell]:
         raise NotImplementedError
@@ -249,20 +303,20 @@ class _SRL(ElasticLoss):
         cells = [cell for cell in self.step_cells() if cell != self.full]
         columns = self.embed(sentence_features, [cell.layer for cell in cells] + [self.num_layers])
         full = self.cell(columns, self.full)
-        if self.kl == "scores":
-            teacher = in_batch_scores(full).detach() / self.temperature
         terms = {f"base{self.full}": self.base(full, labels)}
+        if self.kl == "scores":
+            teacher = in_batch_scores(full) / self.temperature
         for cell in cells:
             embeddings = self.cell(columns, cell)
             terms[f"base{cell}"] = self.base(embeddings, labels)
             if self.kl == "scores":
-                terms[f"kl{cell}"] = self.kl_weight * kl_div(
-                    in_batch_scores(embeddings) / self.temperature, teacher
-                )
+                student = in_batch_scores(embeddings) / self.temperature
             elif self.kl == "embedding":
-                student = torch.cat([column[cell.layer][:, : cell.dim] for column in columns])
-                target = torch.cat([column[self.num_layers][:, : cell.dim] for column in columns])
-                terms[f"kl{cell}"] = self.kl_weight * kl_div(student, target)
+                student = self.at_kl_point(columns, cell.layer, cell.dim)
+                teacher = self.at_kl_point(columns, self.num_layers, cell.dim)
+            else:
+                continue
+            terms[f"kl{cell}"] = self.kl_weight * kl_div(student, teacher.detach() if self.detach else teacher)
         return terms
 
     def get_config_dict(self) -> dict[str, Any]:
@@ -270,7 +324,8 @@ class _SRL(ElasticLoss):
             **super().get_config_dict(),
             "kl": self.kl,
             "kl_weight": self.kl_weight,
-            "temperature": self.temperature,
+            "temperature": self.temperature if self.kl == "scores" else None,
+            "detach": self.detach,
         }
 
 
@@ -292,6 +347,12 @@ class SRLLoss(_SRL):
 
     def step_cells(self) -> list[Cell]:
         return self.pairs
+
+    def trained_cells(self) -> list[Cell]:
+        return sorted({*self.pairs, self.full})
+
+    def report_pairs(self) -> list[Cell]:
+        return list(self.pairs)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {**super().get_config_dict(), "pairs": [str(cell) for cell in self.pairs]}
@@ -332,6 +393,9 @@ class FullGridSRLLoss(_SRL):
             return self.cells
         return sorted(self._rng.sample(self.cells, self.cells_per_step))
 
+    def trained_cells(self) -> list[Cell]:
+        return sorted({*self.cells, self.full})
+
     def get_config_dict(self) -> dict[str, Any]:
         return {
             **super().get_config_dict(),
@@ -346,14 +410,14 @@ class TwoDMSELoss(ElasticLoss):
     """2DMSE (Li et al. 2024; sentence-transformers `Matryoshka2dLoss`), sampled per step.
 
     Each step: the final layer N plus `layers_per_step` random earlier layers (from `layers`, default 1..N-1:
-    the embedding output is never a layer here, unlike in sentence-transformers), each at `dims_per_step`
-    random dims (from `dims`; -1 = all of a list).
+    the embedding output is never a layer here; sentence-transformers samples it since version 6, not before),
+    each at `dims_per_step` random dims (from `dims`; -1 = all of a list).
     loss = sum_d base(N, d) + sum over sampled L [ w(L) / #sampled * sum_d base(L, d) + kl_weight * T * KL ],
-    the KL between softmaxes of the full-width pooled embeddings of layer L and of layer N (before any
-    normalisation) divided by T, batchmean over all columns' rows. w: "uniform" (sentence-transformers'
-    default now), "inverse" = 1/L (AnglE's first version; sentence-transformers' former "linear"), "log" =
-    1/(1 + ln L) (ESE). `detach` cuts the teacher from the graph (sentence-transformers since issue 3757);
-    detach=False is the earlier behaviour.
+    the KL (kl="embedding"; "none" = no KL) between softmaxes of the full-width embeddings at `kl_point` of
+    layer L and of layer N divided by T, batchmean over all columns' rows. w: "uniform" (sentence-transformers
+    6's default), "inverse" = 1/L (sentence-transformers <= 5, whose layer index 0 was block 1: 1/(1 + index)),
+    "log" = 1/(1 + ln(1 + L)) (sentence-transformers 6's "log", the ESE weighting, index L = block L).
+    `detach` cuts the teacher from the graph (sentence-transformers 6); detach=False is versions <= 5.
     """
 
     def __init__(
@@ -366,14 +430,14 @@ class TwoDMSELoss(ElasticLoss):
         layers_per_step: int = 1,
         dims_per_step: int = 1,
         layer_weighting: str = "uniform",
-        kl: bool = True,
+        kl: str = "embedding",
         detach: bool = True,
         temperature: float = 0.3,
         kl_weight: float = 1.0,
         seed: int = 0,
-        normalize: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, loss, normalize=normalize)
+        super().__init__(model, loss, **kwargs)
         self.layers = sorted(set(layers)) if layers is not None else list(range(1, self.num_layers))
         self.dims = sorted(set(dims)) if dims is not None else default_dims(self.hidden_size)
         validate_cells(
@@ -392,20 +456,17 @@ class TwoDMSELoss(ElasticLoss):
         for name, count, pool, least in steps:  # 0 earlier layers per step = the final layer only
             if count != -1 and not least <= count <= len(pool):
                 raise ElasticIRError(f"{name}={count}: choose -1 (all) or {least}..{len(pool)}")
-        if layer_weighting not in LAYER_WEIGHTINGS:
-            raise ElasticIRError(
-                f"layer_weighting={layer_weighting!r}: choose one of {', '.join(LAYER_WEIGHTINGS)}"
-            )
+        self.layer_weighting = _choice("layer_weighting", layer_weighting, LAYER_WEIGHTINGS)
+        self.kl = _choice("kl (2DMSE)", kl, ("embedding", "none"))
         self.layers_per_step, self.dims_per_step = layers_per_step, dims_per_step
-        self.layer_weighting, self.kl, self.detach = layer_weighting, kl, detach
-        self.temperature, self.kl_weight, self.seed = temperature, kl_weight, seed
+        self.detach, self.temperature, self.kl_weight, self.seed = detach, temperature, kl_weight, seed
         self._rng = random.Random(seed)
 
     def layer_weight(self, layer: int) -> float:
         if self.layer_weighting == "inverse":
             return 1.0 / layer
         if self.layer_weighting == "log":
-            return 1.0 / (1.0 + math.log(layer))
+            return 1.0 / (1.0 + math.log(1 + layer))
         return 1.0
 
     def _sample(self, pool: list[int], count: int) -> list[int]:
@@ -419,7 +480,7 @@ class TwoDMSELoss(ElasticLoss):
             f"base{Cell(final, dim)}": self.base(self.cell(columns, Cell(final, dim)), labels)
             for dim in self._sample(self.dims, self.dims_per_step)
         }
-        teacher = torch.cat([column[final] for column in columns]) / self.temperature
+        teacher = self.at_kl_point(columns, final) / self.temperature
         if self.detach:
             teacher = teacher.detach()
         for layer in prior:
@@ -428,12 +489,71 @@ class TwoDMSELoss(ElasticLoss):
                 terms[f"base{Cell(layer, dim)}"] = weight * self.base(
                     self.cell(columns, Cell(layer, dim)), labels
                 )
-            if self.kl:
-                student = torch.cat([column[layer] for column in columns]) / self.temperature
+            if self.kl == "embedding":
+                student = self.at_kl_point(columns, layer) / self.temperature
                 terms[f"kl({layer})"] = self.kl_weight * self.temperature * kl_div(student, teacher)
         return terms
+
+    def trained_cells(self) -> list[Cell]:
+        return sorted({Cell(layer, dim) for layer in [*self.layers, self.num_layers] for dim in self.dims})
 
     def get_config_dict(self) -> dict[str, Any]:
         keys = ("layers", "dims", "layers_per_step", "dims_per_step", "layer_weighting", "kl", "detach")
         keys += ("temperature", "kl_weight", "seed")
         return {**super().get_config_dict(), **{key: getattr(self, key) for key in keys}}
+
+
+class SortedNetLoss(ElasticLoss):
+    """SortedNet (Valipour et al. 2023): one nested sub-network trained per step, no distillation.
+
+    The sub-networks are `cells`, sorted so that each has more layers and more dims than the one before (the
+    paper's "sorted" nesting, over depth x width; default: the pair list of the model shape, full cell
+    included). Each step trains exactly one of them with the base loss alone; which one is the schedule:
+    "random" (the paper's random sub-model sampling: uniform over the sorted list, from a
+    `random.Random(seed)` of its own) or "cyclic" (step t trains cells[t mod K], smallest to largest).
+    The paper's gradient accumulation over several sampled sub-models is gradient accumulation of the
+    trainer, so it is not repeated here: one step = one optimiser update = one sub-network.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        cells: Iterable[Sequence[int]] | None = None,
+        *,
+        schedule: str = "random",
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, loss, **kwargs)
+        pairs = validate_pairs(cells if cells is not None else default_pairs(self.num_layers, self.hidden_size),
+                               self.num_layers, self.hidden_size)
+        self.cells = pairs if pairs[-1] == self.full else [*pairs, self.full]
+        self.schedule = _choice("schedule", schedule, SCHEDULES)
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._step = 0
+
+    def next_cell(self) -> Cell:
+        """The sub-network of the next step, advancing the schedule."""
+        if self.schedule == "cyclic":
+            cell = self.cells[self._step % len(self.cells)]
+        else:
+            cell = self._rng.choice(self.cells)
+        self._step += 1
+        return cell
+
+    def terms(self, sentence_features: Features, labels: Labels) -> dict[str, Tensor]:
+        cell = self.next_cell()
+        columns = self.embed(sentence_features, [cell.layer])
+        return {f"base{cell}": self.base(self.cell(columns, cell), labels)}
+
+    def trained_cells(self) -> list[Cell]:
+        return list(self.cells)
+
+    def report_pairs(self) -> list[Cell]:
+        return list(self.cells)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**super().get_config_dict(), "cells": [str(cell) for cell in self.cells],
+                "schedule": self.schedule, "seed": self.seed}

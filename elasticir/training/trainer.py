@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from elasticir.cells import Cell, Grid, default_pairs
+from elasticir.cells import Grid
 from elasticir.encoders import (
     DEFAULT_MODEL,
     load_sentence_transformer,
@@ -36,21 +36,28 @@ from elasticir.training.losses import (
     FullGridSRLLoss,
     MRLLoss,
     PlainLoss,
+    SortedNetLoss,
     SRLLoss,
     TwoDMSELoss,
 )
+from elasticir.training.recipes import RECIPE_KEYS, check_recipe, resolve_recipe
 
 METADATA = "elastic.json"
-METHODS = ("srl", "srl-grid", "2dmse", "mrl", "plain")
-Method = Literal["srl", "srl-grid", "2dmse", "mrl", "plain"]
+METHODS = ("srl", "srl-grid", "2dmse", "sortednet", "mrl", "plain")
+Method = Literal["srl", "srl-grid", "2dmse", "sortednet", "mrl", "plain"]
+Preset = Literal["starbucks-sts", "starbucks-retrieval", "2dmse-st5", "2dmse-st6", "sortednet"]
 
 
 class TrainConfig(BaseModel):
-    """Every key of `elasticir train` (flags and YAML); what changes the trained weights is all here."""
+    """Every key of `elasticir train` (flags and YAML); what changes the trained weights is all here.
+
+    The recipe keys (RECIPE_KEYS: method, pooling, similarity, ... negatives) left None are filled from
+    `preset` (default: the method's own preset, starbucks-sts without a method) by `resolved()`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Method = "srl"
+    preset: Preset | None = None
+    method: Method | None = None
     base: str = DEFAULT_MODEL
     data: list[str]
     out: str
@@ -59,20 +66,26 @@ class TrainConfig(BaseModel):
     lr: float = 2e-5
     warmup_ratio: float = 0.1
     seed: int = 0
-    pairs: list[tuple[int, int]] | None = None  # srl: the pair list (default: from the model shape)
+    pairs: list[tuple[int, int]] | None = None  # srl / sortednet: the pair list (default: from the model shape)
     cell: tuple[int, int] | None = None  # plain: the trained cell (default: full); separate baselines set it
     truncate_layers: bool = False  # plain at (L, d): drop the layers above L, so the output is an L-layer model
     layers: list[int] | None = None  # srl-grid / 2dmse layer pool
     dims: list[int] | None = None  # srl-grid / 2dmse / mrl dims
-    kl: Literal["scores", "embedding", "none"] | None = None  # srl: None = scores for pairs, embedding for scored
-    kl_weight: float | None = None
-    temperature: float | None = None
+    pooling: Literal["model", "mean", "cls"] | None = None  # "model": the base model's own pooling
+    similarity: Literal["cosine", "dot"] | None = None  # of the base loss (MNRL / CoSENT)
+    scale: float | None = None  # the base loss's scale (1 / its softmax temperature)
+    normalize: bool | None = None  # L2-normalise each cell again after the cut
+    kl: Literal["scores", "embedding", "none"] | None = None
+    kl_point: Literal["output", "pooled"] | None = None  # where embedding KLs read: after Normalize or before
+    kl_weight: float | None = None  # None with a preset's None: the loss's own default
+    temperature: float | None = None  # KL temperature (SRL scores KL: default 1 / scale; 2DMSE: 0.3)
+    detach: bool | None = None  # detach the KL teacher
     cells_per_step: int | None = None  # srl-grid: sample this many cells per step (None = all)
     layers_per_step: int = 1  # 2dmse
     dims_per_step: int = 1  # 2dmse
-    layer_weighting: Literal["uniform", "inverse", "log"] = "uniform"  # 2dmse
-    detach: bool = True  # 2dmse: detach the KL teacher
-    negatives: int = 1  # BEIR training groups: hard negatives per query
+    layer_weighting: Literal["uniform", "inverse", "log"] | None = None  # 2dmse
+    schedule: Literal["random", "cyclic"] | None = None  # sortednet: which sub-network each step
+    negatives: int | None = None  # BEIR training groups: hard negatives per query
     miner: Literal["bm25", "model", "none"] = "bm25"
     max_length: int | None = None
     checkpoint_steps: int = 200
@@ -80,63 +93,63 @@ class TrainConfig(BaseModel):
     device: str | None = None
     recompute: bool = False
 
+    def resolved(self) -> tuple[TrainConfig, dict]:
+        """This config with every recipe key filled from its preset, and the record of which preset and
+        which overrides (for elastic.json); refuses choices that disagree."""
+        explicit = {key: getattr(self, key) for key in RECIPE_KEYS}
+        preset, values, overrides = resolve_recipe(explicit, self.preset)
+        return self.model_copy(update={**values, "preset": preset}), {"preset": preset, "overrides": overrides}
+
     def numeric(self) -> dict:
         """The keys that change the weights (not where they go or whether to redo them)."""
         return self.model_dump(mode="json", exclude={"out", "recompute", "device", "data_root"})
 
 
-def build_loss(config: TrainConfig, model, data: TrainingData) -> ElasticLoss:
-    """The method's loss around the base loss the data calls for (MNRL for pairs/triplets, CoSENT for scores)."""
+def build_base_loss(config: TrainConfig, model, kind: str):
+    """The base loss the data calls for (MNRL for pairs/triplets, CoSENT for scores) on the chosen similarity."""
+    from sentence_transformers import util
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss, MultipleNegativesRankingLoss
 
-    base = MultipleNegativesRankingLoss(model) if data.kind == "pairs" else CoSENTLoss(model)
-    kl = config.kl or ("scores" if data.kind == "pairs" else "embedding")
+    dot = config.similarity == "dot"
+    if kind == "pairs":
+        return MultipleNegativesRankingLoss(model, scale=config.scale,
+                                            similarity_fct=util.dot_score if dot else util.cos_sim)
+    return CoSENTLoss(model, scale=config.scale,
+                      similarity_fct=util.pairwise_dot_score if dot else util.pairwise_cos_sim)
+
+
+def build_loss(config: TrainConfig, model, data: TrainingData) -> ElasticLoss:
+    """The method's loss around the base loss, from a resolved config (every recipe key set)."""
+    check_recipe(config.model_dump(), data_kind=data.kind)
+    base = build_base_loss(config, model, data.kind)
     shape = model[0].auto_model.config
-    grid = Grid.for_model(shape.num_hidden_layers, shape.hidden_size, config.layers, config.dims)
-    srl = {"kl": kl, "kl_weight": config.kl_weight, "temperature": config.temperature}
+    common = {"normalize": config.normalize, "kl_point": config.kl_point}
+    kl = {"kl": config.kl, "kl_weight": config.kl_weight, "temperature": config.temperature,
+          "detach": config.detach, **common}
     if config.method == "srl":
-        return SRLLoss(model, base, config.pairs, **srl)
+        return SRLLoss(model, base, config.pairs, **kl)
     if config.method == "srl-grid":
-        return FullGridSRLLoss(model, base, grid, cells_per_step=config.cells_per_step, seed=config.seed, **srl)
+        grid = Grid.for_model(shape.num_hidden_layers, shape.hidden_size, config.layers, config.dims)
+        return FullGridSRLLoss(model, base, grid, cells_per_step=config.cells_per_step, seed=config.seed, **kl)
     if config.method == "2dmse":
         return TwoDMSELoss(model, base, config.layers, config.dims, layers_per_step=config.layers_per_step,
                            dims_per_step=config.dims_per_step, layer_weighting=config.layer_weighting,
-                           kl=kl != "none", detach=config.detach, seed=config.seed,
-                           **({"kl_weight": config.kl_weight} if config.kl_weight is not None else {}),
-                           **({"temperature": config.temperature} if config.temperature is not None else {}))
+                           seed=config.seed, **{key: value for key, value in kl.items() if value is not None})
+    if config.method == "sortednet":
+        return SortedNetLoss(model, base, config.pairs, schedule=config.schedule, seed=config.seed, **common)
     if config.method == "mrl":
-        return MRLLoss(model, base, config.dims)
-    return PlainLoss(model, base, config.cell)
-
-
-def trained_cells(loss: ElasticLoss) -> list[Cell]:
-    """The cells a method puts a loss on (sampled methods: every cell it can sample)."""
-    if isinstance(loss, SRLLoss):
-        return sorted({*loss.pairs, loss.full})
-    if isinstance(loss, FullGridSRLLoss):
-        return sorted({*loss.cells, loss.full})
-    if isinstance(loss, TwoDMSELoss):
-        return sorted({Cell(layer, dim) for layer in [*loss.layers, loss.num_layers] for dim in loss.dims})
-    if isinstance(loss, MRLLoss):
-        return [Cell(loss.num_layers, dim) for dim in loss.dims]
-    return [loss.target]
-
-
-def report_pairs(loss: ElasticLoss) -> list[Cell]:
-    """The pair list reports should draw for this model: what SRL trained, the trained cell of a separate
-    baseline, otherwise the default diagonal of the shape."""
-    if isinstance(loss, SRLLoss):
-        return list(loss.pairs)
-    if isinstance(loss, PlainLoss) and loss.target != loss.full:
-        return [loss.target]
-    return default_pairs(loss.num_layers, loss.hidden_size)
+        return MRLLoss(model, base, config.dims, **common)
+    return PlainLoss(model, base, config.cell, **common)
 
 
 def load_base(config: TrainConfig):
-    """The base model as a SentenceTransformer, cut to the trained cell's layers for a separate baseline."""
+    """The base model as a SentenceTransformer with the recipe's pooling, cut to the trained cell's layers for
+    a separate baseline."""
     model, folder = load_sentence_transformer(config.base, config.device)
     if config.max_length:
         model.max_seq_length = config.max_length
+    if config.pooling not in (None, "model"):
+        _set_pooling(model, config.pooling)
     shape = model[0].auto_model.config
     if config.truncate_layers:
         if config.cell is None:
@@ -149,6 +162,17 @@ def load_base(config: TrainConfig):
     return model, folder
 
 
+def _set_pooling(model, mode: str) -> None:
+    """Replace the Pooling module by one of `mode` (it has no weights); the saved model keeps the new one."""
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    old = model[1]
+    if not isinstance(old, Pooling):
+        raise ElasticIRError(f"pooling {mode!r}: the model's second module is {type(old).__name__}, not Pooling")
+    model._modules[next(name for name, module in model._modules.items() if module is old)] = Pooling(
+        old.embedding_dimension, pooling_mode=mode, include_prompt=old.include_prompt)
+
+
 def _checkpoint(out: Path) -> Path | None:
     found = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return found[-1] if found else None
@@ -158,13 +182,9 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
     """Train (or resume, or reuse) the model described by `config`; return its folder.
 
     `callbacks`: transformers TrainerCallbacks (progress hooks, early stops) passed to the trainer."""
-    import torch
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
-
+    config, recipe = config.resolved()
     out = Path(config.out)
-    if config.max_steps < 1 or config.batch_size < 1 or config.lr <= 0:
-        raise ElasticIRError("max_steps and batch_size must be at least 1 and lr positive")
+    _check_budget(config)
     check_specs(config.data, config.data_root)
     if claim_output(out, config.numeric(), started="train_config.json", finished=METADATA, what="training",
                     recompute=config.recompute):
@@ -174,6 +194,32 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
     data = load_training_data(config.data, root=config.data_root, negatives=config.negatives,
                               miner=config.miner, seed=config.seed, model=config.base)
     loss = build_loss(config, model, data)
+    trainer = _make_trainer(config, model, data, loss, out, callbacks)
+    resume = _checkpoint(out)
+    if resume:
+        print(f"resuming from {resume}", file=sys.stderr)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - started
+    model.save(str(out))
+    metadata = _metadata(config, recipe, loss, data, base_folder, trainer, seconds, resume)
+    atomic_write(out / METADATA, json.dumps(metadata, indent=2))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the finished model supersedes them
+    return out
+
+
+def _check_budget(config: TrainConfig) -> None:
+    if config.max_steps < 1 or config.batch_size < 1 or config.lr <= 0:
+        raise ElasticIRError("max_steps and batch_size must be at least 1 and lr positive")
+
+
+def _make_trainer(config: TrainConfig, model, data: TrainingData, loss: ElasticLoss, out: Path, callbacks):
+    """The sentence-transformers trainer: AdamW with linear warm-up, seeds, bf16 on CUDA, checkpoints."""
+    import torch
+    from datasets import DatasetDict
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
     cuda = torch.cuda.is_available() and (config.device or "cuda").startswith("cuda")
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -194,27 +240,24 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
         report_to="none",
         dataloader_drop_last=True,
     )
-    from datasets import DatasetDict
-
     # several files: a DatasetDict, which the trainer samples one dataset per batch
     train_dataset = DatasetDict(data.datasets) if len(data.datasets) > 1 else next(iter(data.datasets.values()))
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
-                                         callbacks=callbacks)
-    resume = _checkpoint(out)
-    if resume:
-        print(f"resuming from {resume}", file=sys.stderr)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - started
-    model.save(str(out))
-    metadata = {
+    return SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss,
+                                      callbacks=callbacks)
+
+
+def _metadata(config: TrainConfig, recipe: dict, loss: ElasticLoss, data: TrainingData, base_folder: Path,
+              trainer, seconds: float, resume: Path | None) -> dict:
+    """elastic.json: what was trained from what, with which recipe and overrides, and how long it took."""
+    return {
         "format": "elasticir-trained/1",
         "method": config.method,
+        "recipe": recipe,
         "created_at": datetime.now(UTC).isoformat(),
         "base": {"name": config.base, "path": str(base_folder), "weights_sha256": weights_sha256(base_folder)},
         "loss": {"class": type(loss).__name__, **loss.get_config_dict()},
-        "trained_cells": [list(cell) for cell in trained_cells(loss)],
-        "pairs": [list(cell) for cell in report_pairs(loss)],
+        "trained_cells": [list(cell) for cell in loss.trained_cells()],
+        "pairs": [list(cell) for cell in loss.report_pairs()],
         "data": {"specs": config.data, "kind": data.kind, "rows": data.rows, "files": data.checksums(),
                  "notes": data.notes},
         "config": config.numeric(),
@@ -223,9 +266,6 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
         "log_history": [entry for entry in trainer.state.log_history if "loss" in entry],
         **provenance(),
     }
-    atomic_write(out / METADATA, json.dumps(metadata, indent=2))
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # the finished model supersedes them
-    return out
 
 
 def train_separate(config: TrainConfig, cells: list[tuple[int, int]], *, variant: str = "exact") -> list[Path]:
