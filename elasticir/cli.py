@@ -280,7 +280,14 @@ def _train_flags(**flags) -> dict:
 @app.command("train")
 @friendly_errors
 def train_command(
-    method: Annotated[str | None, typer.Option(help="srl | srl-grid | 2dmse | mrl | plain (default srl).")] = None,
+    preset: Annotated[str | None, typer.Option(help=(
+        "Published recipe, every choice at once: starbucks-sts (default; SRL as the Starbucks STS code), "
+        "starbucks-retrieval (SRL as the Starbucks MS MARCO code: CLS, dot, T=1, no re-normalisation, 1 positive "
+        "+ 7 hard negatives), 2dmse-st5 (the Starbucks paper's 2DMSE), 2dmse-st6, sortednet. The flags below "
+        "override single choices; elastic.json records the preset and the overrides."))] = None,
+    method: Annotated[str | None, typer.Option(help=(
+        "srl | srl-grid | 2dmse | sortednet | mrl | plain (default: the preset's; without a preset, 2dmse takes "
+        "2dmse-st6, sortednet takes sortednet, the others starbucks-sts)."))] = None,
     base: BaseOpt = None,
     data: TrainDataOpt = None,
     out_dir: TrainOutOpt = None,
@@ -291,7 +298,20 @@ def train_command(
     pairs: PairsOpt = None,
     layers: LayersOpt = None,
     dims: DimsOpt = None,
-    kl: Annotated[str | None, typer.Option(help="SRL KL: scores (retrieval code), embedding (STS code) or none.")] = None,
+    kl: Annotated[str | None, typer.Option(help="KL: scores (SRL retrieval code), embedding (SRL STS code, 2DMSE) or none.")] = None,
+    kl_point: Annotated[str | None, typer.Option(help=(
+        "Where embedding KLs read: output (after Normalize, as the originals; default) or pooled (before it)."))] = None,
+    kl_weight: Annotated[float | None, typer.Option(help="Weight of each KL term (default: the recipe's).")] = None,
+    temperature: Annotated[float | None, typer.Option(help=(
+        "KL temperature: SRL kl=scores divides scores by it (default 1 / scale); 2DMSE's KL (default 0.3)."))] = None,
+    detach: Annotated[bool | None, typer.Option("--detach/--no-detach", help="Cut the KL teacher from the graph.")] = None,
+    pooling: Annotated[str | None, typer.Option(help="model (the base model's own), mean or cls.")] = None,
+    similarity: Annotated[str | None, typer.Option(help="Base-loss similarity: cosine or dot.")] = None,
+    scale: Annotated[float | None, typer.Option(help="Base-loss scale, 1 / its temperature (default 20; retrieval 1).")] = None,
+    normalize: Annotated[bool | None, typer.Option("--normalize/--no-normalize", help=(
+        "L2-normalise each cell again after the cut (off for dot-product models)."))] = None,
+    layer_weighting: Annotated[str | None, typer.Option(help="2DMSE layer weights: uniform, inverse (1/L) or log.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="SortedNet: random (uniform per step) or cyclic.")] = None,
     negatives: NegativesOpt = None,
     miner: MinerOpt = None,
     max_length: MaxLenOpt = None,
@@ -305,10 +325,13 @@ def train_command(
     from elasticir.training.trainer import TrainConfig, train
 
     folder = train(_config(config, TrainConfig, **_train_flags(
-        method=method, base=base, data=data, out=out_dir, max_steps=max_steps, batch_size=batch_size, lr=lr,
-        seed=seed, pairs=parse_pairs(pairs) if pairs else None, layers=parse_int_list(layers, "layers"),
-        dims=parse_int_list(dims, "dims"), kl=kl, negatives=negatives, miner=miner, max_length=max_length,
-        checkpoint_steps=checkpoint_steps, data_root=data_root, device=device, recompute=recompute)))
+        preset=preset, method=method, base=base, data=data, out=out_dir, max_steps=max_steps,
+        batch_size=batch_size, lr=lr, seed=seed, pairs=parse_pairs(pairs) if pairs else None,
+        layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"), kl=kl, kl_point=kl_point,
+        kl_weight=kl_weight, temperature=temperature, detach=detach, pooling=pooling, similarity=similarity,
+        scale=scale, normalize=normalize, layer_weighting=layer_weighting, schedule=schedule, negatives=negatives,
+        miner=miner, max_length=max_length, checkpoint_steps=checkpoint_steps, data_root=data_root, device=device,
+        recompute=recompute)))
     out.print(f"model: {folder}  (evaluate it: elasticir run --model {folder})")
 
 

@@ -17,7 +17,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 
 from elasticir.cells import Cell, Grid
 from elasticir.errors import ElasticIRError
-from elasticir.training import FullGridSRLLoss, MRLLoss, PlainLoss, SRLLoss, TwoDMSELoss
+from elasticir.training import FullGridSRLLoss, MRLLoss, PlainLoss, SortedNetLoss, SRLLoss, TwoDMSELoss
 
 QUERIES = ["a man plays a guitar", "the cat sleeps on the sofa", "stock prices fell today", "kids swim"]
 POSITIVES = ["someone plays music", "a sleeping kitten", "shares dropped sharply on monday", "children swim"]
@@ -146,13 +146,16 @@ def test_srl_scores_kl_equals_hand_computation(model):
     torch.testing.assert_close(loss(features(model, QUERIES, POSITIVES, NEGATIVES), None), expected)
 
 
-def test_srl_embedding_kl_with_cosent_equals_hand_computation(model):
+@pytest.mark.parametrize("kl_point", ["output", "pooled"])
+def test_srl_embedding_kl_with_cosent_equals_hand_computation(model, kl_point):
     columns = [pooled_layers(model, QUERIES), pooled_layers(model, POSITIVES)]
-    loss = SRLLoss(model, CoSENTLoss(model), pairs=[(1, 8), (2, 16), (4, 32)], kl="embedding")
+    loss = SRLLoss(model, CoSENTLoss(model), pairs=[(1, 8), (2, 16), (4, 32)], kl="embedding", kl_point=kl_point)
+    # output: the model's sentence_embedding (this model ends with Normalize), cut; pooled: the raw pooled vector
+    point = (lambda x: F.normalize(x, dim=-1)) if kl_point == "output" else (lambda x: x)
     expected = cosent(columns[0][N], columns[1][N], STS_LABELS)
     for layer, dim in [(1, 8), (2, 16)]:
-        student = torch.cat([column[layer][:, :dim] for column in columns])  # raw pooled, not normalised
-        teacher = torch.cat([column[N][:, :dim] for column in columns])
+        student = torch.cat([point(column[layer])[:, :dim] for column in columns])
+        teacher = torch.cat([point(column[N])[:, :dim] for column in columns])
         expected = expected + cosent(columns[0][layer][:, :dim], columns[1][layer][:, :dim], STS_LABELS)
         expected = expected + 0.3 * kl(student, teacher)
     torch.testing.assert_close(loss(features(model, QUERIES, POSITIVES), STS_LABELS), expected)
@@ -193,7 +196,7 @@ def test_full_grid_srl_samples_cells_reproducibly(model):
 
 @pytest.mark.parametrize(
     "weighting, weight",
-    [("uniform", lambda L: 1.0), ("inverse", lambda L: 1 / L), ("log", lambda L: 1 / (1 + math.log(L)))],
+    [("uniform", lambda L: 1.0), ("inverse", lambda L: 1 / L), ("log", lambda L: 1 / (1 + math.log(1 + L)))],
 )
 def test_2dmse_all_layers_and_dims_equals_hand_computation(model, weighting, weight):
     columns = [pooled_layers(model, QUERIES), pooled_layers(model, POSITIVES)]
@@ -201,11 +204,12 @@ def test_2dmse_all_layers_and_dims_equals_hand_computation(model, weighting, wei
         model, MultipleNegativesRankingLoss(model), dims=[8, 32], layers_per_step=-1, dims_per_step=-1,
         layer_weighting=weighting,
     )
-    teacher = torch.cat([column[N] for column in columns]) / 0.3
+    # the KL reads the model's output (normalised: this model ends with Normalize), full width
+    teacher = F.normalize(torch.cat([column[N] for column in columns]), dim=-1) / 0.3
     expected = sum(retrieval_cell(columns, N, dim)[0] for dim in (8, 32))
     for layer in (1, 2, 3):
         base = sum(retrieval_cell(columns, layer, dim)[0] for dim in (8, 32))
-        student = torch.cat([column[layer] for column in columns]) / 0.3
+        student = F.normalize(torch.cat([column[layer] for column in columns]), dim=-1) / 0.3
         expected = expected + weight(layer) / 3 * base + 0.3 * kl(student, teacher)
     torch.testing.assert_close(loss(features(model, QUERIES, POSITIVES), None), expected)
 
@@ -348,7 +352,10 @@ def test_bad_pair_lists_are_refused(model, pairs, message):
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda m, b: SRLLoss(m, b, kl="cosine"), "not a KL variant"),
+        (lambda m, b: SRLLoss(m, b, kl="cosine"), "kl='cosine': choose one of scores, embedding, none"),
+        (lambda m, b: SRLLoss(m, b, kl="embedding", temperature=0.05), "has no softmax temperature"),
+        (lambda m, b: SRLLoss(m, b, kl_point="after"), "kl_point='after'"),
+        (lambda m, b: TwoDMSELoss(m, b, kl="scores"), "kl \\(2DMSE\\)='scores'"),
         (lambda m, b: FullGridSRLLoss(m, b, cells_per_step=0), "cells_per_step=0"),
         (lambda m, b: TwoDMSELoss(m, b, layers=[2, 4]), "final layer 4 is always trained"),
         (lambda m, b: TwoDMSELoss(m, b, dims_per_step=0), "dims_per_step=0"),
@@ -374,3 +381,33 @@ def test_scores_kl_needs_candidates(model):
     loss = SRLLoss(model, CoSENTLoss(model))
     with pytest.raises(ElasticIRError, match="candidate column"):
         loss(features(model, QUERIES), STS_LABELS)
+
+
+def test_every_loss_answers_its_trained_cells_and_report_pairs(model):
+    base = MultipleNegativesRankingLoss(model)
+    diagonal = [Cell(1, 4), Cell(2, 8), Cell(3, 16), Cell(4, 32)]
+    cases = [
+        (PlainLoss(model, base), [Cell(4, 32)], diagonal),
+        (PlainLoss(model, base, cell=(2, 8)), [Cell(2, 8)], [Cell(2, 8)]),
+        (MRLLoss(model, base, dims=[8, 32]), [Cell(4, 8), Cell(4, 32)], diagonal),
+        (SRLLoss(model, base, pairs=[(1, 8), (3, 16)]), [Cell(1, 8), Cell(3, 16), Cell(4, 32)],
+         [Cell(1, 8), Cell(3, 16)]),
+        (FullGridSRLLoss(model, base, Grid.for_model(N, H, layers=[2, 4], dims=[8, 32])),
+         [Cell(2, 8), Cell(2, 32), Cell(4, 8), Cell(4, 32)], diagonal),
+        (TwoDMSELoss(model, base, layers=[2], dims=[8, 32]), [Cell(2, 8), Cell(2, 32), Cell(4, 8), Cell(4, 32)],
+         diagonal),
+        (SortedNetLoss(model, base, cells=[(1, 4), (2, 8)]), [Cell(1, 4), Cell(2, 8), Cell(4, 32)],
+         [Cell(1, 4), Cell(2, 8), Cell(4, 32)]),
+    ]
+    for loss, trained, pairs in cases:
+        assert (loss.trained_cells(), loss.report_pairs()) == (trained, pairs), type(loss).__name__
+
+
+def test_kl_is_a_word_in_every_loss(model):
+    base = MultipleNegativesRankingLoss(model)
+    batch = features(model, QUERIES, POSITIVES)
+    with torch.no_grad():
+        assert not any(key.startswith("kl") for key in TwoDMSELoss(model, base, kl="none").terms(batch, None))
+        assert not any(key.startswith("kl") for key in SRLLoss(model, base, kl="none").terms(batch, None))
+    with pytest.raises(ElasticIRError, match="kl \\(2DMSE\\)=True"):
+        TwoDMSELoss(model, base, kl=True)  # the former boolean

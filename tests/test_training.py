@@ -104,7 +104,7 @@ def test_retrieval_groups_from_train_qrels_with_mined_negatives(tmp_path, tiny_m
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_trains_saves_and_loads(tmp_path, tiny_model_dir, triplets, method):
-    dims = [8, 16, 32] if method in ("mrl", "srl-grid", "2dmse") else None
+    dims = [8, 16, 32] if method in ("mrl", "srl-grid", "2dmse") else None  # srl, sortednet: the pair list
     folder = train(config(tiny_model_dir, [triplets], tmp_path / method, method=method, dims=dims))
     meta = json.loads((folder / "elastic.json").read_text())
     assert meta["method"] == method and meta["config"]["max_steps"] == 2
@@ -196,3 +196,37 @@ def test_train_cli_with_yaml_config(tmp_path, tiny_model_dir, triplets):
     bad = CliRunner().invoke(app, ["train", "--base", str(tiny_model_dir), "--data", str(triplets),
                                    "--out", str(tmp_path / "x"), "--method", "nope"])
     assert bad.exit_code == 2 and "method" in bad.output
+
+
+def test_train_cli_records_the_preset_and_the_overrides(tmp_path, tiny_model_dir, triplets):
+    result = CliRunner().invoke(app, [
+        "train", "--preset", "starbucks-retrieval", "--pooling", "mean", "--negatives", "1", "--base",
+        str(tiny_model_dir), "--data", str(triplets), "--out", str(tmp_path / "r"), "--device", "cpu",
+        "--max-steps", "1", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "r" / "elastic.json").read_text())
+    assert meta["recipe"] == {"preset": "starbucks-retrieval", "overrides": {"pooling": "mean", "negatives": 1}}
+    assert meta["loss"]["loss"] == "MultipleNegativesRankingLoss" and meta["loss"]["normalize"] is False
+    assert (meta["loss"]["kl"], meta["loss"]["temperature"], meta["config"]["similarity"]) == ("scores", 1.0, "dot")
+
+
+def test_train_cli_takes_cls_pooling_from_the_preset(tmp_path, tiny_model_dir, triplets):
+    yaml_file = tmp_path / "train.yaml"
+    yaml_file.write_text(f"preset: starbucks-retrieval\nbase: {tiny_model_dir}\nmax_steps: 1\nbatch_size: 4\n")
+    result = CliRunner().invoke(app, ["train", "--config", str(yaml_file), "--data", str(triplets),
+                                      "--out", str(tmp_path / "c"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert ElasticEncoder(str(tmp_path / "c"), device="cpu").info.pooling == "cls"  # saved with the model
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--preset", "starbucks-retrieval", "--similarity", "cosine"], "base loss would score cosines while the KL"),
+    (["--kl", "scores", "--kl-point", "pooled"], "kl_point applies to embedding KLs"),
+    (["--method", "srl", "--schedule", "cyclic"], "schedule is not used by method 'srl'"),
+    (["--preset", "nope"], "preset"),
+])
+def test_train_cli_refuses_disagreeing_choices_before_any_work(tmp_path, tiny_model_dir, triplets, flags, message):
+    result = CliRunner().invoke(app, ["train", *flags, "--base", str(tiny_model_dir), "--data", str(triplets),
+                                      "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "error:" in result.output and message in " ".join(result.output.split())
+    assert "Traceback" not in result.output and not (tmp_path / "x").exists()

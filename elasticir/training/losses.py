@@ -303,9 +303,9 @@ class _SRL(ElasticLoss):
         cells = [cell for cell in self.step_cells() if cell != self.full]
         columns = self.embed(sentence_features, [cell.layer for cell in cells] + [self.num_layers])
         full = self.cell(columns, self.full)
-        terms = {f"base{self.full}": self.base(full, labels)}
-        if self.kl == "scores":
+        if self.kl == "scores":  # first: single-column data is refused before the base loss trips over it
             teacher = in_batch_scores(full) / self.temperature
+        terms = {f"base{self.full}": self.base(full, labels)}
         for cell in cells:
             embeddings = self.cell(columns, cell)
             terms[f"base{cell}"] = self.base(embeddings, labels)

@@ -270,7 +270,7 @@ def _metadata(config: TrainConfig, recipe: dict, loss: ElasticLoss, data: Traini
 
 def train_separate(config: TrainConfig, cells: list[tuple[int, int]], *, variant: str = "exact") -> list[Path]:
     """One plain model per cell, same data, steps and seed: `exact` trains the first L layers at width d
-    (the separate baseline of METHODS.md); `full-width` trains L layers at full width and leaves d to
+    (the separate baseline); `full-width` trains L layers at full width and leaves d to
     evaluation-time truncation (the weaker Starbucks-STS variant, kept under its own name)."""
     if variant not in ("exact", "full-width"):
         raise ElasticIRError(f"variant {variant!r}: choose exact or full-width")
