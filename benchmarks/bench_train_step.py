@@ -23,7 +23,7 @@ from sentence_transformers.sentence_transformer.losses import MultipleNegativesR
 
 from elasticir.data.catalog import data_root
 from elasticir.encoders import resolve_model_path
-from elasticir.training import FullGridSRLLoss, MRLLoss, PlainLoss, SRLLoss, TwoDMSELoss
+from elasticir.training import FullGridSRLLoss, MRLLoss, PlainLoss, SortedNetLoss, SRLLoss, TwoDMSELoss
 from elasticir.training.data import read_pair_file
 
 TARGET = 1.2
@@ -52,6 +52,8 @@ def main() -> None:
         "srl (embedding KL)": SRLLoss(model, base, kl="embedding"),
         "mrl": MRLLoss(model, base),
         "2dmse": TwoDMSELoss(model, base),
+        "2dmse-st5 (1/L, teacher kept)": TwoDMSELoss(model, base, layer_weighting="inverse", detach=False),
+        "sortednet": SortedNetLoss(model, base),
         "srl-grid (30 cells)": FullGridSRLLoss(model, base),
     }
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: the same work, weights stay put
