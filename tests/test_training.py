@@ -120,7 +120,8 @@ def test_every_method_trains_saves_and_loads(tmp_path, tiny_model_dir, triplets,
     assert encoder.info.training["method"] == method
     trained = {tuple(cell) for cell in meta["trained_cells"]}
     expected = {"plain": {(4, 32)}, "mrl": {(4, 8), (4, 16), (4, 32)},
-                "srl": {(1, 4), (2, 8), (3, 16), (4, 32)}}.get(method)
+                "srl": {(1, 4), (2, 8), (3, 16), (4, 32)},
+                "sortednet": {(1, 4), (2, 8), (3, 16), (4, 32)}}.get(method)
     if expected:
         assert trained == expected
     else:  # the grid methods: every layer x default dim
