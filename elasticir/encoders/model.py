@@ -289,9 +289,29 @@ class ElasticEncoder:
         kernel, reasons = varlen.probe_kernel(self.device, self.dtype, head_dim)
         if kernel is None:
             return False, f"{padded} (no unpadded kernel runs on {self.device.type}/{self.dtype}: {reasons})"
-        varlen.register()
         self._kernel = kernel
+        try:
+            self._check_packed()
+        except Exception as exc:  # noqa: BLE001 - an unusable packed path falls back, and the note says why
+            return False, f"{padded} (unpadded {kernel} failed its check on this model: {str(exc)[:160]})"
         return True, f"unpadded {kernel}" + (f" ({reasons})" if reasons else "")
+
+    def _check_packed(self) -> None:
+        """Packed and padded passes agree on two short texts, and the packed one did call the packed attention
+        (a transformers release whose BERT ignores registered attention functions would silently attend across
+        sequences)."""
+        varlen.register()
+        sequences = self._token_ids(["a short check sentence", "another one, a little longer than the first"])
+        layers = [self.num_layers]
+        calls = varlen.CALLS
+        with torch.inference_mode():
+            padded = self._forward_batch(sequences, layers, packed=False)
+            packed = self._forward_batch(sequences, layers, packed=True)
+        if varlen.CALLS - calls != self.num_layers:
+            raise ElasticIRError("the model did not route attention through the registered packed function")
+        error = (packed - padded).abs().max().item()
+        if error > (1e-4 if self.dtype == torch.float32 else 5e-2):
+            raise ElasticIRError(f"packed and padded outputs differ by {error:.2e}")
 
     @property
     def num_layers(self) -> int:
@@ -338,9 +358,10 @@ class ElasticEncoder:
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, truncation=True, max_length=self.info.max_length)["input_ids"]
 
-    def _forward_batch(self, sequences: list[list[int]], layers: Sequence[int]) -> torch.Tensor:
+    def _forward_batch(self, sequences: list[list[int]], layers: Sequence[int], packed: bool | None = None
+                       ) -> torch.Tensor:
         """[layers, batch, hidden] float32 on the device for one batch of token ids, padded or packed."""
-        if self.packed:
+        if self.packed if packed is None else packed:
             pooled = self.forward_packed(batching.to_device(batching.pack(sequences), self.device), layers)
         else:
             batch = batching.pad(sequences, self.tokenizer.pad_token_id or 0)
@@ -377,7 +398,7 @@ class ElasticEncoder:
         bar = tqdm(total=len(texts), desc=desc, unit="text", disable=None if show_progress else True, leave=False)
         batches = batching.iter_batches(
             texts if not prompt else [prompt + text for text in texts], self._token_ids, batch_size=batch_size,
-            max_tokens=self.max_tokens_per_batch, packed=self.packed, window=max(64 * batch_size, 4096))
+            max_tokens=self.max_tokens_per_batch, packed=self.packed, window=max(8 * batch_size, 4096))
         pending = None
         with torch.inference_mode():
             for rows, sequences in batches:

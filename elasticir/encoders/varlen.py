@@ -33,7 +33,10 @@ PACKABLE_MODEL_TYPES = ("bert",)
 def _flash(query, key, value, cu_seqlens, max_seqlen, scaling):
     from torch.nn.attention.varlen import varlen_attn
 
-    return varlen_attn(query, key, value, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, scale=scaling)
+    args = (query, key, value, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen)
+    if scaling is None or abs(scaling - query.shape[-1] ** -0.5) < 1e-12:
+        return varlen_attn(*args)  # the default scale; older torch releases have no `scale` argument
+    return varlen_attn(*args, scale=scaling)
 
 
 def _nested(query, key, value, cu_seqlens, max_seqlen, scaling):
@@ -47,11 +50,14 @@ def _nested(query, key, value, cu_seqlens, max_seqlen, scaling):
 
 
 _KERNEL_FUNCTIONS = {"flash": _flash, "nested": _nested}
+CALLS = 0  # calls of the packed attention function (see ElasticEncoder's check that the model uses it)
 
 
 def varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     """Attention over packed sequences: `query/key/value` are [1, heads, total_tokens, head_dim]; returns
     [1, total_tokens, heads, head_dim] as transformers' attention functions do (dropout is inference-off)."""
+    global CALLS
+    CALLS += 1
     cu_seqlens = kwargs["elasticir_cu_seqlens"]
     kernel = _KERNEL_FUNCTIONS[kwargs["elasticir_kernel"]]
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [total, heads, head_dim]
