@@ -60,7 +60,7 @@ def test_iter_batches_covers_every_text_once():
     assert sorted(seen) == list(range(len(TEXTS)))
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", pytest.param("cls", marks=pytest.mark.slow)])
 def test_unpadded_and_budget_paths_equal_padded(tiny_model_dir, pooling):
     reference = ElasticEncoder(str(tiny_model_dir), device="cpu", pooling=pooling, attention="padded")
     unpadded = ElasticEncoder(str(tiny_model_dir), device="cpu", pooling=pooling, attention="unpadded",
@@ -92,3 +92,45 @@ def test_bad_attention_and_budget_are_clear_errors(tiny_model_dir):
         ElasticEncoder(str(tiny_model_dir), device="cpu", attention="flash")
     with pytest.raises(ElasticIRError, match="max-tokens-per-batch 10 is below the max length 64"):
         ElasticEncoder(str(tiny_model_dir), device="cpu", max_tokens_per_batch=10)
+
+
+@pytest.mark.slow
+def test_cli_token_budget_flag_and_its_error(tiny_model_dir, tiny_data_root, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from elasticir.cli import app
+
+    args = ["eval", "sts", "--model", str(tiny_model_dir), "--layers", "1,2", "--dims", "8,32", "--datasets",
+            "toy-a", "--data-root", str(tiny_data_root), "--out", str(tmp_path), "--max-tokens-per-batch"]
+    result = CliRunner().invoke(app, [*args, "200"])
+    assert result.exit_code == 0, result.output
+    board = json.loads(next(tmp_path.rglob("leaderboard.json")).read_text())
+    assert board["config"]["max_tokens_per_batch"] == 200
+    assert "encoder attention: padded sdpa" in board["notes"]
+    bad = CliRunner().invoke(app, [*args, "10"])
+    assert bad.exit_code == 2 and "--max-tokens-per-batch 10 is below the max length 64" in bad.output
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_smoke_runs_every_section(tmp_path, monkeypatch):
+    """The GPU script's own check: --prepare then --cpu-smoke, every section without an error, packed = padded."""
+    import importlib.util
+    import json
+    import os
+    from pathlib import Path
+
+    data = Path(os.environ.get("ELASTICIR_DATA", "/nonexistent"))
+    if not (data / "beir/scifact/corpus.jsonl").is_file():
+        pytest.skip("needs SciFact and STS under $ELASTICIR_DATA")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    assert gpu_check.main(["--prepare", "--data", str(tmp_path / "gpu")]) == 0
+    assert gpu_check.main(["--cpu-smoke", "--data", str(tmp_path / "gpu"), "--out", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert [name for name, value in results.items() if "error" in value] == []
+    assert results["fp32_check"]["ok"] and set(results["encode_minilm"]["paths"]) == {"st", "padded", "budget", "unpadded"}
+    assert 70 <= results["texts"]["mean_tokens"] <= 80
