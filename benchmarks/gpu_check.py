@@ -177,9 +177,8 @@ def build_model(ctx: dict, name: str, root: Path) -> tuple[Path, object]:
     from transformers import BertConfig, BertModel
 
     config = BertConfig.from_json_file(ctx["data"] / "minilm" / "config.json")
-    if name == "bert-base":
-        for key, value in (ctx["bert_base"]).items():
-            setattr(config, key, value)
+    for key, value in (ctx["bert_base"] if name == "bert-base" else ctx["minilm"]).items():
+        setattr(config, key, value)
     folder = root / name
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
@@ -443,13 +442,14 @@ def context(args) -> dict:
     smoke = args.cpu_smoke
     device = torch.device("cpu" if smoke else "cuda")
     ctx = {"data": Path(args.data), "device": device, "dtype": torch.float32 if smoke else torch.bfloat16,
-           "passages": 96 if smoke else args.passages, "batch": 16 if smoke else 256,
-           "max_tokens": 2048 if smoke else args.max_tokens, "repeats": 2 if smoke else args.repeats,
+           "passages": 48 if smoke else args.passages, "batch": 16 if smoke else 256,
+           "max_tokens": 2048 if smoke else args.max_tokens, "repeats": 1 if smoke else args.repeats,
            "diff_texts": 32 if smoke else 2048, "matmul_n": 256 if smoke else 8192, "matmul_reps": 3 if smoke else 10,
            "search_n": 20_000 if smoke else 1_000_000, "search_k": 100 if smoke else 1000,
            "search_queries": 64 if smoke else 8192, "search_chunk": 32 if smoke else 1024,
            "bert_base": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                         "intermediate_size": 128} if smoke else BERT_BASE}
+                         "intermediate_size": 128} if smoke else BERT_BASE,
+           "minilm": {"num_hidden_layers": 2} if smoke else {}}  # smoke: the MiniLM shape cut to 2 layers
     ctx["deadline"] = time.monotonic() + args.budget_s
     return ctx
 
