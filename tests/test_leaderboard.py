@@ -31,7 +31,7 @@ def test_render_compares_runs_with_bold_best(two_runs):
     markdown, _page = render_leaderboards([first.dir / "leaderboard.json", second.dir])  # a file or a run dir
     name = first.leaderboard.model.name
     assert Path(name).name in markdown and "tiny/other" in markdown
-    assert "## toy-a — spearman, diagonal (grid pairs)" in markdown and "L4·d32" in markdown
+    assert "## toy-a — spearman, diagonal (grid pairs)" in markdown and "(4,32)" in markdown
     assert "toy-b" in markdown and "every (layer, dim) cell" in markdown
     # the full-model row: both runs evaluated (4, 32) on toy-a; the bold one is the larger
     values = {run.leaderboard.model.name: next(c.metrics["spearman"] for c in run.leaderboard.results

@@ -19,7 +19,7 @@ import pandas as pd
 from ir_measures import RR, R, nDCG
 from tqdm.auto import tqdm
 
-from elasticir.cells import Grid
+from elasticir.cells import Cell, Grid
 from elasticir.data.beir import RetrievalData
 from elasticir.encoders import ElasticEncoder, EmbeddingStore
 from elasticir.index.dense import CellIndex, tie_ranks
@@ -103,8 +103,9 @@ def evaluate_retrieval(
                              device=device)
             query_full = queries.layer(layer)
             scores, ids, search_s = cell.search(query_full, k, tie_rank, exclude)
-            pending[(layer, dim)] = pool.submit(_score_cell, ids, scores, part_dir / "runs" / f"L{layer}_d{dim}.trec.gz",
-                                                f"elasticir-L{layer}-d{dim}")
+            slug = Cell(layer, dim).slug
+            pending[(layer, dim)] = pool.submit(_score_cell, ids, scores, part_dir / "runs" / f"{slug}.trec.gz",
+                                                f"elasticir-{slug}")
             p50, p95 = cell.latency_ms(query_full, k, latency_samples) if latency_samples else (np.nan, np.nan)
             timings["index"] += cell.build_s
             timings["search"] += search_s
