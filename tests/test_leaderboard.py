@@ -119,10 +119,10 @@ def test_mteb_scores_a_tiny_cell_like_we_do(tiny_encoder, tiny_data_root):
     from elasticir.evaluation.sts import evaluate_sts
 
     path = tiny_data_root / "sts" / "toy-a" / "test.jsonl.gz"
-    ours, _, _ = evaluate_sts(tiny_encoder, load_sts(path), Grid.for_model(4, 32, [2], [8]), show_progress=False)
+    ours = evaluate_sts(tiny_encoder, load_sts(path), Grid.for_model(4, 32, [2], [8]), show_progress=False)
     theirs = evaluate_cell_with_mteb(tiny_encoder, 2, 8, OfflineSTSBenchmark(path))
-    assert theirs["cosine_spearman"] == pytest.approx(float(ours.spearman.iloc[0]), abs=1e-6)
-    assert theirs["cosine_pearson"] == pytest.approx(float(ours.pearson.iloc[0]), abs=1e-6)
+    assert theirs["cosine_spearman"] == pytest.approx(float(ours.cells.spearman.iloc[0]), abs=1e-6)
+    assert theirs["cosine_pearson"] == pytest.approx(float(ours.cells.pearson.iloc[0]), abs=1e-6)
     meta = ElasticCellModel(tiny_encoder, 2, 8).mteb_model_meta
     assert meta.experiment_kwargs == {"layer": 2, "embed_dim": 8} and meta.embed_dim == 8
     with pytest.raises(ElasticIRError, match="out of range"):
