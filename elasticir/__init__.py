@@ -1,4 +1,4 @@
-# ruff: noqa: F401  (the TYPE_CHECKING block re-exports the public names for type checkers)
+
 """elasticir: evaluate and train elastic (2D Matryoshka) text encoders over every (layer, dim) cell.
 
     import elasticir as eir
