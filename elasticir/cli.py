@@ -260,8 +260,7 @@ def datasets_command(data_root: DataRootOpt = None) -> None:
     out.print(table)
 
 
-if __name__ == "__main__":
-    app()
+
 
 
 TrainDataOpt = Annotated[str | None, typer.Option(
@@ -386,3 +385,7 @@ def pretrain_command(
         checkpoint_steps=checkpoint_steps, data_root=data_root, device=device, recompute=recompute)))
     out.print(f"model: {folder}  (fine-tune it: elasticir train --base {folder}; "
               f"evaluate it: elasticir run --model {folder})")
+
+
+if __name__ == "__main__":  # python -m elasticir.cli ...
+    app()

@@ -105,7 +105,7 @@ Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path],
 
 def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
     pairs = load_sts(path)
-    cells, timings, cosines = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
+    cells, cosines, timings = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
                                            show_progress=config.show_progress, desc=f"sts {spec.name}")
     buffer = io.BytesIO()  # per-pair cosines of every cell + gold scores: what a bootstrap test resamples
     np.savez_compressed(buffer, cosines=cosines.astype(np.float32), gold=pairs.scores,
@@ -116,7 +116,7 @@ def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
 
 def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
     data = load_beir(path, spec.split)
-    cells, timings, per_query = evaluate_retrieval(
+    cells, per_query, timings = evaluate_retrieval(
         encoder, data, grid, part_dir=part_dir, cache_dir=config.cache / "embeddings",
         remove_self_hits=spec.remove_self_hits, index=config.index, flat_backend=config.flat_backend, k=config.k,
         normalize=config.normalize, query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from elasticir.cells import Cell, validate_cells
+from elasticir.cells import Cell, validate_cells, validate_dim
 from elasticir.encoders import batching, varlen
 from elasticir.errors import ElasticIRError
 from elasticir.io import sha256_of_files
@@ -442,8 +442,7 @@ class ElasticEncoder:
 
 def truncate(embeddings: np.ndarray, dim: int, normalize: bool = True) -> np.ndarray:
     """The first `dim` coordinates, L2-normalised when scoring is cosine (a prefix slice, never a re-encode)."""
-    if not 1 <= dim <= embeddings.shape[1]:
-        raise ElasticIRError(f"dim {dim} is out of range: these embeddings have 1..{embeddings.shape[1]} dims")
+    validate_dim(dim, embeddings.shape[1])
     prefix = np.array(embeddings[:, :dim], dtype=np.float32, order="C", copy=True)  # never a view of a memmap
     if normalize:
         norms = np.linalg.norm(prefix, axis=1, keepdims=True)

@@ -239,7 +239,7 @@ def train_separate(config: TrainConfig, cells: list[tuple[int, int]], *, variant
     folders: list[Path] = []
     for layer, dim in cells:
         if variant == "exact":
-            cell, name = (layer, dim), f"L{layer}-d{dim}"
+            cell, name = (layer, dim), Cell(layer, dim).slug
         else:
             cell, name = (layer, _hidden_size(config.base)), f"L{layer}-full-width"
         folder = Path(config.out) / name
