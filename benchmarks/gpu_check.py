@@ -54,6 +54,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's elasticir, not an installed one
+for _key, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                     ("TRANSFORMERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "true")):
+    os.environ.setdefault(_key, _value)  # the GPU machine has no network; keep the output for the table
 
 DATASHEET_PEAK = 989e12  # H100 SXM bf16 dense
 MSMARCO_PASSAGES = 8_841_823
