@@ -156,7 +156,7 @@ def test_torch_exact_search_matches_faiss_flat():
     np.testing.assert_allclose(scores, index.search(queries, 5)[0], rtol=1e-5)
 
 
-@pytest.mark.parametrize("factory", ["Flat", "SQ8", "IVF16,PQ8x8", "HNSW32"])
+@pytest.mark.parametrize("factory", ["Flat", "SQ8", pytest.param("IVF16,PQ8x8", marks=pytest.mark.slow), "HNSW32"])
 def test_index_bytes_follow_the_faiss_formula(factory):
     """The marginal bytes per added vector (faiss' own serialized size) match the formula; HNSW's 8M is a bound."""
     rng = np.random.default_rng(1)
