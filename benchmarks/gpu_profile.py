@@ -501,18 +501,21 @@ def main(argv=None) -> int:
                              "transformers": transformers.__version__,
                              "device": torch.cuda.get_device_name() if ctx["device"].type == "cuda" else "cpu",
                              "cpus": os.cpu_count(), "args": vars(args)}}
+    def section(name, fn):  # the JSON is rewritten after every section: a run killed by a timeout keeps its part
+        gc.run_section(results, name, fn, ctx)
+        (Path(args.out) / "gpu_profile.json").write_text(json.dumps(results, indent=1, default=str))
+
     try:
-        gc.run_section(results, "setup", section_setup, ctx)
+        section("setup", section_setup)
         if "folder" in ctx:
-            gc.run_section(results, "split", section_split, ctx)
+            section("split", section_split)
             if "profile_encoder" in ctx:
-                gc.run_section(results, "profile", section_profile, ctx)
+                section("profile", section_profile)
             ctx.pop("profile_batches", None)
-            gc.run_section(results, "variants", section_variants, ctx)
+            section("variants", section_variants)
     finally:
         if "root" in ctx:
             shutil.rmtree(ctx["root"], ignore_errors=True)
-        (Path(args.out) / "gpu_profile.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"\nfull results: {Path(args.out) / 'gpu_profile.json'}\n")
     print(table(results))
     return 0
