@@ -77,6 +77,10 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--no-separate", action="store_true", help="Skip the per-cell separately trained models.")
     parser.add_argument("--out", type=Path, default=Path("results/bench_reproduce"))
+    parser.add_argument("--no-report", action="store_true", help="Skip the figures and tables of the SRL run.")
+    parser.add_argument("--compare-with", type=Path, help=(
+        "diagonal.md of an earlier run: also write comparison.md, this run's diagonal with significance marks "
+        "and the difference to that one cell by cell"))
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     if unknown := set(methods) - set(METHODS):
@@ -162,7 +166,7 @@ def main() -> None:
     for name, path in {**runs, **{f"separate-{c.slug}": p for c, p in separate.items()}}.items():
         shutil.copy(path / "leaderboard.json", leaderboards / f"{name.split(' ')[0]}.json")
     report = []
-    if "srl" in runs:
+    if "srl" in runs and not args.no_report:
         baseline = runs.get("2dmse-st5") or runs.get("2dmse") or runs.get("plain")
         extra = [p for name, p in runs.items() if name not in ("srl",) and p != baseline]
         report = write_report(runs["srl"], args.out / "report", baseline_dir=baseline, extra_runs=extra)
@@ -173,6 +177,10 @@ def main() -> None:
                "separate_runs": {str(c): str(p) for c, p in separate.items()}}
     (args.out / "diagonal.json").write_text(json.dumps(summary, indent=2))
     (args.out / "diagonal.md").write_text(_markdown(means))
+    if args.compare_with:
+        text = _comparison(means, _read_markdown(args.compare_with), tests, per_dataset, datasets)
+        (args.out / "comparison.md").write_text(text)
+        console.print(text, markup=False, highlight=False)
     console.print(f"written: {args.out / 'diagonal.json'}, {args.out / 'diagonal.md'}, {leaderboards}/, "
                   f"report {len(report)} files in {args.out / 'report'}")
 
@@ -181,6 +189,46 @@ def _markdown(frame: pd.DataFrame) -> str:
     lines = ["| cell | " + " | ".join(frame.columns) + " |", "|---" * (len(frame.columns) + 1) + "|"]
     lines += [f"| {cell} | " + " | ".join(f"{v:.4f}" if np.isfinite(v) else "-" for v in row) + " |"
               for cell, row in frame.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+def _read_markdown(path: Path) -> pd.DataFrame:
+    """A diagonal table as `_markdown` writes it (cells as rows, methods as columns)."""
+    rows = [[part.strip() for part in line.strip().strip("|").split("|")]
+            for line in path.read_text().splitlines() if line.startswith("|") and not line.startswith("|---")]
+    frame = pd.DataFrame([row[1:] for row in rows[1:]], index=[row[0] for row in rows[1:]], columns=rows[0][1:])
+    return frame.replace("-", "nan").astype(float)
+
+
+def _marks(tests: dict, per_dataset: dict, datasets: list[str], other: str, cell: str) -> str:
+    """SRL vs `other` at `cell`: datasets where SRL is significantly better (+) / worse (-), Holm-corrected."""
+    by_dataset = tests.get(f"srl vs {other}")
+    if not by_dataset or cell not in per_dataset or other not in per_dataset[cell]:
+        return ""
+    significant = [d for d in datasets if by_dataset.get(d, {}).get(cell, 1.0) < 0.05]
+    better = sum(per_dataset[cell]["srl"][d] > per_dataset[cell][other][d] for d in significant)
+    return f" [{better}+/{len(significant) - better}-]"
+
+
+def _comparison(means: pd.DataFrame, previous: pd.DataFrame, tests: dict, per_dataset: dict,
+                datasets: list[str]) -> str:
+    """This run's diagonal (marks: SRL significantly better+/worse- on how many datasets), then this run minus
+    the earlier one for every method both have."""
+    title = ("This run (mean Spearman; [b+/w-]: SRL significantly better / worse than that column on b / w of "
+             f"the {len(datasets)} datasets, paired bootstrap, Holm):")
+    lines = [title, "",
+             "| cell | " + " | ".join(means.columns) + " |", "|---" * (len(means.columns) + 1) + "|"]
+    for cell, row in means.iterrows():
+        lines.append(f"| {cell} | " + " | ".join(
+            (f"{value:.4f}" + _marks(tests, per_dataset, datasets, name, cell)) if np.isfinite(value) else "-"
+            for name, value in row.items()) + " |")
+    shared = [name for name in means.columns if name in previous.columns]
+    lines += ["", "This run minus the earlier one:", "", "| cell | " + " | ".join(shared) + " |",
+              "|---" * (len(shared) + 1) + "|"]
+    for cell in means.index:
+        if cell in previous.index:
+            lines.append(f"| {cell} | " + " | ".join(
+                f"{means.loc[cell, name] - previous.loc[cell, name]:+.4f}" for name in shared) + " |")
     return "\n".join(lines) + "\n"
 
 
