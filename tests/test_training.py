@@ -165,7 +165,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, tiny_model_dir, t
 def test_separate_baselines_are_small_models_trained_at_their_cell(tmp_path, tiny_model_dir, triplets):
     base = config(tiny_model_dir, [triplets], tmp_path / "separate")
     exact = train_separate(base, [(1, 8), (2, 16)])
-    assert [f.name for f in exact] == ["L1-d8", "L2-d16"]
+    assert [f.name for f in exact] == ["L1_d8", "L2_d16"]  # Cell.slug, the one file-name form
     for folder, (layer, dim) in zip(exact, [(1, 8), (2, 16)]):
         encoder = ElasticEncoder(str(folder), device="cpu")
         assert encoder.num_layers == layer and encoder.info.trained_pairs == [(layer, dim)]
