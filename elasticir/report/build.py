@@ -185,6 +185,10 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
                 f"({model.num_layers} layers x {model.hidden_size} dims, {model.pooling} pooling, weights sha256 "
                 f"{model.weights_sha256[:12]}); grid layers {list(run.board.grid.layers)} x dims "
                 f"{list(run.board.grid.dims)}; pair list {' '.join(f'({a},{b})' for a, b in run.pairs)}.")
+    for r in runs:
+        if r.board.subset:
+            writer.text(f"**{r.label} is a smoke-test subset** ({r.board.subset}): its numbers are not comparable "
+                        "with full-data runs.")
     outside = [p for p in run.pairs if p not in run.pairs_in_grid()]
     if outside:
         notes.append(f"{run.label}: pair-list cells {', '.join(map(str, outside))} are not in the evaluated grid "

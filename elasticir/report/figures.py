@@ -58,11 +58,11 @@ def paper_style():
         yield
 
 
-def save(fig, stem: Path) -> list[Path]:
-    """Write stem.pdf and stem.png; close the figure."""
+def save(fig, stem: Path, formats: Sequence[str] = ("pdf", "png")) -> list[Path]:
+    """Write stem.pdf and stem.png (or the given formats); close the figure."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
+    paths = [stem.with_suffix(f".{fmt}") for fmt in formats]
     for path in paths:
         fig.savefig(path)
     plt.close(fig)
@@ -113,7 +113,8 @@ def _outline(ax, layers, dims, cells, colour="black") -> int:
 
 
 def heatmap(grid: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str, pairs: Sequence = (),
-            note: str | None = None, cmap: str = VALUE_CMAP, digits: int = 3) -> list[Path]:
+            note: str | None = None, cmap: str = VALUE_CMAP, digits: int = 3,
+            formats: Sequence[str] = ("pdf", "png")) -> list[Path]:
     """Layer x dim heatmap (layers bottom to top, dims left to right), value printed in every cell, pair-list
     cells outlined. `grid`: index = layers, columns = dims."""
     layers, dims = list(grid.index), list(grid.columns)
@@ -138,7 +139,7 @@ def heatmap(grid: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str, 
         if note or outlined:
             text = (note + " " if note else "") + ("Outlined: pair-list (diagonal) cells." if outlined else "")
             fig.text(0.01, -0.02, _wrap(text, int(width * 17)), ha="left", va="top", fontsize=6.5)
-        return save(fig, stem)
+        return save(fig, stem, formats)
 
 
 def diff_heatmap(diff: pd.DataFrame, significant: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str,

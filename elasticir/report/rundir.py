@@ -131,7 +131,8 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunData:
     if not cells_path.is_file():
         raise ElasticIRError(f"{run_dir}: no cells.csv; is this a finished elasticir run directory?")
     cells = pd.read_csv(cells_path)
-    return RunData(run_dir, board, cells, label or board.model.name.rstrip("/").split("/")[-1])
+    subset = " (subset)" if board.subset else ""  # in every figure title and legend: never read as a full run
+    return RunData(run_dir, board, cells, label or board.model.name.rstrip("/").split("/")[-1] + subset)
 
 
 def unique_labels(runs: list[RunData]) -> None:
