@@ -7,6 +7,7 @@ import pytest
 from elasticir.errors import ElasticIRError
 from elasticir.reproduce import Difference, find_model, reproduce
 from elasticir.results.leaderboard import render_leaderboards, write_leaderboards
+from elasticir.results.schema import load_leaderboard
 from elasticir.runner import RunConfig, run
 
 
@@ -142,7 +143,7 @@ def test_same_run_twice_and_a_subset_run_are_labelled(two_runs, tmp_path):
     subset = tmp_path / "subset.json"
     subset.write_text(json.dumps(data))
     markdown, _page = render_leaderboards([first.dir, first.dir, subset])
-    full = markdown.split("## ")[2]  # the full-model table
+    full = markdown.split("## ")[1]  # the full-model table
     rows = [line.split("|")[1].strip() for line in full.splitlines() if line.startswith("| ") and "run |" not in line]
     assert len(rows) == 3 and len(set(rows)) == 3  # the same run twice is shown twice, told apart
     assert sum("(subset)" in row for row in rows) == 1
@@ -188,3 +189,51 @@ def test_html_in_headless_chromium_has_heatmaps_and_no_table_wider_than_the_page
         assert len(measured["tables"]) == 8
         assert max(measured["tables"]) <= measured["page"], measured  # no table runs past the page's right edge
         assert measured["scroll"] <= measured["page"], measured  # and nothing scrolls sideways
+
+
+def test_reproduce_finds_the_model_under_a_models_root_by_identity(tiny_model_dir, tiny_encoder, tiny_data_root,
+                                                                   tmp_path, monkeypatch):
+    import shutil
+
+    original = run(config(tiny_data_root, tmp_path / "orig", model=str(tiny_model_dir)), tiny_encoder)
+    data = json.loads((original.dir / "leaderboard.json").read_text())
+    gone = "/nowhere/models/tiny-bert"  # the recorded machine's path does not exist here
+    data["model"].update(path=gone, name="tiny-org/tiny-bert", hub_id="tiny-org/tiny-bert")
+    data["config"]["model"] = "tiny-org/tiny-bert"
+    path = tmp_path / "board.json"
+    path.write_text(json.dumps(data))
+    board = load_leaderboard(path)
+
+    root = tmp_path / "models"
+    monkeypatch.setenv("ELASTICIR_MODELS", str(root))
+    with pytest.raises(ElasticIRError, match=r"cannot find the model tiny-org/tiny-bert.*Fix: pass --model"):
+        find_model(board)
+    shutil.copytree(tiny_model_dir, root / "tiny-bert")  # <root>/<name>
+    assert find_model(board)[0] == str((root / "tiny-bert").resolve())
+    # a folder with other weights under that name is passed over, and said so
+    data["model"]["weights_sha256"] = "0" * 64
+    path.write_text(json.dumps(data))
+    with pytest.raises(ElasticIRError, match=r"weights sha256 [0-9a-f]{12}, not 000000000000"):
+        find_model(load_leaderboard(path))
+
+
+def test_committed_leaderboards_are_portable():
+    files = sorted(Path(__file__).parents[1].glob("leaderboards/*.json"))
+    assert files
+    for file in files:
+        text = file.read_text()
+        assert not re.search(r'"/(work|tmp|home|root|Users|usr)/', text), f"{file} holds a machine path"
+        board = load_leaderboard(file)
+        assert board.model.hub_id and "/" in board.model.hub_id and len(board.model.weights_sha256) == 64
+
+
+@pytest.mark.integration
+def test_committed_l3_leaderboard_finds_its_model_under_the_models_root():
+    import os
+
+    root = Path(os.environ.get("ELASTICIR_MODELS", "/nonexistent"))
+    file = Path(__file__).parents[1] / "leaderboards" / "paraphrase-MiniLM-L3-v2.json"
+    if not (root / "paraphrase-MiniLM-L3-v2").is_dir():
+        pytest.skip("set ELASTICIR_MODELS to a models root holding paraphrase-MiniLM-L3-v2")
+    found, _ = find_model(load_leaderboard(file))
+    assert Path(found) == (root / "paraphrase-MiniLM-L3-v2").resolve()

@@ -99,8 +99,10 @@ def _labels(sources: Sequence[tuple[Path, Leaderboard]]) -> list[str]:
              for board in boards]
     names = [name if names.count(name) == 1 else f"{name} [{board.run_id.rsplit('-', 1)[-1]}]"
              for name, board in zip(names, boards)]
-    return [name if names.count(name) == 1 else f"{name} ({path.parent.name}/{path.name})"
-            for name, (path, _) in zip(names, sources)]
+    names = [name if names.count(name) == 1 else f"{name} ({path.parent.name}/{path.name})"
+             for name, (path, _) in zip(names, sources)]
+    return [name if names.count(name) == 1 else f"{name} #{names[:k + 1].count(name)}"  # the same file twice
+            for k, name in enumerate(names)]
 
 
 def _datasets(boards: Sequence[Leaderboard]) -> list[tuple[str, str, str]]:
