@@ -223,7 +223,7 @@ def eval_retrieval(
 @friendly_errors
 def report_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (results/<model>-<hash>/).")],
-    baseline: Annotated[Path | None, typer.Option(help="Run directory to compare with (shared cells only).")] = None,
+    baseline: Annotated[Path | None, typer.Option(help="Run directory, or a leaderboard JSON (differences without significance), to compare with (shared cells only).")] = None,
     also: Annotated[list[Path] | None, typer.Option(help="More runs to overlay on Pareto and diagonal plots.")] = None,
     cost: Annotated[str, typer.Option(help="Pareto x axis: flops, latency or bytes.")] = "flops",
     test: Annotated[str, typer.Option(help="Retrieval significance test: ttest or randomization.")] = "ttest",

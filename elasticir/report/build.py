@@ -235,8 +235,9 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
         groups["mean of main metrics"] = run.datasets
     for name, members in groups.items():
         stem = "heatmap_mean-" + ("all" if name.startswith("mean of") else name.split()[0].lower())
+        metrics = " / ".join(dict.fromkeys(run.metric(d) for d in members))
         paths = figures.heatmap(_mean_grid(run, members), fig_dir / stem, title=f"{run.label}: {name}",
-                                colorbar_label="mean", pairs=pairs)
+                                colorbar_label=f"mean {metrics} over {len(members)} datasets", pairs=pairs)
         writer.figure(paths, f"{run.label}: unweighted mean over {', '.join(members)} of each dataset's main "
                              "metric (Spearman for STS, nDCG@10 for retrieval). An average hides per-dataset "
                              "collapses: see the per-dataset heatmaps. Outlined: pair-list cells.")
@@ -251,13 +252,18 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
             sig = rows.pivot(index="layer", columns="dim", values="significant")
             test_name = rows.test.iloc[0]
             sub_note = describe(rows, alpha)
+            tested = bool(rows.p.notna().any())
             legend = (f"Difference {run.label} \u2212 {baseline.label} in {rows.metric.iloc[0]} (blue: {run.label} "
-                      f"better). * = significant ({sub_note}). Only cells both grids have are shown and tested.")
+                      + (f"better). * = significant ({sub_note}). Only cells both grids have are shown and tested."
+                         if tested else "better). No significance test: per-query / per-pair values are missing "
+                         "(e.g. a published leaderboard JSON), so these are differences only. Only cells both "
+                         "grids have are shown."))
             paths = figures.diff_heatmap(diff, sig, fig_dir / f"diff_{dataset}",
                                          title=f"{dataset}: {run.label} \u2212 {baseline.label}",
                                          colorbar_label=f"\u0394 {rows.metric.iloc[0]}", legend=legend, pairs=pairs)
             n_sig = int(rows.significant.sum())
-            writer.figure(paths, legend + f" {n_sig} of {len(rows)} shared cells significant ({test_name}).")
+            writer.figure(paths, legend + (f" {n_sig} of {len(rows)} shared cells significant ({test_name})."
+                                           if tested else ""))
         if comparison.dataset.nunique() > 1:
             mean = comparison.groupby(["layer", "dim"])["diff"].mean().unstack().reindex(
                 index=list(run.board.grid.layers), columns=list(run.board.grid.dims))

@@ -28,7 +28,7 @@ def _relative_data_path(path: str) -> str:
 
 
 def _local_path(value: str | None) -> bool:
-    return bool(value) and (value.startswith("/") or value.startswith("~") or value[1:3] == ":\\")
+    return bool(value) and (value.startswith(("/", "~")) or value[1:3] == ":\\")
 
 
 def make_portable(board: dict, hub_id: str | None = None) -> dict:
