@@ -93,3 +93,60 @@ def test_a_subset_run_has_its_own_run_id_and_says_subset(tiny_encoder, tiny_data
     assert full.leaderboard.encode_latency == []  # --latency-texts 0: no probe
     record = full.leaderboard.datasets[0]
     assert record.source.startswith("local sha256:") and record.official_source is None  # a user's own folder
+
+
+def test_misspelled_dataset_gets_a_suggestion(tiny_data_root):
+    from elasticir.data.catalog import spec_for
+
+    with pytest.raises(ElasticIRError, match=r"unknown dataset 'scifcat' \(did you mean 'scifact'\?\)"):
+        spec_for("scifcat", tiny_data_root)
+    with pytest.raises(ElasticIRError, match=r"did you mean 'toy-a'"):
+        spec_for("toy_a", tiny_data_root)
+
+
+def test_layer_and_dim_errors_come_from_the_config_before_the_weights_load(tiny_model_dir, tiny_data_root,
+                                                                          monkeypatch, tmp_path):
+    from elasticir import runner
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before its shape was checked")
+
+    monkeypatch.setattr(runner, "ElasticEncoder", never)
+    base = {"model": str(tiny_model_dir), "sts": ["toy-a"], "retrieval": [], "data_root": str(tiny_data_root),
+            "out": str(tmp_path), "show_progress": False}
+    with pytest.raises(ElasticIRError, match=r"layer 9 is out of range: this model has layers 1..4"):
+        run(RunConfig(**base, layers=[9]))
+    with pytest.raises(ElasticIRError, match=r"dim 64 is out of range"):
+        run(RunConfig(**base, pairs=[(2, 64)]))
+
+
+def test_help_shows_the_defaults_and_the_new_flags():
+    from typer.testing import CliRunner
+
+    from elasticir.cli import app
+
+    text = " ".join(CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "default: sentence-transformers/all-MiniLM-L6-v2" in text and "(default: results)" in text
+    for flag in ("--smoke", "--limit-queries", "--limit-corpus", "--latency-texts"):
+        assert flag in text
+    text = " ".join(CliRunner().invoke(app, ["leaderboard", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "default: leaderboards/*.json" in text
+
+
+def test_console_shows_qps_and_p50_for_approximate_indexes(capsys):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from elasticir import cli
+
+    cells = pd.DataFrame({"layer": [1, 2, 2], "dim": [8, 8, 16], "search_qps": [900.0, 450.0, 400.0],
+                          "latency_p50_ms": [0.5, 0.9, 1.1]})
+    board = SimpleNamespace(config={"index": "hnsw"}, grid=SimpleNamespace(pairs=[(1, 8)]),
+                            model=SimpleNamespace(num_layers=2, hidden_size=16))
+    cli._print_ann_costs(board, cells)
+    shown = capsys.readouterr().out
+    assert "L1 d8 hnsw: 900 QPS, p50 0.50 ms" in shown and "L2 d16 hnsw: 400 QPS, p50 1.10 ms" in shown
+    assert "L2 d8" not in shown  # the diagonal and the full cell only; every cell is in cells.csv
+    cli._print_ann_costs(SimpleNamespace(config={"index": "flat"}), cells)  # exact search: quality only
+    assert capsys.readouterr().out == ""

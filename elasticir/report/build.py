@@ -185,6 +185,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
                 f"({model.num_layers} layers x {model.hidden_size} dims, {model.pooling} pooling, weights sha256 "
                 f"{model.weights_sha256[:12]}); grid layers {list(run.board.grid.layers)} x dims "
                 f"{list(run.board.grid.dims)}; pair list {' '.join(f'({a},{b})' for a, b in run.pairs)}.")
+    tag = " (subset)" if any(r.board.subset for r in runs) else ""  # figure titles: a subset run is in them
     for r in runs:
         if r.board.subset:
             writer.text(f"**{r.label} is a smoke-test subset** ({r.board.subset}): its numbers are not comparable "
@@ -300,10 +301,10 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
                    f"each run's Pareto-optimal cells (costs within 1% count as equal) are connected and labelled L,d where "
                    f"space allows; stars: full models"
                    + (f"; dashed line: BM25 (pyserini, flat, {bm25:.4f}; no dense cost)" if bm25 else "") + ".")
-        paths = figures.pareto(series, fig_dir / f"pareto_{dataset}_{cost}", title=dataset, xlabel=xlabel,
+        paths = figures.pareto(series, fig_dir / f"pareto_{dataset}_{cost}", title=dataset + tag, xlabel=xlabel,
                                ylabel=run.metric(dataset), reference={"BM25": bm25} if bm25 else None,
                                log_x=True)
-        writer.figure(paths, caption)
+        writer.figure(paths, caption + (" Subset runs are smoke tests on sampled data." if tag else ""))
 
     # --- diagonal curves ---------------------------------------------------------------------------------------------
     panels = []
@@ -322,7 +323,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
             y = [float(np.mean([r.value(d, cell) for d in members])) for cell in cells]
             series.append({"label": r.label, "x": x, "y": y, "cells": cells})
         bm25 = (run.bm25(dataset) or {}).get(run.metric(dataset)) if dataset in run.tasks else None
-        panels.append({"title": dataset, "ylabel": "mean Spearman" if dataset == "STS mean" else run.metric(dataset),
+        panels.append({"title": dataset + tag, "ylabel": "mean Spearman" if dataset == "STS mean" else run.metric(dataset),
                        "series": series, "reference": {"BM25": bm25} if bm25 else None})
     if panels:
         paths = figures.diagonal_curves(panels, fig_dir / "diagonal",
