@@ -116,8 +116,10 @@ def _run(config, report: bool = False) -> None:
     outcome = run(config)
     _print_outcome(outcome)
     if report:
+        from elasticir.progress import stage
         from elasticir.report.build import write_report
 
+        stage(f"report: figures and tables into {outcome.dir / 'report'}")
         paths = write_report(outcome.dir, outcome.dir / "report")
         out.print(f"report:           {outcome.dir / 'report' / 'report.md'} ({len(paths)} files)")
 
@@ -207,6 +209,10 @@ def eval_retrieval(
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
     recompute: RecomputeOpt = None,
+    smoke: SmokeOpt = False,
+    limit_queries: LimitQueriesOpt = None,
+    limit_corpus: LimitCorpusOpt = None,
+    latency_texts: LatencyTextsOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Retrieval only: index every cell, search, evaluate with ir-measures (nDCG@10, RR@10, R@100, R@1000)."""
@@ -215,7 +221,8 @@ def eval_retrieval(
         sts=[], retrieval=_split(dataset), index=index, flat_backend=flat_backend, k=k, bm25=bm25,
         query_prompt=query_prompt, doc_prompt=doc_prompt, data_root=str(data_root) if data_root else None,
         out=str(out_dir) if out_dir else None, batch_size=batch_size, max_length=max_length, pooling=pooling,
-        device=device, recompute=recompute,
+        device=device, recompute=recompute, latency_texts=_latency_texts(smoke, latency_texts),
+        **_limits(smoke, limit_queries, limit_corpus),
     ))
 
 
