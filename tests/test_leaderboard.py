@@ -13,6 +13,7 @@ from elasticir.runner import RunConfig, run
 
 def config(root, out, model="unused", **kw):
     kw = {"sts": ["toy-a", "toy-b"], "retrieval": [], "layers": [1, 4], "dims": [8, 32], "pairs": [(1, 8), (4, 32)],
+          "latency_texts": 0,
           **kw}
     return RunConfig(model=model, data_root=str(root), out=str(out), show_progress=False, **kw)
 
@@ -30,12 +31,12 @@ def two_runs(tiny_encoder, tiny_data_root, tmp_path):
 
 def test_render_compares_runs_with_bold_best(two_runs):
     first, second = two_runs
-    markdown, _page = render_leaderboards([first.dir / "leaderboard.json", second.dir])  # a file or a run dir
+    markdown, _ = render_leaderboards([first.dir / "leaderboard.json", second.dir], page=False)  # file or run dir
     name = first.leaderboard.model.name
     assert Path(name).name in markdown and "tiny/other" in markdown
     # one diagonal table per run (pair lists are never mixed), rows = its pairs, columns = datasets
     assert f"## {Path(name).name}: diagonal (its pair list)" in markdown and "## tiny/other: diagonal" in markdown
-    assert "| L4·d32 |" in markdown and "| cell | toy-a (spearman) | toy-b (spearman) |" in markdown
+    assert "| (4,32) |" in markdown and "| cell | toy-a (spearman) | toy-b (spearman) |" in markdown
     # every cell: one layer x dim table per dataset and run, never 30 columns wide
     assert "## toy-b — spearman: tiny/other" in markdown and "| layer \\ dim | d8 | d32 |" in markdown
     # the full-model row: both runs evaluated (4, 32) on toy-a; the bold one is the larger
@@ -125,10 +126,10 @@ def test_mteb_scores_a_tiny_cell_like_we_do(tiny_encoder, tiny_data_root):
     from elasticir.evaluation.sts import evaluate_sts
 
     path = tiny_data_root / "sts" / "toy-a" / "test.jsonl.gz"
-    ours, _, _ = evaluate_sts(tiny_encoder, load_sts(path), Grid.for_model(4, 32, [2], [8]), show_progress=False)
+    ours = evaluate_sts(tiny_encoder, load_sts(path), Grid.for_model(4, 32, [2], [8]), show_progress=False)
     theirs = evaluate_cell_with_mteb(tiny_encoder, 2, 8, OfflineSTSBenchmark(path))
-    assert theirs["cosine_spearman"] == pytest.approx(float(ours.spearman.iloc[0]), abs=1e-6)
-    assert theirs["cosine_pearson"] == pytest.approx(float(ours.pearson.iloc[0]), abs=1e-6)
+    assert theirs["cosine_spearman"] == pytest.approx(float(ours.cells.spearman.iloc[0]), abs=1e-6)
+    assert theirs["cosine_pearson"] == pytest.approx(float(ours.cells.pearson.iloc[0]), abs=1e-6)
     meta = ElasticCellModel(tiny_encoder, 2, 8).mteb_model_meta
     assert meta.experiment_kwargs == {"layer": 2, "embed_dim": 8} and meta.embed_dim == 8
     with pytest.raises(ElasticIRError, match="out of range"):
@@ -142,7 +143,7 @@ def test_same_run_twice_and_a_subset_run_are_labelled(two_runs, tmp_path):
     data["results"] = [{**c, "metrics": {k: v + 0.5 for k, v in c["metrics"].items()}} for c in data["results"]]
     subset = tmp_path / "subset.json"
     subset.write_text(json.dumps(data))
-    markdown, _page = render_leaderboards([first.dir, first.dir, subset])
+    markdown, _ = render_leaderboards([first.dir, first.dir, subset], page=False)
     full = markdown.split("## ")[1]  # the full-model table
     rows = [line.split("|")[1].strip() for line in full.splitlines() if line.startswith("| ") and "run |" not in line]
     assert len(rows) == 3 and len(set(rows)) == 3  # the same run twice is shown twice, told apart

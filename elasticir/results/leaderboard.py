@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from elasticir.cells import Cell
 from elasticir.errors import ElasticIRError
 from elasticir.results.schema import Leaderboard, load_leaderboard
 
@@ -142,7 +143,7 @@ def _baselines(boards: Sequence[Leaderboard], dataset: str, metric: str) -> list
 
 
 def _cell_name(cell: tuple[int, int]) -> str:
-    return f"L{cell[0]}·d{cell[1]}"
+    return str(Cell(*cell))
 
 
 def _full_model_table(boards, labels, datasets) -> Table:
@@ -306,12 +307,13 @@ def _html(tables: Sequence[Table], sources: Sequence[tuple[Path, Leaderboard]], 
     return "\n".join(parts) + "\n"
 
 
-def render_leaderboards(paths: Iterable[str | Path] | None = None) -> tuple[str, str]:
-    """(Markdown, self-contained HTML) comparing the runs' main metric per dataset and cell."""
+def render_leaderboards(paths: Iterable[str | Path] | None = None, *, page: bool = True) -> tuple[str, str]:
+    """(Markdown, self-contained HTML) comparing the runs' main metric per dataset and cell; `page=False` skips
+    the HTML (its heatmaps take a moment each) and returns "" for it."""
     sources = load_leaderboards(paths)
     labels = _labels(sources)
     tables = build_tables([board for _, board in sources], labels)
-    return _markdown(tables, sources, labels), _html(tables, sources, labels)
+    return _markdown(tables, sources, labels), _html(tables, sources, labels) if page else ""
 
 
 def write_leaderboards(paths: Iterable[str | Path] | None, out_dir: str | Path) -> tuple[Path, Path]:
