@@ -150,3 +150,19 @@ def test_console_shows_qps_and_p50_for_approximate_indexes(capsys):
     assert "L2 d8" not in shown  # the diagonal and the full cell only; every cell is in cells.csv
     cli._print_ann_costs(SimpleNamespace(config={"index": "flat"}), cells)  # exact search: quality only
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.slow  # starts a JVM in a fresh process: ~15 s here
+def test_bm25_run_prints_no_expected_java_warnings(tmp_path):
+    """The JVM's "Using incubator modules" and Lucene's "Java 22 or later" lines need no action: not shown."""
+    pytest.importorskip("pyserini")
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom elasticir.index import bm25\n"
+        "index = bm25.build_bm25_index([('a', 'red apples and pears'), ('b', 'blue sky')], Path(sys.argv[1]))\n"
+        "print(list(bm25.bm25_search(index, {'q': 'apple'})['q']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "index")], capture_output=True, text=True,
+                          timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "['a']"
+    assert "incubator" not in done.stderr and "Java 22" not in done.stderr and "MMapDirectory" not in done.stderr
