@@ -10,6 +10,7 @@ format (pooling, normalisation, max length, prompts) so a sentence-transformers 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,7 +71,7 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
     local = Path(model).expanduser()
     if local.is_dir():
         return local.resolve(), None
-    in_root = root_candidates(model)  # a name found under $ELASTICIR_MODELS before asking the hub
+    in_root = [] if local.is_absolute() else root_candidates(model)  # a name under $ELASTICIR_MODELS, before the hub
     if in_root:
         return in_root[0].resolve(), None
     hub_id = ALIASES.get(model, model)
@@ -92,7 +93,8 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
         return Path(module.get_model_path()), revision
     raise ElasticIRError(
         f"model {model!r} is not a local folder and the Hugging Face hub is unreachable (or HF_HUB_OFFLINE=1); "
-        "pass the path of a downloaded model folder instead"
+        "pass the path of a downloaded model folder instead, or put it under the models root $ELASTICIR_MODELS "
+        f"(now {os.environ.get('ELASTICIR_MODELS') or 'unset'}) as <root>/{model.rstrip('/').split('/')[-1]}"
     )
 
 
