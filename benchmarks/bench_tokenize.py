@@ -3,7 +3,8 @@ packed), at MS MARCO passage lengths, for each way of tokenizing: no model, no d
 
   lists     the tokenizer's own call (Python lists of ids) in one background thread (the previous path)
   arrays    the Rust backend's ids as flat arrays, in one background thread (the small-input path)
-  procN     arrays from N forked worker processes, N + 1 windows in flight (the large-input path)
+  procN     arrays from N forked worker processes, 2 windows in flight, each split across the N (the
+            large-input path)
 
 Variants run interleaved, in a shuffled order per repeat; the table gives the median and the spread, and the
 main process's CPU time per token (all its threads; not the workers'): on a many-core GPU host that, not the

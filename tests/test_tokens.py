@@ -43,12 +43,14 @@ def stream(tiny_encoder, workers: int):
 
 
 def test_worker_processes_give_the_in_process_token_stream(tiny_encoder):
-    """Same batches (rows, ids, boundaries) in the same order from 2 forked workers, 6 windows, 3 in flight."""
+    """Same batches (rows, ids, boundaries) in the same order from 2 forked workers (6 windows, 2 in flight,
+    each split in two parts) and from 3 (parts of 2, 2 and 2 texts)."""
     if not tokens.fork_available():
         pytest.skip("no fork start method here")
     in_process = stream(tiny_encoder, 0)
     assert sorted(row for rows, _ in in_process for row in rows) == list(range(len(TEXTS)))
     assert stream(tiny_encoder, 2) == in_process
+    assert stream(tiny_encoder, 3) == in_process
 
 
 def test_encode_with_worker_processes_equals_in_process(tiny_encoder, monkeypatch):
@@ -64,6 +66,6 @@ def test_auto_workers_only_for_large_inputs_on_an_accelerator(monkeypatch):
     monkeypatch.delenv(tokens.WORKERS_ENV, raising=False)
     monkeypatch.setattr(tokens.os, "cpu_count", lambda: 16)
     assert tokens.auto_workers(10**6, "cpu") == 0 and tokens.auto_workers(1000, "cuda") == 0
-    assert tokens.auto_workers(10**6, "cuda") == (8 if tokens.fork_available() else 0)
+    assert tokens.auto_workers(10**6, "cuda") == (12 if tokens.fork_available() else 0)
     monkeypatch.setenv(tokens.WORKERS_ENV, "3")
     assert tokens.auto_workers(10, "cpu") == (3 if tokens.fork_available() else 0)

@@ -132,8 +132,8 @@ def iter_batches(
     """Yield (row indices into `texts`, their token ids) per batch, longest first within each window.
 
     Later windows are tokenized meanwhile: by `tokenize` in one background thread, or, with `workers` > 0 and a
-    `standalone` tokenizer (`tokens.standalone_tokenizer`), in that many forked processes with as many windows
-    in flight. Both give the same ids, so the same batches in the same order.
+    `standalone` tokenizer (`tokens.standalone_tokenizer`), in that many forked processes (two windows in
+    flight, each split across them). Both give the same ids, so the same batches in the same order.
     """
     order = np.argsort([-len(text) for text in texts], kind="stable")
     windows = [order[start : start + window] for start in range(0, len(order), window)]

@@ -28,7 +28,8 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 
 PROCESS_MIN_TEXTS = 20_000  # below this a pool's start-up is not worth it (and tests stay in-process)
-MAX_WORKERS = 8
+MAX_WORKERS = 12
+WINDOWS_AHEAD = 2  # windows in flight in the process pool, each split across every worker
 WORKERS_ENV = "ELASTICIR_TOKENIZE_WORKERS"  # override the automatic worker count (0 = in-process)
 
 TokenArrays = tuple[np.ndarray, np.ndarray]  # (flat int32 ids, int64 length per text)
@@ -70,14 +71,14 @@ def fork_available() -> bool:
 def auto_workers(n_texts: int, device_type: str) -> int:
     """Worker processes for tokenizing `n_texts` for a model on `device_type`: $ELASTICIR_TOKENIZE_WORKERS if
     set; else none for small inputs or a CPU model (there the model's own threads use every core and dwarf
-    tokenization), else min(8, cores - 2) (a core each for the main process and the copies to the device)."""
+    tokenization), else min(12, cores - 3) (cores left for the main process and the copies to the device)."""
     if not fork_available():
         return 0
     if os.environ.get(WORKERS_ENV, "").strip():
         return max(0, int(os.environ[WORKERS_ENV]))
     if device_type == "cpu" or n_texts < PROCESS_MIN_TEXTS:
         return 0
-    return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) - 2))
+    return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) - 3))
 
 
 _WORKER_TOKENIZER = None
@@ -91,6 +92,17 @@ def _init_worker(tokenizer) -> None:
 
 def _encode_in_worker(texts: list[str]) -> TokenArrays:
     return encode_arrays(_WORKER_TOKENIZER, texts)
+
+
+class _Joined:
+    """The parts of one window, tokenized by several workers, as one result (in order)."""
+
+    def __init__(self, parts: list[Future]) -> None:
+        self.parts = parts
+
+    def result(self) -> TokenArrays:
+        arrays = [part.result() for part in self.parts]
+        return np.concatenate([ids for ids, _ in arrays]), np.concatenate([lengths for _, lengths in arrays])
 
 
 @contextlib.contextmanager
@@ -114,8 +126,11 @@ def _no_tokenizers_parallelism() -> Iterator[None]:
 @contextlib.contextmanager
 def window_submitter(tokenize: Callable, standalone=None, workers: int = 0
                      ) -> Iterator[tuple[Callable[[list[str]], Future], int]]:
-    """(submit(texts) -> Future of token ids, how many windows to keep in flight): `workers` forked processes
-    running `standalone` (a `tokenizers.Tokenizer`) when possible, else one thread running `tokenize`."""
+    """(submit(texts) -> future of token ids, how many windows to keep in flight): `workers` forked processes
+    running `standalone` (a `tokenizers.Tokenizer`) when possible, else one thread running `tokenize`.
+
+    In the pool every window is split into one part per worker, so a window is ready after 1/workers of the
+    time one worker would take (the first batch comes early) and the pool works on windows in order."""
     if workers > 0 and standalone is not None and fork_available():
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                    initializer=_init_worker, initargs=(standalone,))
@@ -124,7 +139,12 @@ def window_submitter(tokenize: Callable, standalone=None, workers: int = 0
                 futures = [pool.submit(os.getpid) for _ in range(workers)]  # start every worker now
                 for future in futures:
                     future.result()
-            yield (lambda texts: pool.submit(_encode_in_worker, texts)), workers + 1
+            def submit(texts: list[str]) -> _Joined:
+                size = max(1, -(-len(texts) // workers))
+                return _Joined([pool.submit(_encode_in_worker, texts[i : i + size])
+                                for i in range(0, len(texts), size)])
+
+            yield submit, WINDOWS_AHEAD
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return
