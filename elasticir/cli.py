@@ -15,7 +15,7 @@ from elasticir.cli_support import friendly_errors, load_config
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 eval_app = typer.Typer(help="Run one evaluation stage over the (layer, dim) grid.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
-out = Console()
+out = Console(markup=False)  # printed paths and dataset names may contain [brackets]
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id or local folder of a (sentence-transformers) encoder.")]
 LayersOpt = Annotated[str | None, typer.Option(help="Comma list of layers, e.g. 1,2,6 (default: every layer).")]

@@ -10,6 +10,7 @@ format (pooling, normalisation, max length, prompts) so a sentence-transformers 
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,8 +100,18 @@ def load_sentence_transformer(model: str, device: str | torch.device | None = No
     folder, _ = resolve_model_path(model)
     try:
         return SentenceTransformer(str(folder), device=str(device) if device else None), folder
+    except pickle.UnpicklingError:
+        raise ElasticIRError(refused_pickle(folder)) from None
     except (OSError, ValueError) as exc:
         raise ElasticIRError(f"cannot load {model} ({folder}) as a sentence-transformers model: {exc}") from None
+
+
+def refused_pickle(where: Path) -> str:
+    """Why a pickled checkpoint did not load (torch's own text is a page long) and what to do about it."""
+    return (f"{where}: the checkpoint is a pickle holding Python objects besides tensors, which torch.load "
+            "refuses with weights_only=True because loading it could run arbitrary code. Fix: if you trust its "
+            "source, load it once in Python with weights_only=False and save the model again with "
+            "save_pretrained (safetensors)")
 
 
 def weights_sha256(folder: Path) -> str:
@@ -240,6 +251,8 @@ class ElasticEncoder:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(transformer_path)
             self.model = AutoModel.from_pretrained(transformer_path, dtype=self.dtype)
+        except pickle.UnpicklingError:
+            raise ElasticIRError(refused_pickle(Path(transformer_path))) from None
         except (OSError, ValueError) as exc:
             raise ElasticIRError(f"cannot load a Hugging Face encoder from {transformer_path}: {exc}") from None
         self.model.to(self.device).eval()
