@@ -74,7 +74,7 @@ def check_run_config(config) -> None:
     check_output_dir(config.out)
     if config.cache_dir:
         check_output_dir(config.cache_dir, "cache_dir")
-    if config.retrieval:
+    if config.retrieval and config.dims:  # without --dims the grid (and this check) waits for the model
         from elasticir.index.dense import check_index
 
-        check_index(config.index, config.dims or [1], flat_backend=config.flat_backend)
+        check_index(config.index, config.dims, flat_backend=config.flat_backend)

@@ -58,7 +58,10 @@ def _format_validation(exc, source: str) -> str:
         key = ".".join(str(part) for part in error["loc"]) or "(config)"
         got = error.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  {key} (--{key.split('.')[0].replace('_', '-')}): {error['msg']}{shown}")
+        if error["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown option (see --help for the options)")
+        else:
+            lines.append(f"  {key} (--{key.split('.')[0].replace('_', '-')}): {error['msg']}{shown}")
     return f"invalid configuration{source}:\n" + "\n".join(lines)
 
 

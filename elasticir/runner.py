@@ -164,8 +164,7 @@ class Job:
 
 
 def locate_datasets(config: RunConfig) -> list[Job]:
-    """Every dataset of the config, found (or downloaded) and its files hashed before any encoding; a
-    trainable FAISS index is checked against each corpus size here too."""
+    """Every dataset of the config, found (or downloaded) and its files hashed before the model is loaded."""
     root = data_root(config.data_root)
     jobs = []
     for task in EVALUATORS:
@@ -176,12 +175,18 @@ def locate_datasets(config: RunConfig) -> list[Job]:
                 raise ElasticIRError(f"dataset {name!r} is a {spec.task} dataset, not {task}")
             files = [path] if task == "sts" else beir_files(path, spec.split)
             jobs.append(Job(task, name, spec, path, files, [_sha256(f) for f in files]))
-    if any(job.task == "retrieval" for job in jobs) and config.index not in ("flat", "Flat", "hnsw", "sq8"):
-        from elasticir.index.dense import check_index
-
-        for job in (j for j in jobs if j.task == "retrieval"):
-            check_index(config.index, config.dims or [1], _count_lines(job.files[0]), flat_backend=config.flat_backend)
     return jobs
+
+
+def check_index_fits(config: RunConfig, jobs: list[Job], grid: Grid) -> None:
+    """The dense index can be built at every dim of the grid and trained on every corpus: checked once the
+    grid is known and before any encoding (IVF lists or PQ centroids need at least that many documents)."""
+    from elasticir.index.dense import check_index
+
+    trainable = config.index not in ("flat", "Flat", "hnsw", "sq8")  # these need no minimum corpus size
+    for job in (j for j in jobs if j.task == "retrieval"):
+        size = _count_lines(job.files[0]) if trainable else None
+        check_index(config.index, grid.dims, size, flat_backend=config.flat_backend)
 
 
 def _sha256(path: Path) -> str:
@@ -351,6 +356,7 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
     encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
                                         device=config.device)
     grid, pairs, numeric = build_grid(config, encoder)
+    check_index_fits(config, jobs, grid)
     store = RunStore(Path(config.out), run_id(encoder.info.name, numeric))
     skipped = evaluate_or_reuse(jobs, encoder, grid, numeric, config, store)
     encode_latency, notes, timings = measure_encode_latency(config, jobs, encoder, grid)

@@ -161,10 +161,12 @@ CASES = [  # (id, args builder, setup, pattern the one error line must match)
     ("index-ivfpq-tiny-corpus", ir_args, lambda c: {"index": "ivfpq"}, r"256 PQ centroids.*7 documents"),
     ("index-pq-not-dividing-dim", ir_args, lambda c: {"index": "PQ5", "dims": "8"},
      r"--index 'PQ5'.*multiple of the number of subquantizers"),
+    ("index-checked-on-the-model-grid", ir_args, lambda c: {"index": "PQ7", "dims": None},
+     r"--index 'PQ7'.*cannot be built at dim \d+"),
     ("yaml-list", sts_args, lambda c: _yaml(c, "- 1\n- 2\n"), r"config.yaml must be a YAML mapping.*got a list"),
     ("yaml-scalar", sts_args, lambda c: _yaml(c, "just text\n"), r"must be a YAML mapping.*got a str"),
     ("yaml-syntax", sts_args, lambda c: _yaml(c, "layers: [1, 2\n"), r"cannot read config .*config.yaml"),
-    ("yaml-unknown-key", sts_args, lambda c: _yaml(c, "layerz: [1]\n"), r"in .*config.yaml:.*layerz.*Extra inputs"),
+    ("yaml-unknown-key", sts_args, lambda c: _yaml(c, "layerz: [1]\n"), r"in .*config.yaml:.*layerz: unknown option"),
     ("yaml-bad-k", ir_args, lambda c: _yaml(c, "k: 0\n"), r"--k 0"),
     ("yaml-missing", sts_args, lambda c: {"config": c.tmp / "nope.yaml"}, r"cannot read config .*nope.yaml"),
     ("dataset-unknown", sts_args, lambda c: {"datasets": "nosuchset"}, r"unknown dataset 'nosuchset'"),
@@ -210,7 +212,7 @@ CASES = [  # (id, args builder, setup, pattern the one error line must match)
     ("markup-in-error-text", sts_args, lambda c: {"data_root": c.tmp / "[/bold]data", "datasets": "x[/red]"},
      r"unknown dataset 'x\[/red\]'.*\[/bold\]data"),
     ("model-missing", sts_args, lambda c: {"model": c.tmp / "no-model"}, r"no-model"),
-    ("model-pickle-refused", sts_args, _pickle_model, r"pytorch_model.bin|pickled.*weights_only=True"),
+    ("model-pickle-refused", sts_args, _pickle_model, r"pickled/pytorch_model.bin: the checkpoint is a pickle .*weights_only=True"),
     ("no-datasets", ir_args, lambda c: _yaml(c, "retrieval: []\n") | {"dataset": None}, r"no datasets to evaluate"),
 ]
 if not __import__("torch").cuda.is_available():

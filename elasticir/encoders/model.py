@@ -108,6 +108,8 @@ def load_sentence_transformer(model: str, device: str | torch.device | None = No
 
 def refused_pickle(where: Path) -> str:
     """Why a pickled checkpoint did not load (torch's own text is a page long) and what to do about it."""
+    pickles = sorted(where.glob("*.bin")) if where.is_dir() else []
+    where = pickles[0] if len(pickles) == 1 else where
     return (f"{where}: the checkpoint is a pickle holding Python objects besides tensors, which torch.load "
             "refuses with weights_only=True because loading it could run arbitrary code. Fix: if you trust its "
             "source, load it once in Python with weights_only=False and save the model again with "
