@@ -240,10 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     grid_timings: list[dict] = []
 
     def run_grid():
-        # (table, stage timings[, per-pair cosines]): newer versions also return the cosines
         result = evaluate_sts(encoder, pairs, grid, batch_size=bs, show_progress=False)
-        grid_timings.append(result[1])
-        return result[0]
+        grid_timings.append(result.timings)
+        return result.cells
 
     variants: dict[str, callable] = {"grid": run_grid}
     for layer in range(1, N + 1):

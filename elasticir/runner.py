@@ -70,7 +70,8 @@ class RunConfig(BaseModel):
     data_root: str | None = None
     out: str = "results"
     cache_dir: str | None = None  # default <out>/_cache
-    batch_size: int = 64
+    batch_size: int = 64  # texts per batch; with max_tokens_per_batch, the cap
+    max_tokens_per_batch: int | None = None  # batches by a token budget instead of a fixed count
     max_length: int | None = None
     pooling: str | None = None
     device: str | None = None
@@ -108,7 +109,7 @@ Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path],
 
 def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
     pairs = load_sts(path)
-    cells, timings, cosines = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
+    cells, cosines, timings = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
                                            show_progress=config.show_progress, desc=f"sts {spec.name}")
     buffer = io.BytesIO()  # per-pair cosines of every cell + gold scores: what a bootstrap test resamples
     np.savez_compressed(buffer, cosines=cosines.astype(np.float32), gold=pairs.scores,
@@ -119,7 +120,7 @@ def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
 
 def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
     data = load_beir(path, spec.split)
-    cells, timings, per_query = evaluate_retrieval(
+    cells, per_query, timings = evaluate_retrieval(
         encoder, data, grid, part_dir=part_dir, cache_dir=config.cache / "embeddings",
         remove_self_hits=spec.remove_self_hits, index=config.index, flat_backend=config.flat_backend, k=config.k,
         normalize=config.normalize, query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
@@ -354,7 +355,7 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
     check_run_config(config)
     jobs = locate_datasets(config)
     encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
-                                        device=config.device)
+                                        device=config.device, max_tokens_per_batch=config.max_tokens_per_batch)
     grid, pairs, numeric = build_grid(config, encoder)
     check_index_fits(config, jobs, grid)
     store = RunStore(Path(config.out), run_id(encoder.info.name, numeric))
@@ -362,7 +363,7 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
     encode_latency, notes, timings = measure_encode_latency(config, jobs, encoder, grid)
     with store.summary_lock():
         summary = summarise(store, jobs)
-        summary.notes.extend(notes)
+        summary.notes.extend(notes + [f"encoder attention: {getattr(encoder, 'attention_note', 'padded')}"])
         summary.timings.extend(timings)
         summary.timings.append({"dataset": "*", "stage": "total", "seconds": time.perf_counter() - started})
         leaderboard = write_leaderboard(store, config, encoder, grid, pairs, numeric, summary, encode_latency)
