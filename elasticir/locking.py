@@ -78,6 +78,9 @@ def exclusive(lock_path: Path, what: str, *, timeout: float | None = None) -> It
                           f"(up to {timeout:g} s; Ctrl-C and use another --out not to wait)", file=sys.stderr)
                     announced = True
                 time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            except OSError as exc:  # e.g. ENOLCK: a network file system without lock support
+                raise ElasticIRError(f"cannot lock {lock_path}: {exc.strerror or exc}; put --out on a local "
+                                     "file system") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
