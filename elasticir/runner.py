@@ -236,11 +236,12 @@ def evaluate_or_reuse(jobs: list[Job], encoder: ElasticEncoder, grid: Grid, nume
             if not config.recompute and store.reusable(job.task, job.name, key) is not None:
                 skipped.append(job.name)
                 console.print(f"[dim]{job.task} {escape(job.name)}: finished earlier from the same data, model "
-                              f"and settings; reusing {escape(str(store.dir / job.task / job.name))}.csv[/dim]")
+                              f"and settings; reusing {escape(str(store.dir / job.task / job.name))}.csv[/dim]",
+                              soft_wrap=True)
                 continue
             if store.has_part(job.task, job.name) and not config.recompute:
                 console.print(f"{job.task} {escape(job.name)}: the finished part was computed from other data or "
-                              "settings; recomputing it", markup=False, highlight=False)
+                              "settings; recomputing it", markup=False, highlight=False, soft_wrap=True)
             store.invalidate(job.task, job.name)
             _evaluate_part(job, encoder, grid, config, store, key)
     return skipped
