@@ -240,7 +240,7 @@ def evaluate_or_reuse(jobs: list[Job], encoder: ElasticEncoder, grid: Grid, nume
                               soft_wrap=True)
                 continue
             if store.has_part(job.task, job.name) and not config.recompute:
-                console.print(f"{job.task} {escape(job.name)}: the finished part was computed from other data or "
+                console.print(f"{job.task} {job.name}: the finished part was computed from other data or "
                               "settings; recomputing it", markup=False, highlight=False, soft_wrap=True)
             store.invalidate(job.task, job.name)
             _evaluate_part(job, encoder, grid, config, store, key)
