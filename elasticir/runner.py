@@ -9,6 +9,7 @@ is rebuilt from every finished part in the run directory; the leaderboard is wri
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import random
 import time
@@ -30,12 +31,14 @@ from elasticir.checks import check_run_config
 from elasticir.data.beir import beir_files, load_beir
 from elasticir.data.catalog import DatasetSpec, data_root, locate, spec_for
 from elasticir.data.sts import load_sts
+from elasticir.data.subset import describe, subset_retrieval, subset_sts
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
 from elasticir.errors import ElasticIRError
 from elasticir.evaluation.latency import layer_encode_latency
 from elasticir.evaluation.retrieval import evaluate_retrieval
 from elasticir.evaluation.sts import evaluate_sts
 from elasticir.io import atomic_write, file_checksum, provenance
+from elasticir.progress import stage
 from elasticir.results.schema import Leaderboard
 from elasticir.results.store import RunStore, part_key, run_id
 
@@ -66,7 +69,9 @@ class RunConfig(BaseModel):
     query_prompt: str | None = None
     doc_prompt: str | None = None
     latency_samples: int = 100
-    latency_texts: int = 128  # real texts timed per layer for the measured encode cost (0 = skip)
+    latency_texts: int = 32  # real texts timed per layer for the measured encode cost (0 = skip); one batch
+    limit_queries: int | None = None  # smoke test: queries (STS: pairs) kept per dataset, seeded
+    limit_corpus: int | None = None  # smoke test: documents kept (every judged one of the kept queries first)
     data_root: str | None = None
     out: str = "results"
     cache_dir: str | None = None  # default <out>/_cache
@@ -108,7 +113,7 @@ Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path],
 
 
 def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
-    pairs = load_sts(path)
+    pairs = subset_sts(load_sts(path), config.limit_queries, config.seed)
     cells, cosines, timings = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
                                            show_progress=config.show_progress, desc=f"sts {spec.name}")
     buffer = io.BytesIO()  # per-pair cosines of every cell + gold scores: what a bootstrap test resamples
@@ -120,6 +125,8 @@ def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
 
 def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
     data = load_beir(path, spec.split)
+    if config.limit_queries or config.limit_corpus:
+        data = subset_retrieval(data, config.limit_queries, config.limit_corpus, config.seed)
     cells, per_query, timings = evaluate_retrieval(
         encoder, data, grid, part_dir=part_dir, cache_dir=config.cache / "embeddings",
         remove_self_hits=spec.remove_self_hits, index=config.index, flat_backend=config.flat_backend, k=config.k,
@@ -134,12 +141,32 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
         from elasticir.evaluation.bm25_baseline import run_bm25
 
         started = time.perf_counter()
+        stage(f"{spec.name}: BM25 baseline (pyserini)")
         baselines.append(run_bm25(data, part_dir, config.cache / "bm25", spec, k=config.k))
         timings["bm25"] = time.perf_counter() - started
     return Part(cells, timings, len(data.query_ids), data.files, baselines, notes)
 
 
 EVALUATORS: dict[str, Evaluator] = {"sts": _evaluate_sts, "retrieval": _evaluate_retrieval}
+
+
+def _sources(spec: DatasetSpec, files: list[dict]) -> dict:
+    """What was read (a digest of the local files' sha256s) and where the dataset is published."""
+    digest = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()[:16]
+    return {"source": f"local sha256:{digest}", "official_source": spec.source}
+
+
+def check_shape_early(config: RunConfig) -> None:
+    """Refuse a layer, dim or pair the model lacks from its config.json, before loading its weights."""
+    from elasticir.encoders.model import read_sentence_transformers_config, resolve_model_path
+    from elasticir.report.cost import EncoderShape
+
+    folder, _ = resolve_model_path(config.model)
+    shape = EncoderShape.from_folder(read_sentence_transformers_config(folder).get("transformer_path", folder))
+    if shape is None:
+        return  # the loader will say what is wrong with the folder
+    Grid.for_model(shape.num_layers, shape.hidden_size, config.layers, config.dims)
+    validate_cells([Cell(*p) for p in config.pairs or []], shape.num_layers, shape.hidden_size)
 
 
 def seed_everything(seed: int) -> None:
@@ -215,6 +242,11 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
         dims = sorted(set(default_dims(encoder.hidden_size)) | {cell.dim for cell in trained})
     grid = Grid.for_model(encoder.num_layers, encoder.hidden_size, config.layers, dims)
     validate_cells(pairs, encoder.num_layers, encoder.hidden_size)
+    outside = [str(cell) for cell in pairs if cell.dim not in grid.dims or cell.layer not in grid.layers]
+    if outside:
+        console.print(f"note: pair(s) {', '.join(outside)} are outside the grid (layers {list(grid.layers)}, dims "
+                      f"{list(grid.dims)}); the diagonal shows the other {len(pairs) - len(outside)}. Add the "
+                      "dims with --dims to evaluate them.", soft_wrap=True, highlight=False, markup=False)
     info = encoder.info
     numeric = {  # what changes the numbers; datasets and output paths do not
         "weights_sha256": info.weights_sha256, "pooling": info.pooling, "normalize": info.normalize,
@@ -222,6 +254,8 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
         "dims": list(grid.dims), "retrieval": {key: getattr(config, key) for key in
                                                ("index", "flat_backend", "k", "normalize", "query_prompt", "doc_prompt")},
     }
+    if subset := describe(config.limit_queries, config.limit_corpus, config.seed):
+        numeric["subset"] = subset  # only then: full runs keep their run ids
     return grid, pairs, numeric
 
 
@@ -243,6 +277,9 @@ def evaluate_or_reuse(jobs: list[Job], encoder: ElasticEncoder, grid: Grid, nume
                 console.print(f"{job.task} {job.name}: the finished part was computed from other data or "
                               "settings; recomputing it", markup=False, highlight=False, soft_wrap=True)
             store.invalidate(job.task, job.name)
+            subset = " on a subset" if numeric.get("subset") else ""
+            stage(f"{job.task} {job.name}: {len(grid.cells)} cells ({len(grid.layers)} layers x {len(grid.dims)} "
+                  f"dims){subset}")
             _evaluate_part(job, encoder, grid, config, store, key)
     return skipped
 
@@ -252,10 +289,11 @@ def _evaluate_part(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunCon
     part = EVALUATORS[job.task](encoder, job.spec, job.path, grid, config, store.dir / job.task / job.name)
     cells = part.cells
     cells.insert(0, "dataset", job.name)
+    files = [file_checksum(p) for p in part.files]
     meta = {
         "key": key,
         "dataset": {"name": job.name, "task": job.task, "split": job.spec.split, "n_examples": part.n_examples,
-                    "source": job.spec.source, "files": [file_checksum(p) for p in part.files]},
+                    **_sources(job.spec, files), "files": files},
         "timings": [{"dataset": job.name, "stage": stage, "seconds": s} for stage, s in part.timings.items()],
         "baselines": [{"dataset": job.name, **b} for b in part.baselines],
         "notes": part.notes,
@@ -306,6 +344,7 @@ def measure_encode_latency(config: RunConfig, jobs: list[Job], encoder: ElasticE
         return [], [], []
     started = time.perf_counter()
     job = jobs[0]
+    stage(f"encode latency probe: {config.latency_texts} texts of {job.name} per layer (--latency-texts 0 skips it)")
     texts = load_sts(job.path).sentence1 if job.task == "sts" else load_beir(job.path, job.spec.split).doc_texts
     latency = layer_encode_latency(encoder, texts[: config.latency_texts], grid.layers)
     note = (f"encode latency per layer measured on the first {min(len(texts), config.latency_texts)} "
@@ -340,10 +379,12 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
         baselines=summary.baselines,
         encode_latency=encode_latency,
         notes=summary.notes,
+        subset=numeric.get("subset"),
         seed=config.seed,
         timings=summary.timings,
         **provenance(),
     )
+    stage(f"writing {store.dir / 'leaderboard.json'}")
     store.write_table("cells.csv", table)
     atomic_write(store.dir / "leaderboard.json", leaderboard.model_dump_json(indent=2))
     return leaderboard
@@ -355,6 +396,9 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
     seed_everything(config.seed)
     check_run_config(config)
     jobs = locate_datasets(config)
+    if encoder is None:
+        check_shape_early(config)
+        stage(f"loading model {config.model}")
     encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
                                         device=config.device, max_tokens_per_batch=config.max_tokens_per_batch)
     grid, pairs, numeric = build_grid(config, encoder)
