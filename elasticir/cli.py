@@ -15,7 +15,9 @@ from elasticir.cli_support import friendly_errors, load_config
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 eval_app = typer.Typer(help="Run one evaluation stage over the (layer, dim) grid.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
-out = Console(soft_wrap=True)  # long output paths stay on one line when piped (rich would wrap them at 80)
+# long output paths stay on one line when piped (rich would wrap them at 80); paths and dataset names may
+# contain [brackets], which are text, not markup
+out = Console(soft_wrap=True, markup=False)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id, local folder, or a folder name under $ELASTICIR_MODELS "
                                                     "(default: sentence-transformers/all-MiniLM-L6-v2).")]
