@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import typing
 from pathlib import Path
 
 import typer
@@ -15,6 +16,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
+from elasticir.cells import parse_int_list, parse_pairs
 from elasticir.errors import ElasticIRError
 
 err = Console(stderr=True)
@@ -65,8 +67,36 @@ def _format_validation(exc, source: str) -> str:
     return f"invalid configuration{source}:\n" + "\n".join(lines)
 
 
+def _list_item_type(annotation) -> type | None:
+    """int, str or tuple for a `list[...]` field (optional or not), else None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(candidate) is list:
+            (item,) = typing.get_args(candidate)
+            return typing.get_origin(item) or item
+    return None
+
+
+def coerce_flag(kind: type, name: str, value):
+    """A flag's text as the config field wants it, decided by the field's type, so every command turns flags
+    into a config the same way: comma lists into lists (`1,2,6`, `a,b`, `2:32,6:384`), paths into strings."""
+    if isinstance(value, Path):
+        return str(value)
+    field = kind.model_fields.get(name)
+    if not isinstance(value, str) or field is None:
+        return value
+    item = _list_item_type(field.annotation)
+    if item is int:
+        return parse_int_list(value, name.replace("_", "-"))
+    if item is tuple:
+        return parse_pairs(value)
+    if item is str:
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 def load_config(kind: type, config_file: Path | None, **flags):
-    """A `kind` (pydantic config) from an optional YAML file, overridden by the flags that were given."""
+    """A `kind` (pydantic config) from an optional YAML file, overridden by the flags that were given (converted
+    by `coerce_flag`)."""
     from pydantic import ValidationError
 
     values = {}
@@ -82,7 +112,7 @@ def load_config(kind: type, config_file: Path | None, **flags):
                 f"config {config_file} must be a YAML mapping of option: value (e.g. `layers: [1, 6]`), "
                 f"got a {type(values).__name__}"
             )
-    values.update({key: value for key, value in flags.items() if value is not None})
+    values.update({key: coerce_flag(kind, key, value) for key, value in flags.items() if value is not None})
     try:
         return kind(**values)
     except ValidationError as exc:
