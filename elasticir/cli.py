@@ -27,6 +27,7 @@ BatchOpt = Annotated[int, typer.Option(help="Encoding batch size.")]
 MaxLenOpt = Annotated[int | None, typer.Option(help="Max tokens (default: the model's own setting).")]
 PoolingOpt = Annotated[str | None, typer.Option(help="mean or cls (default: the model's own setting).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when present).")]
+BackendOpt = Annotated[str | None, typer.Option(help="torch (default) or onnx (onnxruntime on the CPU, BERT models).")]
 RecomputeOpt = Annotated[bool, typer.Option("--recompute", help="Recompute datasets an earlier run already finished.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed recorded in the leaderboard.")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file with any of these options (flags win).")]
@@ -102,6 +103,7 @@ def run_command(
     max_length: MaxLenOpt = None,
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = None,
     seed: SeedOpt = None,
     recompute: RecomputeOpt = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="End with the run's figures and tables.")] = True,
@@ -113,7 +115,8 @@ def run_command(
         pairs=parse_pairs(pairs) if pairs else None, sts=_split(sts), retrieval=_split(retrieval), index=index,
         flat_backend=flat_backend, k=k, bm25=bm25,
         data_root=str(data_root) if data_root else None, out=str(out_dir) if out_dir else None,
-        batch_size=batch_size, max_length=max_length, pooling=pooling, device=device, seed=seed, recompute=recompute,
+        batch_size=batch_size, max_length=max_length, pooling=pooling, device=device, backend=backend, seed=seed,
+        recompute=recompute,
     ), report=report)
 
 
@@ -130,6 +133,7 @@ def eval_sts(
     max_length: MaxLenOpt = None,
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = None,
     recompute: RecomputeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -138,7 +142,7 @@ def eval_sts(
         config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
         sts=_split(datasets), retrieval=[], data_root=str(data_root) if data_root else None,
         out=str(out_dir) if out_dir else None, batch_size=batch_size, max_length=max_length, pooling=pooling,
-        device=device, recompute=recompute,
+        device=device, backend=backend, recompute=recompute,
     ))
 
 
@@ -162,6 +166,7 @@ def eval_retrieval(
     max_length: MaxLenOpt = None,
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = None,
     recompute: RecomputeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -171,7 +176,7 @@ def eval_retrieval(
         sts=[], retrieval=_split(dataset), index=index, flat_backend=flat_backend, k=k, bm25=bm25,
         query_prompt=query_prompt, doc_prompt=doc_prompt, data_root=str(data_root) if data_root else None,
         out=str(out_dir) if out_dir else None, batch_size=batch_size, max_length=max_length, pooling=pooling,
-        device=device, recompute=recompute,
+        device=device, backend=backend, recompute=recompute,
     ))
 
 

@@ -70,6 +70,7 @@ class RunConfig(BaseModel):
     max_length: int | None = None
     pooling: str | None = None
     device: str | None = None
+    backend: Literal["torch", "onnx"] = "torch"  # onnx: onnxruntime on the CPU, same numbers to ~1e-6
     seed: int = 0
     recompute: bool = False
     show_progress: bool = True
@@ -163,7 +164,8 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
             raise ElasticIRError(f"dataset {name!r} is a {spec_for(name, root).task} dataset, not {task}")
 
     encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
-                                        device=config.device)
+                                        device=config.device, backend=config.backend,
+                                        onnx_cache=config.cache / "onnx")
     trained = encoder.info.trained_pairs  # an elasticir-trained model: the diagonal it was trained on
     pairs = ([Cell(*p) for p in config.pairs] if config.pairs
              else trained or default_pairs(encoder.num_layers, encoder.hidden_size))

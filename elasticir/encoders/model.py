@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from elasticir.cells import Cell, validate_cells
+from elasticir.encoders.onnx import OnnxLayers, check_backend
 from elasticir.errors import ElasticIRError
 from elasticir.io import sha256_of_files
 from elasticir.network import network_allowed
@@ -226,6 +227,8 @@ class ElasticEncoder:
         max_length: int | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        backend: str = "torch",
+        onnx_cache: str | Path | None = None,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -235,7 +238,8 @@ class ElasticEncoder:
         folder, revision = resolve_model_path(model)
         st = read_sentence_transformers_config(folder)
         transformer_path = st.get("transformer_path", folder)
-        self.device = torch.device(device) if device is not None else default_device()
+        cpu_only = backend == "onnx"  # the ONNX backend is a CPU one: no device given means the CPU there
+        self.device = torch.device(device) if device is not None else torch.device("cpu") if cpu_only else default_device()
         self.dtype = dtype or default_dtype(self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(transformer_path)
@@ -263,6 +267,9 @@ class ElasticEncoder:
             training=training_summary(folder),
         )
         self._blocks = transformer_blocks(self.model, config.num_hidden_layers)
+        check_backend(backend, self.model, self.device, self.dtype)
+        self.backend = backend  # how iter_encode runs a batch: the torch pass, or onnxruntime on the cut graph
+        self._onnx = OnnxLayers(self, onnx_cache) if backend == "onnx" else None
 
     @property
     def num_layers(self) -> int:
@@ -319,7 +326,7 @@ class ElasticEncoder:
             for start in range(0, len(texts), batch_size):
                 rows = order[start : start + batch_size]
                 batch = self.tokenize([prompt + texts[i] for i in rows])
-                pooled = self.forward_layers(batch, layers)
+                pooled = self._onnx.forward_layers(batch, layers) if self._onnx else self.forward_layers(batch, layers)
                 yield rows, {layer: vec.float().cpu().numpy() for layer, vec in pooled.items()}
                 bar.update(len(rows))
         bar.close()
