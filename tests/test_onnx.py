@@ -3,7 +3,6 @@
 import shutil
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from conftest import SENTENCES
@@ -15,6 +14,8 @@ from elasticir.encoders import ElasticEncoder
 from elasticir.errors import ElasticIRError
 from elasticir.runner import RunConfig, run
 
+onnx = pytest.importorskip("onnx")  # the `onnx` extra
+pytest.importorskip("onnxruntime")
 TEXTS = [text for pair in SENTENCES for text in pair[:2]]
 
 

@@ -60,6 +60,11 @@ def check_backend(backend: str, model: torch.nn.Module, device: torch.device, dt
                              "--backend torch on the GPU")
     if dtype != torch.float32:
         raise ElasticIRError(f"--backend onnx runs in float32 only (dtype {dtype}); use --backend torch")
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ElasticIRError("--backend onnx needs onnx and onnxruntime: pip install 'elasticir[onnx]'") from None
 
 
 class PooledLayers(torch.nn.Module):
