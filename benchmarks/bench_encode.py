@@ -377,11 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     grid_timings: list[dict] = []
 
     def run_grid(which=encoder):
-        # (table, stage timings[, per-pair cosines]): newer versions also return the cosines
         result = evaluate_sts(which, pairs, grid, batch_size=bs, show_progress=False)
         if which is encoder:
-            grid_timings.append(result[1])
-        return result[0]
+            grid_timings.append(result.timings)
+        return result.cells
 
     variants: dict[str, callable] = {"grid": run_grid}
     for layer in range(1, N + 1):

@@ -151,7 +151,7 @@ def main() -> None:
 
     leaderboards = args.out / "leaderboards"
     leaderboards.mkdir(parents=True, exist_ok=True)
-    for name, path in {**runs, **{f"separate-L{c.layer}-d{c.dim}": p for c, p in separate.items()}}.items():
+    for name, path in {**runs, **{f"separate-{c.slug}": p for c, p in separate.items()}}.items():
         shutil.copy(path / "leaderboard.json", leaderboards / f"{name.split(' ')[0]}.json")
     report = []
     if "srl" in runs:

@@ -138,7 +138,7 @@ def encode_deepest(encoder, data, layer: int, batch_size: int, device: str) -> t
 
 def run_grid(encoder, data, grid, cache: Path, latency: int, batch_size: int, device: str):
     with tempfile.TemporaryDirectory(prefix="bench_part_") as part:
-        wall, cpu, (table, timings, _) = timed(lambda: evaluate_retrieval(
+        wall, cpu, (table, _, timings) = timed(lambda: evaluate_retrieval(
             encoder, data, grid, part_dir=Path(part), cache_dir=cache, latency_samples=latency,
             batch_size=batch_size, show_progress=False, name="bench"), device)
     return wall, cpu, table, timings

@@ -36,7 +36,7 @@ def main() -> int:
     started = time.perf_counter()
     grid = Grid.for_model(encoder.num_layers, encoder.hidden_size, sorted({c[0] for c in cells}),
                           sorted({c[1] for c in cells}))
-    ours, _, _ = evaluate_sts(encoder, load_sts(path), grid, show_progress=False)
+    ours = evaluate_sts(encoder, load_sts(path), grid, show_progress=False).cells
     print(f"elasticir grid {grid.layers} x {grid.dims}: {time.perf_counter() - started:.1f}s")
     failed = False
     for layer, dim in cells:

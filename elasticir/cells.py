@@ -2,15 +2,26 @@
 
 A cell (L, d) runs the first L transformer layers, pools, and keeps the first d coordinates. A grid is a layer
 list crossed with a dim list; a pair list (the Starbucks "diagonal") zips the two, small to large.
+
+A cell has exactly two written forms, both defined here: `str(cell)` = "(6,384)" wherever people read it (tables,
+figures, messages) and `cell.slug` = "L6_d384" wherever a name must be a file name or a token (run files, run
+tags, model folders, experiment names). `Cell.parse` reads either, and "6:384" as typed on the command line.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from elasticir.errors import ElasticIRError
+
+_CELL_FORMS = (
+    re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$"),  # 6:384 (command line, YAML)
+    re.compile(r"^\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)\s*$"),  # (6,384) (str)
+    re.compile(r"^\s*L(\d+)_d(\d+)\s*$"),  # L6_d384 (slug)
+)
 
 
 class Cell(NamedTuple):
@@ -19,6 +30,29 @@ class Cell(NamedTuple):
 
     def __str__(self) -> str:
         return f"({self.layer},{self.dim})"
+
+    @property
+    def slug(self) -> str:
+        """The cell as a file-name / token: L6_d384."""
+        return f"L{self.layer}_d{self.dim}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cell:
+        """A cell from "6:384", "(6,384)" or "L6_d384"."""
+        for form in _CELL_FORMS:
+            if match := form.match(str(text)):
+                return cls(int(match[1]), int(match[2]))
+        raise ElasticIRError(f"{text!r} is not a cell; write LAYER:DIM, such as 6:384")
+
+
+def layer_label(layer: int) -> str:
+    """A layer as a row header of layer x dim tables and figures."""
+    return f"L={layer}"
+
+
+def dim_label(dim: int) -> str:
+    """A dim as a column header of layer x dim tables and figures."""
+    return f"d={dim}"
 
 
 def default_layers(num_layers: int) -> list[int]:
@@ -37,7 +71,7 @@ def default_dims(hidden_size: int, smallest: int = 32) -> list[int]:
 
 
 def default_pairs(num_layers: int, hidden_size: int) -> list[Cell]:
-    """The diagonal derived from the model shape (METHODS.md), full cell last.
+    """The diagonal derived from the model shape, full cell last.
 
     Starbucks' 12 x 768 list is (2,32) (4,64) (6,128) (8,256) (10,512) (12,768): min(N, 6) evenly spaced layers
     ending at N, and widths that are the powers of two below H, halving backwards, then H itself.
@@ -67,16 +101,10 @@ def parse_int_list(text: str | Iterable[int] | None, what: str) -> list[int] | N
 
 def parse_pairs(text: str) -> list[Cell]:
     """Parse a pair list such as "2:32,4:64,6:384"."""
-    cells = []
-    for part in text.split(","):
-        try:
-            layer, dim = part.split(":")
-            cells.append(Cell(int(layer), int(dim)))
-        except ValueError:
-            raise ElasticIRError(
-                f"pair list {text!r}: {part!r} is not LAYER:DIM; write pairs like 2:32,4:64,6:384"
-            ) from None
-    return cells
+    try:
+        return [Cell.parse(part) for part in text.split(",")]
+    except ElasticIRError as exc:
+        raise ElasticIRError(f"pair list {text!r}: {exc}; write pairs like 2:32,4:64,6:384") from None
 
 
 @dataclass(frozen=True)
@@ -109,13 +137,23 @@ class Grid:
         return max(self.layers)
 
 
+def cell_range_error(layer: int, dim: int, num_layers: int, hidden_size: int) -> str | None:
+    """The one message for a layer or dim outside a model's shape (None when the cell exists)."""
+    if not 1 <= layer <= num_layers:
+        return (f"layer {layer} is out of range: this model has layers 1..{num_layers} "
+                "(layer L = the output of the L-th transformer layer; 0, the embedding output, is not a cell)")
+    if not 1 <= dim <= hidden_size:
+        return f"dim {dim} is out of range: this model's embeddings have 1..{hidden_size} dims"
+    return None
+
+
 def validate_cells(cells: Iterable[Cell], num_layers: int, hidden_size: int) -> None:
     """Refuse a layer or dim the model does not have, naming the valid range."""
     for layer, dim in cells:
-        if not 1 <= layer <= num_layers:
-            raise ElasticIRError(
-                f"layer {layer} is out of range: this model has layers 1..{num_layers} "
-                "(layer L = the output of the L-th transformer layer; 0, the embedding output, is not a cell)"
-            )
-        if not 1 <= dim <= hidden_size:
-            raise ElasticIRError(f"dim {dim} is out of range: this model's embeddings have 1..{hidden_size} dims")
+        if message := cell_range_error(layer, dim, num_layers, hidden_size):
+            raise ElasticIRError(message)
+
+
+def validate_dim(dim: int, hidden_size: int) -> None:
+    """Refuse a width the embeddings do not have (the range check of `validate_cells`, for dims alone)."""
+    validate_cells([Cell(1, dim)], 1, hidden_size)

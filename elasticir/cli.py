@@ -23,7 +23,9 @@ DimsOpt = Annotated[str | None, typer.Option(help="Comma list of dims, e.g. 64,3
 PairsOpt = Annotated[str | None, typer.Option(help="Pair list LAYER:DIM,... (default derived from the model shape).")]
 DataRootOpt = Annotated[Path | None, typer.Option(help="Data root (default: $ELASTICIR_DATA, else ~/.cache/elasticir/data).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for run directories.")]
-BatchOpt = Annotated[int, typer.Option(help="Encoding batch size.")]
+BatchOpt = Annotated[int, typer.Option(help="Encoding batch size (the cap, with --max-tokens-per-batch).")]
+TokensOpt = Annotated[int | None, typer.Option(help="Form encoding batches by this many tokens (padded tokens "
+                                                    "on padded attention) instead of a fixed count.")]
 MaxLenOpt = Annotated[int | None, typer.Option(help="Max tokens (default: the model's own setting).")]
 PoolingOpt = Annotated[str | None, typer.Option(help="mean or cls (default: the model's own setting).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when present).")]
@@ -100,6 +102,7 @@ def run_command(
     data_root: DataRootOpt = None,
     out_dir: OutOpt = None,
     batch_size: BatchOpt = None,
+    max_tokens_per_batch: TokensOpt = None,
     max_length: MaxLenOpt = None,
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
@@ -115,8 +118,8 @@ def run_command(
         pairs=parse_pairs(pairs) if pairs else None, sts=_split(sts), retrieval=_split(retrieval), index=index,
         flat_backend=flat_backend, k=k, bm25=bm25,
         data_root=str(data_root) if data_root else None, out=str(out_dir) if out_dir else None,
-        batch_size=batch_size, max_length=max_length, pooling=pooling, device=device, backend=backend, seed=seed,
-        recompute=recompute,
+        batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
+        pooling=pooling, device=device, backend=backend, seed=seed, recompute=recompute,
     ), report=report)
 
 
@@ -130,6 +133,7 @@ def eval_sts(
     data_root: DataRootOpt = None,
     out_dir: OutOpt = None,
     batch_size: BatchOpt = None,
+    max_tokens_per_batch: TokensOpt = None,
     max_length: MaxLenOpt = None,
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
@@ -141,8 +145,8 @@ def eval_sts(
     _run(_config(
         config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
         sts=_split(datasets), retrieval=[], data_root=str(data_root) if data_root else None,
-        out=str(out_dir) if out_dir else None, batch_size=batch_size, max_length=max_length, pooling=pooling,
-        device=device, backend=backend, recompute=recompute,
+        out=str(out_dir) if out_dir else None, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+        max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
     ))
 
 
@@ -163,6 +167,7 @@ def eval_retrieval(
     data_root: DataRootOpt = None,
     out_dir: OutOpt = None,
     batch_size: BatchOpt = None,
+    max_tokens_per_batch: TokensOpt = None,
     max_length: MaxLenOpt = None,
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
@@ -175,8 +180,8 @@ def eval_retrieval(
         config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
         sts=[], retrieval=_split(dataset), index=index, flat_backend=flat_backend, k=k, bm25=bm25,
         query_prompt=query_prompt, doc_prompt=doc_prompt, data_root=str(data_root) if data_root else None,
-        out=str(out_dir) if out_dir else None, batch_size=batch_size, max_length=max_length, pooling=pooling,
-        device=device, backend=backend, recompute=recompute,
+        out=str(out_dir) if out_dir else None, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+        max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
     ))
 
 
@@ -259,8 +264,7 @@ def datasets_command(data_root: DataRootOpt = None) -> None:
     out.print(table)
 
 
-if __name__ == "__main__":
-    app()
+
 
 
 TrainDataOpt = Annotated[str | None, typer.Option(
@@ -385,3 +389,7 @@ def pretrain_command(
         checkpoint_steps=checkpoint_steps, data_root=data_root, device=device, recompute=recompute)))
     out.print(f"model: {folder}  (fine-tune it: elasticir train --base {folder}; "
               f"evaluate it: elasticir run --model {folder})")
+
+
+if __name__ == "__main__":  # python -m elasticir.cli ...
+    app()

@@ -66,7 +66,8 @@ class RunConfig(BaseModel):
     data_root: str | None = None
     out: str = "results"
     cache_dir: str | None = None  # default <out>/_cache
-    batch_size: int = 64
+    batch_size: int = 64  # texts per batch; with max_tokens_per_batch, the cap
+    max_tokens_per_batch: int | None = None  # batches by a token budget instead of a fixed count
     max_length: int | None = None
     pooling: str | None = None
     device: str | None = None
@@ -105,7 +106,7 @@ Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path],
 
 def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
     pairs = load_sts(path)
-    cells, timings, cosines = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
+    cells, cosines, timings = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
                                            show_progress=config.show_progress, desc=f"sts {spec.name}")
     buffer = io.BytesIO()  # per-pair cosines of every cell + gold scores: what a bootstrap test resamples
     np.savez_compressed(buffer, cosines=cosines.astype(np.float32), gold=pairs.scores,
@@ -116,7 +117,7 @@ def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
 
 def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
     data = load_beir(path, spec.split)
-    cells, timings, per_query = evaluate_retrieval(
+    cells, per_query, timings = evaluate_retrieval(
         encoder, data, grid, part_dir=part_dir, cache_dir=config.cache / "embeddings",
         remove_self_hits=spec.remove_self_hits, index=config.index, flat_backend=config.flat_backend, k=config.k,
         normalize=config.normalize, query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
@@ -164,8 +165,8 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
             raise ElasticIRError(f"dataset {name!r} is a {spec_for(name, root).task} dataset, not {task}")
 
     encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
-                                        device=config.device, backend=config.backend,
-                                        onnx_cache=config.cache / "onnx")
+                                        device=config.device, max_tokens_per_batch=config.max_tokens_per_batch,
+                                        backend=config.backend, onnx_cache=config.cache / "onnx")
     trained = encoder.info.trained_pairs  # an elasticir-trained model: the diagonal it was trained on
     pairs = ([Cell(*p) for p in config.pairs] if config.pairs
              else trained or default_pairs(encoder.num_layers, encoder.hidden_size))
@@ -232,6 +233,7 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
         timings.append({"dataset": name, "stage": "encode_latency_probe",
                         "seconds": time.perf_counter() - started_probe})
     timings.append({"dataset": "*", "stage": "total", "seconds": time.perf_counter() - started})
+    notes.append(f"encoder attention: {getattr(encoder, 'attention_note', 'padded')}")
     leaderboard = Leaderboard(
         created_at=datetime.now(UTC),
         run_id=store.run_id,

@@ -5,7 +5,7 @@ import pytest
 from elasticir.errors import ElasticIRError
 from elasticir.runner import RunConfig, run
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # minutes on a 2-core CPU: CI's second call
 
 MTEB = {"nDCG@10": 0.64508, "R@100": 0.925, "RR@10": 0.60472}  # MTEB results, max length 256
 PYSERINI_BM25_FLAT = {"nDCG@10": 0.6789, "R@100": 0.9253}  # two-click reproduction, k1=0.9 b=0.4

@@ -31,7 +31,7 @@ def test_render_compares_runs_with_bold_best(two_runs):
     markdown, _page = render_leaderboards([first.dir / "leaderboard.json", second.dir])  # a file or a run dir
     name = first.leaderboard.model.name
     assert Path(name).name in markdown and "tiny/other" in markdown
-    assert "## toy-a — spearman, diagonal (grid pairs)" in markdown and "L4·d32" in markdown
+    assert "## toy-a — spearman, diagonal (grid pairs)" in markdown and "(4,32)" in markdown
     assert "toy-b" in markdown and "every (layer, dim) cell" in markdown
     # the full-model row: both runs evaluated (4, 32) on toy-a; the bold one is the larger
     values = {run.leaderboard.model.name: next(c.metrics["spearman"] for c in run.leaderboard.results
@@ -119,10 +119,10 @@ def test_mteb_scores_a_tiny_cell_like_we_do(tiny_encoder, tiny_data_root):
     from elasticir.evaluation.sts import evaluate_sts
 
     path = tiny_data_root / "sts" / "toy-a" / "test.jsonl.gz"
-    ours, _, _ = evaluate_sts(tiny_encoder, load_sts(path), Grid.for_model(4, 32, [2], [8]), show_progress=False)
+    ours = evaluate_sts(tiny_encoder, load_sts(path), Grid.for_model(4, 32, [2], [8]), show_progress=False)
     theirs = evaluate_cell_with_mteb(tiny_encoder, 2, 8, OfflineSTSBenchmark(path))
-    assert theirs["cosine_spearman"] == pytest.approx(float(ours.spearman.iloc[0]), abs=1e-6)
-    assert theirs["cosine_pearson"] == pytest.approx(float(ours.pearson.iloc[0]), abs=1e-6)
+    assert theirs["cosine_spearman"] == pytest.approx(float(ours.cells.spearman.iloc[0]), abs=1e-6)
+    assert theirs["cosine_pearson"] == pytest.approx(float(ours.cells.pearson.iloc[0]), abs=1e-6)
     meta = ElasticCellModel(tiny_encoder, 2, 8).mteb_model_meta
     assert meta.experiment_kwargs == {"layer": 2, "embed_dim": 8} and meta.embed_dim == 8
     with pytest.raises(ElasticIRError, match="out of range"):

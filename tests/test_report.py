@@ -220,6 +220,17 @@ def test_write_report_writes_figures_and_tables(tmp_path):
         assert f"{stem}.pdf" in names and f"{stem}.png" in names
     assert "grid_toyret.tex" in names and "diagonal.md" in names and "comparison.tex" in names
     assert all(p.stat().st_size > 0 for p in paths)
+    # the tables carry the run's numbers: every cell of the grid table, the comparison's differences
+    grid_md = (tmp_path / "report" / "tables" / "grid_toyret.md").read_text()
+    big = load_run(run)
+    for value in big.grid("toyret").to_numpy().ravel():
+        assert tables.fmt_value(value, 4) in grid_md
+    sig = pd.read_csv(tmp_path / "report" / "significance.csv")
+    small = load_run(base)
+    for row in sig.itertuples():
+        expected = big.value(row.dataset, (row.layer, row.dim)) - small.value(row.dataset, (row.layer, row.dim))
+        assert row.diff == pytest.approx(expected, abs=1e-9)
+    assert set(zip(sig.layer, sig.dim)) == {(1, d) for d in (8, 16, 32)} | {(2, d) for d in (8, 16, 32)}
     report = (tmp_path / "report" / "report.md").read_text()
     assert "only the 6 cells both grids have are compared" in report
     assert "Holm" in report and "paired t-test" in report

@@ -94,7 +94,11 @@ def test_cli_report_on_a_run(tiny_model_dir, tiny_data_root, tmp_path):
     result = runner.invoke(app, ["report", str(run_dir), "--baseline", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert (run_dir / "report" / "report.md").is_file() and list((run_dir / "report").rglob("heatmap_toy-a.png"))
-    significance = (run_dir / "report" / "significance.csv").read_text()
-    assert "True" not in significance  # a run compared with itself has no significant cell
+    import pandas as pd
+
+    significance = pd.read_csv(run_dir / "report" / "significance.csv")
+    assert len(significance) == 3 * 3 * 2  # every cell of both datasets was tested
+    assert set(significance.dataset) == {"toy-a", "toy-b"}
+    assert (significance["diff"] == 0).all() and not significance.significant.any()  # a run against itself
     missing = runner.invoke(app, ["report", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "Traceback" not in missing.output

@@ -71,6 +71,13 @@ def _read_texts(path: Path, kind: str) -> tuple[dict[str, str], dict[str, int]]:
     return texts, lines
 
 
+def judged_query_texts(queries_path: Path, qrels_path: Path | None) -> list[str]:
+    """The texts of the queries a split judges (every query when there are no qrels), without the corpus."""
+    queries, _ = _read_texts(queries_path, "query")
+    judged = read_qrels(qrels_path) if qrels_path else queries
+    return [text for query_id, text in queries.items() if query_id in judged]
+
+
 def load_beir(folder: Path, split: str = "test") -> RetrievalData:
     """Read and cross-check a BEIR folder; documents are `title + " " + text` (the BEIR/MTEB convention)."""
     corpus_path = _first_existing(folder, "corpus.jsonl")

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from elasticir.cells import Cell, validate_cells
+from elasticir.cells import Cell, validate_cells, validate_dim
+from elasticir.encoders import batching, varlen
 from elasticir.encoders.onnx import OnnxLayers, check_backend
 from elasticir.errors import ElasticIRError
 from elasticir.io import sha256_of_files
@@ -31,6 +32,7 @@ WHEEL_MODELS = {
 ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLINGS = ("mean", "cls")
+ATTENTIONS = ("auto", "padded", "unpadded")
 
 
 class StopForward(Exception):
@@ -227,9 +229,16 @@ class ElasticEncoder:
         max_length: int | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        attention: str = "auto",
+        max_tokens_per_batch: int | None = None,
         backend: str = "torch",
         onnx_cache: str | Path | None = None,
     ) -> None:
+        """`attention`: "padded" (SDPA with a mask), "unpadded" (packed sequences, falling back to padded where
+        no kernel runs), or "auto" (unpadded on CUDA, padded elsewhere); `encoder.attention_note` says which ran
+        and why. `max_tokens_per_batch`: encode in batches of at most this many tokens (padded tokens when padded)
+        instead of a fixed count; the count passed to `encode` stays a cap. `backend`: "torch", or "onnx"
+        (onnxruntime on the CPU, the graph cached under `onnx_cache`; see encoders.onnx)."""
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -267,9 +276,52 @@ class ElasticEncoder:
             training=training_summary(folder),
         )
         self._blocks = transformer_blocks(self.model, config.num_hidden_layers)
+        batching.check_budget(max_tokens_per_batch, max_length)
+        self.max_tokens_per_batch = max_tokens_per_batch
         check_backend(backend, self.model, self.device, self.dtype)
-        self.backend = backend  # how iter_encode runs a batch: the torch pass, or onnxruntime on the cut graph
+        self.backend = backend  # how a padded batch runs: the torch pass, or onnxruntime on the cut graph
         self._onnx = OnnxLayers(self, onnx_cache) if backend == "onnx" else None
+        self.packed, self.attention_note = self._choose_attention(attention)
+        if self._onnx and self.packed:
+            raise ElasticIRError("--backend onnx runs padded batches only; use attention 'padded' or 'auto'")
+
+    def _choose_attention(self, attention: str) -> tuple[bool, str]:
+        """(packed?, a note naming the attention path and, for a fallback, why)."""
+        if attention not in ATTENTIONS:
+            raise ElasticIRError(f"attention {attention!r} is not supported; choose one of {', '.join(ATTENTIONS)}")
+        padded = f"padded {self.model.config._attn_implementation}"
+        if attention == "padded" or (attention == "auto" and self.device.type != "cuda"):
+            return False, padded
+        model_type = self.model.config.model_type
+        if model_type not in varlen.PACKABLE_MODEL_TYPES:
+            return False, f"{padded} (unpadded attention covers model types {varlen.PACKABLE_MODEL_TYPES}, not {model_type!r})"
+        head_dim = self.hidden_size // self.model.config.num_attention_heads
+        kernel, reasons = varlen.probe_kernel(self.device, self.dtype, head_dim)
+        if kernel is None:
+            return False, f"{padded} (no unpadded kernel runs on {self.device.type}/{self.dtype}: {reasons})"
+        self._kernel = kernel
+        try:
+            self._check_packed()
+        except Exception as exc:  # noqa: BLE001 - an unusable packed path falls back, and the note says why
+            return False, f"{padded} (unpadded {kernel} failed its check on this model: {str(exc)[:160]})"
+        return True, f"unpadded {kernel}" + (f" ({reasons})" if reasons else "")
+
+    def _check_packed(self) -> None:
+        """Packed and padded passes agree on two short texts, and the packed one did call the packed attention
+        (a transformers release whose BERT ignores registered attention functions would silently attend across
+        sequences)."""
+        varlen.register()
+        sequences = self._token_ids(["a short check sentence", "another one, a little longer than the first"])
+        layers = [self.num_layers]
+        calls = varlen.CALLS
+        with torch.inference_mode():
+            padded = self._forward_batch(sequences, layers, packed=False)
+            packed = self._forward_batch(sequences, layers, packed=True)
+        if varlen.CALLS - calls != self.num_layers:
+            raise ElasticIRError("the model did not route attention through the registered packed function")
+        error = ((packed - padded).abs().max() / padded.abs().max().clamp(min=1e-6)).item()
+        if error > (1e-4 if self.dtype == torch.float32 else 5e-2):
+            raise ElasticIRError(f"packed and padded outputs differ by {error:.2e} (relative to their largest value)")
 
     @property
     def num_layers(self) -> int:
@@ -298,6 +350,37 @@ class ElasticEncoder:
         mask = batch["attention_mask"]
         return run_layers(lambda: self.model(**batch), self._blocks, wanted, lambda hidden: self._pool(hidden, mask))
 
+    def forward_packed(self, batch: dict, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """`forward_layers` for a packed batch (`batching.pack` on the device): same early exit, per-sequence
+        pooling, no pad tokens computed."""
+        wanted = sorted(set(layers))
+        self.check_cells(Cell(layer, 1) for layer in wanted)
+        ids = batch["input_ids"]
+
+        def forward():
+            with varlen.packed_attention(self.model.config):
+                return self.model(input_ids=ids, position_ids=batch["position_ids"], token_type_ids=torch.zeros_like(ids),
+                                  elasticir_cu_seqlens=batch["cu_seqlens"], elasticir_max_seqlen=batch["max_seqlen"],
+                                  elasticir_kernel=self._kernel)
+
+        return run_layers(forward, self._blocks, wanted, lambda hidden: varlen.pool_packed(hidden, batch, self.info.pooling))
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.info.max_length)["input_ids"]
+
+    def _forward_batch(self, sequences: list[list[int]], layers: Sequence[int], packed: bool | None = None
+                       ) -> torch.Tensor:
+        """[layers, batch, hidden] float32 on the device for one batch of token ids, padded or packed."""
+        if self.packed if packed is None else packed:
+            pooled = self.forward_packed(batching.to_device(batching.pack(sequences), self.device), layers)
+        else:
+            batch = batching.pad(sequences, self.tokenizer.pad_token_id or 0)
+            if "token_type_ids" in self.tokenizer.model_input_names:
+                batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+            forward = self._onnx.forward_layers if self._onnx else self.forward_layers
+            pooled = forward(batching.to_device(batch, self.device), layers)
+        return torch.stack([pooled[layer].float() for layer in layers])
+
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.info.max_length, return_tensors="pt"
@@ -318,18 +401,45 @@ class ElasticEncoder:
 
         Sorting by length keeps padding small (as sentence-transformers does); streaming lets callers write
         corpora of any size to disk without holding them in memory. The bar shows on terminals only.
+        On CUDA the pooled outputs of a batch are copied to pinned host memory without waiting, and read only
+        after the next batch is queued, so the device never waits for the host (one sync per batch, not per
+        layer); the next window of texts is tokenized in a background thread meanwhile (see `batching`).
         """
         layers = sorted(set(layers))
-        order = np.argsort([-len(text) for text in texts], kind="stable")
         bar = tqdm(total=len(texts), desc=desc, unit="text", disable=None if show_progress else True, leave=False)
+        batches = batching.iter_batches(
+            texts if not prompt else [prompt + text for text in texts], self._token_ids, batch_size=batch_size,
+            max_tokens=self.max_tokens_per_batch, packed=self.packed, window=max(8 * batch_size, 4096))
+        pending = None
         with torch.inference_mode():
-            for start in range(0, len(texts), batch_size):
-                rows = order[start : start + batch_size]
-                batch = self.tokenize([prompt + texts[i] for i in rows])
-                pooled = self._onnx.forward_layers(batch, layers) if self._onnx else self.forward_layers(batch, layers)
-                yield rows, {layer: vec.float().cpu().numpy() for layer, vec in pooled.items()}
-                bar.update(len(rows))
+            for rows, sequences in batches:
+                stacked = self._forward_batch(sequences, layers)
+                current = (rows, self._to_host(stacked))
+                if pending is not None:
+                    yield self._finish(pending, layers)
+                    bar.update(len(pending[0]))
+                pending = current
+            if pending is not None:
+                yield self._finish(pending, layers)
+                bar.update(len(pending[0]))
         bar.close()
+
+    def _to_host(self, stacked: torch.Tensor) -> tuple[torch.Tensor, object]:
+        if self.device.type != "cuda":
+            return stacked, None
+        host = torch.empty(stacked.shape, dtype=stacked.dtype, pin_memory=True)
+        host.copy_(stacked, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        return host, done
+
+    @staticmethod
+    def _finish(pending, layers: Sequence[int]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        rows, (host, done) = pending
+        if done is not None:
+            done.synchronize()
+        values = host.numpy()
+        return rows, {layer: values[i] for i, layer in enumerate(layers)}
 
     def encode(self, texts: Sequence[str], layers: Iterable[int], **kwargs) -> dict[int, np.ndarray]:
         """{layer: float32 [len(texts), hidden]} pooled at full width, in input order, from one pass per batch."""
@@ -343,8 +453,7 @@ class ElasticEncoder:
 
 def truncate(embeddings: np.ndarray, dim: int, normalize: bool = True) -> np.ndarray:
     """The first `dim` coordinates, L2-normalised when scoring is cosine (a prefix slice, never a re-encode)."""
-    if not 1 <= dim <= embeddings.shape[1]:
-        raise ElasticIRError(f"dim {dim} is out of range: these embeddings have 1..{embeddings.shape[1]} dims")
+    validate_dim(dim, embeddings.shape[1])
     prefix = np.array(embeddings[:, :dim], dtype=np.float32, order="C", copy=True)  # never a view of a memmap
     if normalize:
         norms = np.linalg.norm(prefix, axis=1, keepdims=True)

@@ -19,9 +19,10 @@ import pandas as pd
 from ir_measures import RR, R, nDCG
 from tqdm.auto import tqdm
 
-from elasticir.cells import Grid
+from elasticir.cells import Cell, Grid
 from elasticir.data.beir import RetrievalData
 from elasticir.encoders import ElasticEncoder, EmbeddingStore
+from elasticir.evaluation.result import GridResult
 from elasticir.index.dense import CellIndex, tie_ranks
 from elasticir.io import atomic_write
 
@@ -71,8 +72,8 @@ def evaluate_retrieval(
     remove_self_hits: bool = False, index: str = "flat", flat_backend: str = "torch", k: int = 1000,
     normalize: bool | None = None, query_prompt: str | None = None, doc_prompt: str | None = None,
     batch_size: int = 64, latency_samples: int = 100, show_progress: bool = True, name: str = "retrieval",
-) -> tuple[pd.DataFrame, dict[str, float], pd.DataFrame]:
-    """Per-cell table (layer, dim, metrics, costs), stage timings, and per-query values of every cell."""
+) -> GridResult:
+    """Per-cell table (layer, dim, metrics, costs), per-query values of every cell, and stage timings."""
     encoder.check_cells(grid.cells)
     normalize = encoder.info.normalize if normalize is None else normalize
     prompts = encoder.info.prompts
@@ -103,8 +104,9 @@ def evaluate_retrieval(
                              device=device)
             query_full = queries.layer(layer)
             scores, ids, search_s = cell.search(query_full, k, tie_rank, exclude)
-            pending[(layer, dim)] = pool.submit(_score_cell, ids, scores, part_dir / "runs" / f"L{layer}_d{dim}.trec.gz",
-                                                f"elasticir-L{layer}-d{dim}")
+            slug = Cell(layer, dim).slug
+            pending[(layer, dim)] = pool.submit(_score_cell, ids, scores, part_dir / "runs" / f"{slug}.trec.gz",
+                                                f"elasticir-{slug}")
             p50, p95 = cell.latency_ms(query_full, k, latency_samples) if latency_samples else (np.nan, np.nan)
             timings["index"] += cell.build_s
             timings["search"] += search_s
@@ -122,7 +124,7 @@ def evaluate_retrieval(
     costs = ["index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms", "backend"]
     table = pd.DataFrame(rows)
     table = table[["layer", "dim"] + [c for c in table.columns if c not in costs and c not in ("layer", "dim")] + costs]
-    return table, timings, pd.concat(per_query, ignore_index=True)
+    return GridResult(table, pd.concat(per_query, ignore_index=True), timings)
 
 
 # Scoring a cell (run dict, ir-measures, run file) is CPU work in Python that would otherwise serialise behind

@@ -15,6 +15,7 @@ from scipy.stats import pearsonr, spearmanr
 from elasticir.cells import Grid
 from elasticir.data.sts import StsPairs
 from elasticir.encoders import ElasticEncoder, truncate
+from elasticir.evaluation.result import GridResult
 
 STS_METRICS = ("spearman", "pearson")
 
@@ -38,8 +39,8 @@ def score_cells(embeddings: dict[int, np.ndarray], left: np.ndarray, right: np.n
 
 
 def evaluate_sts(encoder: ElasticEncoder, pairs: StsPairs, grid: Grid, *, batch_size: int = 64,
-                 show_progress: bool = True, desc: str = "sts") -> tuple[pd.DataFrame, dict[str, float], np.ndarray]:
-    """Per-cell metrics table (layer, dim, spearman, pearson), stage timings in seconds, per-pair cosines."""
+                 show_progress: bool = True, desc: str = "sts") -> GridResult:
+    """Per-cell metrics (layer, dim, spearman, pearson), per-pair cosines of every cell, stage timings."""
     encoder.check_cells(grid.cells)
     texts, index = [], {}
     for sentence in pairs.sentence1 + pairs.sentence2:
@@ -52,4 +53,4 @@ def evaluate_sts(encoder: ElasticEncoder, pairs: StsPairs, grid: Grid, *, batch_
     embeddings = encoder.encode(texts, grid.layers, batch_size=batch_size, show_progress=show_progress, desc=desc)
     encoded = time.perf_counter()
     rows, cosines = score_cells(embeddings, left, right, pairs.scores, grid)
-    return pd.DataFrame(rows), {"encode": encoded - start, "score": time.perf_counter() - encoded}, cosines
+    return GridResult(pd.DataFrame(rows), cosines, {"encode": encoded - start, "score": time.perf_counter() - encoded})

@@ -162,9 +162,36 @@ def build_bm25_index(docs: Iterable[tuple[str, str]], index_dir: Path, *, thread
     `index_dir` therefore names one corpus: delete it to rebuild after the corpus changes.
     """
     index_dir = Path(index_dir)
+    if _complete_index(index_dir):
+        return index_dir
+    if threads < 1:
+        raise ElasticIRError(f"threads must be at least 1, got {threads}")
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.partial-", dir=index_dir.parent))
+    try:
+        started = time.perf_counter()
+        written = _write_collection(docs, staging / "collection", threads)
+        if written == 0:
+            raise ElasticIRError(f"no documents to index into {index_dir}: the corpus is empty")
+        log.info("BM25: indexing %d documents into %s (%d threads)", written, index_dir, threads)
+        indexed, empty = _run_anserini(staging, index_dir, written, threads)
+        seconds = time.perf_counter() - started
+        (staging / "index" / MARKER).write_text(json.dumps({
+            "documents": written, "indexed": indexed, "empty": empty, "anserini_jar": _anserini_jar().name,
+            "pyserini": metadata.version("pyserini"), "seconds": round(seconds, 1),
+        }, indent=2) + "\n")
+        _move_into_place(staging / "index", index_dir)
+        log.info("BM25: indexed %d documents (%d empty, not searchable) in %.1f s", indexed, empty, seconds)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return index_dir
+
+
+def _complete_index(index_dir: Path) -> bool:
+    """True for a finished index (its marker exists); an empty folder is cleared; anything else is refused."""
     if (index_dir / MARKER).is_file():
         log.info("BM25 index %s is complete; reusing it", index_dir)
-        return index_dir
+        return True
     if index_dir.exists():
         if not index_dir.is_dir() or any(index_dir.iterdir()):
             raise ElasticIRError(
@@ -172,75 +199,70 @@ def build_bm25_index(docs: Iterable[tuple[str, str]], index_dir: Path, *, thread
                 "or choose another folder for the index."
             )
         index_dir.rmdir()
-    if threads < 1:
-        raise ElasticIRError(f"threads must be at least 1, got {threads}")
+    return False
+
+
+def _write_collection(docs: Iterable[tuple[str, str]], collection: Path, threads: int) -> int:
+    """Anserini's JsonCollection, one file per thread (it indexes a collection's files in parallel, one thread
+    per file); returns the number of documents written, after checking each is an (id, contents) pair."""
+    collection.mkdir()
+    written = 0
+    with ExitStack() as stack:
+        shards = [stack.enter_context(open(collection / f"part{i:03d}.jsonl", "w", encoding="utf-8"))
+                  for i in range(threads)]
+        for written, item in enumerate(tqdm(docs, desc="BM25: writing corpus", unit="doc", leave=False,
+                                            disable=None), start=1):
+            if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str)
+                    and item[0] and isinstance(item[1], str)):
+                raise ElasticIRError(
+                    f"document #{written}: expected a (doc_id, contents) pair of strings with a non-empty id, "
+                    f"got {str(item)[:120]!r}"
+                )
+            doc_id, contents = item
+            shards[written % threads].write(json.dumps({"id": doc_id, "contents": contents},
+                                                       ensure_ascii=False) + "\n")
+    return written
+
+
+def _run_anserini(staging: Path, index_dir: Path, written: int, threads: int) -> tuple[int, int]:
+    """Anserini's IndexCollection over the staged collection into staging/index; (indexed, empty) counts, or an
+    error when any document failed or was skipped."""
     IndexCollection = _jclass("io.anserini.index.IndexCollection")
     Args = _jclass("io.anserini.index.IndexCollection$Args")
     CmdLineParser = _jclass("org.kohsuke.args4j.CmdLineParser")
     Configurator = _jclass("org.apache.logging.log4j.core.config.Configurator")
     Level = _jclass("org.apache.logging.log4j.Level")
-
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.partial-", dir=index_dir.parent))
+    args = Args()
+    CmdLineParser(args).parseArgument(
+        "-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
+        "-input", str(staging / "collection"), "-index", str(staging / "index"), "-threads", str(threads),
+        "-storePositions", "-storeDocvectors",  # as pyserini's BEIR indexes: phrase queries, RM3 need them
+    )
+    Configurator.setLevel("io.anserini", Level.WARN)  # Anserini logs ~40 INFO lines of settings per build
     try:
-        started = time.perf_counter()
-        collection = staging / "collection"
-        collection.mkdir()
-        # One file per thread: Anserini indexes a collection's files in parallel, one thread per file.
-        written = 0
-        with ExitStack() as stack:
-            shards = [stack.enter_context(open(collection / f"part{i:03d}.jsonl", "w", encoding="utf-8"))
-                      for i in range(threads)]
-            for written, item in enumerate(tqdm(docs, desc="BM25: writing corpus", unit="doc", leave=False,
-                                                disable=None), start=1):
-                if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str)
-                        and item[0] and isinstance(item[1], str)):
-                    raise ElasticIRError(
-                        f"document #{written}: expected a (doc_id, contents) pair of strings with a non-empty id, "
-                        f"got {str(item)[:120]!r}"
-                    )
-                doc_id, contents = item
-                shards[written % threads].write(json.dumps({"id": doc_id, "contents": contents},
-                                                           ensure_ascii=False) + "\n")
-        if written == 0:
-            raise ElasticIRError(f"no documents to index into {index_dir}: the corpus is empty")
-
-        args = Args()
-        CmdLineParser(args).parseArgument(
-            "-collection", "JsonCollection", "-generator", "DefaultLuceneDocumentGenerator",
-            "-input", str(collection), "-index", str(staging / "index"), "-threads", str(threads),
-            "-storePositions", "-storeDocvectors",  # as pyserini's BEIR indexes: phrase queries, RM3 need them
-        )
-        log.info("BM25: indexing %d documents into %s (%d threads)", written, index_dir, threads)
-        Configurator.setLevel("io.anserini", Level.WARN)  # Anserini logs ~40 INFO lines of settings per build
-        try:
-            indexer = IndexCollection(args)
-            indexer.run()
-        finally:
-            Configurator.setLevel("io.anserini", Level.INFO)
-        counters = indexer.getCounters()
-        indexed, empty = counters.indexed.get(), counters.empty.get()
-        failed = counters.errors.get() + counters.unindexable.get() + counters.skipped.get()
-        if failed or indexed + empty != written:
-            raise ElasticIRError(
-                f"Anserini indexed {indexed} of {written} documents into {index_dir} ({empty} empty, {failed} "
-                "failed or skipped); see the Java log above. Fix the offending documents and rebuild."
-            )
-        seconds = time.perf_counter() - started
-        (staging / "index" / MARKER).write_text(json.dumps({
-            "documents": written, "indexed": indexed, "empty": empty, "anserini_jar": _anserini_jar().name,
-            "pyserini": metadata.version("pyserini"), "seconds": round(seconds, 1),
-        }, indent=2) + "\n")
-        try:
-            os.replace(staging / "index", index_dir)  # atomic: the folder appears complete or not at all
-        except OSError:
-            if not (index_dir / MARKER).is_file():
-                raise
-            log.info("BM25 index %s was completed by another process meanwhile; using it", index_dir)
-        log.info("BM25: indexed %d documents (%d empty, not searchable) in %.1f s", indexed, empty, seconds)
+        indexer = IndexCollection(args)
+        indexer.run()
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return index_dir
+        Configurator.setLevel("io.anserini", Level.INFO)
+    counters = indexer.getCounters()
+    indexed, empty = counters.indexed.get(), counters.empty.get()
+    failed = counters.errors.get() + counters.unindexable.get() + counters.skipped.get()
+    if failed or indexed + empty != written:
+        raise ElasticIRError(
+            f"Anserini indexed {indexed} of {written} documents into {index_dir} ({empty} empty, {failed} "
+            "failed or skipped); see the Java log above. Fix the offending documents and rebuild."
+        )
+    return indexed, empty
+
+
+def _move_into_place(built: Path, index_dir: Path) -> None:
+    """Atomic rename: the folder appears complete or not at all; a twin process finishing first is fine."""
+    try:
+        os.replace(built, index_dir)
+    except OSError:
+        if not (index_dir / MARKER).is_file():
+            raise
+        log.info("BM25 index %s was completed by another process meanwhile; using it", index_dir)
 
 
 def bm25_search(index_dir: Path, queries: dict[str, str], *, k: int = 1000, k1: float = 0.9, b: float = 0.4,

@@ -145,11 +145,32 @@ def _optimizer(model: SMAE, config: PretrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
+@dataclass
+class _Session:
+    """Everything one pre-training run holds while it trains."""
+
+    config: PretrainConfig
+    out: Path
+    files: list[Path]
+    st: object  # the SentenceTransformer whose first module is trained and saved
+    base_folder: Path
+    transformer_folder: Path
+    model: SMAE
+    heads_from: str | None
+    max_length: int
+    windows: TokenWindows
+    masker: Masker
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    device: torch.device
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / CHECKPOINT
+
+
 def pretrain(config: PretrainConfig) -> Path:
     """Pre-train (or resume, or reuse) the model described by `config`; return the output folder."""
-    from safetensors.torch import save_file
-    from transformers import get_cosine_schedule_with_warmup
-
     out = Path(config.out)
     root = Path(config.data_root) if config.data_root else data_root()
     files = [resolve_text_file(spec, root) for spec in config.data]
@@ -158,6 +179,18 @@ def pretrain(config: PretrainConfig) -> Path:
                     recompute=config.recompute):
         print(f"{out}: already pre-trained with this config (pass --recompute to train again)", file=sys.stderr)
         return out
+    session = _open_session(config, out, files)
+    progress = _resume(session)
+    _train_steps(session, progress)
+    _save_outputs(session, progress)
+    shutil.rmtree(session.checkpoint, ignore_errors=True)  # the finished model supersedes it
+    return out
+
+
+def _open_session(config: PretrainConfig, out: Path, files: list[Path]) -> _Session:
+    """Load the base model, wrap it with the SMAE heads, and build the data stream, masker and optimiser."""
+    from transformers import get_cosine_schedule_with_warmup
+
     device = torch.device(config.device) if config.device else default_device()
     st, base_folder = load_sentence_transformer(config.base, device)
     transformer_folder = Path(read_sentence_transformers_config(base_folder).get("transformer_path", base_folder))
@@ -168,22 +201,33 @@ def pretrain(config: PretrainConfig) -> Path:
     model = SMAE(encoder, pairs, decoder=config.method == "smae").to(device)
     heads_from = model.load_heads(read_head_weights([transformer_folder, base_folder / HEADS]))
     max_length = min(config.max_length or st.max_seq_length or 512, shape.max_position_embeddings)
-    windows = TokenWindows(files, tokenizer, max_length, seed=config.seed)
     masker = Masker(tokenizer.mask_token_id, len(tokenizer), config.encoder_mask,
                     config.decoder_mask if config.method == "smae" else None)
     optimizer = _optimizer(model, config)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * config.max_steps),
                                                 config.max_steps)
-    parameters = [p for group in optimizer.param_groups for p in group["params"]]
-    checkpoint = out / CHECKPOINT
-    if (checkpoint / "state.pt").is_file():
-        progress = _load_checkpoint(checkpoint, model, optimizer, scheduler)
+    return _Session(config, out, files, st, base_folder, transformer_folder, model, heads_from, max_length,
+                    TokenWindows(files, tokenizer, max_length, seed=config.seed), masker, optimizer, scheduler,
+                    device)
+
+
+def _resume(session: _Session) -> Progress:
+    """The progress of an interrupted run (model, optimiser, schedule and RNG restored), else a fresh one."""
+    if (session.checkpoint / "state.pt").is_file():
+        progress = _load_checkpoint(session.checkpoint, session.model, session.optimizer, session.scheduler)
         progress.resumed_at.append(progress.step)
-        print(f"{out}: resuming from step {progress.step}", file=sys.stderr)
-    else:
-        progress = Progress()
+        print(f"{session.out}: resuming from step {progress.step}", file=sys.stderr)
+        return progress
+    return Progress()
+
+
+def _train_steps(session: _Session, progress: Progress) -> None:
+    """Steps progress.step+1 .. max_steps: masked batch, loss, NaN-guarded update, log entries, checkpoints."""
+    config, model, device = session.config, session.model, session.device
+    tokenizer = session.st.tokenizer
+    parameters = [p for group in session.optimizer.param_groups for p in group["params"]]
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    batches = windows.batches(config.batch_size, tokenizer.pad_token_id, skip=progress.step)
+    batches = session.windows.batches(config.batch_size, tokenizer.pad_token_id, skip=progress.step)
     bar = tqdm(total=config.max_steps, initial=progress.step, desc=f"{config.method} pre-training",
                unit="step", disable=None)
     model.train()
@@ -191,37 +235,48 @@ def pretrain(config: PretrainConfig) -> Path:
     for step in range(progress.step + 1, config.max_steps + 1):
         input_ids, attention_mask, word_ids = next(batches)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        batch = masker(input_ids, attention_mask, word_ids, generator).to(device)
+        batch = session.masker(input_ids, attention_mask, word_ids, generator).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             terms = model.terms(batch)
             loss = model.combine(terms)
         loss.backward()
-        if not optimizer_step(optimizer, parameters, config.max_grad_norm):
+        if not optimizer_step(session.optimizer, parameters, config.max_grad_norm):
             progress.skipped_steps.append(step)
             log.warning("step %d: the gradient has a NaN/inf; optimiser step skipped (%d so far)",
                         step, len(progress.skipped_steps))
-        optimizer.zero_grad(set_to_none=True)
-        lr = scheduler.get_last_lr()[0]  # the rate this step used
-        scheduler.step()
+        session.optimizer.zero_grad(set_to_none=True)
+        lr = session.scheduler.get_last_lr()[0]  # the rate this step used
+        session.scheduler.step()
         progress.pending.append({"loss": loss.item(), **{name: value.item() for name, value in terms.items()}})
         progress.step = step
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % config.log_steps == 0 or step == config.max_steps:
-            pending = progress.pending
-            progress.losses.append({"step": step, "lr": lr,
-                                    **{key: sum(entry[key] for entry in pending) / len(pending) for key in pending[0]}})
-            progress.pending = []
-            if bar.disable:  # no terminal (a log file): one line per log entry instead of a bar
-                print(f"{config.method} step {step}/{config.max_steps}: loss {progress.losses[-1]['loss']:.4f}, "
-                      f"lr {lr:.2e}, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+            _log_entry(progress, config, lr, time.perf_counter() - started, to_stderr=bool(bar.disable))
         if step % config.checkpoint_steps == 0 and step < config.max_steps:
             progress.seconds = time.perf_counter() - started
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, progress)
+            _save_checkpoint(session.checkpoint, model, session.optimizer, session.scheduler, progress)
     bar.close()
     progress.seconds = time.perf_counter() - started
 
-    st.save(str(out), create_model_card=False)
+
+def _log_entry(progress: Progress, config: PretrainConfig, lr: float, seconds: float, *, to_stderr: bool) -> None:
+    """Average the pending per-step losses into one log entry; without a terminal also print it as a line."""
+    pending = progress.pending
+    progress.losses.append({"step": progress.step, "lr": lr,
+                            **{key: sum(entry[key] for entry in pending) / len(pending) for key in pending[0]}})
+    progress.pending = []
+    if to_stderr:  # no terminal (a log file): one line per log entry instead of a bar
+        print(f"{config.method} step {progress.step}/{config.max_steps}: loss {progress.losses[-1]['loss']:.4f}, "
+              f"lr {lr:.2e}, {seconds:.0f} s", file=sys.stderr, flush=True)
+
+
+def _save_outputs(session: _Session, progress: Progress) -> None:
+    """The sentence-transformers folder, the heads under smae_heads/, and the metadata that marks it finished."""
+    from safetensors.torch import save_file
+
+    config, out, model = session.config, session.out, session.model
+    session.st.save(str(out), create_model_card=False)
     heads = out / HEADS
     heads.mkdir(exist_ok=True)
     save_file({key: value.detach().contiguous().cpu() for key, value in model.head_state_dict().items()},
@@ -235,15 +290,16 @@ def pretrain(config: PretrainConfig) -> Path:
         "format": "elasticir-pretrained/1",
         "method": config.method,
         "created_at": datetime.now(UTC).isoformat(),
-        "base": {"name": config.base, "path": str(base_folder), "weights_sha256": weights_sha256(transformer_folder)},
-        "heads": {"path": HEADS, "loaded_from_base": heads_from},
+        "base": {"name": config.base, "path": str(session.base_folder),
+                 "weights_sha256": weights_sha256(session.transformer_folder)},
+        "heads": {"path": HEADS, "loaded_from_base": session.heads_from},
         "pairs": [list(cell) for cell in model.pairs],
-        "data": {"specs": config.data, "files": [file_checksum(path) for path in files]},
+        "data": {"specs": config.data, "files": [file_checksum(path) for path in session.files]},
         "steps": progress.step,
         "seed": config.seed,
         "lr": config.lr,
         "batch_size": config.batch_size,
-        "max_length": max_length,
+        "max_length": session.max_length,
         "config": config.numeric(),
         "losses": progress.losses,
         "skipped_nan_steps": progress.skipped_steps,
@@ -252,5 +308,3 @@ def pretrain(config: PretrainConfig) -> Path:
         **provenance(),
     }
     atomic_write(out / METADATA, json.dumps(metadata, indent=2))
-    shutil.rmtree(checkpoint, ignore_errors=True)  # the finished model supersedes it
-    return out

@@ -9,17 +9,19 @@ with paired tests over queries / pairs and Holm's correction per dataset (signif
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from elasticir.cells import Cell
+from elasticir.data.beir import judged_query_texts
+from elasticir.data.sts import load_sts
 from elasticir.errors import ElasticIRError
 from elasticir.report import figures, tables
-from elasticir.report.cost import EncoderShape, cell_costs, mean_token_length
+from elasticir.report.cost import EncoderShape, cell_costs, encode_flops_per_token, mean_token_length
 from elasticir.report.rundir import RunData, load_run, unique_labels
 from elasticir.report.significance import compare_runs, describe
 
@@ -39,26 +41,18 @@ def _shape(run: RunData, notes: list[str]) -> EncoderShape:
     return shape
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def _texts(run: RunData, dataset: str) -> list[str]:
     """The texts a cell encodes per example: STS sentences; retrieval test queries (those with qrels)."""
     record = next(d for d in run.board.datasets if d.name == dataset)
     paths = [Path(f.path) for f in record.files]
     try:
         if record.task == "sts":
-            rows = _read_jsonl(paths[0])
-            return [r["sentence1"] for r in rows] + [r["sentence2"] for r in rows]
+            pairs = load_sts(paths[0])
+            return list(pairs.sentence1) + list(pairs.sentence2)
         queries = next(p for p in paths if p.name.startswith("queries"))
-        qrels = next((p for p in paths if p.suffix == ".tsv"), None)
-        judged = set(pd.read_csv(qrels, sep="\t", dtype=str).iloc[:, 0]) if qrels else None
-        return [r["text"] for r in _read_jsonl(queries) if judged is None or str(r["_id"]) in judged]
-    except (OSError, StopIteration, KeyError, ValueError, IndexError):
-        return []
+        return judged_query_texts(queries, next((p for p in paths if p.suffix == ".tsv"), None))
+    except (OSError, StopIteration, IndexError, ElasticIRError):
+        return []  # no files recorded, or the data moved or changed since the run: the caller falls back to a stated default length
 
 
 def _n_docs(run: RunData, dataset: str) -> int | None:
@@ -155,6 +149,29 @@ def _mean_grid(run: RunData, datasets: Sequence[str]) -> pd.DataFrame:
     return sum(run.grid(d) for d in datasets) / len(datasets)
 
 
+@dataclass
+class _Report:
+    """What every section of one report reads: the runs, the comparison with the baseline, and the writer."""
+
+    run: RunData
+    baseline: RunData | None
+    runs: list[RunData]
+    writer: _Writer
+    notes: list[str]
+    costs: dict[str, pd.DataFrame]
+    alpha: float
+    comparison: pd.DataFrame | None = None
+    sig_note: str = ""
+
+    @property
+    def fig_dir(self) -> Path:
+        return self.writer.out / "figures"
+
+    @property
+    def compared(self) -> bool:
+        return self.comparison is not None and not self.comparison.empty
+
+
 def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | Path | None = None,
                  cost: str = "flops", *, extra_runs: Sequence[str | Path] = (), test: str = "ttest",
                  alpha: float = 0.05, n_resamples: int = 2000, seed: int = 0) -> list[Path]:
@@ -166,59 +183,78 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
     """
     if cost not in COSTS:
         raise ElasticIRError(f"cost must be one of {', '.join(COSTS)}; got {cost!r}")
+    report = _open_report(run_dir, baseline_dir, extra_runs, Path(out_dir), alpha)
+    _write_header(report)
+    _compare_with_baseline(report, test=test, n_resamples=n_resamples, seed=seed)
+    _write_heatmaps(report)
+    _write_differences(report)
+    _write_pareto(report, cost)
+    _write_diagonal(report)
+    _write_tables(report)
+    return _finish(report)
+
+
+def _open_report(run_dir, baseline_dir, extra_runs, out: Path, alpha: float) -> _Report:
+    """Load the runs (distinct labels), create the output folders and write every run's cost table."""
     run = load_run(run_dir)
     baseline = load_run(baseline_dir) if baseline_dir else None
     runs = [run] + ([baseline] if baseline else []) + [load_run(r) for r in extra_runs]
     unique_labels(runs)
-    out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    writer, notes = _Writer(out), []
-    fig_dir = out / "figures"
-
-    costs = {r.label: cost_table(r, notes) for r in runs}
+    notes: list[str] = []
+    report = _Report(run, baseline, runs, _Writer(out), notes, {r.label: cost_table(r, notes) for r in runs}, alpha)
     cost_path = out / "costs.csv"
-    pd.concat(costs.values(), ignore_index=True).to_csv(cost_path, index=False)
-    writer.paths.append(cost_path)
+    pd.concat(report.costs.values(), ignore_index=True).to_csv(cost_path, index=False)
+    report.writer.paths.append(cost_path)
+    return report
 
-    model = run.board.model
-    writer.text(f"# Report: {run.label}\n\nRun `{run.board.run_id}` ({run.dir}); model {model.name} "
-                f"({model.num_layers} layers x {model.hidden_size} dims, {model.pooling} pooling, weights sha256 "
-                f"{model.weights_sha256[:12]}); grid layers {list(run.board.grid.layers)} x dims "
-                f"{list(run.board.grid.dims)}; pair list {' '.join(f'({a},{b})' for a, b in run.pairs)}.")
+
+def _write_header(report: _Report) -> None:
+    run, model = report.run, report.run.board.model
+    report.writer.text(
+        f"# Report: {run.label}\n\nRun `{run.board.run_id}` ({run.dir}); model {model.name} "
+        f"({model.num_layers} layers x {model.hidden_size} dims, {model.pooling} pooling, weights sha256 "
+        f"{model.weights_sha256[:12]}); grid layers {list(run.board.grid.layers)} x dims "
+        f"{list(run.board.grid.dims)}; pair list {' '.join(map(str, run.pairs))}.")
     outside = [p for p in run.pairs if p not in run.pairs_in_grid()]
     if outside:
-        notes.append(f"{run.label}: pair-list cells {', '.join(map(str, outside))} are not in the evaluated grid "
-                     "(not outlined, not in the diagonal).")
+        report.notes.append(f"{run.label}: pair-list cells {', '.join(map(str, outside))} are not in the evaluated "
+                            "grid (not outlined, not in the diagonal).")
 
-    # --- significance -----------------------------------------------------------------------------------------
-    comparison, sig_note = None, ""
-    if baseline is not None:
-        shared = sorted(set(run.grid_cells) & set(baseline.grid_cells))
-        shared_data = [d for d in run.datasets if d in baseline.tasks]
-        if not shared or not shared_data:
-            notes.append(f"{run.label} and {baseline.label} share no cells or datasets: no comparison.")
-        else:
-            only_run = len(run.grid_cells) - len(shared)
-            only_base = len(baseline.grid_cells) - len(shared)
-            notes.append(f"Comparison with {baseline.label} ({baseline.board.run_id}): only the {len(shared)} "
-                         f"cells both grids have are compared ({only_run} cells of {run.label} and {only_base} of "
-                         f"{baseline.label} have no counterpart); datasets {', '.join(shared_data)}.")
-            comparison = compare_runs(run, baseline, test=test, alpha=alpha, n_resamples=n_resamples, seed=seed)
-            sig_note = describe(comparison, alpha)
-            sig_path = out / "significance.csv"
-            comparison.to_csv(sig_path, index=False)
-            writer.paths.append(sig_path)
-            missing = comparison[comparison.p.isna()].dataset.unique()
-            if len(missing):
-                notes.append(f"No per-query / per-pair files for {', '.join(missing)}: those cells are not tested.")
 
-    # --- heatmaps -----------------------------------------------------------------------------------------------
+def _compare_with_baseline(report: _Report, *, test: str, n_resamples: int, seed: int) -> None:
+    """Paired tests at the cells both grids have (significance.csv); notes say what could not be compared."""
+    run, baseline, notes = report.run, report.baseline, report.notes
+    if baseline is None:
+        return
+    shared = sorted(set(run.grid_cells) & set(baseline.grid_cells))
+    shared_data = [d for d in run.datasets if d in baseline.tasks]
+    if not shared or not shared_data:
+        notes.append(f"{run.label} and {baseline.label} share no cells or datasets: no comparison.")
+        return
+    only_run = len(run.grid_cells) - len(shared)
+    only_base = len(baseline.grid_cells) - len(shared)
+    notes.append(f"Comparison with {baseline.label} ({baseline.board.run_id}): only the {len(shared)} "
+                 f"cells both grids have are compared ({only_run} cells of {run.label} and {only_base} of "
+                 f"{baseline.label} have no counterpart); datasets {', '.join(shared_data)}.")
+    comparison = compare_runs(run, baseline, test=test, alpha=report.alpha, n_resamples=n_resamples, seed=seed)
+    report.comparison, report.sig_note = comparison, describe(comparison, report.alpha)
+    sig_path = report.writer.out / "significance.csv"
+    comparison.to_csv(sig_path, index=False)
+    report.writer.paths.append(sig_path)
+    missing = comparison[comparison.p.isna()].dataset.unique()
+    if len(missing):
+        notes.append(f"No per-query / per-pair files for {', '.join(missing)}: those cells are not tested.")
+
+
+def _write_heatmaps(report: _Report) -> None:
+    """One layer x dim heatmap per dataset, then the means over each task's datasets (and over all)."""
+    run, writer = report.run, report.writer
     writer.text("## Layer x dim grids")
-    pairs = run.pairs
     for dataset in run.datasets:
         metric = run.metric(dataset)
-        paths = figures.heatmap(run.grid(dataset), fig_dir / f"heatmap_{dataset}",
-                                title=f"{run.label}: {dataset}", colorbar_label=metric, pairs=pairs)
+        paths = figures.heatmap(run.grid(dataset), report.fig_dir / f"heatmap_{dataset}",
+                                title=f"{run.label}: {dataset}", colorbar_label=metric, pairs=run.pairs)
         writer.figure(paths, f"{run.label} on {dataset} ({run.tasks[dataset]}, {run.n_examples(dataset)} "
                              f"{'queries' if run.tasks[dataset] == 'retrieval' else 'pairs'}): {metric} of every "
                              f"cell (layer L runs the first L layers, d keeps the first d dims). Outlined: the "
@@ -231,83 +267,88 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
         groups["mean of main metrics"] = run.datasets
     for name, members in groups.items():
         stem = "heatmap_mean-" + ("all" if name.startswith("mean of") else name.split()[0].lower())
-        paths = figures.heatmap(_mean_grid(run, members), fig_dir / stem, title=f"{run.label}: {name}",
-                                colorbar_label="mean", pairs=pairs)
+        paths = figures.heatmap(_mean_grid(run, members), report.fig_dir / stem, title=f"{run.label}: {name}",
+                                colorbar_label=name, pairs=run.pairs)
         writer.figure(paths, f"{run.label}: unweighted mean over {', '.join(members)} of each dataset's main "
                              "metric (Spearman for STS, nDCG@10 for retrieval). An average hides per-dataset "
                              "collapses: see the per-dataset heatmaps. Outlined: pair-list cells.")
 
-    # --- differences ----------------------------------------------------------------------------------------------
-    if comparison is not None and not comparison.empty:
-        writer.text(f"## {run.label} minus {baseline.label}")
-        for dataset, rows in comparison.groupby("dataset", sort=False):
-            diff = rows.pivot(index="layer", columns="dim", values="diff").reindex(
-                index=list(run.board.grid.layers), columns=list(run.board.grid.dims))
-            diff = diff.dropna(how="all").dropna(axis=1, how="all")  # only layers / dims the baseline has
-            sig = rows.pivot(index="layer", columns="dim", values="significant")
-            test_name = rows.test.iloc[0]
-            sub_note = describe(rows, alpha)
-            legend = (f"Difference {run.label} \u2212 {baseline.label} in {rows.metric.iloc[0]} (blue: {run.label} "
-                      f"better). * = significant ({sub_note}). Only cells both grids have are shown and tested.")
-            paths = figures.diff_heatmap(diff, sig, fig_dir / f"diff_{dataset}",
-                                         title=f"{dataset}: {run.label} \u2212 {baseline.label}",
-                                         colorbar_label=f"\u0394 {rows.metric.iloc[0]}", legend=legend, pairs=pairs)
-            n_sig = int(rows.significant.sum())
-            writer.figure(paths, legend + f" {n_sig} of {len(rows)} shared cells significant ({test_name}).")
-        if comparison.dataset.nunique() > 1:
-            mean = comparison.groupby(["layer", "dim"])["diff"].mean().unstack().reindex(
-                index=list(run.board.grid.layers), columns=list(run.board.grid.dims))
-            mean = mean.dropna(how="all").dropna(axis=1, how="all")
-            legend = (f"Mean over {comparison.dataset.nunique()} datasets of the difference {run.label} \u2212 "
-                      f"{baseline.label} in each dataset's main metric. No significance marks here: the tests are "
-                      "per dataset (see the per-dataset panels). Only cells both grids have are shown.")
-            paths = figures.diff_heatmap(mean, mean.notna() & False, fig_dir / "diff_mean",
-                                         title=f"mean: {run.label} \u2212 {baseline.label}",
-                                         colorbar_label="\u0394 mean", legend=legend, pairs=pairs)
-            writer.figure(paths, legend)
 
-    # --- Pareto ---------------------------------------------------------------------------------------------------
-    writer.text(f"## Effectiveness vs cost ({cost})")
+def _write_differences(report: _Report) -> None:
+    """Difference heatmaps (run - baseline) per dataset with significance marks, and their mean."""
+    if not report.compared:
+        return
+    run, baseline, comparison, writer = report.run, report.baseline, report.comparison, report.writer
+    layers, dims = list(run.board.grid.layers), list(run.board.grid.dims)
+    writer.text(f"## {run.label} minus {baseline.label}")
+    for dataset, rows in comparison.groupby("dataset", sort=False):
+        diff = rows.pivot(index="layer", columns="dim", values="diff").reindex(index=layers, columns=dims)
+        diff = diff.dropna(how="all").dropna(axis=1, how="all")  # only layers / dims the baseline has
+        sig = rows.pivot(index="layer", columns="dim", values="significant")
+        legend = (f"Difference {run.label} \u2212 {baseline.label} in {rows.metric.iloc[0]} (blue: {run.label} "
+                  f"better). * = significant ({describe(rows, report.alpha)}). Only cells both grids have are "
+                  "shown and tested.")
+        paths = figures.diff_heatmap(diff, sig, report.fig_dir / f"diff_{dataset}",
+                                     title=f"{dataset}: {run.label} \u2212 {baseline.label}",
+                                     colorbar_label=f"\u0394 {rows.metric.iloc[0]}", legend=legend, pairs=run.pairs)
+        n_sig = int(rows.significant.sum())
+        writer.figure(paths, legend + f" {n_sig} of {len(rows)} shared cells significant ({rows.test.iloc[0]}).")
+    if comparison.dataset.nunique() > 1:
+        mean = comparison.groupby(["layer", "dim"])["diff"].mean().unstack().reindex(index=layers, columns=dims)
+        mean = mean.dropna(how="all").dropna(axis=1, how="all")
+        legend = (f"Mean over {comparison.dataset.nunique()} datasets of the difference {run.label} \u2212 "
+                  f"{baseline.label} in each dataset's main metric. No significance marks here: the tests are "
+                  "per dataset (see the per-dataset panels). Only cells both grids have are shown.")
+        paths = figures.diff_heatmap(mean, mean.notna() & False, report.fig_dir / "diff_mean",
+                                     title=f"mean: {run.label} \u2212 {baseline.label}",
+                                     colorbar_label="\u0394 mean of main metrics", legend=legend, pairs=run.pairs)
+        writer.figure(paths, legend)
+
+
+def _write_pareto(report: _Report, cost: str) -> None:
+    """Per dataset: every cell of every run at its cost, each run's Pareto front connected, BM25 dashed."""
+    run = report.run
+    report.writer.text(f"## Effectiveness vs cost ({cost})")
     for dataset in run.datasets:
         task = run.tasks[dataset]
         series, phrase, xlabel = [], None, None
-        for r in runs:
+        for r in report.runs:
             if dataset not in r.tasks:
                 continue
-            c = costs[r.label][costs[r.label].dataset == dataset].reset_index(drop=True)
+            c = report.costs[r.label][report.costs[r.label].dataset == dataset].reset_index(drop=True)
             axis = _cost_axis(cost, task, c)
             if axis is None:
                 continue
             x, xlabel, phrase = axis
-            cells = list(zip(c.layer.astype(int), c.dim.astype(int)))
+            cells = [Cell(int(layer), int(dim)) for layer, dim in zip(c.layer, c.dim)]
             series.append({"label": r.label, "cost": x, "value": [r.value(dataset, cell) for cell in cells],
                            "cells": cells, "full": r.full_cell})
         if not series:
-            notes.append(f"{dataset}: no {cost} cost recorded for {task} cells; no Pareto plot (use --cost flops).")
+            report.notes.append(f"{dataset}: no {cost} cost recorded for {task} cells; no Pareto plot "
+                                "(use --cost flops).")
             continue
         bm25 = (run.bm25(dataset) or {}).get(run.metric(dataset))
         caption = (f"{dataset}: {run.metric(dataset)} against cost ({phrase}); every cell of every run is a point, "
-                   f"each run's Pareto-optimal cells (costs within 1% count as equal) are connected and labelled L,d where "
-                   f"space allows; stars: full models"
+                   f"each run's Pareto-optimal cells (costs within 1% count as equal) are connected and labelled L,d "
+                   f"where space allows; stars: full models"
                    + (f"; dashed line: BM25 (pyserini, flat, {bm25:.4f}; no dense cost)" if bm25 else "") + ".")
-        paths = figures.pareto(series, fig_dir / f"pareto_{dataset}_{cost}", title=dataset, xlabel=xlabel,
+        paths = figures.pareto(series, report.fig_dir / f"pareto_{dataset}_{cost}", title=dataset, xlabel=xlabel,
                                ylabel=run.metric(dataset), reference={"BM25": bm25} if bm25 else None,
                                log_x=True)
-        writer.figure(paths, caption)
+        report.writer.figure(paths, caption)
 
-    # --- diagonal curves ---------------------------------------------------------------------------------------------
-    panels = []
+
+def _write_diagonal(report: _Report) -> None:
+    """Each run's pair-list cells, small to large, against analytic encoder FLOPs per token."""
+    run, panels = report.run, []
     sts = [d for d in run.datasets if run.tasks[d] == "sts"]
     for dataset in run.datasets + (["STS mean"] if len(sts) > 1 else []):
         series = []
-        for r in runs:
-            members = sts if dataset == "STS mean" else [dataset]
+        members = sts if dataset == "STS mean" else [dataset]
+        for r in report.runs:
             if not all(d in r.tasks for d in members):
                 continue
-            cells = r.pairs_in_grid()
-            shape = _shape(r, [])
-            from elasticir.report.cost import encode_flops_per_token
-
+            cells, shape = r.pairs_in_grid(), _shape(r, [])
             x = [encode_flops_per_token(shape, layer, CURVE_SEQ_LEN, r.board.model.pooling) / 1e6 for layer, _ in cells]
             y = [float(np.mean([r.value(d, cell) for d in members])) for cell in cells]
             series.append({"label": r.label, "x": x, "y": y, "cells": cells})
@@ -315,27 +356,35 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
         panels.append({"title": dataset, "ylabel": "mean Spearman" if dataset == "STS mean" else run.metric(dataset),
                        "series": series, "reference": {"BM25": bm25} if bm25 else None})
     if panels:
-        paths = figures.diagonal_curves(panels, fig_dir / "diagonal",
+        paths = figures.diagonal_curves(panels, report.fig_dir / "diagonal",
                                         xlabel=f"encoder MFLOPs per token (n={CURVE_SEQ_LEN})")
-        writer.figure(paths, "Each run's pair-list (diagonal) cells, small to large, against analytic encoder "
-                             f"FLOPs per token ({CURVE_SEQ_LEN}-token sequences; the dim d does not change encoder "
-                             "FLOPs); points labelled L,d; dashed: BM25.")
+        report.writer.figure(paths, "Each run's pair-list (diagonal) cells, small to large, against analytic encoder "
+                                    f"FLOPs per token ({CURVE_SEQ_LEN}-token sequences; the dim d does not change "
+                                    "encoder FLOPs); points labelled L,d; dashed: BM25.")
 
-    # --- tables -------------------------------------------------------------------------------------------------------
+
+def _write_tables(report: _Report) -> None:
+    """Per-dataset grid tables, the diagonal table and (with a baseline) the comparison table."""
+    run, comparison, writer, alpha = report.run, report.comparison, report.writer, report.alpha
     writer.text("## Tables")
     for dataset in run.datasets:
-        own = comparison[comparison.dataset == dataset] if comparison is not None and not comparison.empty else None
+        own = comparison[comparison.dataset == dataset] if report.compared else None
         latex, markdown = tables.grid_table(run, dataset, own, describe(own, alpha) if own is not None else "")
         writer.table(f"grid_{dataset}", latex, markdown, f"{dataset} grid")
-    latex, markdown = tables.diagonal_table(runs, run.datasets, comparison, sig_note)
+    latex, markdown = tables.diagonal_table(report.runs, run.datasets, comparison, report.sig_note)
     writer.table("diagonal", latex, markdown, "Diagonal (pair-list) cells")
-    if comparison is not None and not comparison.empty:
-        latex, markdown = tables.comparison_table(comparison, run.label, baseline.label)
-        writer.table("comparison", latex, markdown, f"{run.label} vs {baseline.label} at shared cells ({sig_note})")
+    if report.compared:
+        latex, markdown = tables.comparison_table(comparison, run.label, report.baseline.label)
+        writer.table("comparison", latex, markdown,
+                     f"{run.label} vs {report.baseline.label} at shared cells ({report.sig_note})")
 
-    if notes:
-        writer.text("## Notes\n\n" + "\n".join(f"- {n}" for n in dict.fromkeys(notes)))
-    report = out / "report.md"
-    report.write_text("\n".join(writer.sections))
-    writer.paths.append(report)
+
+def _finish(report: _Report) -> list[Path]:
+    """The notes section and report.md itself; every written file."""
+    writer = report.writer
+    if report.notes:
+        writer.text("## Notes\n\n" + "\n".join(f"- {n}" for n in dict.fromkeys(report.notes)))
+    path = writer.out / "report.md"
+    path.write_text("\n".join(writer.sections))
+    writer.paths.append(path)
     return writer.paths

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from elasticir.cells import Cell, Grid
 from elasticir.errors import ElasticIRError
 from elasticir.results.schema import Leaderboard, load_leaderboard
 
-Cell = tuple[int, int]
-
 
 def read_csv_any(path: Path) -> pd.DataFrame:
-    """A CSV whether or not it is really gzipped (the runner writes per_query.csv.gz as plain text)."""
+    """A CSV whether or not it is really gzipped (runs before per-query files were compressed wrote plain text
+    under the .csv.gz name; they still load)."""
     with open(path, "rb") as handle:
         gzipped = handle.read(2) == b"\x1f\x8b"
     return pd.read_csv(path, dtype={"query_id": str}, compression="gzip" if gzipped else None)
@@ -42,15 +42,15 @@ class RunData:
     @property
     def full_cell(self) -> Cell:
         """The full model: deepest layer at full width (the reference point of every figure)."""
-        return (self.board.model.num_layers, self.board.model.hidden_size)
+        return Cell(self.board.model.num_layers, self.board.model.hidden_size)
 
     @property
     def pairs(self) -> list[Cell]:
-        return [(int(layer), int(dim)) for layer, dim in self.board.grid.pairs]
+        return [Cell(int(layer), int(dim)) for layer, dim in self.board.grid.pairs]
 
     @property
     def grid_cells(self) -> list[Cell]:
-        return [(layer, dim) for layer in self.board.grid.layers for dim in self.board.grid.dims]
+        return Grid(tuple(self.board.grid.layers), tuple(self.board.grid.dims)).cells
 
     def pairs_in_grid(self) -> list[Cell]:
         present = set(self.grid_cells)
@@ -120,7 +120,7 @@ class RunData:
         if not path.is_file():
             return None
         with np.load(path) as data:
-            return data["cosines"], data["gold"], [tuple(int(v) for v in c) for c in data["cells"]]
+            return data["cosines"], data["gold"], [Cell(*(int(v) for v in c)) for c in data["cells"]]
 
 
 def load_run(run_dir: str | Path, label: str | None = None) -> RunData:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from elasticir.cells import Cell, dim_label, layer_label
 from elasticir.report.figures import fmt_value
 
 UP, DOWN = "\u2191", "\u2193"
@@ -83,12 +84,12 @@ def render(values: pd.DataFrame, *, row_header: str, marks: pd.DataFrame | None 
 def grid_table(run, dataset: str, comparison: pd.DataFrame | None = None, sig_note: str = "") -> tuple[str, str]:
     """Layer x dim table of one dataset's main metric, best layer per dim column in bold."""
     grid = run.grid(dataset)
-    grid.index = [f"L={layer}" for layer in grid.index]
-    grid.columns = [f"d={dim}" for dim in grid.columns]
+    grid.index = [layer_label(layer) for layer in grid.index]
+    grid.columns = [dim_label(dim) for dim in grid.columns]
     marks = pd.DataFrame("", index=grid.index, columns=grid.columns)
     for (layer, dim), arrow in marks_from(comparison, dataset).items():
-        if f"L={layer}" in marks.index and f"d={dim}" in marks.columns:
-            marks.at[f"L={layer}", f"d={dim}"] = arrow
+        if layer_label(layer) in marks.index and dim_label(dim) in marks.columns:
+            marks.at[layer_label(layer), dim_label(dim)] = arrow
     caption = (f"{run.label} on {dataset}: {run.metric(dataset)} at every cell (layer L x dim d); "
                f"bold = best layer for each dim.")
     if comparison is not None and not comparison.empty:
@@ -133,7 +134,7 @@ def comparison_table(comparison: pd.DataFrame, run_label: str, baseline_label: s
     for _, r in comparison.iterrows():
         ci = (f"[{fmt_value(r.ci_low, 4, True)}, {fmt_value(r.ci_high, 4, True)}]"
               if pd.notna(r.ci_low) else "--")
-        cells = [r.dataset, f"({r.layer},{r.dim})", fmt_value(r.value, 4), fmt_value(r.baseline, 4),
+        cells = [r.dataset, str(Cell(r.layer, r.dim)), fmt_value(r.value, 4), fmt_value(r.baseline, 4),
                  fmt_value(r["diff"], 4, True) + ("*" if r.significant else ""), ci,
                  f"{r.p:.2g}" if pd.notna(r.p) else "--", f"{r.p_holm:.2g}" if pd.notna(r.p_holm) else "--", r.test]
         md.append("| " + " | ".join(cells) + " |")

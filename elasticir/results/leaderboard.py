@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from elasticir.cells import Cell
 from elasticir.errors import ElasticIRError
 from elasticir.results.schema import Leaderboard, load_leaderboard
 
@@ -120,7 +121,7 @@ def _baselines(boards: Sequence[Leaderboard], dataset: str, metric: str) -> list
 
 
 def _cell_name(cell: tuple[int, int]) -> str:
-    return f"L{cell[0]}·d{cell[1]}"
+    return str(Cell(*cell))
 
 
 def build_tables(boards: Sequence[Leaderboard]) -> list[Table]:

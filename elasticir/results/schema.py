@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from elasticir.cells import Cell, cell_range_error
 from elasticir.errors import ElasticIRError
 
 SCHEMA_VERSION = "1.0"
@@ -129,8 +130,8 @@ class Leaderboard(_Strict):
         for cell in self.results:
             if cell.dataset not in names:
                 raise ValueError(f"result for dataset {cell.dataset!r} which is not listed under datasets")
-            if not (1 <= cell.layer <= self.model.num_layers and 1 <= cell.dim <= self.model.hidden_size):
-                raise ValueError(f"cell ({cell.layer},{cell.dim}) is outside the model's shape")
+            if message := cell_range_error(cell.layer, cell.dim, self.model.num_layers, self.model.hidden_size):
+                raise ValueError(f"result cell {Cell(cell.layer, cell.dim)}: {message}")
         return self
 
 

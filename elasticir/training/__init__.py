@@ -1,4 +1,5 @@
-"""Training elastic encoders (issue 5): the losses of every fine-tuning method in docs/METHODS.md."""
+"""Training elastic encoders: the losses of every fine-tuning method (plain, MRL, 2DMSE, Starbucks SRL, full-grid
+SRL), each wrapping a sentence-transformers base loss, and the trainer that drives them."""
 
 from elasticir.training.losses import (
     ElasticLoss,

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from elasticir.cells import Cell, Grid, default_pairs
+from elasticir.cells import Cell, Grid, default_pairs, validate_cells
 from elasticir.encoders import (
     DEFAULT_MODEL,
     load_sentence_transformer,
@@ -142,8 +142,7 @@ def load_base(config: TrainConfig):
         if config.cell is None:
             raise ElasticIRError("truncate_layers needs the trained cell (L, d): set cell")
         layer = config.cell[0]
-        if not 1 <= layer <= shape.num_hidden_layers:
-            raise ElasticIRError(f"cell {tuple(config.cell)}: this model has layers 1..{shape.num_hidden_layers}")
+        validate_cells([Cell(*config.cell)], shape.num_hidden_layers, shape.hidden_size)
         del transformer_blocks(model[0].auto_model, shape.num_hidden_layers)[layer:]
         shape.num_hidden_layers = layer
     return model, folder
@@ -239,7 +238,7 @@ def train_separate(config: TrainConfig, cells: list[tuple[int, int]], *, variant
     folders: list[Path] = []
     for layer, dim in cells:
         if variant == "exact":
-            cell, name = (layer, dim), f"L{layer}-d{dim}"
+            cell, name = (layer, dim), Cell(layer, dim).slug
         else:
             cell, name = (layer, _hidden_size(config.base)), f"L{layer}-full-width"
         folder = Path(config.out) / name
