@@ -509,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         f"<= {TARGET_A:.2f}",
         ratio_a["median"] <= TARGET_A,
     )
+    if one_thread:
+        add("A, in CPU seconds", per_cpu("grid", base), "{:.3f}", "", None)
     for layer in range(1, N + 1):
         target = layer / N + TARGET_B_SLACK
         note = "  (baseline itself)" if layer == N else ""
