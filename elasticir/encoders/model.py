@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from elasticir.cells import Cell, validate_cells, validate_dim
-from elasticir.encoders import batching, varlen
+from elasticir.encoders import batching, tokens, varlen
 from elasticir.encoders.onnx import OnnxLayers, check_backend
 from elasticir.errors import ElasticIRError
 from elasticir.io import sha256_of_files
@@ -246,6 +246,8 @@ def default_dtype(device: torch.device) -> torch.dtype:
 class ElasticEncoder:
     """A Hugging Face encoder whose every layer is a pooled sentence embedding, computed with early exit."""
 
+    tokenize_workers: int | None = None  # processes tokenizing for iter_encode; None: `tokens.auto_workers`
+
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
@@ -395,8 +397,21 @@ class ElasticEncoder:
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, truncation=True, max_length=self.info.max_length)["input_ids"]
 
-    def _forward_batch(self, sequences: list[list[int]], layers: Sequence[int], packed: bool | None = None
-                       ) -> torch.Tensor:
+    def _standalone_tokenizer(self):
+        """The fast tokenizer's Rust backend at this encoder's max length (cached per length; None if slow)."""
+        cached = getattr(self, "_standalone", None)
+        if cached is None or cached[0] != self.info.max_length:
+            self._standalone = cached = (self.info.max_length,
+                                         tokens.standalone_tokenizer(self.tokenizer, self.info.max_length))
+        return cached[1]
+
+    def _window_ids(self, texts: list[str]) -> tokens.TokenArrays | list[list[int]]:
+        """A window's ids as arrays (`tokens`); the same ids as `_token_ids`."""
+        standalone = self._standalone_tokenizer()
+        return self._token_ids(texts) if standalone is None else tokens.encode_arrays(standalone, texts)
+
+    def _forward_batch(self, sequences: batching.TokenBatch | list[list[int]], layers: Sequence[int],
+                       packed: bool | None = None) -> torch.Tensor:
         """[layers, batch, hidden] float32 on the device for one batch of token ids, padded or packed."""
         if self.packed if packed is None else packed:
             pooled = self.forward_packed(batching.to_device(batching.pack(sequences), self.device), layers)
@@ -430,13 +445,17 @@ class ElasticEncoder:
         corpora of any size to disk without holding them in memory. A bar on terminals, log lines elsewhere.
         On CUDA the pooled outputs of a batch are copied to pinned host memory without waiting, and read only
         after the next batch is queued, so the device never waits for the host (one sync per batch, not per
-        layer); the next window of texts is tokenized in a background thread meanwhile (see `batching`).
+        layer); the next windows of texts are tokenized meanwhile, in a background thread or, for large inputs
+        on an accelerator, in worker processes (see `batching` and `tokens`).
         """
         layers = sorted(set(layers))
         bar = progress(total=len(texts), desc=desc, unit="text", enabled=show_progress)
+        workers = self.tokenize_workers
         batches = batching.iter_batches(
-            texts if not prompt else [prompt + text for text in texts], self._token_ids, batch_size=batch_size,
-            max_tokens=self.max_tokens_per_batch, packed=self.packed, window=max(8 * batch_size, 4096))
+            texts if not prompt else [prompt + text for text in texts], self._window_ids, batch_size=batch_size,
+            max_tokens=self.max_tokens_per_batch, packed=self.packed, window=max(8 * batch_size, 4096),
+            standalone=self._standalone_tokenizer(),
+            workers=tokens.auto_workers(len(texts), self.device.type) if workers is None else workers)
         pending = None
         with torch.inference_mode():
             for rows, sequences in batches:

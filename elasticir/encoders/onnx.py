@@ -181,7 +181,7 @@ class OnnxLayers:
         """{layer: pooled float32 [batch, hidden]} from one run of the cut graph."""
         layers = sorted(set(layers))
         self.encoder.check_cells(Cell(layer, 1) for layer in layers)
-        feed = {name: tensor.numpy() for name, tensor in batch.items()}
+        feed = {name: tensor.numpy().astype(np.int64, copy=False) for name, tensor in batch.items()}  # graph: int64
         if "token_type_ids" not in feed:
             feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
         outputs = self.session(layers).run(None, feed)
