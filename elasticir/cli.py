@@ -9,13 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from elasticir.cells import parse_int_list, parse_pairs
+from elasticir.cells import Cell, parse_int_list, parse_pairs
 from elasticir.cli_support import friendly_errors, load_config
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 eval_app = typer.Typer(help="Run one evaluation stage over the (layer, dim) grid.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
-out = Console(soft_wrap=True)  # long output paths stay on one line when piped (rich would wrap them at 80)
+# long output paths stay on one line when piped (rich would wrap them at 80); paths and dataset names may
+# contain [brackets], which are text, not markup
+out = Console(soft_wrap=True, markup=False)
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id, local folder, or a folder name under $ELASTICIR_MODELS "
                                                     "(default: sentence-transformers/all-MiniLM-L6-v2).")]
@@ -109,7 +111,7 @@ def _print_ann_costs(board, cells) -> None:
     for row in cells.dropna(subset=["search_qps"]).to_dict("records"):
         if (row["layer"], row["dim"]) not in shown:
             continue
-        out.print(f"  L{row['layer']} d{row['dim']} {board.config['index']}: {row['search_qps']:.0f} QPS, "
+        out.print(f"  {Cell(row['layer'], row['dim'])} {board.config['index']}: {row['search_qps']:.0f} QPS, "
                   f"p50 {row.get('latency_p50_ms', float('nan')):.2f} ms")
 
 
@@ -159,11 +161,8 @@ def run_command(
 ) -> None:
     """The main job: every (layer, dim) cell on STS (STSb, STS12, SICK-R) and SciFact (dense grid + BM25)."""
     _run(_config(
-        config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
-        pairs=parse_pairs(pairs) if pairs else None, sts=_split(sts), retrieval=_split(retrieval), index=index,
-        flat_backend=flat_backend, k=k, bm25=bm25,
-        data_root=str(data_root) if data_root else None, out=str(out_dir) if out_dir else None,
-        batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
+        config, model=model, layers=layers, dims=dims, pairs=pairs, sts=sts, retrieval=retrieval, index=index,
+        flat_backend=flat_backend, k=k, bm25=bm25, data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
         pooling=pooling, device=device, backend=backend, seed=seed, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
     ), report=report)
@@ -189,9 +188,8 @@ def eval_sts(
 ) -> None:
     """STS only: Spearman and Pearson of cosine for every cell (MTEB protocol)."""
     _run(_config(
-        config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
-        sts=_split(datasets), retrieval=[], data_root=str(data_root) if data_root else None,
-        out=str(out_dir) if out_dir else None, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+        config, model=model, layers=layers, dims=dims, sts=datasets, retrieval=[], data_root=data_root,
+        out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
     ))
 
@@ -227,10 +225,9 @@ def eval_retrieval(
 ) -> None:
     """Retrieval only: index every cell, search, evaluate with ir-measures (nDCG@10, RR@10, R@100, R@1000)."""
     _run(_config(
-        config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
-        sts=[], retrieval=_split(dataset), index=index, flat_backend=flat_backend, k=k, bm25=bm25,
-        query_prompt=query_prompt, doc_prompt=doc_prompt, data_root=str(data_root) if data_root else None,
-        out=str(out_dir) if out_dir else None, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+        config, model=model, layers=layers, dims=dims, sts=[], retrieval=dataset, index=index,
+        flat_backend=flat_backend, k=k, bm25=bm25, query_prompt=query_prompt, doc_prompt=doc_prompt,
+        data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
     ))

@@ -146,7 +146,7 @@ def test_console_shows_qps_and_p50_for_approximate_indexes(capsys):
                             model=SimpleNamespace(num_layers=2, hidden_size=16))
     cli._print_ann_costs(board, cells)
     shown = capsys.readouterr().out
-    assert "L1 d8 hnsw: 900 QPS, p50 0.50 ms" in shown and "L2 d16 hnsw: 400 QPS, p50 1.10 ms" in shown
+    assert "(1,8) hnsw: 900 QPS, p50 0.50 ms" in shown and "(2,16) hnsw: 400 QPS, p50 1.10 ms" in shown
     assert "L2 d8" not in shown  # the diagonal and the full cell only; every cell is in cells.csv
     cli._print_ann_costs(SimpleNamespace(config={"index": "flat"}), cells)  # exact search: quality only
     assert capsys.readouterr().out == ""

@@ -123,10 +123,24 @@ def find_local(spec: str, root: Path) -> Path | None:
     return beir_path(root, spec)
 
 
+def _incomplete_folder(name: str, root: Path, split: str = "test") -> None:
+    """A dataset folder that exists but lacks its main file is named as such, not as an unknown dataset."""
+    beir, sts = root / "beir" / name, root / "sts" / name
+    if beir.is_dir() and not beir_path(root, name):
+        raise DataNotFoundError(
+            f"{beir}/ exists but has no corpus.jsonl (or corpus.jsonl.gz); a BEIR folder needs corpus.jsonl, "
+            "queries.jsonl and qrels/<split>.tsv"
+        )
+    if sts.is_dir() and not sts_path(root, name, split):
+        raise DataNotFoundError(f"{sts}/ exists but has no {split}.jsonl.gz (or {split}.jsonl) with STS pairs")
+
+
 def spec_for(name: str, root: Path) -> DatasetSpec:
     """The catalog entry, or an ad-hoc one for a user's own folder in either layout."""
     if name in CATALOG:
         return CATALOG[name]
+    if not sts_path(root, name) and not beir_path(root, name):
+        _incomplete_folder(name, root)
     if sts_path(root, name):
         return DatasetSpec(name, "sts")
     if beir_path(root, name):
@@ -148,6 +162,7 @@ def locate(name: str, root: Path, *, download: bool = True, override: str | Path
     found = sts_path(root, name, spec.split) if spec.task == "sts" else beir_path(root, name)
     if found:
         return found
+    _incomplete_folder(name, root, spec.split)
     wanted = root / "sts" / name / f"{spec.split}.jsonl.gz" if spec.task == "sts" else root / "beir" / name
     source = spec.source or "no official source"
     downloadable = spec.source and (spec.source.startswith("hf:") or spec.source.startswith("https://"))

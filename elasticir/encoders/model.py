@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,8 +110,20 @@ def load_sentence_transformer(model: str, device: str | torch.device | None = No
     folder, _ = resolve_model_path(model)
     try:
         return SentenceTransformer(str(folder), device=str(device) if device else None), folder
+    except pickle.UnpicklingError:
+        raise ElasticIRError(refused_pickle(folder)) from None
     except (OSError, ValueError) as exc:
         raise ElasticIRError(f"cannot load {model} ({folder}) as a sentence-transformers model: {exc}") from None
+
+
+def refused_pickle(where: Path) -> str:
+    """Why a pickled checkpoint did not load (torch's own text is a page long) and what to do about it."""
+    pickles = sorted(where.glob("*.bin")) if where.is_dir() else []
+    where = pickles[0] if len(pickles) == 1 else where
+    return (f"{where}: the checkpoint is a pickle holding Python objects besides tensors, which torch.load "
+            "refuses with weights_only=True because loading it could run arbitrary code. Fix: if you trust its "
+            "source, load it once in Python with weights_only=False and save the model again with "
+            "save_pretrained (safetensors)")
 
 
 def weights_sha256(folder: Path) -> str:
@@ -281,6 +294,8 @@ class ElasticEncoder:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(transformer_path)
             self.model = _load_without_pooler(AutoModel, transformer_path, self.dtype)
+        except pickle.UnpicklingError:
+            raise ElasticIRError(refused_pickle(Path(transformer_path))) from None
         except (OSError, ValueError) as exc:
             raise ElasticIRError(f"cannot load a Hugging Face encoder from {transformer_path}: {exc}") from None
         self.model.to(self.device).eval()
