@@ -32,6 +32,7 @@ TokensOpt = Annotated[int | None, typer.Option(help="Form encoding batches by th
 MaxLenOpt = Annotated[int | None, typer.Option(help="Max tokens (default: the model's own setting).")]
 PoolingOpt = Annotated[str | None, typer.Option(help="mean or cls (default: the model's own setting).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when present).")]
+BackendOpt = Annotated[str | None, typer.Option(help="torch (default) or onnx (onnxruntime on the CPU, BERT models).")]
 RecomputeOpt = Annotated[bool, typer.Option("--recompute", help="Recompute datasets an earlier run already finished.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed recorded in the leaderboard.")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file with any of these options (flags win).")]
@@ -148,6 +149,7 @@ def run_command(
     max_length: MaxLenOpt = None,
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = None,
     seed: SeedOpt = None,
     recompute: RecomputeOpt = None,
     smoke: SmokeOpt = False,
@@ -161,7 +163,7 @@ def run_command(
     _run(_config(
         config, model=model, layers=layers, dims=dims, pairs=pairs, sts=sts, retrieval=retrieval, index=index,
         flat_backend=flat_backend, k=k, bm25=bm25, data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
-        pooling=pooling, device=device, seed=seed, recompute=recompute,
+        pooling=pooling, device=device, backend=backend, seed=seed, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
     ), report=report)
 
@@ -180,6 +182,7 @@ def eval_sts(
     max_length: MaxLenOpt = None,
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = None,
     recompute: RecomputeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -187,7 +190,7 @@ def eval_sts(
     _run(_config(
         config, model=model, layers=layers, dims=dims, sts=datasets, retrieval=[], data_root=data_root,
         out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
-        max_length=max_length, pooling=pooling, device=device, recompute=recompute,
+        max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
     ))
 
 
@@ -212,6 +215,7 @@ def eval_retrieval(
     max_length: MaxLenOpt = None,
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = None,
     recompute: RecomputeOpt = None,
     smoke: SmokeOpt = False,
     limit_queries: LimitQueriesOpt = None,
@@ -224,7 +228,7 @@ def eval_retrieval(
         config, model=model, layers=layers, dims=dims, sts=[], retrieval=dataset, index=index,
         flat_backend=flat_backend, k=k, bm25=bm25, query_prompt=query_prompt, doc_prompt=doc_prompt,
         data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
-        max_length=max_length, pooling=pooling, device=device, recompute=recompute,
+        max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
     ))
 

@@ -80,6 +80,7 @@ class RunConfig(BaseModel):
     max_length: int | None = None
     pooling: str | None = None
     device: str | None = None
+    backend: Literal["torch", "onnx"] = "torch"  # onnx: onnxruntime on the CPU, same numbers to ~1e-6
     seed: int = 0
     recompute: bool = False
     show_progress: bool = True
@@ -400,7 +401,8 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
         check_shape_early(config)
         stage(f"loading model {config.model}")
     encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
-                                        device=config.device, max_tokens_per_batch=config.max_tokens_per_batch)
+                                        device=config.device, max_tokens_per_batch=config.max_tokens_per_batch,
+                                        backend=config.backend, onnx_cache=config.cache / "onnx")
     grid, pairs, numeric = build_grid(config, encoder)
     check_index_fits(config, jobs, grid)
     store = RunStore(Path(config.out), run_id(encoder.info.name, numeric))

@@ -21,6 +21,7 @@ import torch
 
 from elasticir.cells import Cell, validate_cells, validate_dim
 from elasticir.encoders import batching, tokens, varlen
+from elasticir.encoders.onnx import OnnxLayers, check_backend
 from elasticir.errors import ElasticIRError
 from elasticir.io import sha256_of_files
 from elasticir.model_lookup import hub_id_of, root_candidates
@@ -271,11 +272,14 @@ class ElasticEncoder:
         dtype: torch.dtype | None = None,
         attention: str = "auto",
         max_tokens_per_batch: int | None = None,
+        backend: str = "torch",
+        onnx_cache: str | Path | None = None,
     ) -> None:
         """`attention`: "padded" (SDPA with a mask), "unpadded" (packed sequences, falling back to padded where
         no kernel runs), or "auto" (unpadded on CUDA, padded elsewhere); `encoder.attention_note` says which ran
         and why. `max_tokens_per_batch`: encode in batches of at most this many tokens (padded tokens when padded)
-        instead of a fixed count; the count passed to `encode` stays a cap."""
+        instead of a fixed count; the count passed to `encode` stays a cap. `backend`: "torch", or "onnx"
+        (onnxruntime on the CPU, the graph cached under `onnx_cache`; see encoders.onnx)."""
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -284,7 +288,8 @@ class ElasticEncoder:
         folder, revision = resolve_model_path(model)
         st = read_sentence_transformers_config(folder)
         transformer_path = st.get("transformer_path", folder)
-        self.device = torch.device(device) if device is not None else default_device()
+        cpu_only = backend == "onnx"  # the ONNX backend is a CPU one: no device given means the CPU there
+        self.device = torch.device(device) if device is not None else torch.device("cpu") if cpu_only else default_device()
         self.dtype = dtype or default_dtype(self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(transformer_path)
@@ -317,7 +322,12 @@ class ElasticEncoder:
         self._blocks = transformer_blocks(self.model, config.num_hidden_layers)
         batching.check_budget(max_tokens_per_batch, max_length)
         self.max_tokens_per_batch = max_tokens_per_batch
+        check_backend(backend, self.model, self.device, self.dtype)
+        self.backend = backend  # how a padded batch runs: the torch pass, or onnxruntime on the cut graph
+        self._onnx = OnnxLayers(self, onnx_cache) if backend == "onnx" else None
         self.packed, self.attention_note = self._choose_attention(attention)
+        if self._onnx and self.packed:
+            raise ElasticIRError("--backend onnx runs padded batches only; use attention 'padded' or 'auto'")
 
     def _choose_attention(self, attention: str) -> tuple[bool, str]:
         """(packed?, a note naming the attention path and, for a fallback, why)."""
@@ -424,7 +434,8 @@ class ElasticEncoder:
             batch = batching.pad(sequences, self.tokenizer.pad_token_id or 0)
             if "token_type_ids" in self.tokenizer.model_input_names:
                 batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
-            pooled = self.forward_layers(batching.to_device(batch, self.device), layers)
+            forward = self._onnx.forward_layers if self._onnx else self.forward_layers
+            pooled = forward(batching.to_device(batch, self.device), layers)
         return torch.stack([pooled[layer].float() for layer in layers])
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -29,6 +29,8 @@ from elasticir.locking import exclusive
 
 
 def store_key(encoder: ElasticEncoder, ids: Sequence[str], texts: Sequence[str], prompt: str, dtype: str) -> str:
+    """The backend (torch / onnx) is deliberately not hashed: in float32 both give the same vectors to ~1e-6
+    (tested to 1e-5 per layer), which cannot move a metric at its fourth decimal, so either reuses the other's."""
     digest = hashlib.sha256()
     info = encoder.info
     for part in (info.weights_sha256, info.pooling, str(info.max_length), prompt, str(encoder.dtype), dtype):
