@@ -256,6 +256,22 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def _load_transformer(path: Path, dtype: torch.dtype, device: torch.device):
+    """The tokenizer and the Hugging Face model of a folder, in eval mode on `device`; a clear error otherwise."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load is noise, not progress
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = _load_without_pooler(AutoModel, path, dtype)
+    except pickle.UnpicklingError:
+        raise ElasticIRError(refused_pickle(path)) from None
+    except (OSError, ValueError) as exc:
+        raise ElasticIRError(f"cannot load a Hugging Face encoder from {path}: {exc}") from None
+    return tokenizer, model.to(device).eval()
+
+
 class ElasticEncoder:
     """A Hugging Face encoder whose every layer is a pooled sentence embedding, computed with early exit."""
 
@@ -280,25 +296,13 @@ class ElasticEncoder:
         and why. `max_tokens_per_batch`: encode in batches of at most this many tokens (padded tokens when padded)
         instead of a fixed count; the count passed to `encode` stays a cap. `backend`: "torch", or "onnx"
         (onnxruntime on the CPU, the graph cached under `onnx_cache`; see encoders.onnx)."""
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load is noise, not progress
-
         folder, revision = resolve_model_path(model)
         st = read_sentence_transformers_config(folder)
         transformer_path = st.get("transformer_path", folder)
         cpu_only = backend == "onnx"  # the ONNX backend is a CPU one: no device given means the CPU there
         self.device = torch.device(device) if device is not None else torch.device("cpu") if cpu_only else default_device()
         self.dtype = dtype or default_dtype(self.device)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(transformer_path)
-            self.model = _load_without_pooler(AutoModel, transformer_path, self.dtype)
-        except pickle.UnpicklingError:
-            raise ElasticIRError(refused_pickle(Path(transformer_path))) from None
-        except (OSError, ValueError) as exc:
-            raise ElasticIRError(f"cannot load a Hugging Face encoder from {transformer_path}: {exc}") from None
-        self.model.to(self.device).eval()
+        self.tokenizer, self.model = _load_transformer(Path(transformer_path), self.dtype, self.device)
         config = self.model.config
         pooling = pooling or st.get("pooling", "mean")
         if pooling not in POOLINGS:
