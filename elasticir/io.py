@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from elasticir.errors import ElasticIRError
+
 LIBRARIES = (
     "elasticir", "torch", "transformers", "tokenizers", "sentence-transformers", "faiss-cpu", "faiss-gpu",
     "ir-measures", "pytrec-eval-terrier", "beir", "pyserini", "mteb", "numpy", "scipy", "pandas",
@@ -51,19 +53,43 @@ def provenance() -> dict:
     return {"library_versions": library_versions(), "machine": machine(), "command": command_line()}
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write via a temporary file and rename: readers see the old file or the whole new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask can only set-and-return)."""
     try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write via a uniquely named temporary file and rename: readers see the old file or the whole new one,
+    never half, and two writers never share a temporary file. The file gets the permissions a plain `open`
+    would give (0666 less the umask; mkstemp alone makes it 0600, unreadable to the user's group). An OS
+    failure (disk full, read-only or missing folder) becomes one error naming the file."""
+    path = Path(path)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        raise ElasticIRError(f"cannot write {path}: {exc.strerror or exc}; free space or choose another --out") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 

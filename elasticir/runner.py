@@ -1,12 +1,15 @@
 """A run: one model, one grid, several datasets -> a run directory with per-cell tables and a leaderboard.
 
-Every dataset is located before any encoding starts (a missing one fails in seconds), each finished dataset is
-saved at once (an interrupted run keeps it), and a re-run of the same config skips finished datasets.
+`run` is five steps, one function each: flags are checked and every dataset located (and its files hashed)
+before any encoding starts, so a mistake fails in seconds; the grid is built from the model; each dataset part
+is evaluated, or reused when a finished part was produced by the same content (see results.store); the summary
+is rebuilt from every finished part in the run directory; the leaderboard is written last.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import random
 import time
@@ -21,19 +24,23 @@ import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict
 from rich.console import Console
+from rich.markup import escape
 
 from elasticir.cells import Cell, Grid, default_dims, default_pairs, validate_cells
-from elasticir.data.beir import load_beir
+from elasticir.checks import check_run_config
+from elasticir.data.beir import beir_files, load_beir
 from elasticir.data.catalog import DatasetSpec, data_root, locate, spec_for
 from elasticir.data.sts import load_sts
+from elasticir.data.subset import describe, subset_retrieval, subset_sts
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
 from elasticir.errors import ElasticIRError
 from elasticir.evaluation.latency import layer_encode_latency
 from elasticir.evaluation.retrieval import evaluate_retrieval
 from elasticir.evaluation.sts import evaluate_sts
 from elasticir.io import atomic_write, file_checksum, provenance
+from elasticir.progress import stage
 from elasticir.results.schema import Leaderboard
-from elasticir.results.store import RunStore, run_id
+from elasticir.results.store import RunStore, part_key, run_id
 
 console = Console(stderr=True)
 
@@ -62,7 +69,9 @@ class RunConfig(BaseModel):
     query_prompt: str | None = None
     doc_prompt: str | None = None
     latency_samples: int = 100
-    latency_texts: int = 128  # real texts timed per layer for the measured encode cost (0 = skip)
+    latency_texts: int = 32  # real texts timed per layer for the measured encode cost (0 = skip); one batch
+    limit_queries: int | None = None  # smoke test: queries (STS: pairs) kept per dataset, seeded
+    limit_corpus: int | None = None  # smoke test: documents kept (every judged one of the kept queries first)
     data_root: str | None = None
     out: str = "results"
     cache_dir: str | None = None  # default <out>/_cache
@@ -71,6 +80,7 @@ class RunConfig(BaseModel):
     max_length: int | None = None
     pooling: str | None = None
     device: str | None = None
+    backend: Literal["torch", "onnx"] = "torch"  # onnx: onnxruntime on the CPU, same numbers to ~1e-6
     seed: int = 0
     recompute: bool = False
     show_progress: bool = True
@@ -104,7 +114,7 @@ Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path],
 
 
 def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
-    pairs = load_sts(path)
+    pairs = subset_sts(load_sts(path), config.limit_queries, config.seed)
     cells, cosines, timings = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
                                            show_progress=config.show_progress, desc=f"sts {spec.name}")
     buffer = io.BytesIO()  # per-pair cosines of every cell + gold scores: what a bootstrap test resamples
@@ -116,6 +126,8 @@ def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
 
 def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
     data = load_beir(path, spec.split)
+    if config.limit_queries or config.limit_corpus:
+        data = subset_retrieval(data, config.limit_queries, config.limit_corpus, config.seed)
     cells, per_query, timings = evaluate_retrieval(
         encoder, data, grid, part_dir=part_dir, cache_dir=config.cache / "embeddings",
         remove_self_hits=spec.remove_self_hits, index=config.index, flat_backend=config.flat_backend, k=config.k,
@@ -130,6 +142,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
         from elasticir.evaluation.bm25_baseline import run_bm25
 
         started = time.perf_counter()
+        stage(f"{spec.name}: BM25 baseline (pyserini)")
         baselines.append(run_bm25(data, part_dir, config.cache / "bm25", spec, k=config.k))
         timings["bm25"] = time.perf_counter() - started
     return Part(cells, timings, len(data.query_ids), data.files, baselines, notes)
@@ -138,12 +151,23 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
 EVALUATORS: dict[str, Evaluator] = {"sts": _evaluate_sts, "retrieval": _evaluate_retrieval}
 
 
-def _unchanged(meta: dict) -> bool:
-    """True if every data file a finished part read still has the checksum recorded then."""
-    try:
-        return all(file_checksum(Path(f["path"]))["sha256"] == f["sha256"] for f in meta["dataset"]["files"])
-    except OSError:
-        return False
+def _sources(spec: DatasetSpec, files: list[dict]) -> dict:
+    """What was read (a digest of the local files' sha256s) and where the dataset is published."""
+    digest = hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest()[:16]
+    return {"source": f"local sha256:{digest}", "official_source": spec.source}
+
+
+def check_shape_early(config: RunConfig) -> None:
+    """Refuse a layer, dim or pair the model lacks from its config.json, before loading its weights."""
+    from elasticir.encoders.model import read_sentence_transformers_config, resolve_model_path
+    from elasticir.report.cost import EncoderShape
+
+    folder, _ = resolve_model_path(config.model)
+    shape = EncoderShape.from_folder(read_sentence_transformers_config(folder).get("transformer_path", folder))
+    if shape is None:
+        return  # the loader will say what is wrong with the folder
+    Grid.for_model(shape.num_layers, shape.hidden_size, config.layers, config.dims)
+    validate_cells([Cell(*p) for p in config.pairs or []], shape.num_layers, shape.hidden_size)
 
 
 def seed_everything(seed: int) -> None:
@@ -152,19 +176,65 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
-    """Evaluate every cell of the grid on every dataset in the config and write the run directory."""
-    started = time.perf_counter()
-    seed_everything(config.seed)
-    root = data_root(config.data_root)
-    jobs = [(task, name) for task in EVALUATORS for name in getattr(config, task)]
-    located = {(task, name): locate(name, root, override=config.data_root) for task, name in jobs}
-    for (task, name) in jobs:
-        if spec_for(name, root).task != task:
-            raise ElasticIRError(f"dataset {name!r} is a {spec_for(name, root).task} dataset, not {task}")
+@dataclass
+class Job:
+    """One dataset of this command: where its files are and their sha256 (what its part's key hashes)."""
 
-    encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
-                                        device=config.device, max_tokens_per_batch=config.max_tokens_per_batch)
+    task: str
+    name: str
+    spec: DatasetSpec
+    path: Path
+    files: list[Path]
+    data_sha256: list[str]
+
+    def options(self, config: RunConfig) -> dict:
+        """Per-dataset settings that change its part (self-hit removal; whether BM25 is part of it)."""
+        return {"remove_self_hits": self.spec.remove_self_hits, "bm25": config.bm25} if self.task == "retrieval" else {}
+
+
+def locate_datasets(config: RunConfig) -> list[Job]:
+    """Every dataset of the config, found (or downloaded) and its files hashed before the model is loaded."""
+    root = data_root(config.data_root)
+    jobs = []
+    for task in EVALUATORS:
+        for name in getattr(config, task):
+            path = locate(name, root, override=config.data_root)
+            spec = spec_for(name, root)
+            if spec.task != task:
+                raise ElasticIRError(f"dataset {name!r} is a {spec.task} dataset, not {task}")
+            files = [path] if task == "sts" else beir_files(path, spec.split)
+            jobs.append(Job(task, name, spec, path, files, [_sha256(f) for f in files]))
+    return jobs
+
+
+def check_index_fits(config: RunConfig, jobs: list[Job], grid: Grid) -> None:
+    """The dense index can be built at every dim of the grid and trained on every corpus: checked once the
+    grid is known and before any encoding (IVF lists or PQ centroids need at least that many documents)."""
+    from elasticir.index.dense import check_index
+
+    trainable = config.index not in ("flat", "Flat", "hnsw", "sq8")  # these need no minimum corpus size
+    for job in (j for j in jobs if j.task == "retrieval"):
+        size = _count_lines(job.files[0]) if trainable else None
+        check_index(config.index, grid.dims, size, flat_backend=config.flat_backend)
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return file_checksum(path)["sha256"]
+    except OSError as exc:
+        raise ElasticIRError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _count_lines(path: Path) -> int:
+    """Non-blank lines of a (gzipped) JSONL corpus: its document count, without parsing it."""
+    from elasticir.data.jsonl import open_text
+
+    with open_text(path) as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[Cell], dict]:
+    """The grid, the report pairs and the numeric config (what changes the numbers) for this model."""
     trained = encoder.info.trained_pairs  # an elasticir-trained model: the diagonal it was trained on
     pairs = ([Cell(*p) for p in config.pairs] if config.pairs
              else trained or default_pairs(encoder.num_layers, encoder.hidden_size))
@@ -173,45 +243,122 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
         dims = sorted(set(default_dims(encoder.hidden_size)) | {cell.dim for cell in trained})
     grid = Grid.for_model(encoder.num_layers, encoder.hidden_size, config.layers, dims)
     validate_cells(pairs, encoder.num_layers, encoder.hidden_size)
+    outside = [str(cell) for cell in pairs if cell.dim not in grid.dims or cell.layer not in grid.layers]
+    if outside:
+        console.print(f"note: pair(s) {', '.join(outside)} are outside the grid (layers {list(grid.layers)}, dims "
+                      f"{list(grid.dims)}); the diagonal shows the other {len(pairs) - len(outside)}. Add the "
+                      "dims with --dims to evaluate them.", soft_wrap=True, highlight=False, markup=False)
     info = encoder.info
-    numeric_config = {  # what changes the numbers; datasets and output paths do not
+    numeric = {  # what changes the numbers; datasets and output paths do not
         "weights_sha256": info.weights_sha256, "pooling": info.pooling, "normalize": info.normalize,
         "max_length": info.max_length, "dtype": str(encoder.dtype), "layers": list(grid.layers),
         "dims": list(grid.dims), "retrieval": {key: getattr(config, key) for key in
                                                ("index", "flat_backend", "k", "normalize", "query_prompt", "doc_prompt")},
     }
-    store = RunStore(Path(config.out), run_id(info.name, numeric_config))
+    if subset := describe(config.limit_queries, config.limit_corpus, config.seed):
+        numeric["subset"] = subset  # only then: full runs keep their run ids
+    return grid, pairs, numeric
 
-    parts, records, timings, skipped, baselines, notes = [], [], [], [], [], []
-    for task, name in jobs:
-        spec, path = spec_for(name, root), located[(task, name)]
-        finished = store.finished(task, name) and not config.recompute
-        if finished and _unchanged(meta := store.load_part(task, name)[1]):
-            cells = store.load_part(task, name)[0]
-            skipped.append(name)
-            console.print(f"[dim]{task} {name}: finished in an earlier run, reusing {store.dir / task / name}.csv[/dim]")
-        else:
-            part_dir = store.dir / task / name
-            part = EVALUATORS[task](encoder, spec, path, grid, config, part_dir)
-            cells = part.cells
-            cells.insert(0, "dataset", name)
-            meta = {
-                "dataset": {"name": name, "task": task, "split": spec.split, "n_examples": part.n_examples,
-                            "source": spec.source, "files": [file_checksum(p) for p in part.files]},
-                "timings": [{"dataset": name, "stage": stage, "seconds": s} for stage, s in part.timings.items()],
-                "baselines": [{"dataset": name, **b} for b in part.baselines],
-                "notes": part.notes,
-            }
-            store.save_part(task, name, cells, meta)
+
+def evaluate_or_reuse(jobs: list[Job], encoder: ElasticEncoder, grid: Grid, numeric: dict, config: RunConfig,
+                      store: RunStore) -> list[str]:
+    """Each job's part, under its lock: reused when a finished part has the same content key, else evaluated.
+    Returns the names of the reused datasets."""
+    skipped = []
+    for job in jobs:
+        key = part_key(numeric, job.task, job.name, job.spec.split, job.data_sha256, job.options(config))
+        with store.lock(job.task, job.name):
+            if not config.recompute and store.reusable(job.task, job.name, key) is not None:
+                skipped.append(job.name)
+                console.print(f"[dim]{job.task} {escape(job.name)}: finished earlier from the same data, model "
+                              f"and settings; reusing {escape(str(store.dir / job.task / job.name))}.csv[/dim]",
+                              soft_wrap=True)
+                continue
+            if store.has_part(job.task, job.name) and not config.recompute:
+                console.print(f"{job.task} {job.name}: the finished part was computed from other data or "
+                              "settings; recomputing it", markup=False, highlight=False, soft_wrap=True)
+            store.invalidate(job.task, job.name)
+            subset = " on a subset" if numeric.get("subset") else ""
+            stage(f"{job.task} {job.name}: {len(grid.cells)} cells ({len(grid.layers)} layers x {len(grid.dims)} "
+                  f"dims){subset}")
+            _evaluate_part(job, encoder, grid, config, store, key)
+    return skipped
+
+
+def _evaluate_part(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunConfig, store: RunStore,
+                   key: str) -> None:
+    part = EVALUATORS[job.task](encoder, job.spec, job.path, grid, config, store.dir / job.task / job.name)
+    cells = part.cells
+    cells.insert(0, "dataset", job.name)
+    files = [file_checksum(p) for p in part.files]
+    meta = {
+        "key": key,
+        "dataset": {"name": job.name, "task": job.task, "split": job.spec.split, "n_examples": part.n_examples,
+                    **_sources(job.spec, files), "files": files},
+        "timings": [{"dataset": job.name, "stage": stage, "seconds": s} for stage, s in part.timings.items()],
+        "baselines": [{"dataset": job.name, **b} for b in part.baselines],
+        "notes": part.notes,
+    }
+    store.save_part(job.task, job.name, cells, meta)
+
+
+@dataclass
+class Summary:
+    """Every finished part of a run directory, gathered into one table and the leaderboard's lists."""
+
+    table: pd.DataFrame
+    records: list[dict]
+    timings: list[dict]
+    baselines: list[dict]
+    notes: list[str]
+    tasks: list[str]
+    names: dict[str, list[str]]
+
+
+def summarise(store: RunStore, jobs: list[Job]) -> Summary:
+    """Gather every finished part in the folder, this command's first (in its order), then earlier ones."""
+    order = {(job.task, job.name): i for i, job in enumerate(jobs)}
+    found = sorted(store.finished_parts(), key=lambda part: (part not in order, order.get(part, 0)))
+    missing = [f"{task} {name}" for task, name in order if (task, name) not in found]
+    if missing:
+        raise ElasticIRError(f"{store.dir}: part(s) {', '.join(missing)} changed while this run summarised; re-run")
+    parts, records, timings, baselines, notes = [], [], [], [], []
+    names: dict[str, list[str]] = {}
+    for task, name in found:
+        cells, meta = store.load_part(task, name)
         parts.append(cells.assign(task=task))
         records.append(meta["dataset"])
         timings.extend(meta["timings"])
         baselines.extend(meta["baselines"])
         notes.extend(meta["notes"])
-
+        names.setdefault(task, []).append(name)
     table = pd.concat(parts, ignore_index=True)
     keys = ["task", "dataset", "layer", "dim"]
     table = table[keys + [c for c in table.columns if c not in keys]]
+    return Summary(table, records, timings, baselines, notes, [t for t in EVALUATORS if t in names], names)
+
+
+def measure_encode_latency(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder,
+                           grid: Grid) -> tuple[list[dict], list[str], list[dict]]:
+    """Measured encode cost per layer on the first dataset's texts, with its note and timing."""
+    if not config.latency_texts or not jobs:
+        return [], [], []
+    started = time.perf_counter()
+    job = jobs[0]
+    stage(f"encode latency probe: {config.latency_texts} texts of {job.name} per layer (--latency-texts 0 skips it)")
+    texts = load_sts(job.path).sentence1 if job.task == "sts" else load_beir(job.path, job.spec.split).doc_texts
+    latency = layer_encode_latency(encoder, texts[: config.latency_texts], grid.layers)
+    note = (f"encode latency per layer measured on the first {min(len(texts), config.latency_texts)} "
+            f"texts of {job.name} ({latency[0]['device']})")
+    timing = {"dataset": job.name, "stage": "encode_latency_probe", "seconds": time.perf_counter() - started}
+    return latency, [note], [timing]
+
+
+def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncoder, grid: Grid, pairs: list[Cell],
+                      numeric: dict, summary: Summary, encode_latency: list[dict]) -> Leaderboard:
+    """The validated leaderboard of every part in the folder, and cells.csv beside it. The recorded config
+    lists every summarised dataset, so `reproduce` re-runs all of them."""
+    table, keys = summary.table, ("task", "dataset", "layer", "dim")
     results = [
         {"dataset": row["dataset"], "layer": int(row["layer"]), "dim": int(row["dim"]),
          "metrics": {m: float(row[m]) for m in table.columns
@@ -219,35 +366,52 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
          "costs": {c: float(row[c]) for c in COST_COLUMNS if c in row and pd.notna(row[c])}}
         for row in table.to_dict("records")
     ]
-    encode_latency = []
-    if config.latency_texts and jobs:
-        started_probe = time.perf_counter()
-        task, name = jobs[0]
-        path = located[(task, name)]
-        texts = load_sts(path).sentence1 if task == "sts" else load_beir(path, spec_for(name, root).split).doc_texts
-        encode_latency = layer_encode_latency(encoder, texts[: config.latency_texts], grid.layers)
-        notes.append(f"encode latency per layer measured on the first {min(len(texts), config.latency_texts)} "
-                     f"texts of {name} ({encode_latency[0]['device']})")
-        timings.append({"dataset": name, "stage": "encode_latency_probe",
-                        "seconds": time.perf_counter() - started_probe})
-    timings.append({"dataset": "*", "stage": "total", "seconds": time.perf_counter() - started})
-    notes.append(f"encoder attention: {getattr(encoder, 'attention_note', 'padded')}")
+    recorded = config.model_dump(mode="json") | {task: summary.names.get(task, []) for task in EVALUATORS}
     leaderboard = Leaderboard(
         created_at=datetime.now(UTC),
         run_id=store.run_id,
-        model={**info.as_dict(), "dtype": str(encoder.dtype).removeprefix("torch."), "device": str(encoder.device)},
-        config=config.model_dump(mode="json") | {"numeric": numeric_config},
+        model={**encoder.info.as_dict(), "dtype": str(encoder.dtype).removeprefix("torch."),
+               "device": str(encoder.device)},
+        config=recorded | {"numeric": numeric},
         grid={"layers": list(grid.layers), "dims": list(grid.dims), "pairs": [tuple(p) for p in pairs]},
-        datasets=records,
-        main_metric={task: MAIN_METRIC[task] for task in dict.fromkeys(task for task, _ in jobs)},
+        datasets=summary.records,
+        main_metric={task: MAIN_METRIC[task] for task in summary.tasks},
         results=results,
-        baselines=baselines,
+        baselines=summary.baselines,
         encode_latency=encode_latency,
-        notes=notes,
+        notes=summary.notes,
+        subset=numeric.get("subset"),
         seed=config.seed,
-        timings=timings,
+        timings=summary.timings,
         **provenance(),
     )
+    stage(f"writing {store.dir / 'leaderboard.json'}")
     store.write_table("cells.csv", table)
     atomic_write(store.dir / "leaderboard.json", leaderboard.model_dump_json(indent=2))
-    return RunOutcome(store.dir, leaderboard, table, skipped)
+    return leaderboard
+
+
+def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
+    """Evaluate every cell of the grid on every dataset in the config and write the run directory."""
+    started = time.perf_counter()
+    seed_everything(config.seed)
+    check_run_config(config)
+    jobs = locate_datasets(config)
+    if encoder is None:
+        check_shape_early(config)
+        stage(f"loading model {config.model}")
+    encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
+                                        device=config.device, max_tokens_per_batch=config.max_tokens_per_batch,
+                                        backend=config.backend, onnx_cache=config.cache / "onnx")
+    grid, pairs, numeric = build_grid(config, encoder)
+    check_index_fits(config, jobs, grid)
+    store = RunStore(Path(config.out), run_id(encoder.info.name, numeric))
+    skipped = evaluate_or_reuse(jobs, encoder, grid, numeric, config, store)
+    encode_latency, notes, timings = measure_encode_latency(config, jobs, encoder, grid)
+    with store.summary_lock():
+        summary = summarise(store, jobs)
+        summary.notes.extend(notes + [f"encoder attention: {getattr(encoder, 'attention_note', 'padded')}"])
+        summary.timings.extend(timings)
+        summary.timings.append({"dataset": "*", "stage": "total", "seconds": time.perf_counter() - started})
+        leaderboard = write_leaderboard(store, config, encoder, grid, pairs, numeric, summary, encode_latency)
+    return RunOutcome(store.dir, leaderboard, summary.table, skipped)

@@ -184,3 +184,18 @@ def test_gpu_profile_cpu_smoke_runs_every_section(tmp_path):
     rows = results["variants"]["rows"]
     assert "tokens_per_s" in rows["unpadded_1024"] and "tokens_per_s" in rows["padded_fp32_tf32"]
     assert any(name.startswith("compile") and "tokens_per_s" in row for name, row in rows.items())
+
+
+def test_gpu_check_rejects_unknown_models_and_paths(capsys):
+    """--models/--paths/--skip are checked before any work: one error line, exit status 2."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    assert gpu_check.main(["--cpu-smoke", "--models", "bert"]) == 2
+    assert gpu_check.main(["--cpu-smoke", "--paths", "st,fast"]) == 2
+    assert gpu_check.main(["--cpu-smoke", "--skip", "texts"]) == 2
+    assert "error: --models 'bert': unknown ['bert']; choose from minilm, bert-base" in capsys.readouterr().err

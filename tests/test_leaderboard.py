@@ -5,12 +5,15 @@ from pathlib import Path
 import pytest
 
 from elasticir.errors import ElasticIRError
-from elasticir.results.leaderboard import Difference, render_leaderboards, reproduce, write_leaderboards
+from elasticir.reproduce import Difference, find_model, reproduce
+from elasticir.results.leaderboard import render_leaderboards, write_leaderboards
+from elasticir.results.schema import load_leaderboard
 from elasticir.runner import RunConfig, run
 
 
 def config(root, out, model="unused", **kw):
     kw = {"sts": ["toy-a", "toy-b"], "retrieval": [], "layers": [1, 4], "dims": [8, 32], "pairs": [(1, 8), (4, 32)],
+          "latency_texts": 0,
           **kw}
     return RunConfig(model=model, data_root=str(root), out=str(out), show_progress=False, **kw)
 
@@ -28,11 +31,14 @@ def two_runs(tiny_encoder, tiny_data_root, tmp_path):
 
 def test_render_compares_runs_with_bold_best(two_runs):
     first, second = two_runs
-    markdown, _page = render_leaderboards([first.dir / "leaderboard.json", second.dir])  # a file or a run dir
+    markdown, _ = render_leaderboards([first.dir / "leaderboard.json", second.dir], page=False)  # file or run dir
     name = first.leaderboard.model.name
     assert Path(name).name in markdown and "tiny/other" in markdown
-    assert "## toy-a — spearman, diagonal (grid pairs)" in markdown and "(4,32)" in markdown
-    assert "toy-b" in markdown and "every (layer, dim) cell" in markdown
+    # one diagonal table per run (pair lists are never mixed), rows = its pairs, columns = datasets
+    assert f"## {Path(name).name}: diagonal (its pair list)" in markdown and "## tiny/other: diagonal" in markdown
+    assert "| (4,32) |" in markdown and "| cell | toy-a (spearman) | toy-b (spearman) |" in markdown
+    # every cell: one layer x dim table per dataset and run, never 30 columns wide
+    assert "## toy-b — spearman: tiny/other" in markdown and "| layer \\ dim | d8 | d32 |" in markdown
     # the full-model row: both runs evaluated (4, 32) on toy-a; the bold one is the larger
     values = {run.leaderboard.model.name: next(c.metrics["spearman"] for c in run.leaderboard.results
                                                if (c.dataset, c.layer, c.dim) == ("toy-a", 4, 32))
@@ -40,9 +46,8 @@ def test_render_compares_runs_with_bold_best(two_runs):
     best = max(values.values())
     assert f"**{best:.4f}**" in markdown.split("## toy-a")[0]
     assert re.search(r"\*\*-?\d\.\d{4}\*\*", markdown)
-    # a cell only one run has is not bolded (nothing to compare with)
-    row = next(line for line in markdown.split("## toy-a — spearman, every")[1].splitlines() if "tiny/other" in line)
-    assert row.split("|")[2].strip() == "–"
+    # per-run tables compare nothing: no bold after the full-model table
+    assert "**" not in markdown.split("## Runs")[0].split("diagonal (its pair list)", 1)[1]
 
 
 def test_html_is_self_contained(two_runs, tmp_path):
@@ -50,7 +55,9 @@ def test_html_is_self_contained(two_runs, tmp_path):
     page = html_path.read_text()
     assert page.startswith("<!DOCTYPE html>") and "<style>" in page and "<b>" in page
     assert "<script" not in page.lower() and "<link" not in page.lower()
-    assert not re.search(r"(src|href)\s*=", page) and "http://" not in page and "https://" not in page
+    links = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    assert len(links) == 4 and all(link.startswith("data:image/png;base64,") for link in links)  # inline heatmaps
+    assert "http://" not in page and "https://" not in page
     assert "tiny/other" in page and md_path.read_text().startswith("# elasticir leaderboard")
 
 
@@ -82,7 +89,7 @@ def test_corrupted_file_gives_a_clear_error(two_runs, tmp_path):
 def test_reproduce_finds_no_difference_then_a_tampered_metric(tiny_model_dir, tiny_encoder, tiny_data_root, tmp_path):
     original = run(config(tiny_data_root, tmp_path / "orig", model=str(tiny_model_dir), device="cpu"), tiny_encoder)
     path = original.dir / "leaderboard.json"
-    assert reproduce(path) == []  # loads the model from the recorded config by itself
+    assert reproduce(path, out=tmp_path / "first") == []  # loads the model from the recorded config by itself
 
     data = json.loads(path.read_text())
     cell = data["results"][3]
@@ -96,7 +103,7 @@ def test_reproduce_finds_no_difference_then_a_tampered_metric(tiny_model_dir, ti
                                                                           "spearman")
     assert metric.delta == pytest.approx(-0.01, abs=1e-6) and "spearman" in str(metric)
     assert list((tmp_path / "again").glob("*/leaderboard.json"))  # an explicit out is kept
-    assert reproduce(path, encoder=tiny_encoder, tolerance=0.05) == [differences[0]]  # within tolerance
+    assert reproduce(path, encoder=tiny_encoder, tolerance=0.05, out=tmp_path / "again") == [differences[0]]
 
 
 def test_reproduce_flags_changed_weights(tiny_encoder, tiny_data_root, tmp_path):
@@ -105,7 +112,7 @@ def test_reproduce_flags_changed_weights(tiny_encoder, tiny_data_root, tmp_path)
     data["model"]["weights_sha256"] = "f" * 64
     path = tmp_path / "board.json"
     path.write_text(json.dumps(data))
-    assert reproduce(path, encoder=tiny_encoder) == [
+    assert reproduce(path, encoder=tiny_encoder, out=tmp_path / "re") == [
         Difference("weights", None, None, None, "weights_sha256", "f" * 64, tiny_encoder.info.weights_sha256)]
 
 
@@ -127,3 +134,107 @@ def test_mteb_scores_a_tiny_cell_like_we_do(tiny_encoder, tiny_data_root):
     assert meta.experiment_kwargs == {"layer": 2, "embed_dim": 8} and meta.embed_dim == 8
     with pytest.raises(ElasticIRError, match="out of range"):
         ElasticCellModel(tiny_encoder, 5, 8)
+
+
+def test_same_run_twice_and_a_subset_run_are_labelled(two_runs, tmp_path):
+    first, _ = two_runs
+    data = json.loads((first.dir / "leaderboard.json").read_text())
+    data["subset"] = {"limit_queries": 3, "limit_corpus": None, "seed": 0}
+    data["results"] = [{**c, "metrics": {k: v + 0.5 for k, v in c["metrics"].items()}} for c in data["results"]]
+    subset = tmp_path / "subset.json"
+    subset.write_text(json.dumps(data))
+    markdown, _ = render_leaderboards([first.dir, first.dir, subset], page=False)
+    full = markdown.split("## ")[1]  # the full-model table
+    rows = [line.split("|")[1].strip() for line in full.splitlines() if line.startswith("| ") and "run |" not in line]
+    assert len(rows) == 3 and len(set(rows)) == 3  # the same run twice is shown twice, told apart
+    assert sum("(subset)" in row for row in rows) == 1
+    # the subset run's (higher) values are never bold, and the two copies of one run tie: both bold
+    subset_row = next(line for line in full.splitlines() if "(subset)" in line)
+    assert "**" not in subset_row and full.count("**") == 2 * 2 * 2
+
+
+def _measure_in_chromium(page: Path, width: int) -> dict:
+    """Load the page in headless Chromium with a probe script appended and read the probe's JSON from the DOM."""
+    import html as html_lib
+    import subprocess
+
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text().replace("</body>", """<script>
+window.addEventListener('load', () => {
+  const tables = [...document.querySelectorAll('table')].map(t => Math.ceil(t.getBoundingClientRect().right));
+  const images = [...document.querySelectorAll('img')];
+  document.body.setAttribute('data-measure', JSON.stringify({
+    page: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth, tables,
+    images: images.length, loaded: images.filter(i => i.complete && i.naturalWidth > 100).length}));
+});
+</script></body>"""))
+    done = subprocess.run(
+        ["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-dev-shm-usage", f"--window-size={width},900", "--virtual-time-budget=10000", "--dump-dom",
+         probe.as_uri()], capture_output=True, text=True, timeout=120, check=True)
+    found = re.search(r'data-measure="([^"]*)"', done.stdout)
+    assert found, done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/bin/chromium").is_file(),
+                    reason="needs headless Chromium at /usr/bin/chromium (apt-get install -y chromium; .ci/run does)")
+def test_html_in_headless_chromium_has_heatmaps_and_no_table_wider_than_the_page(two_runs, tmp_path):
+    _md, page = write_leaderboards([r.dir for r in two_runs], tmp_path / "board")
+    text = page.read_text()
+    assert text.count("<table>") == 1 + 2 + 2 * 2 + 1  # full model, 2 diagonals, 2 datasets x 2 runs, runs
+    for width in (1280, 800):
+        measured = _measure_in_chromium(page, width)
+        assert measured["images"] == 4 and measured["loaded"] == 4  # one decoded heatmap per dataset and run
+        assert len(measured["tables"]) == 8
+        assert max(measured["tables"]) <= measured["page"], measured  # no table runs past the page's right edge
+        assert measured["scroll"] <= measured["page"], measured  # and nothing scrolls sideways
+
+
+def test_reproduce_finds_the_model_under_a_models_root_by_identity(tiny_model_dir, tiny_encoder, tiny_data_root,
+                                                                   tmp_path, monkeypatch):
+    import shutil
+
+    original = run(config(tiny_data_root, tmp_path / "orig", model=str(tiny_model_dir)), tiny_encoder)
+    data = json.loads((original.dir / "leaderboard.json").read_text())
+    gone = "/nowhere/models/tiny-bert"  # the recorded machine's path does not exist here
+    data["model"].update(path=gone, name="tiny-org/tiny-bert", hub_id="tiny-org/tiny-bert")
+    data["config"]["model"] = "tiny-org/tiny-bert"
+    path = tmp_path / "board.json"
+    path.write_text(json.dumps(data))
+    board = load_leaderboard(path)
+
+    root = tmp_path / "models"
+    monkeypatch.setenv("ELASTICIR_MODELS", str(root))
+    with pytest.raises(ElasticIRError, match=r"cannot find the model tiny-org/tiny-bert.*Fix: pass --model"):
+        find_model(board)
+    shutil.copytree(tiny_model_dir, root / "tiny-bert")  # <root>/<name>
+    assert find_model(board)[0] == str((root / "tiny-bert").resolve())
+    # a folder with other weights under that name is passed over, and said so
+    data["model"]["weights_sha256"] = "0" * 64
+    path.write_text(json.dumps(data))
+    with pytest.raises(ElasticIRError, match=r"weights sha256 [0-9a-f]{12}, not 000000000000"):
+        find_model(load_leaderboard(path))
+
+
+def test_committed_leaderboards_are_portable():
+    files = sorted(Path(__file__).parents[1].glob("leaderboards/*.json"))
+    assert files
+    for file in files:
+        text = file.read_text()
+        assert not re.search(r'"/(work|tmp|home|root|Users|usr)/', text), f"{file} holds a machine path"
+        board = load_leaderboard(file)
+        assert board.model.hub_id and "/" in board.model.hub_id and len(board.model.weights_sha256) == 64
+
+
+@pytest.mark.integration
+def test_committed_l3_leaderboard_finds_its_model_under_the_models_root():
+    import os
+
+    root = Path(os.environ.get("ELASTICIR_MODELS", "/nonexistent"))
+    file = Path(__file__).parents[1] / "leaderboards" / "paraphrase-MiniLM-L3-v2.json"
+    if not (root / "paraphrase-MiniLM-L3-v2").is_dir():
+        pytest.skip("set ELASTICIR_MODELS to a models root holding paraphrase-MiniLM-L3-v2")
+    found, _ = find_model(load_leaderboard(file))
+    assert Path(found) == (root / "paraphrase-MiniLM-L3-v2").resolve()

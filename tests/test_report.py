@@ -266,3 +266,24 @@ def test_mteb_export_layout(tmp_path):
     assert result["scores"]["test"][0]["ndcg_at_10"] == pytest.approx(run.value("toyret", (2, 16)))
     assert (base / "toysts.json").is_file()  # the full model, without an experiment
     assert len(paths) == (12 + 1) * 3  # every cell + the full model, 2 tasks + model_meta each
+
+
+@pytest.mark.slow  # a full report: ~10 s here
+def test_baseline_can_be_a_published_leaderboard_json(tmp_path):
+    """`report RUN --baseline leaderboards/X.json`: difference maps, no significance, and the caption says so."""
+    from elasticir.report.build import write_report
+
+    run = make_run(tmp_path, "big", quality_shift=0.3, seed=1)
+    base = make_run(tmp_path, "small", layers=(1, 2), seed=2)
+    published = tmp_path / "leaderboards" / "small.json"
+    published.parent.mkdir()
+    published.write_text((base / "leaderboard.json").read_text())  # a JSON alone: no per-example files beside it
+    paths = write_report(run, tmp_path / "report", baseline_dir=published)
+    names = {p.name for p in paths}
+    assert "diff_toysts.png" in names and "diff_toyret.png" in names
+    caption = (tmp_path / "report" / "figures" / "diff_toyret.caption.txt").read_text()
+    assert "No significance test" in caption and "differences only" in caption and "significant (" not in caption
+    significance = pd.read_csv(tmp_path / "report" / "significance.csv")
+    assert significance.p.isna().all() and not significance.significant.any()
+    assert len(significance) == 2 * 6  # the shared cells of both datasets, with their differences
+    assert np.isfinite(significance["diff"]).all()

@@ -34,13 +34,27 @@ def _first_existing(folder: Path, name: str) -> Path:
     raise InputFormatError(f"{folder}: missing {name} (BEIR layout: corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
 
 
+QRELS_HEADER_FIELDS = {"query-id", "query_id", "qid", "corpus-id", "corpus_id", "doc-id", "docid", "doc_id"}
+
+
+def _is_header(row: list[str]) -> bool:
+    """A header names its columns (BEIR: query-id, corpus-id, score). Judged by content, not by "the last
+    field is not an integer", which would swallow a first judgement whose grade is malformed."""
+    return any(field.strip().lower() in QRELS_HEADER_FIELDS for field in row[:2])
+
+
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """BEIR qrels TSV with a `query-id corpus-id score` header (a header-less TREC-style file is accepted too)."""
+    """BEIR qrels TSV with a `query-id corpus-id score` header (a header-less file is accepted too)."""
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
+    seen_row = False
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a leading BOM is not part of an id
         for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-            if not row or (number == 1 and not row[-1].lstrip("-").isdigit()):
-                continue  # blank line or header
+            if not row or not any(field.strip() for field in row):
+                continue
+            if not seen_row and _is_header(row):
+                seen_row = True
+                continue
+            seen_row = True
             if len(row) != 3:
                 raise InputFormatError(
                     f"{path} line {number}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(row)}"
@@ -78,14 +92,20 @@ def judged_query_texts(queries_path: Path, qrels_path: Path | None) -> list[str]
     return [text for query_id, text in queries.items() if query_id in judged]
 
 
-def load_beir(folder: Path, split: str = "test") -> RetrievalData:
-    """Read and cross-check a BEIR folder; documents are `title + " " + text` (the BEIR/MTEB convention)."""
+def beir_files(folder: Path, split: str = "test") -> list[Path]:
+    """The three files a BEIR evaluation reads (corpus, queries, qrels of `split`), checked to exist."""
     corpus_path = _first_existing(folder, "corpus.jsonl")
     queries_path = _first_existing(folder, "queries.jsonl")
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
         raise InputFormatError(f"{qrels_path} not found; splits present: {', '.join(splits) or 'none'}")
+    return [corpus_path, queries_path, qrels_path]
+
+
+def load_beir(folder: Path, split: str = "test") -> RetrievalData:
+    """Read and cross-check a BEIR folder; documents are `title + " " + text` (the BEIR/MTEB convention)."""
+    corpus_path, queries_path, qrels_path = beir_files(folder, split)
     corpus, _ = _read_texts(corpus_path, "document")
     queries, query_lines = _read_texts(queries_path, "query")
     qrels = read_qrels(qrels_path)

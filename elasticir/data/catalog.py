@@ -8,6 +8,7 @@ fail fast, naming the path searched and how to provide the files.
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import json
 import os
@@ -122,10 +123,24 @@ def find_local(spec: str, root: Path) -> Path | None:
     return beir_path(root, spec)
 
 
+def _incomplete_folder(name: str, root: Path, split: str = "test") -> None:
+    """A dataset folder that exists but lacks its main file is named as such, not as an unknown dataset."""
+    beir, sts = root / "beir" / name, root / "sts" / name
+    if beir.is_dir() and not beir_path(root, name):
+        raise DataNotFoundError(
+            f"{beir}/ exists but has no corpus.jsonl (or corpus.jsonl.gz); a BEIR folder needs corpus.jsonl, "
+            "queries.jsonl and qrels/<split>.tsv"
+        )
+    if sts.is_dir() and not sts_path(root, name, split):
+        raise DataNotFoundError(f"{sts}/ exists but has no {split}.jsonl.gz (or {split}.jsonl) with STS pairs")
+
+
 def spec_for(name: str, root: Path) -> DatasetSpec:
     """The catalog entry, or an ad-hoc one for a user's own folder in either layout."""
     if name in CATALOG:
         return CATALOG[name]
+    if not sts_path(root, name) and not beir_path(root, name):
+        _incomplete_folder(name, root)
     if sts_path(root, name):
         return DatasetSpec(name, "sts")
     if beir_path(root, name):
@@ -133,8 +148,10 @@ def spec_for(name: str, root: Path) -> DatasetSpec:
     local = sorted(p.parent.name for p in root.glob("sts/*/test.jsonl*")) + sorted(
         p.parent.name for p in root.glob("beir/*/corpus.jsonl*")
     )
+    close = difflib.get_close_matches(name, set(CATALOG) | set(local), n=1, cutoff=0.6)
     raise DataNotFoundError(
-        f"unknown dataset {name!r}: not in the catalog and no folder {root}/sts/{name}/ or {root}/beir/{name}/. "
+        f"unknown dataset {name!r}{f' (did you mean {close[0]!r}?)' if close else ''}: "
+        f"not in the catalog and no folder {root}/sts/{name}/ or {root}/beir/{name}/. "
         f"Local datasets under {root}: {', '.join(local) or 'none'}. Catalogued: {', '.join(sorted(CATALOG))}"
     )
 
@@ -145,6 +162,7 @@ def locate(name: str, root: Path, *, download: bool = True, override: str | Path
     found = sts_path(root, name, spec.split) if spec.task == "sts" else beir_path(root, name)
     if found:
         return found
+    _incomplete_folder(name, root, spec.split)
     wanted = root / "sts" / name / f"{spec.split}.jsonl.gz" if spec.task == "sts" else root / "beir" / name
     source = spec.source or "no official source"
     downloadable = spec.source and (spec.source.startswith("hf:") or spec.source.startswith("https://"))

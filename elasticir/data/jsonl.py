@@ -14,8 +14,11 @@ from elasticir.errors import InputFormatError
 
 
 def open_text(path: Path):
-    """Open a plain or gzipped text file (by suffix) for reading as UTF-8."""
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+    """Open a plain or gzipped text file (by suffix) for reading as UTF-8; a leading byte-order mark (common
+    in files saved on Windows) is skipped rather than taken for the first character of the first line."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
 
 
 def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:

@@ -29,8 +29,8 @@ def load_sts(path: Path) -> StsPairs:
         for key in ("sentence1", "sentence2"):
             if not isinstance(row[key], str) or not row[key].strip():
                 raise InputFormatError(f"{path} line {number}: {key} is empty or not a string; fix or drop the pair")
-        try:
-            score = float(row["score"])
+        try:  # JSON true/false would pass float() as 1.0/0.0: a boolean is not a similarity score
+            score = math.nan if isinstance(row["score"], bool) else float(row["score"])
         except (TypeError, ValueError):
             score = math.nan
         if not math.isfinite(score):

@@ -13,6 +13,7 @@ from elasticir.encoders.model import (
     default_dtype,
     load_sentence_transformer,
     read_sentence_transformers_config,
+    refused_pickle,
     resolve_model_path,
     run_layers,
     training_summary,
@@ -25,6 +26,6 @@ from elasticir.encoders.store import EmbeddingStore, store_key
 __all__ = [
     "ALIASES", "DEFAULT_MODEL", "POOLINGS", "WHEEL_MODELS", "ElasticEncoder", "EmbeddingStore", "ModelInfo",
     "StopForward", "default_device", "default_dtype", "load_sentence_transformer",
-    "read_sentence_transformers_config", "resolve_model_path", "run_layers", "store_key", "training_summary",
+    "read_sentence_transformers_config", "refused_pickle", "resolve_model_path", "run_layers", "store_key", "training_summary",
     "transformer_blocks", "truncate", "weights_sha256",
 ]  # fmt: skip

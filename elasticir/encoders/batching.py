@@ -1,23 +1,24 @@
-"""Batches formed by a token budget, tokenized one window ahead, collated padded or packed.
+"""Batches formed by a token budget, tokenized windows ahead, collated padded or packed.
 
 Why a token budget: a fixed count of texts is either too small for short texts (the accelerator idles) or too
 large for long ones (memory); a budget of tokens per batch keeps the work per batch even. The count
 (`batch_size`) stays as a cap. A padded batch costs `count x longest` tokens; a packed one `sum of lengths`.
 
 Why windows: texts are ordered longest first by characters (free), then tokenized a window at a time in a
-background thread (the Rust tokenizer releases the GIL) while the model encodes the previous window; inside a
-window the exact token lengths re-sort the texts and size the batches. Tokenizing a whole corpus up front would
+background thread, or for large inputs in worker processes (see `tokens`), while the model encodes the
+previous window; inside a window the exact token lengths re-sort the texts and size the batches. Tokenizing a whole corpus up front would
 be a serial prefix with every id held in memory; a window keeps both bounded.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from elasticir.encoders import tokens
 from elasticir.errors import ElasticIRError
 
 
@@ -50,29 +51,58 @@ def plan_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None, p
     return batches
 
 
-def pad(sequences: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    longest = max(len(seq) for seq in sequences)
-    ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(sequences), longest), dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+class TokenBatch:
+    """The token ids of some texts as one flat array and a length per text (see `tokens` for why arrays).
+    Iterating gives each text's ids; `TokenBatch.of` also takes a list of id lists."""
+
+    def __init__(self, ids: np.ndarray, lengths: np.ndarray) -> None:
+        self.ids, self.lengths = ids, lengths
+        self.offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+
+    @classmethod
+    def of(cls, sequences) -> TokenBatch:
+        if isinstance(sequences, TokenBatch):
+            return sequences
+        if isinstance(sequences, tuple) and len(sequences) == 2 and isinstance(sequences[1], np.ndarray):
+            return cls(*sequences)
+        return cls(*tokens.lists_to_arrays(sequences))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self.ids[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:]))
+
+    def take(self, picked: np.ndarray) -> TokenBatch:
+        """The texts at positions `picked`, in that order (one gather, no per-text loop)."""
+        lengths = self.lengths[picked]
+        new_starts = np.cumsum(lengths) - lengths
+        source = np.repeat(self.offsets[:-1][picked] - new_starts, lengths) + np.arange(int(lengths.sum()))
+        return TokenBatch(self.ids[source], lengths)
 
 
-def pack(sequences: Sequence[Sequence[int]]) -> dict[str, torch.Tensor | int]:
+def pad(sequences: TokenBatch | Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    batch = TokenBatch.of(sequences)
+    longest = int(batch.lengths.max())
+    mask = np.arange(longest)[None, :] < batch.lengths[:, None]
+    ids = np.full(mask.shape, pad_id, dtype=np.int64)
+    ids[mask] = batch.ids  # row-major: each row's first `length` slots, in order
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+
+
+def pack(sequences: TokenBatch | Sequence[Sequence[int]]) -> dict[str, torch.Tensor | int]:
     """One row of all tokens, positions restarting at 0 per sequence, and the boundaries attention and pooling
     need (`cu_seqlens` cumulative lengths, first-token `starts`, per-token `segment_ids`)."""
-    lengths = np.array([len(seq) for seq in sequences], dtype=np.int64)
-    cu_seqlens = np.concatenate([[0], np.cumsum(lengths)])
+    batch = TokenBatch.of(sequences)
+    lengths, cu_seqlens = batch.lengths.astype(np.int64), batch.offsets
     starts = cu_seqlens[:-1]
     total = int(cu_seqlens[-1])
     positions = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
     return {
-        "input_ids": torch.from_numpy(np.concatenate([np.asarray(seq, dtype=np.int64) for seq in sequences])[None]),
+        "input_ids": torch.from_numpy(batch.ids.astype(np.int64)[None]),
         "position_ids": torch.from_numpy(positions[None]),
         "cu_seqlens": torch.from_numpy(cu_seqlens.astype(np.int32)),
-        "starts": torch.from_numpy(starts),
+        "starts": torch.from_numpy(starts.copy()),
         "lengths": torch.from_numpy(lengths),
         "segment_ids": torch.from_numpy(np.repeat(np.arange(len(lengths)), lengths)),
         "max_seqlen": int(lengths.max()),
@@ -90,27 +120,32 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 def iter_batches(
     texts: Sequence[str],
-    tokenize: Callable[[list[str]], list[list[int]]],
+    tokenize: Callable[[list[str]], list[list[int]] | tokens.TokenArrays],
     *,
     batch_size: int,
     max_tokens: int | None,
     packed: bool,
     window: int,
-) -> Iterator[tuple[np.ndarray, list[list[int]]]]:
-    """Yield (row indices into `texts`, token id lists) per batch, longest first within each window; the next
-    window is tokenized in a background thread while the caller works on this one."""
+    standalone=None,
+    workers: int = 0,
+) -> Iterator[tuple[np.ndarray, TokenBatch]]:
+    """Yield (row indices into `texts`, their token ids) per batch, longest first within each window.
+
+    Later windows are tokenized meanwhile: by `tokenize` in one background thread, or, with `workers` > 0 and a
+    `standalone` tokenizer (`tokens.standalone_tokenizer`), in that many forked processes (two windows in
+    flight, each split across them). Both give the same ids, so the same batches in the same order.
+    """
     order = np.argsort([-len(text) for text in texts], kind="stable")
     windows = [order[start : start + window] for start in range(0, len(order), window)]
     if not windows:
         return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(tokenize, [texts[i] for i in windows[0]])
+    with tokens.window_submitter(tokenize, standalone, workers) as (submit, ahead):
+        futures = deque(submit([texts[i] for i in rows]) for rows in windows[:ahead])
         for index, rows in enumerate(windows):
-            ids = future.result()
-            if index + 1 < len(windows):
-                future = pool.submit(tokenize, [texts[i] for i in windows[index + 1]])
-            lengths = np.array([len(seq) for seq in ids], dtype=np.int64)
-            by_length = np.argsort(-lengths, kind="stable")
-            for positions in plan_batches(lengths[by_length], batch_size, max_tokens, packed):
+            ids = TokenBatch.of(futures.popleft().result())
+            if index + ahead < len(windows):
+                futures.append(submit([texts[i] for i in windows[index + ahead]]))
+            by_length = np.argsort(-ids.lengths, kind="stable")
+            for positions in plan_batches(ids.lengths[by_length], batch_size, max_tokens, packed):
                 picked = by_length[positions]
-                yield rows[picked], [ids[i] for i in picked]
+                yield rows[picked], ids.take(picked)

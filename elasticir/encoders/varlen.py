@@ -112,10 +112,14 @@ def probe_kernel(device: torch.device, dtype: torch.dtype, head_dim: int) -> tup
 
 def pool_packed(hidden: torch.Tensor, batch: dict, pooling: str) -> torch.Tensor:
     """Per-sequence pooling of a packed [1, total, hidden] state: CLS = each sequence's first token, mean =
-    segment mean (accumulated in fp32)."""
+    segment mean in fp32.
+
+    Why `embedding_bag` for the mean: a sequence's tokens are consecutive rows, which is exactly a bag of rows
+    given by its start offset; its kernel sums each (bag, feature) in one place, where `index_add_` scatters
+    every token with an atomic add (a tenth of an H100 batch's time at 12 layers). No host sync: the offsets
+    stay on the device. The states are upcast first so the sums and the mean stay fp32, as before."""
     states = hidden[0]
     if pooling == "cls":
         return states[batch["starts"]]
-    sums = torch.zeros(batch["lengths"].shape[0], states.shape[1], dtype=torch.float32, device=states.device)
-    sums.index_add_(0, batch["segment_ids"], states.float())
-    return sums / batch["lengths"].unsqueeze(1).to(torch.float32)
+    rows = torch.arange(states.shape[0], device=states.device)
+    return F.embedding_bag(rows, states.float(), batch["starts"], mode="mean")

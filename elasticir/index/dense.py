@@ -11,7 +11,9 @@ so building never holds more than the index itself plus one chunk.
 from __future__ import annotations
 
 import math
+import re
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -159,3 +161,51 @@ class CellIndex:
             self._raw_search(row[None, :], k)
             times.append((time.perf_counter() - start) * 1000)
         return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def _faiss_reason(exc: Exception) -> str:
+    """FAISS's own words without its C++ source location ("Error in ... at index_factory.cpp:1228: ...")."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^Error in .*?\.cpp:\d+:\s*", "", text)
+    return text.split("failed: ", 1)[-1]
+
+
+def check_index(index: str, dims: Sequence[int], n_docs: int | None = None, *, flat_backend: str = "torch") -> None:
+    """Refuse an index the grid cannot build, before any encoding: a factory string FAISS does not parse, a
+    product quantiser whose sub-quantiser count does not divide a dim, or (when the corpus size is known) an
+    index that needs more training vectors than the corpus has (IVF lists, PQ centroids per sub-quantiser)."""
+    if not isinstance(index, str) or not index.strip():
+        raise ElasticIRError("--index is empty; use flat, hnsw, sq8, ivfpq or a FAISS factory string")
+    if factory_string(index, n_docs or 1_000_000, max(dims)) == "Flat" and flat_backend == "torch":
+        return
+    import faiss
+
+    for dim in sorted(set(dims)):
+        factory = factory_string(index, n_docs or 1_000_000, dim)
+        try:
+            built = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise ElasticIRError(
+                f"--index {index!r} (FAISS factory {factory!r}) cannot be built at dim {dim}: {_faiss_reason(exc)}. "
+                "Fix: use flat, hnsw, sq8, ivfpq, or a FAISS factory string valid for every dim of the grid "
+                "(e.g. IVF256,Flat or HNSW32)"
+            ) from None
+        if n_docs is None or built.is_trained:
+            continue
+        needs = [("IVF lists", _nlist(built)), ("PQ centroids", getattr(getattr(faiss.downcast_index(built), "pq", None), "ksub", 0))]
+        for what, count in needs:
+            if count and n_docs < count:
+                raise ElasticIRError(
+                    f"--index {index!r} (FAISS factory {factory!r}) needs at least {count} training vectors for its "
+                    f"{count} {what}, but the corpus has {n_docs} documents. Fix: use fewer lists/centroids, "
+                    "flat, or hnsw for a corpus this small"
+                )
+
+
+def _nlist(index) -> int:
+    import faiss
+
+    try:
+        return faiss.extract_index_ivf(index).nlist
+    except RuntimeError:
+        return 0

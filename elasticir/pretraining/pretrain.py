@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import sys
 import time
@@ -36,8 +37,10 @@ from elasticir.encoders import (
     default_device,
     load_sentence_transformer,
     read_sentence_transformers_config,
+    refused_pickle,
     weights_sha256,
 )
+from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write, file_checksum, provenance
 from elasticir.pretraining.masking import Masker
 from elasticir.pretraining.smae import SMAE, read_head_weights
@@ -127,7 +130,10 @@ def _save_checkpoint(path: Path, model: SMAE, optimizer, scheduler, progress: Pr
 
 
 def _load_checkpoint(path: Path, model: SMAE, optimizer, scheduler) -> Progress:
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ElasticIRError(refused_pickle(path / "state.pt")) from None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

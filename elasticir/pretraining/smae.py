@@ -18,6 +18,7 @@ the word embeddings); its weights are saved and read under BERT's `cls.predictio
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from elasticir.cells import Cell, default_pairs
-from elasticir.encoders import run_layers, transformer_blocks
+from elasticir.encoders import refused_pickle, run_layers, transformer_blocks
 from elasticir.errors import ElasticIRError
 from elasticir.pretraining.masking import IGNORE, MaskedBatch
 from elasticir.training.losses import validate_pairs
@@ -82,7 +83,10 @@ def read_head_weights(folders: Iterable[Path]) -> dict[str, Tensor]:
                 found.update({key: handle.get_tensor(key) for key in names
                               if key.startswith((HEAD_PREFIX, DECODER_PREFIX))})
         for file in sorted(folder.glob("pytorch_model*.bin")):
-            state = torch.load(file, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(file, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                raise ElasticIRError(refused_pickle(file)) from None
             found.update({key: value for key, value in state.items() if key.startswith((HEAD_PREFIX, DECODER_PREFIX))})
     for old, new in _LEGACY_NAMES.items():
         found = {key.removesuffix(old) + new if key.endswith(old) else key: value for key, value in found.items()}

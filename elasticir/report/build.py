@@ -164,6 +164,11 @@ class _Report:
     sig_note: str = ""
 
     @property
+    def tag(self) -> str:
+        """" (subset)" in figure titles when a smoke-test subset run is in them."""
+        return " (subset)" if any(r.board.subset for r in self.runs) else ""
+
+    @property
     def fig_dir(self) -> Path:
         return self.writer.out / "figures"
 
@@ -216,6 +221,10 @@ def _write_header(report: _Report) -> None:
         f"({model.num_layers} layers x {model.hidden_size} dims, {model.pooling} pooling, weights sha256 "
         f"{model.weights_sha256[:12]}); grid layers {list(run.board.grid.layers)} x dims "
         f"{list(run.board.grid.dims)}; pair list {' '.join(map(str, run.pairs))}.")
+    for other in report.runs:
+        if other.board.subset:
+            report.writer.text(f"**{other.label} is a smoke-test subset** ({other.board.subset}): its numbers are "
+                               "not comparable with full-data runs.")
     outside = [p for p in run.pairs if p not in run.pairs_in_grid()]
     if outside:
         report.notes.append(f"{run.label}: pair-list cells {', '.join(map(str, outside))} are not in the evaluated "
@@ -285,14 +294,18 @@ def _write_differences(report: _Report) -> None:
         diff = rows.pivot(index="layer", columns="dim", values="diff").reindex(index=layers, columns=dims)
         diff = diff.dropna(how="all").dropna(axis=1, how="all")  # only layers / dims the baseline has
         sig = rows.pivot(index="layer", columns="dim", values="significant")
+        tested = bool(rows.p.notna().any())
         legend = (f"Difference {run.label} \u2212 {baseline.label} in {rows.metric.iloc[0]} (blue: {run.label} "
-                  f"better). * = significant ({describe(rows, report.alpha)}). Only cells both grids have are "
-                  "shown and tested.")
+                  + (f"better). * = significant ({describe(rows, report.alpha)}). Only cells both grids have are "
+                     "shown and tested." if tested else "better). No significance test: per-query / per-pair values "
+                     "are missing (e.g. a published leaderboard JSON), so these are differences only. Only cells "
+                     "both grids have are shown."))
         paths = figures.diff_heatmap(diff, sig, report.fig_dir / f"diff_{dataset}",
                                      title=f"{dataset}: {run.label} \u2212 {baseline.label}",
                                      colorbar_label=f"\u0394 {rows.metric.iloc[0]}", legend=legend, pairs=run.pairs)
         n_sig = int(rows.significant.sum())
-        writer.figure(paths, legend + f" {n_sig} of {len(rows)} shared cells significant ({rows.test.iloc[0]}).")
+        writer.figure(paths, legend + (f" {n_sig} of {len(rows)} shared cells significant ({rows.test.iloc[0]})."
+                                       if tested else ""))
     if comparison.dataset.nunique() > 1:
         mean = comparison.groupby(["layer", "dim"])["diff"].mean().unstack().reindex(index=layers, columns=dims)
         mean = mean.dropna(how="all").dropna(axis=1, how="all")
@@ -332,10 +345,10 @@ def _write_pareto(report: _Report, cost: str) -> None:
                    f"each run's Pareto-optimal cells (costs within 1% count as equal) are connected and labelled L,d "
                    f"where space allows; stars: full models"
                    + (f"; dashed line: BM25 (pyserini, flat, {bm25:.4f}; no dense cost)" if bm25 else "") + ".")
-        paths = figures.pareto(series, report.fig_dir / f"pareto_{dataset}_{cost}", title=dataset, xlabel=xlabel,
+        paths = figures.pareto(series, report.fig_dir / f"pareto_{dataset}_{cost}", title=dataset + report.tag, xlabel=xlabel,
                                ylabel=run.metric(dataset), reference={"BM25": bm25} if bm25 else None,
                                log_x=True)
-        report.writer.figure(paths, caption)
+        report.writer.figure(paths, caption + (" Subset runs are smoke tests on sampled data." if report.tag else ""))
 
 
 def _write_diagonal(report: _Report) -> None:
@@ -353,7 +366,7 @@ def _write_diagonal(report: _Report) -> None:
             y = [float(np.mean([r.value(d, cell) for d in members])) for cell in cells]
             series.append({"label": r.label, "x": x, "y": y, "cells": cells})
         bm25 = (run.bm25(dataset) or {}).get(run.metric(dataset)) if dataset in run.tasks else None
-        panels.append({"title": dataset, "ylabel": "mean Spearman" if dataset == "STS mean" else run.metric(dataset),
+        panels.append({"title": dataset + report.tag, "ylabel": "mean Spearman" if dataset == "STS mean" else run.metric(dataset),
                        "series": series, "reference": {"BM25": bm25} if bm25 else None})
     if panels:
         paths = figures.diagonal_curves(panels, report.fig_dir / "diagonal",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 
 import matplotlib
@@ -58,11 +59,11 @@ def paper_style():
         yield
 
 
-def save(fig, stem: Path) -> list[Path]:
-    """Write stem.pdf and stem.png; close the figure."""
+def save(fig, stem: Path, formats: Sequence[str] = ("pdf", "png")) -> list[Path]:
+    """Write stem.pdf and stem.png (or the given formats); close the figure."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".pdf"), stem.with_suffix(".png")]
+    paths = [stem.with_suffix(f".{fmt}") for fmt in formats]
     for path in paths:
         fig.savefig(path)
     plt.close(fig)
@@ -113,7 +114,8 @@ def _outline(ax, layers, dims, cells, colour="black") -> int:
 
 
 def heatmap(grid: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str, pairs: Sequence = (),
-            note: str | None = None, cmap: str = VALUE_CMAP, digits: int = 3) -> list[Path]:
+            note: str | None = None, cmap: str = VALUE_CMAP, digits: int = 3,
+            formats: Sequence[str] = ("pdf", "png")) -> list[Path]:
     """Layer x dim heatmap (layers bottom to top, dims left to right), value printed in every cell, pair-list
     cells outlined. `grid`: index = layers, columns = dims."""
     layers, dims = list(grid.index), list(grid.columns)
@@ -138,7 +140,7 @@ def heatmap(grid: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str, 
         if note or outlined:
             text = (note + " " if note else "") + ("Outlined: pair-list (diagonal) cells." if outlined else "")
             fig.text(0.01, -0.02, _wrap(text, int(width * 17)), ha="left", va="top", fontsize=6.5)
-        return save(fig, stem)
+        return save(fig, stem, formats)
 
 
 def diff_heatmap(diff: pd.DataFrame, significant: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str,
@@ -181,22 +183,44 @@ def _plain_log_axis(axis) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     formatter = FuncFormatter(lambda v, _: f"{v:g}")
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    # 1-1.5-2-3-5-7 per decade: four or more labelled ticks even when the data span less than one decade
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
     axis.set_major_formatter(formatter)
     axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
+def _line_pixels(ax, lines: Sequence[tuple[Sequence[float], Sequence[float]]], step: float = 2.0) -> list:
+    """Points every `step` pixels along each polyline (data coordinates), and along every horizontal or vertical
+    reference line drawn on the axes: what a label must not touch."""
+    pixels = []
+    polylines = [np.column_stack([xs, ys]) for xs, ys in lines if len(xs) > 1]
+    for line in ax.get_lines():  # axhline / axvline references, in axes-relative coordinates
+        xs, ys = line.get_xdata(), line.get_ydata()
+        if line.get_transform() != ax.transData and len(xs) == 2:
+            corners = line.get_transform().transform(np.column_stack([xs, ys]))
+            polylines.append(ax.transData.inverted().transform(corners))
+    for line in polylines:
+        points = ax.transData.transform(np.asarray(line, dtype=float))
+        for (x0, y0), (x1, y1) in pairwise(points):
+            count = max(2, int(np.hypot(x1 - x0, y1 - y0) / step))
+            pixels += list(zip(np.linspace(x0, x1, count), np.linspace(y0, y1, count)))
+    return pixels
+
+
 def place_labels(ax, points: list[tuple[float, float, str, str]], fontsize: float = 5.5,
-                 occupied: list | None = None) -> list:
+                 occupied: list | None = None, lines: Sequence = ()) -> list:
     """Label points without overlaps: try a few offsets around each point, skip a label that fits nowhere.
 
-    points: (x, y, text, colour) in data coordinates. Returns the occupied boxes (pixels), so several calls
-    (one per run) can share them.
+    points: (x, y, text, colour) in data coordinates; lines: polylines ([xs], [ys]) the labels must not touch
+    (reference lines drawn with axhline are found by themselves); labels stay inside the axes. Returns the
+    occupied boxes (pixels), so several calls (one per run) can share them.
     """
     occupied = [] if occupied is None else occupied
     ax.figure.canvas.draw()  # fix limits and transforms
     scale = ax.figure.dpi / 72.0
     height = fontsize * 1.25 * scale
+    frame = ax.get_window_extent()
+    obstacles = np.array(_line_pixels(ax, lines) or [(np.nan, np.nan)])
     markers = [ax.transData.transform((x, y)) for x, y, _, _ in points]
     for (x, y, text, colour), (px, py) in zip(points, markers):
         width = len(text) * fontsize * 0.62 * scale
@@ -206,6 +230,9 @@ def place_labels(ax, points: list[tuple[float, float, str, str]], fontsize: floa
             box = (left, bottom, left + width, bottom + height)
             clash = any(not (box[2] < o[0] or box[0] > o[2] or box[3] < o[1] or box[1] > o[3]) for o in occupied)
             clash = clash or any(box[0] - 2 < mx < box[2] + 2 and box[1] - 2 < my < box[3] + 2 for mx, my in markers)
+            clash = clash or bool(np.any((obstacles[:, 0] > box[0] - 1) & (obstacles[:, 0] < box[2] + 1)
+                                         & (obstacles[:, 1] > box[1] - 1) & (obstacles[:, 1] < box[3] + 1)))
+            clash = clash or box[0] < frame.x0 or box[2] > frame.x1 or box[1] < frame.y0 or box[3] > frame.y1
             if not clash:
                 occupied.append(box)
                 ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
@@ -242,13 +269,14 @@ def pareto(series: list[dict], stem: Path, *, title: str, xlabel: str, ylabel: s
     """
     with paper_style():
         fig, ax = plt.subplots(figsize=(SINGLE_COLUMN * 1.35, 3.0 + (0.3 if note else 0)))
-        to_label = []
+        to_label, fronts = [], []
         for k, run in enumerate(series):
             colour, marker = OKABE_ITO[k % len(OKABE_ITO)], MARKERS[k % len(MARKERS)]
             cost, value = np.asarray(run["cost"], float), np.asarray(run["value"], float)
             ax.scatter(cost, value, s=12, marker=marker, facecolor="none", edgecolor=colour, lw=0.7, alpha=0.75,
                        zorder=2)
             front = pareto_front(cost, value)
+            fronts.append((cost[front], value[front]))
             ax.plot(cost[front], value[front], marker=marker, color=colour, ms=4.5, lw=1.2, zorder=3,
                     label=f"{run['label']} (Pareto front)")
             if run.get("full") in run["cells"]:
@@ -269,7 +297,8 @@ def pareto(series: list[dict], stem: Path, *, title: str, xlabel: str, ylabel: s
         ax.set_title(title)
         ax.grid(True, which="major", lw=0.3, color="#cccccc")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2, handletextpad=0.4, columnspacing=1.2)
-        place_labels(ax, to_label)
+        ax.margins(x=0.06, y=0.1)  # room for the labels of the extreme points inside the axes
+        place_labels(ax, to_label, lines=fronts)
         if note:
             fig.text(0.01, -0.02, _wrap(note, 80), ha="left", va="top", fontsize=6.5)
         return save(fig, stem)
@@ -286,10 +315,11 @@ def diagonal_curves(panels: list[dict], stem: Path, *, xlabel: str, note: str | 
     with paper_style():
         fig, axes = plt.subplots(rows, columns, figsize=(DOUBLE_COLUMN, 2.1 * rows + (0.3 if note else 0)),
                                  squeeze=False)
-        panel_labels = []
+        panel_labels, panel_lines = [], []
         for ax, panel in zip(axes.flat, panels):
             labels = []
             panel_labels.append(labels)
+            panel_lines.append([(run["x"], run["y"]) for run in panel["series"]])
             for k, run in enumerate(panel["series"]):
                 colour, marker = OKABE_ITO[k % len(OKABE_ITO)], MARKERS[k % len(MARKERS)]
                 ax.plot(run["x"], run["y"], marker=marker, color=colour, label=run["label"])
@@ -299,6 +329,7 @@ def diagonal_curves(panels: list[dict], stem: Path, *, xlabel: str, note: str | 
                     ax.axhline(level, color="#555555", ls="--", lw=0.9, label=f"{name} ({fmt_value(level)})")
             ax.set_xscale("log")
             _plain_log_axis(ax.xaxis)
+            ax.margins(x=0.1, y=0.15)  # room for the labels of the end points inside the axes
             ax.set_title(panel["title"])
             ax.set_ylabel(panel["ylabel"])
             ax.set_xlabel(xlabel)
@@ -313,8 +344,8 @@ def diagonal_curves(panels: list[dict], stem: Path, *, xlabel: str, note: str | 
                     labels.append(label)
         fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), bbox_to_anchor=(0.5, 1.0))
         fig.tight_layout(rect=(0, 0, 1, 0.93 if rows == 1 else 0.96))
-        for ax, labels in zip(axes.flat, panel_labels):
-            place_labels(ax, labels)
+        for ax, labels, lines in zip(axes.flat, panel_labels, panel_lines):
+            place_labels(ax, labels, lines=lines)
         if note:
             fig.text(0.01, -0.01, _wrap(note, 160), ha="left", va="top", fontsize=6.5)
         return save(fig, stem)

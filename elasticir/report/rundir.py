@@ -123,15 +123,27 @@ class RunData:
             return data["cosines"], data["gold"], [Cell(*(int(v) for v in c)) for c in data["cells"]]
 
 
+def cells_from_leaderboard(board: Leaderboard) -> pd.DataFrame:
+    """The per-cell table a run directory keeps in cells.csv, rebuilt from the leaderboard's results."""
+    return pd.DataFrame([{"dataset": c.dataset, "layer": c.layer, "dim": c.dim, **c.metrics, **c.costs}
+                         for c in board.results])
+
+
 def load_run(run_dir: str | Path, label: str | None = None) -> RunData:
-    """Validate and load a run directory; a clear error when it is not one."""
+    """Validate and load a run directory, or a published leaderboard JSON (then without per-example values, so
+    nothing can be tested for significance against it); a clear error when it is neither."""
     run_dir = Path(run_dir)
-    board = load_leaderboard(run_dir / "leaderboard.json")
-    cells_path = run_dir / "cells.csv"
-    if not cells_path.is_file():
-        raise ElasticIRError(f"{run_dir}: no cells.csv; is this a finished elasticir run directory?")
-    cells = pd.read_csv(cells_path)
-    return RunData(run_dir, board, cells, label or board.model.name.rstrip("/").split("/")[-1])
+    if run_dir.is_file():
+        board = load_leaderboard(run_dir)
+        run_dir, cells = run_dir.with_suffix(""), cells_from_leaderboard(board)  # no part files under it
+    else:
+        board = load_leaderboard(run_dir / "leaderboard.json")
+        cells_path = run_dir / "cells.csv"
+        if not cells_path.is_file():
+            raise ElasticIRError(f"{run_dir}: no cells.csv; is this a finished elasticir run directory?")
+        cells = pd.read_csv(cells_path)
+    subset = " (subset)" if board.subset else ""  # in every figure title and legend: never read as a full run
+    return RunData(run_dir, board, cells, label or board.model.name.rstrip("/").split("/")[-1] + subset)
 
 
 def unique_labels(runs: list[RunData]) -> None:

@@ -241,6 +241,8 @@ def describe(table: pd.DataFrame, alpha: float = 0.05) -> str:
     """One sentence naming the tests and the correction, for captions and legends."""
     if table.empty:
         return "no shared cells were tested"
+    if table["p"].isna().all():
+        return "no significance test: per-query / per-pair values are missing on one side (e.g. a leaderboard JSON)"
     parts = []
     for test in dict.fromkeys(table["test"]):
         sub = table[table.test == test]

@@ -30,7 +30,8 @@ class FileRecord(_Strict):
 
 class ModelRecord(_Strict):
     name: str
-    path: str
+    path: str  # where it was loaded from on the machine that ran it (not part of its identity)
+    hub_id: str | None = None  # with weights_sha256, the model's identity: what `reproduce` looks for
     revision: str | None
     weights_sha256: str
     num_layers: int
@@ -55,7 +56,8 @@ class DatasetRecord(_Strict):
     task: Literal["sts", "retrieval"]
     split: str
     n_examples: int
-    source: str | None
+    source: str | None  # what was read: "local sha256:<digest of the files' sha256s>" for a local copy
+    official_source: str | None = None  # where the dataset is published (catalog), when known
     files: list[FileRecord]
 
 
@@ -115,6 +117,7 @@ class Leaderboard(_Strict):
     baselines: list[BaselineResult] = []
     encode_latency: list[EncodeLatency] = []
     notes: list[str] = []
+    subset: dict[str, Any] | None = None  # smoke-test limits (queries, corpus, seed); None: the full datasets
     library_versions: dict[str, str]
     seed: int
     command: list[str]

@@ -6,7 +6,13 @@ Layout of `results/<run id>/`:
   cells.csv                   every part in one table
   leaderboard.json            the validated summary (see schema.py)
 The run id hashes everything that changes the numbers (weights, pooling, length, dtype, grid, task options), so
-re-running the same config finds its finished parts and skips them.
+re-running the same config finds its finished parts. A part is reused only when the `key` recorded in its
+`.json` equals the key of what would produce it now (`part_key`: that numeric config plus the sha256 of every
+data file read, never names or paths) and its table still has the checksum recorded next to it; anything else is
+recomputed. While a part is written its lock (`<task>/<dataset>.lock`) keeps a second run out, and its old
+finished mark is removed first, so a crash never leaves a mark next to a half-replaced table. The summary
+(`cells.csv`, `leaderboard.json`) is rebuilt from every finished part in the folder, so two commands sharing a
+run directory (STS set A, then set B; STS, then retrieval) both stay in it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ import pandas as pd
 
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write
+from elasticir.locking import exclusive
+
+TASKS = ("sts", "retrieval")
 
 
 def claim_output(out: Path, numeric: dict, *, started: str, finished: str, what: str, recompute: bool = False) -> bool:
@@ -55,6 +64,18 @@ def run_id(model_name: str, config: dict) -> str:
     return f"{slug}-{digest}"
 
 
+def part_key(numeric: dict, task: str, dataset: str, split: str, data_sha256: list[str], options: dict) -> str:
+    """What makes a part's numbers: the run's numeric config, the dataset's task/split/options and the content
+    (sha256) of every data file it reads. The dataset name is included for readability of collisions only."""
+    payload = {"numeric": numeric, "task": task, "dataset": dataset, "split": split, "data": data_sha256,
+               "options": options}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class RunStore:
     def __init__(self, root: Path, run_id: str) -> None:
         self.dir = Path(root) / run_id
@@ -63,17 +84,60 @@ class RunStore:
     def _paths(self, task: str, dataset: str) -> tuple[Path, Path]:
         return self.dir / task / f"{dataset}.csv", self.dir / task / f"{dataset}.json"
 
-    def finished(self, task: str, dataset: str) -> bool:
-        return all(path.is_file() for path in self._paths(task, dataset))
+    def lock(self, task: str, dataset: str):
+        """Context manager: the part's writer lock (waits for, or refuses, a second writer)."""
+        return exclusive(self.dir / task / f"{dataset}.lock", f"the {task} part {dataset} of {self.dir}")
+
+    def summary_lock(self):
+        return exclusive(self.dir / "summary.lock", f"the summary of {self.dir}")
+
+    def reusable(self, task: str, dataset: str, key: str) -> tuple[pd.DataFrame, dict] | None:
+        """The finished part (cells, meta) if it was produced by exactly `key` and is whole, else None."""
+        loaded = self._load(task, dataset)
+        if loaded is None or loaded[1].get("key") != key:
+            return None
+        return loaded
+
+    def _load(self, task: str, dataset: str) -> tuple[pd.DataFrame, dict] | None:
+        csv_path, meta_path = self._paths(task, dataset)
+        try:
+            meta = json.loads(meta_path.read_text())
+            text = csv_path.read_text()
+        except (OSError, ValueError):
+            return None
+        if meta.get("cells_sha256") != _sha(text):
+            return None
+        return pd.read_csv(io.StringIO(text)), meta
+
+    def has_part(self, task: str, dataset: str) -> bool:
+        """A finished mark exists (whatever produced it)."""
+        return self._paths(task, dataset)[1].is_file()
+
+    def invalidate(self, task: str, dataset: str) -> None:
+        """Remove the finished mark before a part is rewritten (called under the part's lock)."""
+        self._paths(task, dataset)[1].unlink(missing_ok=True)
 
     def save_part(self, task: str, dataset: str, cells: pd.DataFrame, meta: dict) -> None:
+        """Table first, then the meta with the table's checksum: the meta is the finished mark."""
         csv_path, meta_path = self._paths(task, dataset)
-        atomic_write(csv_path, cells.to_csv(index=False))
-        atomic_write(meta_path, json.dumps(meta, indent=2, default=str))
+        text = cells.to_csv(index=False)
+        atomic_write(csv_path, text)
+        atomic_write(meta_path, json.dumps({**meta, "cells_sha256": _sha(text)}, indent=2, default=str))
 
     def load_part(self, task: str, dataset: str) -> tuple[pd.DataFrame, dict]:
-        csv_path, meta_path = self._paths(task, dataset)
-        return pd.read_csv(csv_path), json.loads(meta_path.read_text())
+        loaded = self._load(task, dataset)
+        if loaded is None:
+            raise ElasticIRError(f"{self._paths(task, dataset)[0]}: not a finished part (missing, or changed since)")
+        return loaded
+
+    def finished_parts(self) -> list[tuple[str, str]]:
+        """(task, dataset) of every whole finished part in the folder, tasks in TASKS order, names sorted."""
+        found = []
+        for task in TASKS:
+            for meta_path in sorted((self.dir / task).glob("*.json")):
+                if self._load(task, meta_path.stem) is not None:
+                    found.append((task, meta_path.stem))
+        return found
 
     def write_table(self, name: str, table: pd.DataFrame) -> Path:
         buffer = io.StringIO()

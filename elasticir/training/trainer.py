@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from elasticir.cells import Cell, Grid, validate_cells
+from elasticir.checks import check_device, check_positive
 from elasticir.encoders import (
     DEFAULT_MODEL,
     load_sentence_transformer,
@@ -172,6 +173,18 @@ def _set_pooling(model, mode: str) -> None:
         old.embedding_dimension, pooling_mode=mode, include_prompt=old.include_prompt)
 
 
+def check_batches(data: TrainingData, batch_size: int) -> None:
+    """Only whole batches are trained (drop_last): a dataset with fewer rows than a batch would never be seen,
+    and with all of them that small training would run 0 steps yet save the base model as if trained."""
+    small = {name: len(dataset) for name, dataset in data.datasets.items() if len(dataset) < batch_size}
+    if small:
+        listed = ", ".join(f"{name} ({rows} rows)" for name, rows in small.items())
+        raise ElasticIRError(
+            f"--batch-size {batch_size} is larger than the training data: {listed}; only whole batches are "
+            f"trained, so no step would use it. Fix: --batch-size {min(small.values())} or less, or more rows"
+        )
+
+
 def _checkpoint(out: Path) -> Path | None:
     found = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return found[-1] if found else None
@@ -192,6 +205,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
     model, base_folder = load_base(config)
     data = load_training_data(config.data, root=config.data_root, negatives=config.negatives,
                               miner=config.miner, seed=config.seed, model=config.base)
+    check_batches(data, config.batch_size)
     loss = build_loss(config, model, data)
     trainer = _make_trainer(config, model, data, loss, out, callbacks)
     resume = _checkpoint(out)
@@ -200,6 +214,9 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
+    if trainer.state.global_step < 1:  # never present an untrained copy of the base as a trained model
+        raise ElasticIRError(f"training ran 0 steps ({data.rows} rows, --batch-size {config.batch_size}); "
+                             f"nothing was saved as trained in {out}. Fix: a smaller --batch-size or more data")
     model.save(str(out))
     metadata = _metadata(config, recipe, loss, data, base_folder, trainer, seconds, resume)
     atomic_write(out / METADATA, json.dumps(metadata, indent=2))
@@ -210,6 +227,8 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
 def _check_budget(config: TrainConfig) -> None:
     if config.max_steps < 1 or config.batch_size < 1 or config.lr <= 0:
         raise ElasticIRError("max_steps and batch_size must be at least 1 and lr positive")
+    check_positive(config.max_length, "--max-length")
+    check_device(config.device)
 
 
 def _make_trainer(config: TrainConfig, model, data: TrainingData, loss: ElasticLoss, out: Path, callbacks):

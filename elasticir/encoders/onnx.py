@@ -1,0 +1,188 @@
+"""The ONNX Runtime backend: the encoder cut at the deepest requested layer, run by onnxruntime on the CPU.
+
+One exported graph per layer set: it holds the embeddings and blocks 1..deepest only (early exit is kept: the
+layers above are not in the graph) and returns every requested layer's pooled embedding as its own output, so a
+grid still costs one pass. The graph is cached on disk, keyed by everything that changes it (weights, layers,
+pooling, max length, opset, the fusion switch and the torch / onnx / onnxruntime versions) and written via a
+temporary file and a rename, so concurrent runs never read half a file and a changed key is a fresh export.
+
+What the libraries could not do, and so what is hand-written here:
+- torch.onnx exports a module's forward outputs. A Hugging Face `BertModel` returns the last hidden state (and
+  a pooler output), not pooled per-layer states, and runs every layer; `PooledLayers` is the small wrapper that
+  truncates a copy of the model to the deepest layer, asks for its hidden states and pools the wanted ones
+  inside the graph. (Forward hooks that stop the pass, the torch path's early exit, cannot be traced.)
+- optimum's exporter (optimum-onnx) would export the whole model with its last hidden state only, and the
+  released optimum-onnx needs transformers < 4.58, so it cannot be installed beside transformers 5 at all.
+- The TorchScript exporter (`dynamo=False`) is used: its graph is the one onnxruntime's BERT fusion optimizer
+  recognises. The copy is exported with eager attention because the fusion matches the eager attention pattern,
+  not the one `scaled_dot_product_attention` exports to.
+
+Speed (measured with benchmarks/bench_encode.py, one thread, torch 2.13 / onnxruntime 1.32 on a Xeon with
+AVX-512): a float32 encode is matrix-multiply bound in both runtimes (75-80% of the time in MatMul / addmm), so
+onnxruntime is about as fast as torch on short texts and slower on 256-token passages; the fusion gains on
+passages and loses a little on short texts. That is why torch stays the default backend.
+
+Numbers: in float32 the graph equals the torch pass to ~1e-6 (the tests assert 1e-5 per layer), far inside what
+moves a metric at its fourth decimal, so embedding stores are shared between the backends (see store_key).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from elasticir.cells import Cell
+from elasticir.errors import ElasticIRError
+
+BACKENDS = ("torch", "onnx")
+OPSET = 17
+# Model types whose export and fused graph are tested; others fail with a clear error instead of a wrong number.
+ONNX_MODEL_TYPES = ("bert",)
+DEFAULT_CACHE = Path("~/.cache/elasticir/onnx")
+
+
+def check_backend(backend: str, model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse a backend the model / device / dtype cannot use, naming the fix (before any expensive work)."""
+    if backend not in BACKENDS:
+        raise ElasticIRError(f"--backend {backend!r} is not known; choose one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return
+    model_type = getattr(model.config, "model_type", type(model).__name__)
+    if model_type not in ONNX_MODEL_TYPES:
+        raise ElasticIRError(f"--backend onnx supports {', '.join(ONNX_MODEL_TYPES)} models; this model is "
+                             f"{model_type!r}: use --backend torch")
+    if device.type != "cpu":
+        raise ElasticIRError(f"--backend onnx runs on the CPU only (device {device}); pass --device cpu or use "
+                             "--backend torch on the GPU")
+    if dtype != torch.float32:
+        raise ElasticIRError(f"--backend onnx runs in float32 only (dtype {dtype}); use --backend torch")
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ElasticIRError("--backend onnx needs onnx and onnxruntime: pip install 'elasticir[onnx]'") from None
+
+
+class PooledLayers(torch.nn.Module):
+    """A copy of the model cut after the deepest wanted layer, returning each wanted layer's pooled state."""
+
+    def __init__(self, model: torch.nn.Module, blocks_path: str, layers: Sequence[int], pooling: str) -> None:
+        super().__init__()
+        self.layers, self.pooling = sorted(set(layers)), pooling
+        self.model = copy.deepcopy(model).float().eval()
+        del self.model.get_submodule(blocks_path)[max(self.layers):]  # early exit: no block above the deepest
+        self.model.config.num_hidden_layers = max(self.layers)
+        self.model.set_attn_implementation("eager")  # the attention pattern the BERT fusion recognises
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        states = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                            output_hidden_states=True).hidden_states  # [0] = embeddings, [L] = layer L
+        if self.pooling == "cls":
+            return tuple(states[layer][:, 0] for layer in self.layers)
+        weights = attention_mask.unsqueeze(-1).to(states[0].dtype)
+        count = weights.sum(1).clamp(min=1e-9)
+        return tuple((states[layer] * weights).sum(1) / count for layer in self.layers)
+
+
+def blocks_path(model: torch.nn.Module, blocks: torch.nn.ModuleList) -> str:
+    return next(name for name, module in model.named_modules() if module is blocks)
+
+
+def versions() -> dict[str, str]:
+    return {name: metadata.version(name) for name in ("torch", "onnx", "onnxruntime")}
+
+
+def export_key(weights_sha256: str, layers: Sequence[int], pooling: str, max_length: int, fuse: bool) -> str:
+    """Hash of everything that changes the exported graph; a different key is a different file."""
+    parts = {"weights": weights_sha256, "layers": sorted(set(layers)), "pooling": pooling,
+             "max_length": max_length, "opset": OPSET, "fuse": fuse, **versions()}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _fuse(path: Path, config) -> None:
+    """onnxruntime's BERT optimizer: fused Attention, SkipLayerNorm, EmbedLayerNorm and BiasGelu, in place."""
+    from onnxruntime.transformers import optimizer
+
+    fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
+                                     hidden_size=config.hidden_size, opt_level=0)
+    fused.save_model_to_file(str(path))
+
+
+def export(wrapper: PooledLayers, tokenizer, max_length: int, path: Path, fuse: bool) -> None:
+    """Export (and fuse) into a temporary file beside `path`, then rename it into place."""
+    import warnings
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sample = tokenizer(["an example sentence", "two"], padding=True, truncation=True, max_length=max_length,
+                       return_tensors="pt")
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    if "token_type_ids" not in sample:
+        sample["token_type_ids"] = torch.zeros_like(sample["input_ids"])
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TorchScript tracer warnings about Python control flow
+            torch.onnx.export(wrapper, tuple(sample[name] for name in names), tmp, dynamo=False,
+                              input_names=names, output_names=[f"layer_{layer}" for layer in wrapper.layers],
+                              dynamic_axes={name: {0: "batch", 1: "sequence"} for name in names},
+                              opset_version=OPSET)
+        if fuse:
+            _fuse(Path(tmp), wrapper.model.config)
+        os.replace(tmp, path)
+    except Exception as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise ElasticIRError(f"exporting {type(wrapper.model).__name__} to ONNX failed ({exc}); "
+                             "use --backend torch") from exc
+
+
+class OnnxLayers:
+    """onnxruntime sessions of one encoder, one per layer set, exported on first use and cached on disk."""
+
+    def __init__(self, encoder, cache_dir: str | Path | None = None, *, fuse: bool = True) -> None:
+        self.encoder, self.fuse = encoder, fuse
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE.expanduser()
+        self.sessions: dict[tuple[int, ...], object] = {}
+
+    def path(self, layers: Sequence[int]) -> Path:
+        info = self.encoder.info
+        key = export_key(info.weights_sha256, layers, info.pooling, info.max_length, self.fuse)
+        return self.cache_dir / key / "model.onnx"
+
+    def session(self, layers: Sequence[int]):
+        """The session for this layer set: the cached graph, else a fresh export. Threads = torch's count."""
+        import onnxruntime as ort
+
+        layers = tuple(sorted(set(layers)))
+        if layers not in self.sessions:
+            path = self.path(layers)
+            if not path.is_file():
+                encoder = self.encoder
+                wrapper = PooledLayers(encoder.model, blocks_path(encoder.model, encoder._blocks), layers,
+                                       encoder.info.pooling)
+                export(wrapper, encoder.tokenizer, encoder.info.max_length, path, self.fuse)
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            self.sessions[layers] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return self.sessions[layers]
+
+    def forward_layers(self, batch: dict[str, torch.Tensor], layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        """{layer: pooled float32 [batch, hidden]} from one run of the cut graph."""
+        layers = sorted(set(layers))
+        self.encoder.check_cells(Cell(layer, 1) for layer in layers)
+        feed = {name: tensor.numpy().astype(np.int64, copy=False) for name, tensor in batch.items()}  # graph: int64
+        if "token_type_ids" not in feed:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        outputs = self.session(layers).run(None, feed)
+        return {layer: torch.from_numpy(array) for layer, array in zip(layers, outputs)}

@@ -1,0 +1,84 @@
+"""A leaderboard fit to publish: the same numbers, without the paths of the machine that produced it.
+
+A run directory's leaderboard.json records where things were on that machine (model folder, data files, output
+folder), which the run's own report reads. A published copy names the model by hub id and weights sha256 and
+the data by paths relative to the data root plus sha256, which is all `reproduce` needs elsewhere.
+
+    python -m elasticir.results.portable results/<run>/leaderboard.json --hub-id org/name > leaderboards/<name>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path, PurePosixPath
+
+PORTABLE_NOTE = "machine paths replaced for publication (model by hub id, data relative to the data root)"
+
+
+def _relative_data_path(path: str) -> str:
+    """`/x/y/data/beir/scifact/corpus.jsonl` -> `beir/scifact/corpus.jsonl` (the data-root layout)."""
+    parts = PurePosixPath(path).parts
+    for anchor in ("sts", "beir", "pairs", "qrels"):
+        if anchor in parts:
+            return str(PurePosixPath(*parts[parts.index(anchor):]))
+    return PurePosixPath(path).name
+
+
+def _local_path(value: str | None) -> bool:
+    return bool(value) and (value.startswith(("/", "~")) or value[1:3] == ":\\")
+
+
+def make_portable(board: dict, hub_id: str | None = None) -> dict:
+    """A copy of a leaderboard dict with machine paths replaced; numbers, checksums and config are untouched."""
+    board = json.loads(json.dumps(board))
+    model = board["model"]
+    hub_id = hub_id or model.get("hub_id")
+    if hub_id is None and not _local_path(model["name"]):
+        hub_id = model["name"]
+    short = (hub_id or model["name"]).rstrip("/").split("/")[-1]
+    local_model = {model["path"], model["name"], board["config"].get("model")}
+    model.update(hub_id=hub_id, name=hub_id or short, path=short if _local_path(model["path"]) else model["path"])
+    if _local_path(board["config"].get("model")):
+        board["config"]["model"] = hub_id or short
+    for key in ("out", "data_root", "cache_dir"):
+        if _local_path(board["config"].get(key)):
+            board["config"][key] = "results" if key == "out" else None
+    for record in board["datasets"]:
+        for file in record["files"]:
+            file["path"] = _relative_data_path(file["path"])
+        if str(record.get("source") or "").startswith(("hf:", "http", "ir_datasets:")):
+            digest = hashlib.sha256("".join(f["sha256"] for f in record["files"]).encode()).hexdigest()[:16]
+            record.update(official_source=record["source"], source=f"local sha256:{digest}")
+    for baseline in board.get("baselines", []):
+        if _local_path(baseline.get("run_file")):
+            parts = PurePosixPath(baseline["run_file"]).parts
+            baseline["run_file"] = str(PurePosixPath(*parts[parts.index(board["run_id"]) + 1:])) \
+                if board["run_id"] in parts else PurePosixPath(baseline["run_file"]).name
+    command = board["command"]
+    for i, arg in enumerate(command):
+        if arg in local_model:
+            command[i] = hub_id or short
+        elif _local_path(arg):  # --out or --data-root of that machine
+            command[i] = "results" if i and command[i - 1] == "--out" else PurePosixPath(arg).name
+    if PORTABLE_NOTE not in board.get("notes", []):
+        board.setdefault("notes", []).append(PORTABLE_NOTE)
+    return board
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("leaderboard", type=Path)
+    parser.add_argument("--hub-id", help="The model's hub id, when the run loaded it from a local folder.")
+    args = parser.parse_args(argv)
+    from elasticir.results.schema import Leaderboard
+
+    board = make_portable(json.loads(args.leaderboard.read_text()), args.hub_id)
+    Leaderboard.model_validate(board)  # still a valid leaderboard
+    sys.stdout.write(json.dumps(board, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
