@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from elasticir.cells import Cell, parse_int_list, parse_pairs
+from elasticir.cells import Cell, parse_pairs
 from elasticir.cli_support import friendly_errors, load_config
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -63,10 +63,6 @@ def _limits(smoke: bool, limit_queries: int | None, limit_corpus: int | None) ->
 def _latency_texts(smoke: bool, latency_texts: int | None) -> int | None:
     """--smoke skips the encode-latency probe unless --latency-texts asks for it (a smoke run checks a config)."""
     return 0 if smoke and latency_texts is None else latency_texts
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
 def _config(config_file: Path | None, kind: type | None = None, **flags):
@@ -333,11 +329,6 @@ MinerOpt = Annotated[str | None, typer.Option(help="BEIR groups: mine negatives 
 CheckpointOpt = Annotated[int | None, typer.Option(help="Save a resumable checkpoint every N steps (default 200).")]
 
 
-def _train_flags(**flags) -> dict:
-    return {**flags, "data": _split(flags.get("data")), "out": str(flags["out"]) if flags.get("out") else None,
-            "data_root": str(flags["data_root"]) if flags.get("data_root") else None}
-
-
 @app.command("train")
 @friendly_errors
 def train_command(
@@ -385,14 +376,13 @@ def train_command(
     """Fine-tune an elastic encoder; an interrupted run resumes from its last checkpoint when re-run."""
     from elasticir.training.trainer import TrainConfig, train
 
-    folder = train(_config(config, TrainConfig, **_train_flags(
-        preset=preset, method=method, base=base, data=data, out=out_dir, max_steps=max_steps,
-        batch_size=batch_size, lr=lr, seed=seed, pairs=parse_pairs(pairs) if pairs else None,
-        layers=parse_int_list(layers, "layers"), dims=parse_int_list(dims, "dims"), kl=kl, kl_point=kl_point,
+    folder = train(_config(
+        config, TrainConfig, preset=preset, method=method, base=base, data=data, out=out_dir, max_steps=max_steps,
+        batch_size=batch_size, lr=lr, seed=seed, pairs=pairs, layers=layers, dims=dims, kl=kl, kl_point=kl_point,
         kl_weight=kl_weight, temperature=temperature, detach=detach, pooling=pooling, similarity=similarity,
         scale=scale, normalize=normalize, layer_weighting=layer_weighting, schedule=schedule, negatives=negatives,
         miner=miner, max_length=max_length, checkpoint_steps=checkpoint_steps, data_root=data_root, device=device,
-        recompute=recompute)))
+        recompute=recompute))
     out.print(f"model: {folder}  (evaluate it: elasticir run --model {folder})")
 
 
@@ -423,10 +413,10 @@ def train_separate_command(
     """Separately trained baselines: one plain model per cell, same data, steps and seed."""
     from elasticir.training.trainer import TrainConfig, train_separate
 
-    folders = train_separate(_config(config, TrainConfig, **_train_flags(
-        method="plain", base=base, data=data, out=out_dir, max_steps=max_steps, batch_size=batch_size, lr=lr,
+    folders = train_separate(_config(
+        config, TrainConfig, method="plain", base=base, data=data, out=out_dir, max_steps=max_steps, batch_size=batch_size, lr=lr,
         seed=seed, negatives=negatives, miner=miner, max_length=max_length, checkpoint_steps=checkpoint_steps,
-        data_root=data_root, device=device, recompute=recompute)), parse_pairs(cells), variant=variant)
+        data_root=data_root, device=device, recompute=recompute), parse_pairs(cells), variant=variant)
     for folder in folders:
         out.print(f"model: {folder}")
 
@@ -458,10 +448,10 @@ def pretrain_command(
     """Pre-train an encoder with SMAE or MLM; an interrupted run resumes from its checkpoint when re-run."""
     from elasticir.pretraining.pretrain import PretrainConfig, pretrain
 
-    folder = pretrain(load_config(PretrainConfig, config, **_train_flags(
-        method=method, base=base, data=data, out=out_dir, max_steps=max_steps, batch_size=batch_size, lr=lr,
-        seed=seed, pairs=parse_pairs(pairs) if pairs else None, max_length=max_length,
-        checkpoint_steps=checkpoint_steps, data_root=data_root, device=device, recompute=recompute)))
+    folder = pretrain(load_config(
+        PretrainConfig, config, method=method, base=base, data=data, out=out_dir, max_steps=max_steps, batch_size=batch_size, lr=lr,
+        seed=seed, pairs=pairs, max_length=max_length, checkpoint_steps=checkpoint_steps, data_root=data_root,
+        device=device, recompute=recompute))
     out.print(f"model: {folder}  (fine-tune it: elasticir train --base {folder}; "
               f"evaluate it: elasticir run --model {folder})")
 
