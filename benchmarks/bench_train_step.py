@@ -1,4 +1,4 @@
-"""Cost of one training step per method, relative to a plain step on the same batch (issue 5: SRL <= 1.2x).
+"""Cost of one training step per method, relative to a plain step on the same batch (target: SRL <= 1.2x).
 
 A step = loss forward (one early-exiting pass per column, cached) + backward + AdamW step, on all-MiniLM-L6-v2
 with a fixed batch of real SNLI triplets. Methods are timed interleaved (plain, srl, ... plain, srl, ...) so
