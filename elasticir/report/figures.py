@@ -304,6 +304,20 @@ def pareto(series: list[dict], stem: Path, *, title: str, xlabel: str, ylabel: s
         return save(fig, stem)
 
 
+def _diagonal_labels(series: list[dict]) -> list[tuple]:
+    """(x, y, "L,d", colour) point labels. Runs that share one pair list at the same costs (several methods
+    trained from one model) get each cell labelled once, above the highest run there, in grey: one label per
+    run and cell would pile up on each other."""
+    shared = len(series) > 1 and all(run["cells"] == series[0]["cells"] and np.allclose(run["x"], series[0]["x"])
+                                     for run in series)
+    if shared:
+        tops = np.nanmax(np.array([run["y"] for run in series], dtype=float), axis=0)
+        return [(x, y, f"{layer},{dim}", "#333333")
+                for x, y, (layer, dim) in zip(series[0]["x"], tops, series[0]["cells"])]
+    return [(x, y, f"{layer},{dim}", OKABE_ITO[k % len(OKABE_ITO)])
+            for k, run in enumerate(series) for x, y, (layer, dim) in zip(run["x"], run["y"], run["cells"])]
+
+
 def diagonal_curves(panels: list[dict], stem: Path, *, xlabel: str, note: str | None = None) -> list[Path]:
     """Metric along each run's pair list (diagonal) against a cost, one panel per dataset, runs overlaid.
 
@@ -323,7 +337,7 @@ def diagonal_curves(panels: list[dict], stem: Path, *, xlabel: str, note: str | 
             for k, run in enumerate(panel["series"]):
                 colour, marker = OKABE_ITO[k % len(OKABE_ITO)], MARKERS[k % len(MARKERS)]
                 ax.plot(run["x"], run["y"], marker=marker, color=colour, label=run["label"])
-                labels += [(x, y, f"{layer},{dim}", colour) for x, y, (layer, dim) in zip(run["x"], run["y"], run["cells"])]
+            labels += _diagonal_labels(panel["series"])
             for j, (name, level) in enumerate((panel.get("reference") or {}).items()):
                 if level is not None and np.isfinite(level):
                     ax.axhline(level, color="#555555", ls="--", lw=0.9, label=f"{name} ({fmt_value(level)})")
@@ -342,8 +356,10 @@ def diagonal_curves(panels: list[dict], stem: Path, *, xlabel: str, note: str | 
                 if label not in labels:
                     handles.append(handle)
                     labels.append(label)
-        fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), bbox_to_anchor=(0.5, 1.0))
-        fig.tight_layout(rect=(0, 0, 1, 0.93 if rows == 1 else 0.96))
+        ncol = min(4, len(labels))
+        fig.legend(handles, labels, loc="upper center", ncol=ncol, bbox_to_anchor=(0.5, 1.0))
+        legend_rows = int(np.ceil(len(labels) / max(ncol, 1)))  # keep every legend row above the panel titles
+        fig.tight_layout(rect=(0, 0, 1, 1 - (0.075 if rows == 1 else 0.04) * legend_rows))
         for ax, labels, lines in zip(axes.flat, panel_labels, panel_lines):
             place_labels(ax, labels, lines=lines)
         if note:
