@@ -23,6 +23,8 @@ import pandas as pd
 from matplotlib import colors
 from matplotlib.patches import Rectangle
 
+from elasticir.cells import Cell
+
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
 VALUE_CMAP = "viridis"
@@ -282,7 +284,7 @@ def pareto(series: list[dict], stem: Path, *, title: str, xlabel: str, ylabel: s
             if run.get("full") in run["cells"]:
                 i = run["cells"].index(run["full"])
                 ax.scatter([cost[i]], [value[i]], marker="*", s=110, color=colour, edgecolor="black", lw=0.6,
-                           zorder=5, label=f"{run['label']} full {tuple(run['full'])}")
+                           zorder=5, label=f"{run['label']} full {Cell(*run['full'])}")
             if label_front:
                 to_label += [(cost[i], value[i], f"{run['cells'][i][0]},{run['cells'][i][1]}", colour) for i in front]
         for j, (name, level) in enumerate((reference or {}).items()):
