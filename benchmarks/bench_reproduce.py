@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from elasticir.encoders import DEFAULT_MODEL
 from elasticir.report.build import write_report
 from elasticir.report.rundir import load_run
 from elasticir.report.significance import compare_runs, holm
+from elasticir.results.portable import make_portable
 from elasticir.runner import RunConfig, run
 from elasticir.training.trainer import TrainConfig, train, train_separate
 
@@ -164,7 +164,8 @@ def main() -> None:
     leaderboards = args.out / "leaderboards"
     leaderboards.mkdir(parents=True, exist_ok=True)
     for name, path in {**runs, **{f"separate-{c.slug}": p for c, p in separate.items()}}.items():
-        shutil.copy(path / "leaderboard.json", leaderboards / f"{name.split(' ')[0]}.json")
+        board = make_portable(json.loads((path / "leaderboard.json").read_text()))  # no paths of this machine
+        (leaderboards / f"{name.split(' ')[0]}.json").write_text(json.dumps(board, indent=2))
     report = []
     if "srl" in runs and not args.no_report:
         baseline = runs.get("2dmse-st5") or runs.get("2dmse") or runs.get("plain")
