@@ -47,6 +47,10 @@ def test_beir_folder_is_read_and_empty_docs_reported(beir_root):
     assert data.doc_texts[0] == "Guitars A man is playing a guitar on stage." and len(data.doc_ids) == 7
     assert data.query_ids == ["q1", "q2", "d3"] and data.qrels["q2"] == {"d2": 2, "d9": 1}
     assert data.notes and "1 document(s) with empty title and text kept (ids d6)" in data.notes[0]
+    # the latency probe's sample: the first documents as evaluated, read without loading the whole corpus
+    from elasticir.data.beir import first_documents
+
+    assert first_documents(beir_root / "beir" / "toyir" / "corpus.jsonl", 3) == data.doc_texts[:3]
 
 
 @pytest.mark.parametrize("change, message", [

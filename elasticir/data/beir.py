@@ -79,10 +79,23 @@ def _read_texts(path: Path, kind: str) -> tuple[dict[str, str], dict[str, int]]:
                 f"{path} line {number}: duplicate {kind} id {key!r} (first on line {lines[key]}); ids must be unique"
             )
         lines[key] = number
-        text = row.get("text") or ""
-        title = row.get("title") or ""
-        texts[key] = f"{title} {text}".strip() if kind == "document" else text.strip()
+        texts[key] = _document_text(row) if kind == "document" else (row.get("text") or "").strip()
     return texts, lines
+
+
+def _document_text(row: dict) -> str:
+    """A BEIR document as BEIR and MTEB encode it: title + " " + text."""
+    return f"{row.get('title') or ''} {row.get('text') or ''}".strip()
+
+
+def first_documents(corpus_path: Path, count: int) -> list[str]:
+    """The first `count` documents' texts, read without loading the rest of the corpus (a sample for timing)."""
+    texts = []
+    for _number, row in read_jsonl(corpus_path, required=("_id", "text")):
+        if len(texts) >= count:
+            break
+        texts.append(_document_text(row))
+    return texts
 
 
 def judged_query_texts(queries_path: Path, qrels_path: Path | None) -> list[str]:
