@@ -108,9 +108,9 @@ def compare_leaderboards(recorded: Leaderboard, reproduced: Leaderboard, *, tole
 
 
 def _weights_of(folder: Path) -> str:
-    from elasticir.encoders.model import read_sentence_transformers_config, weights_sha256
+    from elasticir.encoders.model import transformer_folder, weights_sha256
 
-    return weights_sha256(Path(read_sentence_transformers_config(folder).get("transformer_path", folder)))
+    return weights_sha256(transformer_folder(folder))
 
 
 def find_model(board: Leaderboard, model: str | Path | None = None) -> tuple[str, list[str]]:

@@ -159,11 +159,10 @@ def _sources(spec: DatasetSpec, files: list[dict]) -> dict:
 
 def check_shape_early(config: RunConfig) -> None:
     """Refuse a layer, dim or pair the model lacks from its config.json, before loading its weights."""
-    from elasticir.encoders.model import read_sentence_transformers_config, resolve_model_path
+    from elasticir.encoders.model import resolve_model_path, transformer_folder
     from elasticir.report.cost import EncoderShape
 
-    folder, _ = resolve_model_path(config.model)
-    shape = EncoderShape.from_folder(read_sentence_transformers_config(folder).get("transformer_path", folder))
+    shape = EncoderShape.from_folder(transformer_folder(resolve_model_path(config.model)[0]))
     if shape is None:
         return  # the loader will say what is wrong with the folder
     Grid.for_model(shape.num_layers, shape.hidden_size, config.layers, config.dims)

@@ -138,6 +138,12 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def transformer_folder(folder: Path) -> Path:
+    """The Hugging Face model inside a model folder: its Transformer module's folder for a sentence-transformers
+    folder, the folder itself otherwise (where config.json and the weights are)."""
+    return Path(read_sentence_transformers_config(folder).get("transformer_path", folder))
+
+
 def read_sentence_transformers_config(folder: Path) -> dict:
     """Pooling, normalisation, max length, prompts and transformer sub-folder of a sentence-transformers folder.
 

@@ -36,8 +36,8 @@ from elasticir.encoders import (
     DEFAULT_MODEL,
     default_device,
     load_sentence_transformer,
-    read_sentence_transformers_config,
     refused_pickle,
+    transformer_folder,
     weights_sha256,
 )
 from elasticir.errors import ElasticIRError
@@ -199,20 +199,20 @@ def _open_session(config: PretrainConfig, out: Path, files: list[Path]) -> _Sess
 
     device = torch.device(config.device) if config.device else default_device()
     st, base_folder = load_sentence_transformer(config.base, device)
-    transformer_folder = Path(read_sentence_transformers_config(base_folder).get("transformer_path", base_folder))
+    transformer_path = transformer_folder(base_folder)
     encoder, tokenizer = st[0].auto_model, st.tokenizer
     shape = encoder.config
     pairs = config.pairs if config.method == "smae" else [(shape.num_hidden_layers, shape.hidden_size)]
     torch.manual_seed(config.seed)  # a new head's initialisation, then dropout (data and masks have own seeds)
     model = SMAE(encoder, pairs, decoder=config.method == "smae").to(device)
-    heads_from = model.load_heads(read_head_weights([transformer_folder, base_folder / HEADS]))
+    heads_from = model.load_heads(read_head_weights([transformer_path, base_folder / HEADS]))
     max_length = min(config.max_length or st.max_seq_length or 512, shape.max_position_embeddings)
     masker = Masker(tokenizer.mask_token_id, len(tokenizer), config.encoder_mask,
                     config.decoder_mask if config.method == "smae" else None)
     optimizer = _optimizer(model, config)
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * config.max_steps),
                                                 config.max_steps)
-    return _Session(config, out, files, st, base_folder, transformer_folder, model, heads_from, max_length,
+    return _Session(config, out, files, st, base_folder, transformer_path, model, heads_from, max_length,
                     TokenWindows(files, tokenizer, max_length, seed=config.seed), masker, optimizer, scheduler,
                     device)
 
