@@ -63,9 +63,9 @@ def check_run_config(config) -> None:
     check_positive(config.k, "--k", allow_none=False)
     check_positive(config.batch_size, "--batch-size", allow_none=False)
     check_positive(config.max_length, "--max-length")
-    check_positive(getattr(config, "max_tokens_per_batch", None), "--max-tokens-per-batch")
-    check_positive(getattr(config, "limit_queries", None), "--limit-queries")
-    check_positive(getattr(config, "limit_corpus", None), "--limit-corpus")
+    check_positive(config.max_tokens_per_batch, "--max-tokens-per-batch")
+    check_positive(config.limit_queries, "--limit-queries")
+    check_positive(config.limit_corpus, "--limit-corpus")
     check_positive(config.latency_samples, "latency_samples", allow_none=False, minimum=0)
     check_positive(config.latency_texts, "latency_texts", allow_none=False, minimum=0)
     for flag, values in (("--layers", config.layers), ("--dims", config.dims)):
