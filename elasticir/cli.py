@@ -48,6 +48,19 @@ LimitCorpusOpt = Annotated[int | None, typer.Option(help="Keep N documents per c
                                                     "queries plus a seeded sample.")]
 LatencyTextsOpt = Annotated[int | None, typer.Option(help="Texts timed per layer for the measured encode cost "
                                                      "(default 32; 0 = skip the probe; --smoke: 0).")]
+ExecutorOpt = Annotated[str | None, typer.Option(help="local (this process) or ray (encoding actors + cell tasks on "
+                                                 "a Ray cluster; needs the [distributed] extra).")]
+RayAddressOpt = Annotated[str | None, typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else a local one).")]
+WorkersOpt = Annotated[int | None, typer.Option(help="Ray encoding actors (default: one per GPU, else one per CPU).")]
+ShardOpt = Annotated[str | None, typer.Option(help="i/n: encode shard i of n of every corpus into the store and "
+                                              "exit (SLURM arrays); the plain command then reuses the shards.")]
+StoreDtypeOpt = Annotated[str | None, typer.Option(help="Embedding store dtype: float32 (default) or float16 "
+                                                   "(half the disk).")]
+
+
+def _scale(executor, ray_address, workers, shard=None, store_dtype=None) -> dict:
+    return {"executor": executor, "ray_address": ray_address, "workers": workers, "shard": shard,
+            "store_dtype": store_dtype}
 
 
 def _limits(smoke: bool, limit_queries: int | None, limit_corpus: int | None) -> dict:
@@ -115,6 +128,8 @@ def _run(config, report: bool = False) -> None:
     from elasticir.runner import run
 
     outcome = run(config)
+    if outcome is None:  # --shard: encoded one shard, nothing evaluated
+        return
     _print_outcome(outcome)
     if report:
         from elasticir.progress import stage
@@ -153,6 +168,11 @@ def run_command(
     limit_corpus: LimitCorpusOpt = None,
     latency_texts: LatencyTextsOpt = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="End with the run's figures and tables.")] = True,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    shard: ShardOpt = None,
+    store_dtype: StoreDtypeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """The main job: every (layer, dim) cell on STS (STSb, STS12, SICK-R) and SciFact (dense grid + BM25)."""
@@ -161,6 +181,7 @@ def run_command(
         flat_backend=flat_backend, k=k, bm25=bm25, data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
         pooling=pooling, device=device, backend=backend, seed=seed, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
+        **_scale(executor, ray_address, workers, shard, store_dtype),
     ), report=report)
 
 
@@ -180,6 +201,9 @@ def eval_sts(
     device: DeviceOpt = None,
     backend: BackendOpt = None,
     recompute: RecomputeOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """STS only: Spearman and Pearson of cosine for every cell (MTEB protocol)."""
@@ -187,6 +211,7 @@ def eval_sts(
         config, model=model, layers=layers, dims=dims, sts=datasets, retrieval=[], data_root=data_root,
         out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
+        **_scale(executor, ray_address, workers),
     ))
 
 
@@ -217,6 +242,11 @@ def eval_retrieval(
     limit_queries: LimitQueriesOpt = None,
     limit_corpus: LimitCorpusOpt = None,
     latency_texts: LatencyTextsOpt = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
+    workers: WorkersOpt = None,
+    shard: ShardOpt = None,
+    store_dtype: StoreDtypeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Retrieval only: index every cell, search, evaluate with ir-measures (nDCG@10, RR@10, R@100, R@1000)."""
@@ -226,6 +256,7 @@ def eval_retrieval(
         data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
+        **_scale(executor, ray_address, workers, shard, store_dtype),
     ))
 
 

@@ -32,6 +32,7 @@ from elasticir.data.beir import beir_files, first_documents, load_beir
 from elasticir.data.catalog import DatasetSpec, data_root, locate, spec_for
 from elasticir.data.sts import load_sts
 from elasticir.data.subset import describe, subset_retrieval, subset_sts
+from elasticir.distributed import executor_for, release_executors
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
 from elasticir.errors import ElasticIRError
 from elasticir.evaluation.latency import layer_encode_latency
@@ -84,6 +85,12 @@ class RunConfig(BaseModel):
     seed: int = 0
     recompute: bool = False
     show_progress: bool = True
+    # scale: where the work runs and what the embedding store keeps (see elasticir.distributed / encoders.store)
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # join this Ray cluster (else $RAY_ADDRESS, else start a local one)
+    workers: int | None = None  # Ray encoding actors (default: one per GPU of the cluster, else one per CPU)
+    shard: str | None = None  # "i/n": encode shard i of n of every corpus and exit (SLURM arrays; no Ray)
+    store_dtype: Literal["float32", "float16"] = "float32"  # float16 halves the store's disk
 
     @property
     def cache(self) -> Path:
@@ -116,7 +123,8 @@ Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path],
 def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
     pairs = subset_sts(load_sts(path), config.limit_queries, config.seed)
     cells, cosines, timings = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
-                                           show_progress=config.show_progress, desc=f"sts {spec.name}")
+                                           show_progress=config.show_progress, desc=f"sts {spec.name}",
+                                           executor=executor_for(config, encoder))
     buffer = io.BytesIO()  # per-pair cosines of every cell + gold scores: what a bootstrap test resamples
     np.savez_compressed(buffer, cosines=cosines.astype(np.float32), gold=pairs.scores,
                         cells=np.array(grid.cells, dtype=np.int64))
@@ -133,7 +141,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
         remove_self_hits=spec.remove_self_hits, index=config.index, flat_backend=config.flat_backend, k=config.k,
         normalize=config.normalize, query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
         batch_size=config.batch_size, latency_samples=config.latency_samples, show_progress=config.show_progress,
-        name=spec.name,
+        name=spec.name, store_dtype=config.store_dtype, executor=executor_for(config, encoder),
     )
     atomic_write(part_dir / "per_query.csv.gz", gzip.compress(per_query.to_csv(index=False).encode()))
     notes = data.notes + [f"{spec.name}: dense search backend {', '.join(sorted(set(cells.backend)))}"]
@@ -254,6 +262,8 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
         "dims": list(grid.dims), "retrieval": {key: getattr(config, key) for key in
                                                ("index", "flat_backend", "k", "normalize", "query_prompt", "doc_prompt")},
     }
+    if config.store_dtype != "float32":  # only then: float32 runs keep their run ids
+        numeric["store_dtype"] = config.store_dtype
     if subset := describe(config.limit_queries, config.limit_corpus, config.seed):
         numeric["subset"] = subset  # only then: full runs keep their run ids
     return grid, pairs, numeric
@@ -391,6 +401,26 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
     return leaderboard
 
 
+def encode_shard(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder, grid: Grid) -> None:
+    """`--shard i/n`: encode rows i/n of every retrieval corpus and query set into the store, and stop; the
+    plain command later finds the shards marked done and encodes only what no shard covered. STS sets are
+    encoded in memory (small) by the plain command."""
+    from elasticir.evaluation.retrieval import corpus_stores
+    from elasticir.sharding import parse_shard
+
+    index, count = parse_shard(config.shard)
+    for job in (j for j in jobs if j.task == "retrieval"):
+        data = load_beir(job.path, job.spec.split)
+        if config.limit_queries or config.limit_corpus:
+            data = subset_retrieval(data, config.limit_queries, config.limit_corpus, config.seed)
+        for store, what in zip(corpus_stores(encoder, data, config.cache / "embeddings", grid,
+                                             query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
+                                             store_dtype=config.store_dtype), ("corpus", "queries")):
+            store.encode_shard(grid.layers, index, count, batch_size=config.batch_size,
+                               show_progress=config.show_progress, desc=f"{job.name} {what}")
+    stage(f"shard {index}/{count} encoded; run the command without --shard once every shard is done")
+
+
 def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
     """Evaluate every cell of the grid on every dataset in the config and write the run directory."""
     started = time.perf_counter()
@@ -405,8 +435,14 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
                                         backend=config.backend, onnx_cache=config.cache / "onnx")
     grid, pairs, numeric = build_grid(config, encoder)
     check_index_fits(config, jobs, grid)
+    if config.shard:
+        return encode_shard(config, jobs, encoder, grid)
     store = RunStore(Path(config.out), run_id(encoder.info.name, numeric))
-    skipped = evaluate_or_reuse(jobs, encoder, grid, numeric, config, store)
+    try:
+        skipped = evaluate_or_reuse(jobs, encoder, grid, numeric, config, store)
+    finally:
+        if config.executor == "ray":
+            release_executors()
     encode_latency, notes, timings = measure_encode_latency(config, jobs, encoder, grid)
     with store.summary_lock():
         summary = summarise(store, jobs)

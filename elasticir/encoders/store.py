@@ -1,15 +1,23 @@
-"""Per-layer embeddings stored on disk at full width, encoded once and reused by every dim and index type.
+"""Per-layer embeddings stored on disk, encoded once and reused by every dim and index type.
 
-A store is a folder of raw memmaps (`layer_<L>.npy`, [n, hidden]) plus `meta.json`. Its key hashes everything
+A store is a folder of raw memmaps (`layer_<L>.npy`, [n, width]) plus `meta.json`. Its key hashes everything
 that changes the vectors: model weights, pooling, max length, prompt, dtype, storage dtype, and the ids and
-texts (MTEB's cache keys on text alone and mixes query and document prompts; we do not). Rows are written batch by
-batch as they are encoded, so memory stays bounded for corpora of any size (MS MARCO's 8.8M passages).
+texts (MTEB's cache keys on text alone and mixes query and document prompts; we do not). `width` is the prefix
+kept per layer (the widest dim the grid reads; a later run that needs more columns rewrites the layer). Rows
+are written batch by batch as they are encoded, so memory stays bounded for corpora of any size (MS MARCO's
+8.8M passages).
 
-Safe under concurrency and crashes: a writer holds the store's lock (`.lock`, see elasticir.locking) and writes
-each layer to a temporary file named for its process, renamed into place when complete; a layer counts as stored
-only when `meta.json` lists it (written last) and its file has the expected shape and dtype. A second run asking
-for the same texts waits for the first and then reuses its layers; temporaries of a killed writer are removed by
-the next one.
+Sharded: the rows are encoded in row ranges ("pieces"), by this process, by Ray actors (elasticir.distributed)
+or by separate `--shard i/n` processes, each writing its rows in place into the layer files. A piece counts as
+written only when its marker `shards/L<layer>.<start>-<stop>.done` exists, created after its rows are flushed,
+so a killed writer's piece is simply encoded again; a re-run encodes only the rows no marker covers.
+
+Safe under concurrency and crashes: layer files are created (and the stale temporaries of a killed writer
+removed) under the store's lock (`.lock`, see elasticir.locking); an in-process or Ray encode holds it to the
+end, a `--shard` process only while creating the files (then the lock of its own piece). A layer counts as
+stored only when `meta.json` lists it (written last, once every row is covered) and its file has the expected
+shape and dtype. A second run asking for the same texts waits for the first and then reuses its layers.
+Layer files and meta.json of the earlier unsharded format read as before (format 1 stores stay valid).
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +35,8 @@ import numpy as np
 from elasticir.encoders.model import ElasticEncoder
 from elasticir.io import atomic_write
 from elasticir.locking import exclusive
+
+FORMAT = 2  # meta.json "format": 2 = row-range pieces with done markers (readers of format 1 stores unchanged)
 
 
 def store_key(encoder: ElasticEncoder, ids: Sequence[str], texts: Sequence[str], prompt: str, dtype: str) -> str:
@@ -40,12 +51,52 @@ def store_key(encoder: ElasticEncoder, ids: Sequence[str], texts: Sequence[str],
     return digest.hexdigest()[:20]
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Rows [start, stop) of the texts, to be encoded at `layers`."""
+
+    start: int
+    stop: int
+    layers: tuple[int, ...]
+
+
+def shard_range(count: int, index: int, shards: int) -> tuple[int, int]:
+    """Rows of shard `index` of `shards` (equal contiguous ranges, the first ones shorter by at most one)."""
+    return count * index // shards, count * (index + 1) // shards
+
+
+def marker_path(folder: Path, layer: int, start: int, stop: int) -> Path:
+    return folder / "shards" / f"L{layer}.{start}-{stop}.done"
+
+
+def write_rows(folder: Path, encoder: ElasticEncoder, texts: Sequence[str], piece: Piece, *, prompt: str,
+               batch_size: int, show_progress: bool = False, desc: str = "encoding",
+               after_batch: Callable[[], None] | None = None) -> None:
+    """Encode `texts` (the rows of `piece`) into the existing layer files, flush, then mark the piece done.
+    A function of paths, not of an EmbeddingStore, so a Ray actor or a `--shard` process calls it directly."""
+    outputs = {layer: np.load(folder / f"layer_{layer}.npy", mmap_mode="r+") for layer in piece.layers}
+    try:
+        for rows, pooled in encoder.iter_encode(texts, piece.layers, batch_size=batch_size, prompt=prompt,
+                                                show_progress=show_progress, desc=desc):
+            for layer, out in outputs.items():
+                out[rows + piece.start] = pooled[layer][:, : out.shape[1]]
+            if after_batch is not None:
+                after_batch()
+        for out in outputs.values():
+            out.flush()
+    finally:
+        outputs.clear()
+    for layer in piece.layers:
+        atomic_write(marker_path(folder, layer, piece.start, piece.stop), "")
+
+
 class EmbeddingStore:
-    """Full-width pooled embeddings per layer for one list of texts, on disk."""
+    """Pooled embeddings per layer (the first `width` columns) for one list of texts, on disk."""
 
     def __init__(self, root: Path, encoder: ElasticEncoder, ids: Sequence[str], texts: Sequence[str], *,
-                 prompt: str = "", dtype: str = "float32") -> None:
+                 prompt: str = "", dtype: str = "float32", width: int | None = None) -> None:
         self.encoder, self.ids, self.texts, self.prompt, self.dtype = encoder, ids, texts, prompt, np.dtype(dtype)
+        self.width = min(width or encoder.hidden_size, encoder.hidden_size)
         self.dir = Path(root) / store_key(encoder, ids, texts, prompt, self.dtype.name)
 
     def _meta(self) -> dict:
@@ -56,62 +107,124 @@ class EmbeddingStore:
         return self.dir / f"layer_{layer}.npy"
 
     def _complete(self, layer: int) -> bool:
-        """The layer's file is whole: a readable .npy of [count, hidden] in the store's dtype."""
+        """The layer's file is whole: a readable .npy of [count, >= width] in the store's dtype."""
         try:
             array = np.load(self._path(layer), mmap_mode="r")
         except (OSError, ValueError):
             return False
-        return array.shape == (len(self.texts), self.encoder.hidden_size) and array.dtype == self.dtype
+        return (array.ndim == 2 and array.shape[0] == len(self.texts) and self.width <= array.shape[1]
+                and array.dtype == self.dtype)
 
     def missing(self, layers: Sequence[int]) -> list[int]:
         done = set(self._meta()["layers"])
         return [layer for layer in sorted(set(layers)) if layer not in done or not self._complete(layer)]
 
+    def bytes_for(self, layers: Sequence[int]) -> int:
+        """Disk the given layers take in this store (count x width x dtype each)."""
+        return len(set(layers)) * len(self.texts) * self.width * self.dtype.itemsize
+
     def ensure(self, layers: Sequence[int], *, batch_size: int = 64, show_progress: bool = True,
-               desc: str = "encoding") -> bool:
-        """Encode the layers not stored yet in one early-exiting pass; True if anything was encoded."""
+               desc: str = "encoding", shards: int = 1, encode_pieces: Callable[..., None] | None = None) -> bool:
+        """Encode what is not stored yet; True if anything was encoded. The missing rows are cut into `shards`
+        pieces, each encoded in one early-exiting pass, here or by `encode_pieces(store, pieces, batch_size)`
+        (the Ray executor's actors)."""
         if not self.missing(layers):
             return False
         with exclusive(self.dir.parent / f"{self.dir.name}.lock", f"the embedding cache {self.dir}"):
             todo = self.missing(layers)  # another run may have stored them while this one waited
             if not todo:
                 return False
-            self._encode(todo, batch_size=batch_size, show_progress=show_progress, desc=desc)
+            self.prepare(todo, desc=desc)
+            pieces = self.pending(todo, shards)
+            if pieces and encode_pieces is not None:
+                encode_pieces(self, pieces, batch_size)
+            else:
+                for piece in pieces:
+                    write_rows(self.dir, self.encoder, self.texts[piece.start:piece.stop], piece, prompt=self.prompt,
+                               batch_size=batch_size, show_progress=show_progress, desc=desc)
+            self._finish(todo)
         return True
 
-    def _encode(self, todo: list[int], *, batch_size: int, show_progress: bool, desc: str) -> None:
-        """Write `todo` under the lock: stale temporaries first, then each layer via its own temporary file."""
+    def encode_shard(self, layers: Sequence[int], index: int, shards: int, *, batch_size: int = 64,
+                     show_progress: bool = True, desc: str = "encoding") -> bool:
+        """Encode rows `shard_range(index, shards)` of the missing layers and return (`--shard i/n`); the plain
+        command later finds them marked. Runs beside the other shards: the store lock only to create the files."""
+        with exclusive(self.dir.parent / f"{self.dir.name}.lock", f"the embedding cache {self.dir}"):
+            todo = self.missing(layers)
+            if todo:
+                self.prepare(todo, desc=desc)
+        start, stop = shard_range(len(self.texts), index, shards)
+        with exclusive(self.dir / "shards" / f"{start}-{stop}.lock", f"shard {index}/{shards} of {self.dir}"):
+            pieces = [p for p in self.pending(todo, shards) if p.start >= start and p.stop <= stop]
+            for piece in pieces:
+                write_rows(self.dir, self.encoder, self.texts[piece.start:piece.stop], piece, prompt=self.prompt,
+                           batch_size=batch_size, show_progress=show_progress, desc=f"{desc} shard {index}/{shards}")
+        return bool(pieces)
+
+    def prepare(self, todo: list[int], *, desc: str = "encoding") -> None:
+        """Under the lock: check the disk, remove a killed writer's temporaries, and create every layer file of
+        `todo` that is absent or of the wrong shape (atomically, zero-filled; its markers removed with it)."""
+        from elasticir.checks import check_free_space
+
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in self.dir.glob(".layer_*.tmp"):  # left by a killed writer (we hold the lock)
             stale.unlink(missing_ok=True)
-        token = f"{os.getpid()}.{secrets.token_hex(4)}"
-        temporary = {layer: self.dir / f".layer_{layer}.{token}.tmp" for layer in todo}
-        shape = (len(self.texts), self.encoder.hidden_size)
-        outputs = {layer: np.lib.format.open_memmap(temporary[layer], mode="w+", dtype=self.dtype, shape=shape)
-                   for layer in todo}
-        try:
-            for rows, pooled in self.encoder.iter_encode(self.texts, todo, batch_size=batch_size,
-                                                         prompt=self.prompt, show_progress=show_progress,
-                                                         desc=desc):
-                for layer in todo:
-                    outputs[layer][rows] = pooled[layer]
-            for layer in todo:
-                outputs[layer].flush()
-            outputs.clear()
-            for layer in todo:
-                temporary[layer].replace(self._path(layer))
-        finally:
-            outputs.clear()
-            for path in temporary.values():
-                path.unlink(missing_ok=True)
+        create = [layer for layer in todo if not self._complete(layer)]
+        check_free_space(self.dir, self.bytes_for(create), f"{desc}: {len(create)} layer(s) x {len(self.texts):,} "
+                         f"texts x {self.width} dims in {self.dtype.name}", existing=self.bytes_for(todo))
         meta = self._meta()
-        meta.update(layers=sorted(set(meta["layers"]) | set(todo)), count=len(self.texts),
-                    hidden_size=self.encoder.hidden_size, model=self.encoder.info.as_dict(), prompt=self.prompt,
-                    dtype=self.dtype.name)
+        if set(meta["layers"]) & set(create):  # listed but unreadable, or narrower than now needed
+            meta["layers"] = sorted(set(meta["layers"]) - set(create))
+            atomic_write(self.dir / "meta.json", json.dumps(meta, indent=2))
+        token = f"{os.getpid()}.{secrets.token_hex(4)}"
+        for layer in create:
+            for marker in (self.dir / "shards").glob(f"L{layer}.*.done"):
+                marker.unlink(missing_ok=True)
+            temporary = self.dir / f".layer_{layer}.{token}.tmp"
+            np.lib.format.open_memmap(temporary, mode="w+", dtype=self.dtype,
+                                      shape=(len(self.texts), self.width)).flush()  # sparse: no disk used yet
+            temporary.replace(self._path(layer))
+
+    def covered(self, layer: int) -> list[tuple[int, int]]:
+        """Row ranges of `layer` that done markers cover, merged and sorted."""
+        ranges = []
+        for marker in (self.dir / "shards").glob(f"L{layer}.*.done"):
+            start, stop = marker.name.removesuffix(".done").split(".", 1)[1].split("-")
+            ranges.append((int(start), int(stop)))
+        merged: list[list[int]] = []
+        for start, stop in sorted(ranges):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], stop)
+            else:
+                merged.append([start, stop])
+        return [(a, b) for a, b in merged]
+
+    def pending(self, todo: list[int], shards: int) -> list[Piece]:
+        """The pieces still to encode: each of the `shards` equal ranges, at the layers whose markers do not
+        cover it (a range part-covered by other pieces is encoded whole: same rows, same values)."""
+        covered = {layer: self.covered(layer) for layer in todo}
+        pieces = []
+        for index in range(min(shards, max(1, len(self.texts)))):
+            start, stop = shard_range(len(self.texts), index, shards)
+            layers = tuple(layer for layer in todo
+                           if not any(a <= start and stop <= b for a, b in covered[layer]))
+            if layers and stop > start:
+                pieces.append(Piece(start, stop, layers))
+        return pieces
+
+    def _finish(self, todo: list[int]) -> None:
+        """List the layers in meta.json once markers cover every row of them (written last)."""
+        for layer in todo:
+            if self.covered(layer) != [(0, len(self.texts))] and len(self.texts):
+                raise RuntimeError(f"{self.dir}: layer {layer} has rows no finished piece covers")
+        meta = self._meta()
+        meta.update(layers=sorted(set(meta["layers"]) | set(todo)), count=len(self.texts), format=FORMAT,
+                    hidden_size=self.encoder.hidden_size, width=self.width, model=self.encoder.info.as_dict(),
+                    prompt=self.prompt, dtype=self.dtype.name)
         atomic_write(self.dir / "meta.json", json.dumps(meta, indent=2))
 
     def layer(self, layer: int) -> np.ndarray:
-        """A read-only memmap [n, hidden] of one stored layer."""
+        """A read-only memmap [n, width] of one stored layer."""
         if self.missing([layer]):
             raise KeyError(f"layer {layer} is not stored in {self.dir}; call ensure() first")
         return np.load(self._path(layer), mmap_mode="r")

@@ -72,19 +72,19 @@ def evaluate_retrieval(
     remove_self_hits: bool = False, index: str = "flat", flat_backend: str = "torch", k: int = 1000,
     normalize: bool | None = None, query_prompt: str | None = None, doc_prompt: str | None = None,
     batch_size: int = 64, latency_samples: int = 100, show_progress: bool = True, name: str = "retrieval",
+    store_dtype: str = "float32", executor=None,
 ) -> GridResult:
-    """Per-cell table (layer, dim, metrics, costs), per-query values of every cell, and stage timings."""
+    """Per-cell table (layer, dim, metrics, costs), per-query values of every cell, and stage timings.
+    `executor`: None (this process) or an elasticir.distributed.RayExecutor (encoding actors, cell tasks)."""
     encoder.check_cells(grid.cells)
     normalize = encoder.info.normalize if normalize is None else normalize
-    prompts = encoder.info.prompts
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    docs = EmbeddingStore(cache_dir, encoder, data.doc_ids, data.doc_texts,
-                          prompt=doc_prompt if doc_prompt is not None else prompts.get("document", ""))
-    queries = EmbeddingStore(cache_dir, encoder, data.query_ids, data.query_texts,
-                             prompt=query_prompt if query_prompt is not None else prompts.get("query", ""))
-    docs.ensure(grid.layers, batch_size=batch_size, show_progress=show_progress, desc=f"{name} corpus")
-    queries.ensure(grid.layers, batch_size=batch_size, show_progress=show_progress, desc=f"{name} queries")
+    docs, queries = corpus_stores(encoder, data, cache_dir, grid, query_prompt=query_prompt, doc_prompt=doc_prompt,
+                                  store_dtype=store_dtype)
+    for store, what in ((docs, "corpus"), (queries, "queries")):
+        store.ensure(grid.layers, batch_size=batch_size, show_progress=show_progress, desc=f"{name} {what}",
+                     **(executor.ensure_options() if executor else {}))
     timings["encode"] = time.perf_counter() - start
 
     doc_ids = np.asarray(data.doc_ids, dtype=object)
@@ -97,23 +97,24 @@ def evaluate_retrieval(
     timings.update(index=0.0, search=0.0, evaluate=0.0)
     device = str(encoder.device)
     context = (data.query_ids, doc_ids, data.qrels, measures_for(data.qrels))
+    search = {"normalize": normalize, "index": index, "flat_backend": flat_backend, "device": device, "k": k,
+              "tie_rank": tie_rank, "exclude": exclude, "latency_samples": latency_samples}
+    if executor is not None:  # every cell a task: search, score and write its run file on any free worker
+        rows, per_query = executor.run_cells(docs.dir, queries.dir, grid, search, context, part_dir,
+                                             show_progress=show_progress, desc=f"{name}: index + search per cell")
+        timings.update(index=sum(r["build_s"] for r in rows), search=sum(r.pop("search_s") for r in rows),
+                       evaluate=sum(r.pop("evaluate_s") for r in rows))
+        return GridResult(_ordered(pd.DataFrame(rows)), pd.concat(per_query, ignore_index=True), timings)
     with _scoring_pool(context) as pool:
         bar = progress(grid.cells, desc=f"{name}: index + search per cell", unit="cell", enabled=show_progress)
         for layer, dim in bar:
-            cell = CellIndex(docs.layer(layer), dim, normalize=normalize, index=index, flat_backend=flat_backend,
-                             device=device)
-            query_full = queries.layer(layer)
-            scores, ids, search_s = cell.search(query_full, k, tie_rank, exclude)
+            row, ids, scores = _search_cell(docs.layer(layer), queries.layer(layer), layer, dim, **search)
             slug = Cell(layer, dim).slug
             pending[(layer, dim)] = pool.submit(_score_cell, ids, scores, part_dir / "runs" / f"{slug}.trec.gz",
                                                 f"elasticir-{slug}")
-            p50, p95 = cell.latency_ms(query_full, k, latency_samples) if latency_samples else (np.nan, np.nan)
-            timings["index"] += cell.build_s
-            timings["search"] += search_s
-            rows.append({"layer": layer, "dim": dim, "index_bytes": cell.nbytes, "build_s": cell.build_s,
-                         "search_qps": len(data.query_ids) / max(search_s, 1e-9), "latency_p50_ms": p50,
-                         "latency_p95_ms": p95, "backend": cell.backend})
-            del cell
+            timings["index"] += row["build_s"]
+            timings["search"] += row.pop("search_s")
+            rows.append(row)
         started = time.perf_counter()
         for row in rows:
             aggregate, values, seconds = pending[(row["layer"], row["dim"])].result()
@@ -121,10 +122,40 @@ def evaluate_retrieval(
             timings["evaluate"] += seconds
             per_query.append(values.assign(layer=row["layer"], dim=row["dim"]))
         timings["evaluate_wait"] = time.perf_counter() - started  # scoring not hidden behind the searches
+    return GridResult(_ordered(pd.DataFrame(rows)), pd.concat(per_query, ignore_index=True), timings)
+
+
+def _ordered(table: pd.DataFrame) -> pd.DataFrame:
     costs = ["index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms", "backend"]
-    table = pd.DataFrame(rows)
-    table = table[["layer", "dim"] + [c for c in table.columns if c not in costs and c not in ("layer", "dim")] + costs]
-    return GridResult(table, pd.concat(per_query, ignore_index=True), timings)
+    return table[["layer", "dim"] + [c for c in table.columns if c not in costs and c not in ("layer", "dim")] + costs]
+
+
+def corpus_stores(encoder: ElasticEncoder, data: RetrievalData, cache_dir: Path, grid: Grid, *,
+                  query_prompt: str | None = None, doc_prompt: str | None = None,
+                  store_dtype: str = "float32") -> tuple[EmbeddingStore, EmbeddingStore]:
+    """The corpus and query stores of a dataset (prompts default to the model's own), each keeping the widest
+    dim of the grid: what `--shard` processes and the evaluation both open."""
+    prompts = encoder.info.prompts
+    width = max(grid.dims)
+    docs = EmbeddingStore(cache_dir, encoder, data.doc_ids, data.doc_texts, dtype=store_dtype, width=width,
+                          prompt=doc_prompt if doc_prompt is not None else prompts.get("document", ""))
+    queries = EmbeddingStore(cache_dir, encoder, data.query_ids, data.query_texts, dtype=store_dtype, width=width,
+                             prompt=query_prompt if query_prompt is not None else prompts.get("query", ""))
+    return docs, queries
+
+
+def _search_cell(docs_full: np.ndarray, queries_full: np.ndarray, layer: int, dim: int, *, normalize: bool,
+                 index: str, flat_backend: str, device: str, k: int, tie_rank: np.ndarray,
+                 exclude: np.ndarray | None, latency_samples: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One cell: build its index from the stored layer, search every query, time single queries. Returns its
+    cost row (with `search_s`), the hit ids and scores. Called by the local loop and by the Ray cell task."""
+    cell = CellIndex(docs_full, dim, normalize=normalize, index=index, flat_backend=flat_backend, device=device)
+    scores, ids, search_s = cell.search(queries_full, k, tie_rank, exclude)
+    p50, p95 = cell.latency_ms(queries_full, k, latency_samples) if latency_samples else (np.nan, np.nan)
+    row = {"layer": layer, "dim": dim, "index_bytes": cell.nbytes, "build_s": cell.build_s,
+           "search_qps": len(queries_full) / max(search_s, 1e-9), "latency_p50_ms": p50, "latency_p95_ms": p95,
+           "backend": cell.backend, "search_s": search_s}
+    return row, ids, scores
 
 
 # Scoring a cell (run dict, ir-measures, run file) is CPU work in Python that would otherwise serialise behind
@@ -139,9 +170,14 @@ def _init_worker(query_ids, doc_ids, qrels, measures) -> None:
 
 
 def _score_cell(ids: np.ndarray, scores: np.ndarray, run_path: Path, tag: str):
+    return score_cell(_WORKER, ids, scores, run_path, tag)
+
+
+def score_cell(context: dict, ids: np.ndarray, scores: np.ndarray, run_path: Path, tag: str):
+    """Metrics and per-query values of one cell's hits, its run file written; `context` as `_init_worker` sets."""
     started = time.perf_counter()
-    run = to_run(_WORKER["query_ids"], _WORKER["doc_ids"], ids, scores)
-    aggregate, values = evaluate_run(_WORKER["qrels"], run, _WORKER["measures"], _WORKER["evaluator"])
+    run = to_run(context["query_ids"], context["doc_ids"], ids, scores)
+    aggregate, values = evaluate_run(context["qrels"], run, context["measures"], context.get("evaluator"))
     write_trec_run(run_path, run, tag)
     return aggregate, values, time.perf_counter() - started
 

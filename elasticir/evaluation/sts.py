@@ -39,8 +39,9 @@ def score_cells(embeddings: dict[int, np.ndarray], left: np.ndarray, right: np.n
 
 
 def evaluate_sts(encoder: ElasticEncoder, pairs: StsPairs, grid: Grid, *, batch_size: int = 64,
-                 show_progress: bool = True, desc: str = "sts") -> GridResult:
-    """Per-cell metrics (layer, dim, spearman, pearson), per-pair cosines of every cell, stage timings."""
+                 show_progress: bool = True, desc: str = "sts", executor=None) -> GridResult:
+    """Per-cell metrics (layer, dim, spearman, pearson), per-pair cosines of every cell, stage timings.
+    `executor`: None (encode here) or an elasticir.distributed.RayExecutor (sentences encoded by its actors)."""
     encoder.check_cells(grid.cells)
     texts, index = [], {}
     for sentence in pairs.sentence1 + pairs.sentence2:
@@ -50,7 +51,8 @@ def evaluate_sts(encoder: ElasticEncoder, pairs: StsPairs, grid: Grid, *, batch_
     left = np.array([index[s] for s in pairs.sentence1])
     right = np.array([index[s] for s in pairs.sentence2])
     start = time.perf_counter()
-    embeddings = encoder.encode(texts, grid.layers, batch_size=batch_size, show_progress=show_progress, desc=desc)
+    encode = executor.encode if executor is not None else encoder.encode
+    embeddings = encode(texts, grid.layers, batch_size=batch_size, show_progress=show_progress, desc=desc)
     encoded = time.perf_counter()
     rows, cosines = score_cells(embeddings, left, right, pairs.scores, grid)
     return GridResult(pd.DataFrame(rows), cosines, {"encode": encoded - start, "score": time.perf_counter() - encoded})

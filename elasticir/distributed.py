@@ -1,0 +1,256 @@
+"""The Ray executor (`--executor ray`): encoding by actors that hold the model, every grid cell a task.
+
+Why Ray: the same code runs as a local cluster on a laptop or in CI, on a multi-GPU node and on a multi-node
+cluster (`--ray-address` or the standard RAY_ADDRESS joins one; without either a local one is started).
+Ray is an optional extra (`pip install 'elasticir[distributed]'`) and is imported only here, only when asked for.
+
+Encoding: the rows an embedding store lacks are cut into pieces (elasticir.encoders.store); an actor pool (one
+actor per GPU with `num_gpus=1`, else CPU actors) takes them, each actor writing its rows in place into the layer
+files on the shared store path (multi-node needs one file system that every node mounts at that path) and marking
+the piece done. An actor killed mid-piece is restarted by Ray and the piece retried (`max_restarts`,
+`max_task_retries`); the rows it had written are simply written again, so the numbers do not change.
+Grid: each cell's index build + search + scoring + run file is one task that any free actor of the same pool
+takes (they already hold torch and, on a GPU cluster, a GPU each); the task opens the layer memmaps from the store
+path itself, so only paths and the cell travel. A cell whose actor dies is retried the same way.
+
+Workers import elasticir as installed on their node (a local cluster's workers start in the driver's folder, so
+they import the driver's copy) and get the driver's ELASTICIR_* / HF_* variables.
+ELASTICIR_FAULT_EXIT_ONCE=<file> is a fault-injection hook for tests: the first actor that creates <file> exits
+(os._exit) after its first written batch, as a killed worker would.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from elasticir.errors import ElasticIRError
+from elasticir.progress import progress
+
+EXTRA = "pip install 'elasticir[distributed]'"
+PIECES_PER_WORKER = 4  # more pieces than workers: a retried piece costs little and slow workers balance out
+FAULT_ENV = "ELASTICIR_FAULT_EXIT_ONCE"
+
+
+def require_ray():
+    """The ray module, or one clear error naming the extra to install."""
+    try:
+        import ray
+    except ImportError:
+        raise ElasticIRError(f"--executor ray needs Ray, which is not installed here: {EXTRA} "
+                             "(or use --executor local)") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """What rebuilds the driver's encoder in a worker process: the same folder and settings, so the same key."""
+
+    path: str
+    pooling: str
+    normalize: bool
+    max_length: int
+    dtype: str
+    max_tokens_per_batch: int | None
+    backend: str
+    onnx_cache: str | None
+
+    @classmethod
+    def of(cls, encoder) -> EncoderSpec:
+        onnx = getattr(encoder, "_onnx", None)
+        return cls(encoder.info.path, encoder.info.pooling, encoder.info.normalize, encoder.info.max_length,
+                   str(encoder.dtype).removeprefix("torch."), encoder.max_tokens_per_batch, encoder.backend,
+                   str(onnx.cache_dir) if onnx else None)
+
+    def build(self, device: str):
+        import torch
+
+        from elasticir.encoders import ElasticEncoder
+
+        return ElasticEncoder(self.path, pooling=self.pooling, normalize=self.normalize, max_length=self.max_length,
+                              device=device, dtype=getattr(torch, self.dtype), backend=self.backend,
+                              max_tokens_per_batch=self.max_tokens_per_batch, onnx_cache=self.onnx_cache)
+
+
+def _maybe_fault() -> None:
+    """The test hook (see the module docstring): exit once, as a worker killed mid-piece."""
+    path = os.environ.get(FAULT_ENV)
+    if not path:
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    os._exit(1)
+
+
+class ShardEncoder:
+    """A Ray actor's body: the model, loaded once, encoding pieces into stores or texts into arrays."""
+
+    def __init__(self, spec: EncoderSpec, device: str, threads: int, env: dict[str, str]) -> None:
+        import torch
+
+        os.environ.update(env)
+        torch.set_num_threads(threads)
+        self.device = device
+        self.encoder = spec.build(device)
+
+    def write(self, folder: str, texts: list[str], piece, prompt: str, batch_size: int) -> int:
+        from elasticir.encoders.store import write_rows
+
+        write_rows(Path(folder), self.encoder, texts, piece, prompt=prompt, batch_size=batch_size,
+                   after_batch=_maybe_fault)
+        return piece.stop - piece.start
+
+    def encode(self, texts: list[str], layers: list[int], batch_size: int) -> dict[int, np.ndarray]:
+        return self.encoder.encode(texts, layers, batch_size=batch_size, show_progress=False)
+
+    def cell(self, docs_dir: str, queries_dir: str, layer: int, dim: int, search: dict, context: dict,
+             part_dir: str) -> tuple[dict, object]:
+        return cell_task(docs_dir, queries_dir, layer, dim, {**search, "device": self.device}, context, part_dir)
+
+
+def cell_task(docs_dir: str, queries_dir: str, layer: int, dim: int, search: dict, context: dict,
+              part_dir: str) -> tuple[dict, object]:
+    """One grid cell: open the layer memmaps, build, search, score, write the run file; (row, per-query)."""
+    import ir_measures
+
+    from elasticir.cells import Cell
+    from elasticir.evaluation.retrieval import _search_cell, score_cell
+
+    docs = np.load(Path(docs_dir) / f"layer_{layer}.npy", mmap_mode="r")
+    queries = np.load(Path(queries_dir) / f"layer_{layer}.npy", mmap_mode="r")
+    row, ids, scores = _search_cell(docs, queries, layer, dim, **search)
+    key = (id(context["qrels"]), tuple(map(str, context["measures"])))
+    if _EVALUATORS.get("key") != key:  # parsed once per dataset per worker, not per cell
+        _EVALUATORS.update(key=key, evaluator=ir_measures.evaluator(context["measures"], context["qrels"]))
+    context = {**context, "evaluator": _EVALUATORS["evaluator"]}
+    slug = Cell(layer, dim).slug
+    aggregate, values, seconds = score_cell(context, ids, scores, Path(part_dir) / "runs" / f"{slug}.trec.gz",
+                                            f"elasticir-{slug}")
+    row.update(aggregate, evaluate_s=seconds)
+    return row, values.assign(layer=layer, dim=dim)
+
+
+_EVALUATORS: dict = {}
+
+
+class RayExecutor:
+    """Encoding actors and cell tasks on a Ray cluster, for one encoder."""
+
+    def __init__(self, encoder, *, address: str | None = None, workers: int | None = None) -> None:
+        self.ray = ray = require_ray()
+        self.env = {k: v for k, v in os.environ.items() if k.startswith(("ELASTICIR_", "HF_", "TRANSFORMERS_"))}
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
+                         logging_level="WARNING")
+            except ConnectionError as exc:
+                raise ElasticIRError(f"--ray-address {address or os.environ.get('RAY_ADDRESS')}: cannot join the "
+                                     f"Ray cluster ({exc}); start it with `ray start --head` or leave the "
+                                     "address out for a local one") from None
+        self.spec = EncoderSpec.of(encoder)
+        self.gpu = encoder.device.type == "cuda"
+        resources = ray.cluster_resources()
+        available = int(resources.get("GPU" if self.gpu else "CPU", 1)) or 1
+        self.workers = workers or available
+        if self.gpu and self.workers > available:
+            raise ElasticIRError(f"--workers {self.workers}: the Ray cluster has {available} GPU(s)")
+        self.threads = 1 if self.gpu else max(1, int(resources.get("CPU", 1)) // self.workers)
+        self._actors: list = []
+
+    def describe(self) -> str:
+        kind = "GPU actor(s), num_gpus=1 each" if self.gpu else f"CPU actor(s), {self.threads} torch thread(s) each"
+        return f"Ray executor: {self.workers} {kind}"
+
+    def actors(self) -> list:
+        if not self._actors:
+            options = {"num_gpus": 1, "num_cpus": 1} if self.gpu else {"num_cpus": self.threads}
+            remote = self.ray.remote(max_restarts=3, max_task_retries=3, **options)(ShardEncoder)
+            device = "cuda" if self.gpu else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES: each actor sees its own GPU
+            self._actors = [remote.remote(self.spec, device, self.threads, self.env) for _ in range(self.workers)]
+        return self._actors
+
+    def release(self) -> None:
+        """Stop the actors (end of a run: their CPUs / GPUs go back to the cluster)."""
+        for actor in self._actors:
+            self.ray.kill(actor)
+        self._actors = []
+
+    def ensure_options(self) -> dict:
+        """What EmbeddingStore.ensure needs to encode through the actors."""
+        return {"shards": self.workers * PIECES_PER_WORKER, "encode_pieces": self.encode_pieces}
+
+    def encode_pieces(self, store, pieces: list, batch_size: int) -> None:
+        """Every piece of `store` by the actor pool, each actor writing its rows into the store's files."""
+        from ray.util import ActorPool
+
+        bar = progress(total=sum(p.stop - p.start for p in pieces), desc=f"encoding on {self.workers} Ray "
+                       "worker(s)", unit="text", enabled=True)
+        pool = ActorPool(self.actors())
+        for rows in pool.map_unordered(lambda actor, p: actor.write.remote(
+                str(store.dir), list(store.texts[p.start:p.stop]), p, store.prompt, batch_size), pieces):
+            bar.update(rows)
+        bar.close()
+
+    def encode(self, texts: list[str], layers, *, batch_size: int = 64, show_progress: bool = True,
+               desc: str = "encoding") -> dict[int, np.ndarray]:
+        """{layer: [len(texts), hidden]} as ElasticEncoder.encode gives it, the texts split over the actors."""
+        from ray.util import ActorPool
+
+        from elasticir.encoders.store import shard_range
+
+        layers = sorted(set(layers))
+        count = min(len(texts), self.workers * PIECES_PER_WORKER) or 1
+        ranges = [shard_range(len(texts), i, count) for i in range(count)]
+        pool = ActorPool(self.actors())
+        parts = list(pool.map(lambda actor, r: actor.encode.remote(list(texts[r[0]:r[1]]), layers, batch_size),
+                              ranges))
+        return {layer: np.concatenate([part[layer] for part in parts]) for layer in layers}
+
+    def run_cells(self, docs_dir: Path, queries_dir: Path, grid, search: dict, context: tuple, part_dir: Path, *,
+                  show_progress: bool = True, desc: str = "cells") -> tuple[list[dict], list]:
+        """Every cell of the grid as a task of the actor pool; rows and per-query tables in grid order."""
+        from ray.util import ActorPool
+
+        query_ids, doc_ids, qrels, measures = context
+        shared = self.ray.put({"query_ids": query_ids, "doc_ids": doc_ids, "qrels": qrels, "measures": measures})
+        search_ref = self.ray.put(search)
+        bar = progress(total=len(grid.cells), desc=desc, unit="cell", enabled=show_progress)
+        results = {}
+        pool = ActorPool(self.actors())
+        for row, values in pool.map_unordered(lambda actor, cell: actor.cell.remote(
+                str(docs_dir), str(queries_dir), cell[0], cell[1], search_ref, shared, str(part_dir)), grid.cells):
+            results[(row["layer"], row["dim"])] = (row, values)
+            bar.update(1)
+        bar.close()
+        ordered = [results[cell] for cell in grid.cells]
+        return [row for row, _ in ordered], [values for _, values in ordered]
+
+
+_EXECUTORS: dict = {}
+
+
+def executor_for(config, encoder) -> RayExecutor | None:
+    """None for `--executor local`; else one RayExecutor per (encoder, address, workers) in this process."""
+    if getattr(config, "executor", "local") != "ray":
+        return None
+    key = (id(encoder), config.ray_address, config.workers)
+    if key not in _EXECUTORS or _EXECUTORS[key][0] is not encoder:  # an id is reused once its encoder is gone
+        from elasticir.progress import stage
+
+        started = time.perf_counter()
+        executor = RayExecutor(encoder, address=config.ray_address, workers=config.workers)
+        stage(f"{executor.describe()} (cluster joined in {time.perf_counter() - started:.1f} s)")
+        _EXECUTORS[key] = (encoder, executor)
+    return _EXECUTORS[key][1]
+
+
+def release_executors() -> None:
+    """Stop every actor this process started (end of a run), keeping the cluster connection."""
+    for _, executor in _EXECUTORS.values():
+        executor.release()

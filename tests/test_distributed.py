@@ -1,0 +1,146 @@
+"""Scale: the Ray executor gives the local executor's numbers, survives a killed worker, `--shard i/n` encodes
+each row once, and a store that does not fit the disk is refused before encoding. One local Ray cluster
+(2 CPUs) for the module; a tiny random BERT and tiny data."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import write_sts
+
+from elasticir import distributed
+from elasticir.encoders import store as store_module
+from elasticir.errors import ElasticIRError
+from elasticir.runner import RunConfig, run
+
+ray = pytest.importorskip("ray")
+
+WORDS = ["guitar", "cat", "market", "onion", "plane", "river", "music", "stock", "kitchen", "runway", "sofa", "garden"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def fresh_executors():
+    distributed._EXECUTORS.clear()  # each test's executor sees the environment the test sets
+    yield
+    distributed.release_executors()
+    distributed._EXECUTORS.clear()
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A 60-document BEIR set with graded qrels and two STS sets."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "beir" / "toyscale"
+    (folder / "qrels").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    docs = {f"d{i:02d}": " ".join(rng.choice(WORDS, size=3 + i % 9)) for i in range(60)}
+    queries = {f"q{i}": " ".join(rng.choice(WORDS, size=3)) for i in range(12)}
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n"
+                                                 for i, t in docs.items()))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries.items()))
+    qrels = [f"q{i}\td{(5 * i + j) % 60:02d}\t{1 + j % 2}" for i in range(12) for j in range(3)]
+    (folder / "qrels" / "test.tsv").write_text("\n".join(["query-id\tcorpus-id\tscore", *qrels]) + "\n")
+    write_sts(root / "sts" / "toy-a" / "test.jsonl.gz")
+    return root
+
+
+def config(root, tmp, name, **kw):
+    kw = {"sts": ["toy-a"], "retrieval": ["toyscale"], "layers": [1, 4], "dims": [8, 32], "bm25": False,
+          "latency_texts": 0, "latency_samples": 0, **kw}
+    return RunConfig(model="unused", data_root=str(root), out=str(tmp / name), cache_dir=str(tmp / f"{name}-cache"),
+                     show_progress=False, **kw)
+
+
+def metrics(outcome):
+    cells = outcome.cells.sort_values(["task", "dataset", "layer", "dim"]).reset_index(drop=True)
+    return cells[[c for c in ("task", "dataset", "layer", "dim", "spearman", "pearson", "nDCG@10", "RR@10", "R@100")
+                  if c in cells]]
+
+
+def assert_same(a, b):
+    keys = ["task", "dataset", "layer", "dim"]
+    assert len(a) == len(b) == 8 and (a[keys] == b[keys]).all().all()
+    numbers = a.columns[4:]
+    assert np.allclose(a[numbers].to_numpy(float), b[numbers].to_numpy(float), atol=1e-6, rtol=0, equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def local_reference(tiny_encoder, data_root, tmp_path_factory):
+    return metrics(run(config(data_root, tmp_path_factory.mktemp("local"), "local"), tiny_encoder))
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_local_metrics_even_when_a_worker_is_killed(
+        ray_cluster, tiny_encoder, data_root, local_reference, tmp_path, monkeypatch):
+    """One Ray run (STS + BEIR grid, 2 CPU actors) in which an actor exits mid-piece: Ray restarts it and retries
+    the piece, and every metric equals the local executor's to 1e-6."""
+    fault = tmp_path / "killed-once"
+    monkeypatch.setenv(distributed.FAULT_ENV, str(fault))
+    outcome = run(config(data_root, tmp_path, "ray", executor="ray", workers=2), tiny_encoder)
+    assert fault.exists()  # an actor did exit after its first batch
+    assert_same(metrics(outcome), local_reference)
+    assert (outcome.cells[outcome.cells.task == "retrieval"]["nDCG@10"] > 0).all()
+    part = outcome.dir / "retrieval" / "toyscale"
+    assert len(list((part / "runs").glob("*.trec.gz"))) == 4 and (part / "per_query.csv.gz").is_file()
+    stores = list((tmp_path / "ray-cache" / "embeddings").glob("*/meta.json"))
+    assert len(stores) == 2 and all(json.loads(s.read_text())["format"] == 2 for s in stores)
+    markers = list((tmp_path / "ray-cache" / "embeddings").glob("*/shards/*.done"))
+    assert len(markers) > 4  # the rows were cut into pieces (2 workers x 4), each marked per layer
+
+
+def test_shards_then_the_plain_command_encode_each_row_once(tiny_encoder, data_root, local_reference, tmp_path,
+                                                            monkeypatch):
+    written = []
+    original = store_module.write_rows
+
+    def counting(folder, encoder, texts, piece, **kw):
+        written.append((folder.name, piece))
+        return original(folder, encoder, texts, piece, **kw)
+
+    monkeypatch.setattr(store_module, "write_rows", counting)
+    assert run(config(data_root, tmp_path, "sharded", shard="0/2"), tiny_encoder) is None
+    assert run(config(data_root, tmp_path, "sharded", shard="1/2"), tiny_encoder) is None
+    sharded = len(written)
+    assert sharded == 4  # two shards x (corpus, queries)
+    rows = {}
+    for folder, piece in written:
+        for layer in piece.layers:
+            rows.setdefault((folder, layer), []).extend(range(piece.start, piece.stop))
+    assert all(sorted(r) == list(range(len(r))) for r in rows.values()) and len(rows) == 4  # each row once
+    outcome = run(config(data_root, tmp_path, "sharded"), tiny_encoder)
+    assert len(written) == sharded  # the plain command encoded nothing of the corpus or the queries again
+    assert_same(metrics(outcome), local_reference)
+
+
+def test_a_store_that_does_not_fit_is_refused_before_encoding(tiny_encoder, data_root, tmp_path, monkeypatch):
+    from elasticir import checks
+
+    monkeypatch.setattr(checks, "free_bytes", lambda path: 1000)
+    monkeypatch.setattr(tiny_encoder, "iter_encode",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("encoded before the disk check")))
+    with pytest.raises(ElasticIRError, match=r"not enough disk for the embedding store .*: it needs 15\.4 kB, the file system has 1 kB free"):
+        run(config(data_root, tmp_path, "full", sts=[]), tiny_encoder)
+
+
+def test_float16_store_and_flag_errors(tiny_encoder, data_root, local_reference, tmp_path, monkeypatch):
+    outcome = run(config(data_root, tmp_path, "half", sts=[], store_dtype="float16"), tiny_encoder)
+    metas = list((tmp_path / "half-cache" / "embeddings").glob("*/meta.json"))
+    assert len(metas) == 2 and all(json.loads(m.read_text())["dtype"] == "float16" for m in metas)
+    assert all(np.load(m.parent / "layer_1.npy").dtype == np.float16 for m in metas)
+    want = local_reference[local_reference.task == "retrieval"]["nDCG@10"].to_numpy(float)
+    assert np.abs(metrics(outcome)["nDCG@10"].to_numpy(float) - want).max() < 0.05  # near, not necessarily equal
+    assert outcome.leaderboard.config["numeric"]["store_dtype"] == "float16"
+    with pytest.raises(ElasticIRError, match=r"--shard '2/2': give i/n with 0 <= i < n"):
+        run(config(data_root, tmp_path, "bad", shard="2/2"), tiny_encoder)
+    with pytest.raises(ElasticIRError, match=r"--shard is for clusters without Ray"):
+        run(config(data_root, tmp_path, "bad", shard="0/2", executor="ray"), tiny_encoder)
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if the extra were not installed
+    with pytest.raises(ElasticIRError, match=r"--executor ray needs Ray.*pip install 'elasticir\[distributed\]'"):
+        run(config(data_root, tmp_path, "bad", executor="ray"), tiny_encoder)
