@@ -99,6 +99,9 @@ class ShardEncoder:
         self.device = device
         self.encoder = spec.build(device)
 
+    def ready(self) -> bool:
+        return True
+
     def write(self, folder: str, texts: list[str], piece, prompt: str, batch_size: int) -> int:
         from elasticir.encoders.store import write_rows
 
@@ -162,6 +165,7 @@ class RayExecutor:
             raise ElasticIRError(f"--workers {self.workers}: the Ray cluster has {available} GPU(s)")
         self.threads = 1 if self.gpu else max(1, int(resources.get("CPU", 1)) // self.workers)
         self._actors: list = []
+        self.startup_s: list[float] = []
 
     def describe(self) -> str:
         kind = "GPU actor(s), num_gpus=1 each" if self.gpu else f"CPU actor(s), {self.threads} torch thread(s) each"
@@ -172,7 +176,10 @@ class RayExecutor:
             options = {"num_gpus": 1, "num_cpus": 1} if self.gpu else {"num_cpus": self.threads}
             remote = self.ray.remote(max_restarts=3, max_task_retries=3, **options)(ShardEncoder)
             device = "cuda" if self.gpu else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES: each actor sees its own GPU
+            started = time.perf_counter()
             self._actors = [remote.remote(self.spec, device, self.threads, self.env) for _ in range(self.workers)]
+            self.ray.get([actor.ready.remote() for actor in self._actors])
+            self.startup_s.append(time.perf_counter() - started)  # process start + imports + model load
         return self._actors
 
     def release(self) -> None:

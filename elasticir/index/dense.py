@@ -102,8 +102,11 @@ class CellIndex:
         self.dim, self.normalize, self.device = dim, normalize, device
         start = time.perf_counter()
         if self.factory == "Flat" and flat_backend == "torch":
-            self.backend = f"torch matmul+topk ({device})"
-            self.matrix = torch.empty((n, dim), dtype=torch.float32, device=device)
+            # on a GPU the matrix keeps the store's dtype (a float16 store: half the GPU memory, tensor-core
+            # matmuls; scores then carry float16 rounding, so more near-ties fall to the doc-id order)
+            half = docs_full.dtype == np.float16 and str(device).startswith("cuda")
+            self.backend = f"torch matmul+topk ({device}{', float16' if half else ''})"
+            self.matrix = torch.empty((n, dim), dtype=torch.float16 if half else torch.float32, device=device)
             for c0 in range(0, n, chunk):
                 self.matrix[c0:c0 + chunk] = torch.from_numpy(truncate(docs_full[c0:c0 + chunk], dim, normalize))
             self.faiss = None
