@@ -144,3 +144,32 @@ def test_float16_store_and_flag_errors(tiny_encoder, data_root, local_reference,
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if the extra were not installed
     with pytest.raises(ElasticIRError, match=r"--executor ray needs Ray.*pip install 'elasticir\[distributed\]'"):
         run(config(data_root, tmp_path, "bad", executor="ray"), tiny_encoder)
+
+
+def test_store_keeps_the_widest_dim_and_widens_when_asked(tiny_encoder, tmp_path):
+    from elasticir.encoders import EmbeddingStore
+
+    texts = ["one text", "another text", "a third one"]
+    narrow = EmbeddingStore(tmp_path, tiny_encoder, ["a", "b", "c"], texts, width=8)
+    assert narrow.ensure([2], show_progress=False, shards=2) and narrow.layer(2).shape == (3, 8)
+    full = tiny_encoder.encode(texts, [2], show_progress=False)[2]
+    assert np.allclose(narrow.layer(2), full[:, :8], atol=1e-6)
+    wide = EmbeddingStore(tmp_path, tiny_encoder, ["a", "b", "c"], texts, width=32)
+    assert wide.dir == narrow.dir and wide.missing([2]) == [2]  # same key; the stored prefix is too narrow
+    assert wide.ensure([2], show_progress=False) and wide.layer(2).shape == (3, 32)
+    assert np.allclose(wide.layer(2), full, atol=1e-6) and not narrow.missing([2])  # wider serves narrower
+
+
+def test_cli_shard_flags(tiny_model_dir, data_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from elasticir.cli import app
+
+    args = ["eval", "retrieval", "--model", str(tiny_model_dir), "--dataset", "toyscale", "--data-root", str(data_root),
+            "--out", str(tmp_path), "--layers", "1", "--dims", "8", "--no-bm25", "--latency-texts", "0"]
+    result = CliRunner().invoke(app, [*args, "--shard", "0/2", "--store-dtype", "float16"])
+    assert result.exit_code == 0, result.output
+    markers = sorted(p.name for p in (tmp_path / "_cache" / "embeddings").glob("*/shards/*.done"))
+    assert markers == ["L1.0-30.done", "L1.0-6.done"] and not list(tmp_path.glob("*/leaderboard.json"))
+    result = CliRunner().invoke(app, [*args, "--shard", "1/0"])
+    assert result.exit_code == 2 and "error: --shard '1/0': give i/n" in result.output
