@@ -11,7 +11,8 @@ the piece done. An actor killed mid-piece is restarted by Ray and the piece retr
 `max_task_retries`); the rows it had written are simply written again, so the numbers do not change.
 Grid: each cell's index build + search + scoring + run file is one task that any free actor of the same pool
 takes (they already hold torch and, on a GPU cluster, a GPU each); the task opens the layer memmaps from the store
-path itself, so only paths and the cell travel. A cell whose actor dies is retried the same way.
+path itself, so only paths and the cell travel. A cell whose actor dies is retried the same way. Several
+datasets of one run proceed concurrently (a driver thread each, see runner.evaluate_or_reuse) on the same pool.
 
 Workers import elasticir as installed on their node (a local cluster's workers start in the driver's folder, so
 they import the driver's copy) and get the driver's ELASTICIR_* / HF_* variables.
@@ -22,6 +23,7 @@ ELASTICIR_FAULT_EXIT_ONCE=<file> is a fault-injection hook for tests: the first 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,12 +168,17 @@ class RayExecutor:
         self.threads = 1 if self.gpu else max(1, int(resources.get("CPU", 1)) // self.workers)
         self._actors: list = []
         self.startup_s: list[float] = []
+        self._lock = threading.Lock()
 
     def describe(self) -> str:
         kind = "GPU actor(s), num_gpus=1 each" if self.gpu else f"CPU actor(s), {self.threads} torch thread(s) each"
         return f"Ray executor: {self.workers} {kind}"
 
     def actors(self) -> list:
+        with self._lock:  # datasets run in driver threads (see runner.evaluate_or_reuse): one pool for all
+            return self._start_actors()
+
+    def _start_actors(self) -> list:
         if not self._actors:
             options = {"num_gpus": 1, "num_cpus": 1} if self.gpu else {"num_cpus": self.threads}
             remote = self.ray.remote(max_restarts=3, max_task_retries=3, **options)(ShardEncoder)
@@ -184,9 +191,10 @@ class RayExecutor:
 
     def release(self) -> None:
         """Stop the actors (end of a run: their CPUs / GPUs go back to the cluster)."""
-        for actor in self._actors:
-            self.ray.kill(actor)
-        self._actors = []
+        with self._lock:
+            for actor in self._actors:
+                self.ray.kill(actor)
+            self._actors = []
 
     def ensure_options(self) -> dict:
         """What EmbeddingStore.ensure needs to encode through the actors."""

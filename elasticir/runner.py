@@ -272,26 +272,38 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
 def evaluate_or_reuse(jobs: list[Job], encoder: ElasticEncoder, grid: Grid, numeric: dict, config: RunConfig,
                       store: RunStore) -> list[str]:
     """Each job's part, under its lock: reused when a finished part has the same content key, else evaluated.
-    Returns the names of the reused datasets."""
-    skipped = []
-    for job in jobs:
-        key = part_key(numeric, job.task, job.name, job.spec.split, job.data_sha256, job.options(config))
-        with store.lock(job.task, job.name):
-            if not config.recompute and store.reusable(job.task, job.name, key) is not None:
-                skipped.append(job.name)
-                console.print(f"[dim]{job.task} {escape(job.name)}: finished earlier from the same data, model "
-                              f"and settings; reusing {escape(str(store.dir / job.task / job.name))}.csv[/dim]",
-                              soft_wrap=True)
-                continue
-            if store.has_part(job.task, job.name) and not config.recompute:
-                console.print(f"{job.task} {job.name}: the finished part was computed from other data or "
-                              "settings; recomputing it", markup=False, highlight=False, soft_wrap=True)
-            store.invalidate(job.task, job.name)
-            subset = " on a subset" if numeric.get("subset") else ""
-            stage(f"{job.task} {job.name}: {len(grid.cells)} cells ({len(grid.layers)} layers x {len(grid.dims)} "
-                  f"dims){subset}")
-            _evaluate_part(job, encoder, grid, config, store, key)
-    return skipped
+    Returns the names of the reused datasets. Under the Ray executor the datasets proceed concurrently (one
+    driver thread each, sharing the actors), so one dataset's encoding overlaps another's grid."""
+    if config.executor == "ray" and len(jobs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(jobs)) as threads:
+            done = list(threads.map(lambda job: _evaluate_or_reuse_one(job, encoder, grid, numeric, config, store),
+                                    jobs))
+    else:
+        done = [_evaluate_or_reuse_one(job, encoder, grid, numeric, config, store) for job in jobs]
+    return [job.name for job, reused in zip(jobs, done) if reused]
+
+
+def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeric: dict, config: RunConfig,
+                           store: RunStore) -> bool:
+    """One job of evaluate_or_reuse; True if its finished part was reused."""
+    key = part_key(numeric, job.task, job.name, job.spec.split, job.data_sha256, job.options(config))
+    with store.lock(job.task, job.name):
+        if not config.recompute and store.reusable(job.task, job.name, key) is not None:
+            console.print(f"[dim]{job.task} {escape(job.name)}: finished earlier from the same data, model "
+                          f"and settings; reusing {escape(str(store.dir / job.task / job.name))}.csv[/dim]",
+                          soft_wrap=True)
+            return True
+        if store.has_part(job.task, job.name) and not config.recompute:
+            console.print(f"{job.task} {job.name}: the finished part was computed from other data or "
+                          "settings; recomputing it", markup=False, highlight=False, soft_wrap=True)
+        store.invalidate(job.task, job.name)
+        subset = " on a subset" if numeric.get("subset") else ""
+        stage(f"{job.task} {job.name}: {len(grid.cells)} cells ({len(grid.layers)} layers x {len(grid.dims)} "
+              f"dims){subset}")
+        _evaluate_part(job, encoder, grid, config, store, key)
+    return False
 
 
 def _evaluate_part(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunConfig, store: RunStore,
