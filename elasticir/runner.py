@@ -433,8 +433,9 @@ def encode_shard(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder, gr
     stage(f"shard {index}/{count} encoded; run the command without --shard once every shard is done")
 
 
-def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
-    """Evaluate every cell of the grid on every dataset in the config and write the run directory."""
+def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome | None:
+    """Evaluate every cell of the grid on every dataset in the config and write the run directory (None for
+    `--shard i/n`, which only encodes its shard)."""
     started = time.perf_counter()
     seed_everything(config.seed)
     check_run_config(config)
