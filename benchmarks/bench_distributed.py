@@ -4,7 +4,7 @@ Measured part: one `elasticir` retrieval run (encode corpus + queries at every l
 index, exact search, scoring, run files) over a synthetic corpus with MS MARCO's passage-length distribution,
 with the executor as the only change: `local` (this process, 2 torch threads), `ray` with 1 actor (2 threads)
 and with 2 actors (1 thread each), on a local Ray cluster of 2 CPUs started once before the timings (its start
-is reported apart). Every configuration gets a fresh embedding cache, so each one encodes; the wall time
+is reported apart; its workers at nice 0 like the local process, not Ray's default 15). Every configuration gets a fresh embedding cache, so each one encodes; the wall time
 includes the actors' start and model load (a real cost of the executor). Configurations are interleaved, in a
 shuffled order per repeat; the table gives the median and every metric's largest difference to `local`.
 
@@ -115,6 +115,9 @@ def measure(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
     write_corpus(tmp / "data" / "beir" / "msmarco-like", passages, args.queries)
     started = time.perf_counter()
+    # Ray runs its workers at nice 15 by default: on a machine shared with other jobs they would lose the CPU to
+    # every normal process and the comparison would measure the scheduler, not the executor
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     ray_start = time.perf_counter() - started
     configs = {"local": None, "ray-1": 1, "ray-2": 2}
