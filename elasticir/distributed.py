@@ -248,12 +248,18 @@ class RayExecutor:
 
 
 _EXECUTORS: dict = {}
+_EXECUTORS_LOCK = threading.Lock()
 
 
 def executor_for(config, encoder) -> RayExecutor | None:
     """None for `--executor local`; else one RayExecutor per (encoder, address, workers) in this process."""
     if getattr(config, "executor", "local") != "ray":
         return None
+    with _EXECUTORS_LOCK:  # datasets call this from concurrent driver threads: one executor (one pool) for all
+        return _executor_for(config, encoder)
+
+
+def _executor_for(config, encoder) -> RayExecutor:
     key = (id(encoder), config.ray_address, config.workers)
     if key not in _EXECUTORS or _EXECUTORS[key][0] is not encoder:  # an id is reused once its encoder is gone
         from elasticir.progress import stage
