@@ -38,6 +38,9 @@ SeedOpt = Annotated[int, typer.Option(help="Random seed recorded in the leaderbo
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file with any of these options (flags win).")]
 IndexOpt = Annotated[str | None, typer.Option(help="flat (exact), hnsw, sq8, ivfpq, or a FAISS factory string.")]
 FlatOpt = Annotated[str | None, typer.Option(help="Exact search backend: torch (matmul+topk) or faiss.")]
+PrecisionsOpt = Annotated[str | None, typer.Option(
+    help="Retrieval precisions, comma list of float32 (default), float16, int8, binary, binary+rescore "
+    "(binary Hamming search, then float rescoring of 4x k candidates); one point per (layer, dim, precision).")]
 KOpt = Annotated[int | None, typer.Option("--k", help="Retrieval depth (default 1000).")]
 Bm25Opt = Annotated[bool | None, typer.Option("--bm25/--no-bm25", help="Add the pyserini BM25 baseline.")]
 SmokeOpt = Annotated[bool, typer.Option("--smoke", help="Check a config in a minute or two: --limit-queries 50 "
@@ -136,6 +139,7 @@ def run_command(
     retrieval: Annotated[str | None, typer.Option(help="Retrieval datasets (default: scifact).")] = None,
     index: IndexOpt = None,
     flat_backend: FlatOpt = None,
+    precisions: PrecisionsOpt = None,
     k: KOpt = None,
     bm25: Bm25Opt = None,
     data_root: DataRootOpt = None,
@@ -158,7 +162,7 @@ def run_command(
     """The main job: every (layer, dim) cell on STS (STSb, STS12, SICK-R) and SciFact (dense grid + BM25)."""
     _run(_config(
         config, model=model, layers=layers, dims=dims, pairs=pairs, sts=sts, retrieval=retrieval, index=index,
-        flat_backend=flat_backend, k=k, bm25=bm25, data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
+        flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25, data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
         pooling=pooling, device=device, backend=backend, seed=seed, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
     ), report=report)
@@ -200,6 +204,7 @@ def eval_retrieval(
     dims: DimsOpt = None,
     index: IndexOpt = None,
     flat_backend: FlatOpt = None,
+    precisions: PrecisionsOpt = None,
     k: KOpt = None,
     bm25: Bm25Opt = None,
     query_prompt: Annotated[str | None, typer.Option(help="Prefix for queries (default: the model's own).")] = None,
@@ -222,7 +227,7 @@ def eval_retrieval(
     """Retrieval only: index every cell, search, evaluate with ir-measures (nDCG@10, RR@10, R@100, R@1000)."""
     _run(_config(
         config, model=model, layers=layers, dims=dims, sts=[], retrieval=dataset, index=index,
-        flat_backend=flat_backend, k=k, bm25=bm25, query_prompt=query_prompt, doc_prompt=doc_prompt,
+        flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25, query_prompt=query_prompt, doc_prompt=doc_prompt,
         data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),

@@ -90,12 +90,16 @@ def compare_leaderboards(recorded: Leaderboard, reproduced: Leaderboard, *, tole
             elif not _close(old[metric], new[metric], tolerance):
                 diffs.append(Difference(kind, dataset, layer, dim, metric, old[metric], new[metric]))
 
-    new_cells = {(c.dataset, c.layer, c.dim): c.metrics for c in reproduced.results}
+    def named(precision: str | None, metrics: dict[str, float] | None) -> dict[str, float] | None:
+        """A quantised point's metrics carry its precision in their names, so a difference says which point."""
+        return metrics if metrics is None or precision is None else {f"{precision} {m}": v for m, v in metrics.items()}
+
+    new_cells = {(c.dataset, c.layer, c.dim, c.precision): c.metrics for c in reproduced.results}
     for cell in recorded.results:
-        compare("metric", cell.dataset, cell.layer, cell.dim, cell.metrics,
-                new_cells.pop((cell.dataset, cell.layer, cell.dim), None))
-    for (dataset, layer, dim) in sorted(new_cells):
-        diffs.append(Difference("extra", dataset, layer, dim, None, None, "reproduced"))
+        compare("metric", cell.dataset, cell.layer, cell.dim, named(cell.precision, cell.metrics),
+                named(cell.precision, new_cells.pop((cell.dataset, cell.layer, cell.dim, cell.precision), None)))
+    for (dataset, layer, dim, precision) in sorted(new_cells, key=str):
+        diffs.append(Difference("extra", dataset, layer, dim, precision, None, "reproduced"))
     new_baselines = {(b.dataset, b.name): b.metrics for b in reproduced.baselines}
     for baseline in recorded.baselines:
         compare("baseline", baseline.dataset, None, None,

@@ -37,6 +37,7 @@ from elasticir.errors import ElasticIRError
 from elasticir.evaluation.latency import layer_encode_latency
 from elasticir.evaluation.retrieval import evaluate_retrieval
 from elasticir.evaluation.sts import evaluate_sts
+from elasticir.index.quantized import check_precisions
 from elasticir.io import atomic_write, file_checksum, provenance
 from elasticir.progress import stage
 from elasticir.results.schema import Leaderboard
@@ -63,6 +64,7 @@ class RunConfig(BaseModel):
     retrieval: list[str] = list(DEFAULT_RETRIEVAL)
     index: str = "flat"  # flat | hnsw | sq8 | ivfpq | any FAISS factory string
     flat_backend: Literal["torch", "faiss"] = "torch"
+    precisions: list[str] = ["float32"]  # + float16, int8, binary, binary+rescore: one point per (cell, precision)
     k: int = 1000
     bm25: bool = True
     normalize: bool | None = None  # re-normalise truncated vectors (default: as the model does)
@@ -133,7 +135,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
         remove_self_hits=spec.remove_self_hits, index=config.index, flat_backend=config.flat_backend, k=config.k,
         normalize=config.normalize, query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
         batch_size=config.batch_size, latency_samples=config.latency_samples, show_progress=config.show_progress,
-        name=spec.name,
+        name=spec.name, precisions=tuple(config.precisions),
     )
     atomic_write(part_dir / "per_query.csv.gz", gzip.compress(per_query.to_csv(index=False).encode()))
     notes = data.notes + [f"{spec.name}: dense search backend {', '.join(sorted(set(cells.backend)))}"]
@@ -254,6 +256,8 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
         "dims": list(grid.dims), "retrieval": {key: getattr(config, key) for key in
                                                ("index", "flat_backend", "k", "normalize", "query_prompt", "doc_prompt")},
     }
+    if config.precisions != ["float32"]:  # only then: float32-only runs keep their run ids
+        numeric["retrieval"]["precisions"] = list(config.precisions)
     if subset := describe(config.limit_queries, config.limit_corpus, config.seed):
         numeric["subset"] = subset  # only then: full runs keep their run ids
     return grid, pairs, numeric
@@ -361,8 +365,10 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
     table, keys = summary.table, ("task", "dataset", "layer", "dim")
     results = [
         {"dataset": row["dataset"], "layer": int(row["layer"]), "dim": int(row["dim"]),
+         **({"precision": row["precision"]} if isinstance(row.get("precision"), str) else {}),
          "metrics": {m: float(row[m]) for m in table.columns
-                     if m not in keys and m not in COST_COLUMNS and m != "backend" and pd.notna(row[m])},
+                     if m not in keys and m not in COST_COLUMNS and m not in ("backend", "precision")
+                     and pd.notna(row[m])},
          "costs": {c: float(row[c]) for c in COST_COLUMNS if c in row and pd.notna(row[c])}}
         for row in table.to_dict("records")
     ]
@@ -396,6 +402,7 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
     started = time.perf_counter()
     seed_everything(config.seed)
     check_run_config(config)
+    check_precisions(config.precisions)
     jobs = locate_datasets(config)
     if encoder is None:
         check_shape_early(config)

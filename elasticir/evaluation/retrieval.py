@@ -22,7 +22,8 @@ from elasticir.cells import Cell, Grid
 from elasticir.data.beir import RetrievalData
 from elasticir.encoders import ElasticEncoder, EmbeddingStore
 from elasticir.evaluation.result import GridResult
-from elasticir.index.dense import CellIndex, tie_ranks
+from elasticir.index.dense import tie_ranks
+from elasticir.index.quantized import build_index, precision_slug
 from elasticir.io import atomic_write
 from elasticir.progress import progress
 
@@ -72,8 +73,12 @@ def evaluate_retrieval(
     remove_self_hits: bool = False, index: str = "flat", flat_backend: str = "torch", k: int = 1000,
     normalize: bool | None = None, query_prompt: str | None = None, doc_prompt: str | None = None,
     batch_size: int = 64, latency_samples: int = 100, show_progress: bool = True, name: str = "retrieval",
+    precisions: tuple[str, ...] = ("float32",),
 ) -> GridResult:
-    """Per-cell table (layer, dim, metrics, costs), per-query values of every cell, and stage timings."""
+    """Per-cell table (layer, dim, metrics, costs), per-query values of every cell, and stage timings.
+
+    Other precisions than float32 add one point per (cell, precision) and a `precision` column (absent from
+    float32-only runs, whose tables and run files stay as they were)."""
     encoder.check_cells(grid.cells)
     normalize = encoder.info.normalize if normalize is None else normalize
     prompts = encoder.info.prompts
@@ -98,32 +103,36 @@ def evaluate_retrieval(
     device = str(encoder.device)
     context = (data.query_ids, doc_ids, data.qrels, measures_for(data.qrels))
     with _scoring_pool(context) as pool:
-        bar = progress(grid.cells, desc=f"{name}: index + search per cell", unit="cell", enabled=show_progress)
-        for layer, dim in bar:
-            cell = CellIndex(docs.layer(layer), dim, normalize=normalize, index=index, flat_backend=flat_backend,
-                             device=device)
+        points = [(*cell, p) for cell in grid.cells for p in precisions]
+        bar = progress(points, desc=f"{name}: index + search per cell", unit="cell", enabled=show_progress)
+        for layer, dim, precision in bar:
+            cell = build_index(docs.layer(layer), dim, precision, normalize=normalize, index=index,
+                               flat_backend=flat_backend, device=device)
             query_full = queries.layer(layer)
             scores, ids, search_s = cell.search(query_full, k, tie_rank, exclude)
-            slug = Cell(layer, dim).slug
-            pending[(layer, dim)] = pool.submit(_score_cell, ids, scores, part_dir / "runs" / f"{slug}.trec.gz",
+            slug = Cell(layer, dim).slug + precision_slug(precision)
+            pending[(layer, dim, precision)] = pool.submit(_score_cell, ids, scores, part_dir / "runs" / f"{slug}.trec.gz",
                                                 f"elasticir-{slug}")
             p50, p95 = cell.latency_ms(query_full, k, latency_samples) if latency_samples else (np.nan, np.nan)
             timings["index"] += cell.build_s
             timings["search"] += search_s
             rows.append({"layer": layer, "dim": dim, "index_bytes": cell.nbytes, "build_s": cell.build_s,
                          "search_qps": len(data.query_ids) / max(search_s, 1e-9), "latency_p50_ms": p50,
-                         "latency_p95_ms": p95, "backend": cell.backend})
+                         "latency_p95_ms": p95, "backend": cell.backend}
+                        | ({"precision": precision} if tuple(precisions) != ("float32",) else {}))
             del cell
         started = time.perf_counter()
         for row in rows:
-            aggregate, values, seconds = pending[(row["layer"], row["dim"])].result()
+            aggregate, values, seconds = pending[(row["layer"], row["dim"], row.get("precision", "float32"))].result()
             row.update(aggregate)
             timings["evaluate"] += seconds
-            per_query.append(values.assign(layer=row["layer"], dim=row["dim"]))
+            per_query.append(values.assign(layer=row["layer"], dim=row["dim"],
+                                           **({"precision": row["precision"]} if "precision" in row else {})))
         timings["evaluate_wait"] = time.perf_counter() - started  # scoring not hidden behind the searches
     costs = ["index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms", "backend"]
     table = pd.DataFrame(rows)
-    table = table[["layer", "dim"] + [c for c in table.columns if c not in costs and c not in ("layer", "dim")] + costs]
+    keys = [c for c in ("layer", "dim", "precision") if c in table.columns]
+    table = table[keys + [c for c in table.columns if c not in costs and c not in keys] + costs]
     return GridResult(table, pd.concat(per_query, ignore_index=True), timings)
 
 

@@ -65,6 +65,7 @@ class CellResult(_Strict):
     dataset: str
     layer: int
     dim: int
+    precision: str | None = None  # retrieval with --precisions: float32, float16, int8, binary, binary+rescore
     metrics: dict[str, float]
     costs: dict[str, float] = {}  # index bytes, build seconds, search throughput, latency
 
