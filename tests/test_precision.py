@@ -55,7 +55,7 @@ def test_int8_search_equals_numpy_reference(corpus, dim):
 def test_binary_search_equals_numpy_reference_with_ties(corpus, dim):
     docs, queries, ids = corpus
     tie_rank = tie_ranks(ids)
-    signs = lambda x: np.where(truncate(x, dim, True) > 0, 1, -1).astype(np.int64)  # noqa: E731
+    signs = lambda x: np.where(truncate(x, dim, True) > 0, 1, -1).astype(np.int64)
     scores = signs(queries) @ signs(docs).T  # = dim - 2 * hamming
     index = QuantizedIndex(docs, dim, "binary", normalize=True)
     got_scores, got_ids, _ = index.search(queries, 40, tie_rank)
@@ -123,3 +123,17 @@ def test_run_records_one_point_per_precision(tiny_encoder, beir_root, tmp_path):
     assert "precision" not in plain.cells.columns and plain.leaderboard.results[0].precision is None
     float32 = cells[cells.precision == "float32"].drop(columns="precision").reset_index(drop=True)
     assert np.allclose(float32["nDCG@10"], plain.cells["nDCG@10"])
+
+
+def test_report_gains_a_precision_facet(tiny_encoder, beir_root, tmp_path):  # noqa: F811
+    from elasticir.report.build import write_report
+
+    config = RunConfig(model="unused", sts=[], retrieval=["toyir"], bm25=False, layers=[2, 4], dims=[8, 32],
+                       precisions=["float32", "int8", "binary+rescore"], data_root=str(beir_root), out=str(tmp_path),
+                       show_progress=False, latency_samples=2, latency_texts=0)
+    outcome = run(config, tiny_encoder)
+    paths = {p.name for p in write_report(outcome.dir, tmp_path / "report")}
+    assert {"heatmap_toyir.png", "heatmap_toyir_int8.png", "heatmap_toyir_binary-rescore.png",
+            "pareto_toyir_precision.png"} <= paths
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| 4 | 32 | binary+rescore |" in text

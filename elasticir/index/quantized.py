@@ -157,7 +157,7 @@ class QuantizedIndex:
         for row in range(len(codes)):
             d_row, i_row = dist[row], ids[row].astype(np.int64)
             if margin < self.n and d_row[-1] == d_row[fetch - 1]:  # the tie may go on past what was fetched
-                lims, d_row, i_row = self.index.range_search(codes[row:row + 1], int(d_row[fetch - 1]) + 1)
+                _, d_row, i_row = self.index.range_search(codes[row:row + 1], int(d_row[fetch - 1]) + 1)
                 i_row = i_row.astype(np.int64)
             scores = (self.dim - 2 * d_row.astype(np.int64)).astype(np.float32)
             order = np.lexsort((tie_rank[i_row], -scores))[:fetch]

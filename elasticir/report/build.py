@@ -22,6 +22,7 @@ from elasticir.data.sts import load_sts
 from elasticir.errors import ElasticIRError
 from elasticir.report import figures, tables
 from elasticir.report.cost import EncoderShape, cell_costs, encode_flops_per_token, mean_token_length
+from elasticir.report.precision import write_precision_facet
 from elasticir.report.rundir import RunData, load_run, unique_labels
 from elasticir.report.significance import compare_runs, describe
 
@@ -192,6 +193,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
     _write_header(report)
     _compare_with_baseline(report, test=test, n_resamples=n_resamples, seed=seed)
     _write_heatmaps(report)
+    write_precision_facet(report.run, report.writer, report.fig_dir, report.tag)  # only runs with --precisions
     _write_differences(report)
     _write_pareto(report, cost)
     _write_diagonal(report)

@@ -29,6 +29,15 @@ class RunData:
     cells: pd.DataFrame
     label: str = ""
     _cache: dict = field(default_factory=dict, repr=False)
+    points: pd.DataFrame | None = None  # every (cell, precision) point when the run has a precision axis
+
+    def __post_init__(self) -> None:
+        """With --precisions, `cells` keeps the float32 points (what every grid figure and table reads, unchanged)
+        and `points` all of them (the precision facet)."""
+        if "precision" in self.cells.columns and self.points is None:
+            self.points = self.cells
+            float32 = self.cells.precision.isna() | (self.cells.precision == "float32")
+            self.cells = self.cells[float32].drop(columns="precision").reset_index(drop=True)
 
     # --- identity -------------------------------------------------------------------------------------------
     @property
@@ -104,6 +113,8 @@ class RunData:
             else:
                 frame = read_csv_any(path)
                 frame = frame[frame.measure == measure]
+                if "precision" in frame.columns:  # the grid's tests compare float32 points
+                    frame = frame[frame.precision.isna() | (frame.precision == "float32")]
                 self._cache[key] = frame.pivot_table(index="query_id", columns=["layer", "dim"], values="value")
         return self._cache[key]
 
@@ -125,7 +136,8 @@ class RunData:
 
 def cells_from_leaderboard(board: Leaderboard) -> pd.DataFrame:
     """The per-cell table a run directory keeps in cells.csv, rebuilt from the leaderboard's results."""
-    return pd.DataFrame([{"dataset": c.dataset, "layer": c.layer, "dim": c.dim, **c.metrics, **c.costs}
+    return pd.DataFrame([{"dataset": c.dataset, "layer": c.layer, "dim": c.dim,
+                          **({"precision": c.precision} if c.precision else {}), **c.metrics, **c.costs}
                          for c in board.results])
 
 
