@@ -80,6 +80,8 @@ def _print_outcome(outcome) -> None:
     for dataset in board.datasets:
         metric = board.main_metric[dataset.task]
         cells = outcome.cells[outcome.cells.dataset == dataset.name]
+        if "precision" in cells:  # the table shows the float32 points; every point is in cells.csv
+            cells = cells[cells.precision.fillna("float32") == "float32"]
         grid = cells.pivot(index="layer", columns="dim", values=metric)
         subset = " — SUBSET, not comparable with full runs" if board.subset else ""
         table = Table(title=f"{dataset.name} ({dataset.task}, {metric}, {dataset.n_examples} examples){subset}")
@@ -93,12 +95,24 @@ def _print_outcome(outcome) -> None:
     for baseline in board.baselines:
         shown = ", ".join(f"{name} {value:.4f}" for name, value in baseline.metrics.items())
         out.print(f"{baseline.dataset} {baseline.name}: {shown}")
+    _print_funnels(board)
     for note in board.notes:
         out.print(f"note: {note}")
     if outcome.skipped:
         out.print(f"reused finished results for: {', '.join(outcome.skipped)} (pass --recompute to redo)")
     out.print(f"per-cell metrics: {outcome.dir / 'cells.csv'}")
     out.print(f"leaderboard:      {outcome.dir / 'leaderboard.json'}")
+
+
+def _print_funnels(board) -> None:
+    """The selected funnels (cheapest within tolerance per stage-1 precision, Pareto front) against the full cell."""
+    for f in (f for f in board.funnels if f.selected):
+        metric = board.main_metric.get("retrieval", "nDCG@10")
+        ratio = f.costs.get("madds_ratio", float("nan"))
+        latency = f.costs.get("latency_ratio", float("nan"))
+        p = f"p_holm {f.p_holm:.3g}" if f.p_holm is not None else ""
+        out.print(f"{f.dataset} funnel {f.funnel}: {metric} {f.metrics.get(metric, float('nan')):.4f}, "
+                  f"search multiply-adds x{ratio:.3f}, latency x{latency:.2f} of the full cell {p} [{f.selected}]")
 
 
 def _print_ann_costs(board, cells) -> None:
@@ -230,6 +244,41 @@ def eval_retrieval(
         flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25, query_prompt=query_prompt, doc_prompt=doc_prompt,
         data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
+        latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
+    ))
+
+
+@eval_app.command("funnel")
+@friendly_errors
+def eval_funnel(
+    model: ModelOpt = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "--datasets",
+                                                   help="BEIR dataset(s), comma list (folder names).")] = None,
+    funnel: Annotated[list[str] | None, typer.Option(
+        "--funnel", help="L1:d1[:precision]/K/L2:d2, e.g. 2:64/100/6:384 or 2:64:binary/100/6:384 (repeatable). "
+        "Default: every grid cell (at each --precisions) x K in 50,100,200,500,1000, stage 2 the full cell.")] = None,
+    precisions: PrecisionsOpt = None,
+    layers: LayersOpt = None,
+    dims: DimsOpt = None,
+    k: KOpt = None,
+    data_root: DataRootOpt = None,
+    out_dir: OutOpt = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache (default: OUT/_cache).")] = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = None,
+    recompute: RecomputeOpt = None,
+    smoke: SmokeOpt = False,
+    limit_queries: LimitQueriesOpt = None,
+    limit_corpus: LimitCorpusOpt = None,
+    latency_texts: LatencyTextsOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Funnel retrieval: shortlist K per query with a small cell, rescore the shortlist with a larger one; every
+    funnel against the full cell (quality, search work, latency, paired test), next to the grid's cells."""
+    _run(_config(
+        config, model=model, sts=[], retrieval=dataset, funnels=list(funnel) if funnel else ["auto"],
+        precisions=precisions, layers=layers, dims=dims, k=k, bm25=False, data_root=data_root, out=out_dir,
+        cache_dir=cache_dir, batch_size=batch_size, device=device, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
     ))
 

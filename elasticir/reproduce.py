@@ -108,6 +108,13 @@ def compare_leaderboards(recorded: Leaderboard, reproduced: Leaderboard, *, tole
                 if (baseline.dataset, baseline.name) in new_baselines else None)
     for dataset, name in sorted(new_baselines):
         diffs.append(Difference("extra", dataset, None, None, name, None, "reproduced"))
+    new_funnels = {(f.dataset, f.funnel): f.metrics for f in reproduced.funnels}
+    for funnel in recorded.funnels:
+        new = new_funnels.pop((funnel.dataset, funnel.funnel), None)
+        compare("funnel", funnel.dataset, None, None, named(f"funnel {funnel.funnel}", funnel.metrics),
+                named(f"funnel {funnel.funnel}", new))
+    for dataset, name in sorted(new_funnels):
+        diffs.append(Difference("extra", dataset, None, None, f"funnel {name}", None, "reproduced"))
     return diffs
 
 

@@ -34,6 +34,7 @@ from elasticir.data.sts import load_sts
 from elasticir.data.subset import describe, subset_retrieval, subset_sts
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
 from elasticir.errors import ElasticIRError
+from elasticir.evaluation.funnel import check_funnel_flags, check_funnels_fit
 from elasticir.evaluation.latency import layer_encode_latency
 from elasticir.evaluation.retrieval import evaluate_retrieval
 from elasticir.evaluation.sts import evaluate_sts
@@ -65,6 +66,7 @@ class RunConfig(BaseModel):
     index: str = "flat"  # flat | hnsw | sq8 | ivfpq | any FAISS factory string
     flat_backend: Literal["torch", "faiss"] = "torch"
     precisions: list[str] = ["float32"]  # + float16, int8, binary, binary+rescore: one point per (cell, precision)
+    funnels: list[str] | None = None  # funnel retrieval: L1:d1[:p1]/K/L2:d2 each, or ["auto"] (see evaluation.funnel)
     k: int = 1000
     bm25: bool = True
     normalize: bool | None = None  # re-normalise truncated vectors (default: as the model does)
@@ -110,6 +112,7 @@ class Part:
     files: list[Path]
     baselines: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    funnels: list[dict] = field(default_factory=list)
 
 
 Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path], Part]
@@ -139,6 +142,13 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
     )
     atomic_write(part_dir / "per_query.csv.gz", gzip.compress(per_query.to_csv(index=False).encode()))
     notes = data.notes + [f"{spec.name}: dense search backend {', '.join(sorted(set(cells.backend)))}"]
+    funnels = []
+    if config.funnels:
+        from elasticir.evaluation.funnel import run_funnels
+
+        funnels, funnel_notes = run_funnels(encoder, data, grid, config, part_dir,
+                                            remove_self_hits=spec.remove_self_hits, name=spec.name)
+        notes += funnel_notes
     baselines = []
     if config.bm25:
         from elasticir.evaluation.bm25_baseline import run_bm25
@@ -147,7 +157,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
         stage(f"{spec.name}: BM25 baseline (pyserini)")
         baselines.append(run_bm25(data, part_dir, config.cache / "bm25", spec, k=config.k))
         timings["bm25"] = time.perf_counter() - started
-    return Part(cells, timings, len(data.query_ids), data.files, baselines, notes)
+    return Part(cells, timings, len(data.query_ids), data.files, baselines, notes, funnels)
 
 
 EVALUATORS: dict[str, Evaluator] = {"sts": _evaluate_sts, "retrieval": _evaluate_retrieval}
@@ -258,6 +268,8 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
     }
     if config.precisions != ["float32"]:  # only then: float32-only runs keep their run ids
         numeric["retrieval"]["precisions"] = list(config.precisions)
+    if config.funnels:
+        numeric["retrieval"]["funnels"] = list(config.funnels)
     if subset := describe(config.limit_queries, config.limit_corpus, config.seed):
         numeric["subset"] = subset  # only then: full runs keep their run ids
     return grid, pairs, numeric
@@ -301,6 +313,7 @@ def _evaluate_part(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunCon
         "timings": [{"dataset": job.name, "stage": stage, "seconds": s} for stage, s in part.timings.items()],
         "baselines": [{"dataset": job.name, **b} for b in part.baselines],
         "notes": part.notes,
+        **({"funnels": [{"dataset": job.name, **f} for f in part.funnels]} if part.funnels else {}),
     }
     store.save_part(job.task, job.name, cells, meta)
 
@@ -316,6 +329,7 @@ class Summary:
     notes: list[str]
     tasks: list[str]
     names: dict[str, list[str]]
+    funnels: list[dict] = field(default_factory=list)
 
 
 def summarise(store: RunStore, jobs: list[Job]) -> Summary:
@@ -325,7 +339,7 @@ def summarise(store: RunStore, jobs: list[Job]) -> Summary:
     missing = [f"{task} {name}" for task, name in order if (task, name) not in found]
     if missing:
         raise ElasticIRError(f"{store.dir}: part(s) {', '.join(missing)} changed while this run summarised; re-run")
-    parts, records, timings, baselines, notes = [], [], [], [], []
+    parts, records, timings, baselines, notes, funnels = [], [], [], [], [], []
     names: dict[str, list[str]] = {}
     for task, name in found:
         cells, meta = store.load_part(task, name)
@@ -334,11 +348,12 @@ def summarise(store: RunStore, jobs: list[Job]) -> Summary:
         timings.extend(meta["timings"])
         baselines.extend(meta["baselines"])
         notes.extend(meta["notes"])
+        funnels.extend(meta.get("funnels", []))
         names.setdefault(task, []).append(name)
     table = pd.concat(parts, ignore_index=True)
     keys = ["task", "dataset", "layer", "dim"]
     table = table[keys + [c for c in table.columns if c not in keys]]
-    return Summary(table, records, timings, baselines, notes, [t for t in EVALUATORS if t in names], names)
+    return Summary(table, records, timings, baselines, notes, [t for t in EVALUATORS if t in names], names, funnels)
 
 
 def measure_encode_latency(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder,
@@ -384,6 +399,7 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
         main_metric={task: MAIN_METRIC[task] for task in summary.tasks},
         results=results,
         baselines=summary.baselines,
+        funnels=summary.funnels,
         encode_latency=encode_latency,
         notes=summary.notes,
         subset=numeric.get("subset"),
@@ -403,6 +419,7 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
     seed_everything(config.seed)
     check_run_config(config)
     check_precisions(config.precisions)
+    check_funnel_flags(config.funnels)
     jobs = locate_datasets(config)
     if encoder is None:
         check_shape_early(config)
@@ -412,6 +429,10 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
                                         backend=config.backend, onnx_cache=config.cache / "onnx")
     grid, pairs, numeric = build_grid(config, encoder)
     check_index_fits(config, jobs, grid)
+    if config.funnels:  # cells the model has, K within every corpus: before any encoding
+        check_funnels_fit(config.funnels, encoder.num_layers, encoder.hidden_size,
+                          {job.name: min(_count_lines(job.files[0]), config.limit_corpus or 1 << 62)
+                           for job in jobs if job.task == "retrieval"})
     store = RunStore(Path(config.out), run_id(encoder.info.name, numeric))
     skipped = evaluate_or_reuse(jobs, encoder, grid, numeric, config, store)
     encode_latency, notes, timings = measure_encode_latency(config, jobs, encoder, grid)

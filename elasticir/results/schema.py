@@ -80,6 +80,23 @@ class BaselineResult(_Strict):
     run_file: str | None = None
 
 
+class FunnelResult(_Strict):
+    """A funnel: stage 1 (layer, dim, precision) shortlists k per query, stage 2 (layer, dim) rescores them; its
+    metrics, costs (search multiply-adds, Hamming bits, bytes, latency and their ratios to the full cell) and its
+    paired test against the full cell (p over queries, Holm-corrected over the dataset's funnels)."""
+
+    dataset: str
+    funnel: str
+    stage1: dict[str, Any]
+    k: int
+    stage2: dict[str, int]
+    metrics: dict[str, float]
+    costs: dict[str, float] = {}
+    p_value: float | None = None
+    p_holm: float | None = None
+    selected: str = ""
+
+
 class Timing(_Strict):
     dataset: str
     stage: str
@@ -116,6 +133,7 @@ class Leaderboard(_Strict):
     main_metric: dict[str, str]
     results: list[CellResult]
     baselines: list[BaselineResult] = []
+    funnels: list[FunnelResult] = []  # funnel retrieval (eval funnel / funnels in the config); older files: none
     encode_latency: list[EncodeLatency] = []
     notes: list[str] = []
     subset: dict[str, Any] | None = None  # smoke-test limits (queries, corpus, seed); None: the full datasets
