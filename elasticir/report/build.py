@@ -22,6 +22,7 @@ from elasticir.data.sts import load_sts
 from elasticir.errors import ElasticIRError
 from elasticir.report import figures, tables
 from elasticir.report.cost import EncoderShape, cell_costs, encode_flops_per_token, mean_token_length
+from elasticir.report.funnels import write_funnel_section
 from elasticir.report.precision import write_precision_facet
 from elasticir.report.rundir import RunData, load_run, unique_labels
 from elasticir.report.significance import compare_runs, describe
@@ -196,6 +197,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
     write_precision_facet(report.run, report.writer, report.fig_dir, report.tag)  # only runs with --precisions
     _write_differences(report)
     _write_pareto(report, cost)
+    write_funnel_section(report.run, report.writer, report.fig_dir, report.tag)  # only runs with funnels
     _write_diagonal(report)
     _write_tables(report)
     return _finish(report)

@@ -185,8 +185,12 @@ def _plain_log_axis(axis) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     formatter = FuncFormatter(lambda v, _: f"{v:g}")
-    # 1-1.5-2-3-5-7 per decade: four or more labelled ticks even when the data span less than one decade
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    # 1-1.5-2-3-5-7 per decade: four or more labelled ticks even when the data span less than one decade; data
+    # spanning decades get 1-2-5 (or 1) per decade, so that the labels do not run into each other
+    low, high = sorted(abs(v) for v in axis.get_data_interval())
+    decades = np.log10(high / low) if low > 0 and np.isfinite(high / low) else 0.0
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 1.3 else (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(formatter)
     axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 

@@ -33,7 +33,7 @@ def bytes_series(points: pd.DataFrame, metric: str, full: Cell) -> list[dict]:
     series = []
     for precision in precisions_of(points):
         rows = points[points.precision.fillna("float32") == precision]
-        series.append({"label": precision, "cost": (rows.index_bytes / 2**20).to_numpy(),
+        series.append({"label": precision, "cost": (rows.index_bytes / 2**10).to_numpy(),
                        "value": rows[metric].to_numpy(), "full": full,
                        "cells": [Cell(int(r.layer), int(r.dim)) for r in rows.itertuples()]})
     return series
@@ -60,7 +60,7 @@ def write_precision_facet(run, writer, fig_dir: Path, tag: str = "") -> None:
         if run.tasks[dataset] != "retrieval" or points.empty:
             continue
         metric = run.metric(dataset)
-        for precision in precisions_of(points):
+        for precision in [p for p in precisions_of(points) if p != "float32"]:  # float32: the grid heatmap
             slug = precision.replace("+", "-")
             paths = figures.heatmap(precision_grid(points, precision, metric),
                                     fig_dir / f"heatmap_{dataset}_{slug}", title=f"{run.label}: {dataset}, {precision}"
@@ -70,7 +70,7 @@ def write_precision_facet(run, writer, fig_dir: Path, tag: str = "") -> None:
                                  "sign bits, Hamming search; binary+rescore: float rescoring of 4x k Hamming "
                                  "candidates). Outlined: pair-list cells.")
         paths = figures.pareto(bytes_series(points, metric, run.full_cell), fig_dir / f"pareto_{dataset}_precision",
-                               title=f"{dataset}: cells x precisions" + tag, xlabel="index size (MiB)",
+                               title=f"{dataset}: cells x precisions" + tag, xlabel="index size (KiB)",
                                ylabel=metric, log_x=True)
         writer.figure(paths, f"{dataset}: {metric} against the measured index size of every (L, d, precision) "
                              "point; each precision's Pareto front connected, labelled L,d; stars: the full cell.")
