@@ -123,8 +123,27 @@ def test_run_records_one_point_per_precision(tiny_encoder, beir_root, tmp_path):
     assert "precision" not in plain.cells.columns and plain.leaderboard.results[0].precision is None
     float32 = cells[cells.precision == "float32"].drop(columns="precision").reset_index(drop=True)
     assert np.allclose(float32["nDCG@10"], plain.cells["nDCG@10"])
+    _reproduce_and_leaderboard_see_precisions(outcome)
 
 
+def _reproduce_and_leaderboard_see_precisions(outcome):
+    """reproduce compares each (cell, precision) point with its own; the leaderboard shows the float32 ones."""
+    from elasticir.reproduce import compare_leaderboards
+    from elasticir.results.leaderboard import _values, render_leaderboards
+
+    board = outcome.leaderboard
+    assert compare_leaderboards(board, board) == []
+    changed = board.model_copy(deep=True)
+    point = next(r for r in changed.results if r.precision == "int8")
+    point.metrics["nDCG@10"] += 0.5
+    (difference,) = compare_leaderboards(board, changed)
+    assert difference.metric == "int8 nDCG@10" and difference.dim == point.dim
+    float32 = next(r for r in board.results if r.precision == "float32" and r.dim == 32)
+    assert _values(board, "toyir", "nDCG@10")[(4, 32)] == float32.metrics["nDCG@10"]
+    assert "toyir" in render_leaderboards([outcome.dir / "leaderboard.json"], page=False)[0]
+
+
+@pytest.mark.slow
 def test_report_gains_a_precision_facet(tiny_encoder, beir_root, tmp_path):  # noqa: F811
     from elasticir.report.build import write_report
 
