@@ -76,6 +76,21 @@ def test_whole_corpus_funnel_reproduces_the_cell_end_to_end(tiny_encoder, corpus
     assert {f["funnel"] for f in board["funnels"]} >= {"2:8/60/4:32", "2:8:binary/20/4:32", "full (4,32)"}
     per_query = pd.read_csv(part / "funnel_per_query.csv.gz")
     assert set(per_query.funnel) == set(table.funnel) and len(per_query.query_id.unique()) == 8
+    _reproduce_compares_funnels(outcome.leaderboard)
+
+
+def _reproduce_compares_funnels(board):
+    """reproduce reports a funnel's metric that moved, by name; a leaderboard without funnels still loads."""
+    from elasticir.reproduce import compare_leaderboards
+    from elasticir.results.schema import Leaderboard
+
+    changed = board.model_copy(deep=True)
+    changed.funnels[1].metrics["nDCG@10"] -= 0.1
+    (difference,) = compare_leaderboards(board, changed)
+    assert difference.kind == "funnel" and difference.metric == f"funnel {board.funnels[1].funnel} nDCG@10"
+    old = json.loads(board.model_dump_json())
+    old.pop("funnels")
+    assert Leaderboard.model_validate(old).funnels == []
 
 
 @pytest.mark.parametrize("funnel, message", [
