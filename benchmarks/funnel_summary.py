@@ -3,7 +3,10 @@ funnel whose nDCG@10 is within 0.005 of it (float32 stage 1; binary stage 1 = bi
 rescoring), their cost ratios (search multiply-adds, latency measured side by side), the paired test, the
 fastest funnel by measured latency, and the precision points of the full cell.
 
-    python benchmarks/funnel_summary.py RUN_DIR --out results/examples/funnel
+    python benchmarks/funnel_summary.py RUN_DIR --out results/examples/funnel [--latency-runs DIR ...]
+
+--latency-runs: run directories of `eval funnel --funnel ...` with the picked funnels, measured again (e.g. with
+one thread and every query): their side-by-side latency ratios replace the search run's in the tables.
 
 Writes summary.json, summary.md and one figure per dataset (the multiply-adds Pareto plot of the report).
 """
@@ -48,8 +51,13 @@ def dataset_summary(run, dataset: str) -> dict:
     summary["cheapest_binary_rescored_within_tolerance"] = _pick(close[close.precision1 == "binary"],
                                                                  ["work", "latency_p50_ms"])
     summary["cheapest_int8_within_tolerance"] = _pick(close[close.precision1 == "int8"], ["work", "latency_p50_ms"])
-    summary["fastest_within_tolerance"] = _pick(close, ["latency_ratio"])
-    summary["funnels_faster_than_full"] = int((funnels.latency_ratio < 1).sum())
+    summary["stage1_precisions"] = sorted(funnels.precision1.unique())
+    summary["best_per_stage1_layer"] = [  # does a shallower stage 1 ever come within tolerance?
+        _pick(rows, [f"delta_{METRIC}"]) | {"layer1": int(layer), "precision1": precision}
+        for (layer, precision), rows in funnels.assign(**{f"delta_{METRIC}": -funnels[f"delta_{METRIC}"]})
+        .groupby(["layer1", "precision1"])]
+    for best in summary["best_per_stage1_layer"]:
+        best[f"delta_{METRIC}"] = -best[f"delta_{METRIC}"]
     if run.points is not None:
         points = run.points[(run.points.dataset == dataset) & (run.points.layer == full.layer2)
                             & (run.points.dim == full.dim2)]
@@ -57,6 +65,16 @@ def dataset_summary(run, dataset: str) -> dict:
                                                          "latency_p50_ms": float(r.latency_p50_ms)}
                                            for _, r in points.iterrows()}
     return summary
+
+
+def latency_ratios(runs: list[Path], dataset: str) -> dict[str, list[float]]:
+    """funnel -> its latency ratio to the full cell in each latency run (side by side, interleaved per query)."""
+    ratios: dict[str, list[float]] = {}
+    for run_dir in runs:
+        table = pd.read_csv(load_run(run_dir).part_dir(dataset) / "funnels.csv")
+        for row in table[table.selected != "full cell"].itertuples():
+            ratios.setdefault(row.funnel, []).append(float(row.latency_ratio))
+    return ratios
 
 
 def markdown(summaries: dict, threads: str) -> str:
@@ -71,23 +89,31 @@ def markdown(summaries: dict, threads: str) -> str:
                   f"{s['full_cell']['search_madds']:,.0f} multiply-adds per query."), "",
                   "| choice | funnel | nDCG@10 | Δ | p (Holm) | madds x full | Hamming bits | latency x full |",
                   "|:--|:--|---:|---:|---:|---:|---:|---:|"]
-        for label, key in (("cheapest, float32 stage 1", "cheapest_float32_within_tolerance"),
-                           ("cheapest, binary stage 1 + float rescoring", "cheapest_binary_rescored_within_tolerance"),
-                           ("cheapest, int8 stage 1", "cheapest_int8_within_tolerance"),
-                           ("fastest measured (any)", "fastest_within_tolerance")):
+        for label, key, precision in (
+                ("cheapest, float32 stage 1", "cheapest_float32_within_tolerance", "float32"),
+                ("cheapest, binary stage 1 + float rescoring", "cheapest_binary_rescored_within_tolerance", "binary"),
+                ("cheapest, int8 stage 1", "cheapest_int8_within_tolerance", "int8")):
+            if precision not in s["stage1_precisions"]:
+                continue
             f = s.get(key)
             if f is None:
                 lines.append(f"| {label} | none within tolerance | | | | | | |")
                 continue
+            measured = s.get("latency_runs", {}).get(f["funnel"])
+            latency = " / ".join(f"{v:.2f}" for v in measured) if measured else f"{f['latency_ratio']:.2f}"
             lines.append(f"| {label} | {f['funnel']} | {f[METRIC]:.4f} | {f[f'delta_{METRIC}']:+.4f} | "
-                         f"{f['p_holm']:.3g} | {f['madds_ratio']:.3f} | {f['hamming_bits']:,.0f} | "
-                         f"{f['latency_ratio']:.2f} |")
-        lines += ["", f"Funnels measured faster than the full cell: {s['funnels_faster_than_full']} of {s['funnels']}."]
+                         f"{f['p_holm']:.3g} | {f['madds_ratio']:.3f} | {f['hamming_bits']:,.0f} | {latency} |")
+        if s.get("latency_runs"):
+            lines += ["", "Every re-measured funnel (latency x full cell, one value per run):", ""]
+            lines += [f"- {name}: {' / '.join(f'{v:.2f}' for v in values)}" for name, values in s["latency_runs"].items()]
+        lines += ["", "Best funnel per stage-1 layer and precision (any K):", "",
+                  "| stage 1 | funnel | nDCG@10 | Δ | p (Holm) |", "|:--|:--|---:|---:|---:|"]
+        lines += [f"| L{b['layer1']} {b['precision1']} | {b['funnel']} | {b[METRIC]:.4f} | {b[f'delta_{METRIC}']:+.4f} "
+                  f"| {b['p_holm']:.3g} |" for b in s["best_per_stage1_layer"]]
         if "full_cell_precisions" in s:
             lines += ["", "The full cell at each precision (single-stage search):", "",
-                      "| precision | nDCG@10 | index bytes | latency p50 ms |", "|:--|---:|---:|---:|"]
-            lines += [f"| {p} | {v[METRIC]:.4f} | {v['index_bytes']:,} | {v['latency_p50_ms']:.2f} |"
-                      for p, v in s["full_cell_precisions"].items()]
+                      "| precision | nDCG@10 | index bytes |", "|:--|---:|---:|"]
+            lines += [f"| {p} | {v[METRIC]:.4f} | {v['index_bytes']:,} |" for p, v in s["full_cell_precisions"].items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -97,10 +123,13 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, default=Path("results/examples/funnel"))
     parser.add_argument("--threads", default="2 torch threads, shared 2-core CPU")
+    parser.add_argument("--latency-runs", type=Path, nargs="*", default=[])
     args = parser.parse_args()
     run = load_run(args.run_dir)
     datasets = [d for d in run.datasets if (run.part_dir(d) / "funnels.csv").is_file()]
     summaries = {d: dataset_summary(run, d) for d in datasets}
+    for dataset in datasets if args.latency_runs else []:
+        summaries[dataset]["latency_runs"] = latency_ratios(args.latency_runs, dataset)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summaries, indent=2, default=float))
     (args.out / "summary.md").write_text(markdown(summaries, args.threads))
