@@ -10,6 +10,8 @@ The precisions practitioners combine with Matryoshka truncation:
   query against the documents' +-1 vectors (the documents stay binary in memory; the recipe of the
   sentence-transformers quantisation guide).
 
+Quantised points are always exact search over the quantised vectors (whatever --index says for float32), so a
+difference from the float32 cell is the quantisation's alone.
 Integer scores (int8, binary) tie often, so ties are broken exactly as trec_eval orders them (score descending,
 then doc id descending) by searching on one integer key per (score, tie rank) pair, never by chance.
 """
