@@ -27,7 +27,8 @@ DEFAULT_OUT = Path("results") / "reproduce"
 class Difference:
     """One way a re-run differs from the recorded leaderboard.
 
-    kind: "metric" (a cell's metric), "baseline" (a baseline's metric), "missing" / "extra" (a cell, metric or
+    kind: "metric" (a cell's metric; a quantised point's metric is named "<precision> <metric>"), "baseline" (a
+    baseline's metric), "funnel" (a funnel's metric, named "funnel <funnel> <metric>"), "missing" / "extra" (a cell, metric or
     baseline only on one side), "weights" (model weights sha256), "data" (a data file's sha256), "config" (a
     numeric setting such as dtype or max_length resolved differently).
     """
