@@ -156,3 +156,17 @@ def test_report_gains_a_precision_facet(tiny_encoder, beir_root, tmp_path):  # n
             "pareto_toyir_precision.png"} <= paths
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| 4 | 32 | binary+rescore |" in text
+
+
+def test_int8_wider_than_1024_stays_exact():
+    rng = np.random.default_rng(5)
+    docs, queries = rng.standard_normal((150, 1100)).astype(np.float32), rng.standard_normal((4, 1100)).astype(np.float32)
+    tie_rank = tie_ranks([f"d{i:03d}" for i in range(150)])
+    d = truncate(docs, 1100, True)
+    ranges = np.vstack([d.min(0), d.max(0)])
+    scores = (quantize_embeddings(truncate(queries, 1100, True), "int8", ranges=ranges).astype(np.int64)
+              @ quantize_embeddings(d, "int8", ranges=ranges).astype(np.int64).T)  # beyond float32's exact range
+    got_scores, got_ids, _ = QuantizedIndex(docs, 1100, "int8", normalize=True).search(queries, 15, tie_rank)
+    want = reference_order(scores, tie_rank, 15)
+    np.testing.assert_array_equal(got_ids, want)
+    np.testing.assert_array_equal(got_scores, np.take_along_axis(scores, want, 1).astype(np.float32))

@@ -134,16 +134,15 @@ class QuantizedIndex:
         return scores, ids
 
     def _int8_search(self, codes: np.ndarray, fetch: int, tie_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # int8 products summed in float32 are exact (|sum| <= d * 128^2 < 2^24 for d <= 1024), and the key
-        # score * n + (n - 1 - tie_rank) is unique per row and orders exactly as trec_eval does
-        if self.dim > 1024:
-            raise ElasticIRError(f"int8 search is exact up to dim 1024; dim {self.dim} is wider")
-        q = torch.from_numpy(codes.astype(np.float32))
+        # int8 products summed in float32 are exact while |sum| <= d * 128^2 < 2^24 (d <= 1024; float64 beyond),
+        # and the key score * n + (n - 1 - tie_rank) is unique per row and orders exactly as trec_eval does
+        exact = torch.float32 if self.dim <= 1024 else torch.float64
+        q = torch.from_numpy(codes.astype(np.float64)).to(exact)
         docs = torch.from_numpy(self.codes)
         tie = torch.from_numpy(self.n - 1 - tie_rank)
 
         def keys(c0: int, c1: int) -> torch.Tensor:
-            scores = (q @ docs[c0:c1].to(torch.float32).T).to(torch.int64)
+            scores = (q @ docs[c0:c1].to(exact).T).to(torch.int64)
             return scores * self.n + tie[c0:c1]
 
         best, ids = int_topk(keys, self.n, fetch)
