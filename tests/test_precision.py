@@ -155,7 +155,7 @@ def test_report_gains_a_precision_facet(tiny_encoder, beir_root, tmp_path):  # n
     assert {"heatmap_toyir.png", "heatmap_toyir_int8.png", "heatmap_toyir_binary-rescore.png",
             "pareto_toyir_precision.png"} <= paths
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "| 4 | 32 | binary+rescore |" in text
+    assert "| (4,32) |" in text and (tmp_path / "report" / "tables" / "precision_bytes_toyir.tex").is_file()
 
 
 def test_int8_wider_than_1024_stays_exact():

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from elasticir.cells import Cell
-from elasticir.report import figures
+from elasticir.report import figures, tables
 
 PRECISION_ORDER = ("float32", "float16", "int8", "binary+rescore", "binary")
 
@@ -39,14 +38,22 @@ def bytes_series(points: pd.DataFrame, metric: str, full: Cell) -> list[dict]:
     return series
 
 
-def points_table(points: pd.DataFrame, metric: str) -> str:
-    """Markdown: every point with its metric, index bytes and search p50, best first."""
-    shown = points.assign(precision=points.precision.fillna("float32")).sort_values(metric, ascending=False)
-    lines = [f"| layer | dim | precision | {metric} | index MiB | search p50 (ms) |", "|---:|---:|:--|---:|---:|---:|"]
-    for r in shown.to_dict("records"):
-        lines.append(f"| {r['layer']} | {r['dim']} | {r['precision']} | {r[metric]:.4f} | "
-                     f"{r['index_bytes'] / 2**20:.3f} | {r.get('latency_p50_ms', np.nan):.2f} |")
-    return "\n".join(lines)
+def points_tables(points: pd.DataFrame, metric: str, dataset: str) -> list[tuple[str, str, str]]:
+    """(stem, LaTeX, Markdown) of two cell x precision tables: the metric (best cell per precision bold) and the
+    measured index size in KiB."""
+    shown = points.assign(precision=points.precision.fillna("float32"),
+                          cell=[str(Cell(int(a), int(b))) for a, b in zip(points.layer, points.dim)])
+    order = precisions_of(points)
+    values = shown.pivot(index="cell", columns="precision", values=metric)[order]
+    cells = sorted(values.index, key=Cell.parse)
+    size = (shown.pivot(index="cell", columns="precision", values="index_bytes")[order] / 2**10).loc[cells]
+    label = f"tab:precision-{dataset}".replace("_", "-")
+    quality = tables.render(values.loc[cells], row_header="cell", digits=4, label=label,
+                            caption=f"{dataset}: {metric} of every (cell, precision) point; bold: best cell per "
+                                    "precision.")
+    sizes = tables.render(size, row_header="cell", bold=size.astype(bool) & False, digits=0, label=label + "-bytes",
+                          caption=f"{dataset}: measured index size (KiB) of every (cell, precision) point.")
+    return [(f"precision_{dataset}", *quality), (f"precision_bytes_{dataset}", *sizes)]
 
 
 def write_precision_facet(run, writer, fig_dir: Path, tag: str = "") -> None:
@@ -74,4 +81,5 @@ def write_precision_facet(run, writer, fig_dir: Path, tag: str = "") -> None:
                                ylabel=metric, log_x=True)
         writer.figure(paths, f"{dataset}: {metric} against the measured index size of every (L, d, precision) "
                              "point; each precision's Pareto front connected, labelled L,d; stars: the full cell.")
-        writer.text(f"### {dataset}: every point\n\n" + points_table(points, metric))
+        for stem, latex, markdown in points_tables(points, metric, dataset):
+            writer.table(stem, latex, markdown, f"{dataset}: every (cell, precision) point")
