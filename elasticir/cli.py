@@ -39,7 +39,7 @@ ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file with any of thes
 IndexOpt = Annotated[str | None, typer.Option(help="flat (exact), hnsw, sq8, ivfpq, or a FAISS factory string.")]
 FlatOpt = Annotated[str | None, typer.Option(help="Exact search backend: torch (matmul+topk) or faiss.")]
 PrecisionsOpt = Annotated[str | None, typer.Option(
-    help="Retrieval precisions, comma list of float32 (default), float16, int8, binary, binary+rescore "
+    help="Retrieval precisions, comma list of float32 (always evaluated, the reference), float16, int8, binary, binary+rescore "
     "(binary Hamming search, then float rescoring of 4x k candidates); one point per (layer, dim, precision).")]
 KOpt = Annotated[int | None, typer.Option("--k", help="Retrieval depth (default 1000).")]
 Bm25Opt = Annotated[bool | None, typer.Option("--bm25/--no-bm25", help="Add the pyserini BM25 baseline.")]

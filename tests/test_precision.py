@@ -95,6 +95,13 @@ def test_float16_matches_rounded_reference_and_self_hits_are_excluded(corpus):
     assert got[0, 0] not in without[0] and (without[1:] == got[1:]).all()
 
 
+def test_float32_is_always_the_first_precision():
+    assert RunConfig(precisions=["int8", "binary"]).precisions == ["float32", "int8", "binary"]
+    assert RunConfig(precisions=["binary", "float32"]).precisions == ["float32", "binary"]
+    with pytest.raises(ElasticIRError, match="empty"):
+        check_precisions(RunConfig(precisions=[]).precisions)
+
+
 def test_unknown_precision_is_refused():
     with pytest.raises(ElasticIRError, match="unknown precision.*'int4'"):
         check_precisions(["float32", "int4"])
