@@ -67,12 +67,6 @@ class RunConfig(BaseModel):
     flat_backend: Literal["torch", "faiss"] = "torch"
     precisions: list[str] = ["float32"]  # + float16, int8, binary, binary+rescore: one point per (cell, precision)
     funnels: list[str] | None = None  # funnel retrieval: L1:d1[:p1]/K/L2:d2 each, or ["auto"] (see evaluation.funnel)
-
-    @field_validator("precisions")
-    @classmethod
-    def _float32_first(cls, value: list[str]) -> list[str]:
-        """float32 is always evaluated, first: the reference every grid table, figure and comparison reads."""
-        return ["float32"] + [p for p in value if p != "float32"] if value else value
     k: int = 1000
     bm25: bool = True
     normalize: bool | None = None  # re-normalise truncated vectors (default: as the model does)
@@ -94,6 +88,12 @@ class RunConfig(BaseModel):
     seed: int = 0
     recompute: bool = False
     show_progress: bool = True
+
+    @field_validator("precisions")
+    @classmethod
+    def _float32_first(cls, value: list[str]) -> list[str]:
+        """float32 is always evaluated, first: the reference every grid table, figure and comparison reads."""
+        return ["float32"] + [p for p in value if p != "float32"] if value else value
 
     @property
     def cache(self) -> Path:
