@@ -50,7 +50,14 @@ class RunData:
 
     @property
     def grid_cells(self) -> list[Cell]:
+        if self.board.grid.cells is not None:  # a baseline grid: only the cells its members serve
+            return [Cell(*cell) for cell in self.board.grid.cells]
         return Grid(tuple(self.board.grid.layers), tuple(self.board.grid.dims)).cells
+
+    @cached_property
+    def members(self) -> dict[Cell, object]:
+        """A baseline grid's cells -> the MemberRecord of the model serving each (empty for one-model runs)."""
+        return {Cell(r.layer, r.dim): r.member for r in self.board.results if r.member is not None}
 
     def pairs_in_grid(self) -> list[Cell]:
         present = set(self.grid_cells)

@@ -1,0 +1,116 @@
+"""Baseline grids: cells from different models in one run directory, compared with an elastic run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from elasticir.cli import app
+from elasticir.results.schema import load_leaderboard
+from elasticir.runner import RunConfig, run
+
+
+def _tiny_bert(folder: Path, layers: int, hidden: int, seed: int) -> Path:
+    """A random BERT of the given shape in sentence-transformers layout (tokenizer of the session tiny model)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tests.conftest import minilm_path
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    torch.manual_seed(seed)
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                         num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128)
+              ).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64}))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": hidden, "pooling_mode_mean_tokens": True}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("members")
+    return _tiny_bert(root / "small", 2, 16, 1), _tiny_bert(root / "wide", 3, 32, 2)
+
+
+def _config(data_root: Path, out: Path, **extra) -> RunConfig:
+    return RunConfig(sts=["toy-a", "toy-b"], retrieval=[], bm25=False, latency_texts=0, data_root=str(data_root),
+                     out=str(out), show_progress=False, device="cpu", **extra)
+
+
+def test_grid_cells_equal_each_member_evaluated_alone(two_models, tiny_data_root, tmp_path):
+    from elasticir.baselines import evaluate, parse_spec
+
+    small, wide = two_models
+    spec_file = tmp_path / "baseline.yaml"
+    spec_file.write_text(f'"2:16": {small}\n"1:8": {wide}@1:8\n')
+    outcome = evaluate(parse_spec(spec_file), _config(tiny_data_root, tmp_path / "grid"))
+    board = load_leaderboard(outcome.dir / "leaderboard.json")
+    assert sorted({(r.layer, r.dim) for r in board.results}) == [(1, 8), (2, 16)]
+    for model, cell in ((small, (2, 16)), (wide, (1, 8))):
+        alone = run(_config(tiny_data_root, tmp_path / "alone", model=str(model), layers=[cell[0]], dims=[cell[1]],
+                            pairs=[cell]))
+        for result in alone.leaderboard.results:
+            mine = next(r for r in board.results if (r.dataset, r.layer, r.dim) == (result.dataset, *cell))
+            assert mine.metrics == pytest.approx(result.metrics, abs=1e-7)
+            assert mine.member.weights_sha256 == alone.leaderboard.model.weights_sha256
+            assert (mine.member.num_layers, mine.member.hidden_size) == (alone.leaderboard.model.num_layers,
+                                                                        alone.leaderboard.model.hidden_size)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('"2:16": /no/such/model-folder\n', "line 1 (key '2:16'): cannot load model"),
+    ('"2:16": {small}\n"3:16": {small}\n', "line 2 (key '3:16'): cell (3,16) is outside"),
+    ('"2:16": {small}\n"2:8": {wide}\n"2:16": {wide}@2:16\n', "line 3 (key '2:16'): cell (2,16) already has a member"),
+    ('"2-16": {small}\n', "line 1 (key '2-16'): '2-16' is not a cell"),
+])
+def test_yaml_mistakes_are_one_error_naming_the_line(two_models, tiny_data_root, tmp_path, text, expected):
+    small, wide = two_models
+    spec_file = tmp_path / "baseline.yaml"
+    spec_file.write_text(text.format(small=small, wide=wide))
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "--baseline", str(spec_file)])
+    assert result.exit_code == 2, result.output
+    assert expected in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_run_with_a_train_separate_baseline_reports_and_reuses(tiny_model_dir, tiny_data_root, tmp_path):
+    from elasticir.training.trainer import TrainConfig, train_separate
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"anchor": f"sentence {i} about topic {i % 5}",
+                                         "positive": f"another text on topic {i % 5}, number {i}"}) + "\n"
+                             for i in range(16)))
+    separate = tmp_path / "separate"
+    train_separate(TrainConfig(base=str(tiny_model_dir), data=[str(pairs)], out=str(separate), max_steps=2,
+                               batch_size=4, device="cpu"), [(2, 8), (3, 16)])
+    assert json.loads((separate / "separate.json").read_text())["variant"] == "exact"
+    args = ["run", "--model", str(tiny_model_dir), "--sts", "toy-a,toy-b", "--retrieval", "", "--no-bm25",
+            "--latency-texts", "0", "--data-root", str(tiny_data_root), "--out", str(tmp_path / "results"),
+            "--device", "cpu", "--baseline", str(separate)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "baseline: evaluated 4 member datasets" in first.output
+    run_dir = next(p for p in (tmp_path / "results").iterdir() if p.name.startswith("tiny"))
+    figures = {p.name for p in (run_dir / "report" / "figures").iterdir()}
+    assert {"diff_toy-a.png", "diff_mean.png", "pareto_toy-a_flops.png"} <= figures
+    grid_dir = next(p for p in (tmp_path / "results").iterdir() if p.name.startswith("baseline-"))
+    board = load_leaderboard(grid_dir / "leaderboard.json")
+    shas = {r.member.weights_sha256 for r in board.results}
+    assert len(shas) == 2 and all(len(s) == 64 for s in shas)
+    report = (run_dir / "report" / "report.md").read_text()
+    assert all(sha[:12] in report for sha in shas)  # the members are named in the report
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0, second.output
+    assert "baseline: evaluated 0 member datasets, reused 4" in second.output
+    assert "reused finished results for: toy-a, toy-b" in second.output
