@@ -13,19 +13,19 @@ from elasticir.results.schema import load_leaderboard
 from elasticir.runner import RunConfig, run
 
 
-def _tiny_bert(folder: Path, layers: int, hidden: int, seed: int) -> Path:
+def _tiny_bert(folder: Path, layers: int, hidden: int, seed: int, tokenizer_from: Path) -> Path:
     """A random BERT of the given shape in sentence-transformers layout (tokenizer of the session tiny model)."""
+    import shutil
+
     import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import BertConfig, BertModel
 
-    from tests.conftest import minilm_path
-
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     torch.manual_seed(seed)
-    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                         num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=128)
-              ).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                         intermediate_size=2 * hidden, max_position_embeddings=128)).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (tokenizer_from / name).is_file():
+            shutil.copy2(tokenizer_from / name, folder / name)
     (folder / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
@@ -37,9 +37,9 @@ def _tiny_bert(folder: Path, layers: int, hidden: int, seed: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def two_models(tmp_path_factory) -> tuple[Path, Path]:
+def two_models(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("members")
-    return _tiny_bert(root / "small", 2, 16, 1), _tiny_bert(root / "wide", 3, 32, 2)
+    return (_tiny_bert(root / "small", 2, 16, 1, tiny_model_dir), _tiny_bert(root / "wide", 3, 32, 2, tiny_model_dir))
 
 
 def _config(data_root: Path, out: Path, **extra) -> RunConfig:
@@ -114,3 +114,17 @@ def test_run_with_a_train_separate_baseline_reports_and_reuses(tiny_model_dir, t
     assert second.exit_code == 0, second.output
     assert "baseline: evaluated 0 member datasets, reused 4" in second.output
     assert "reused finished results for: toy-a, toy-b" in second.output
+
+
+def test_reproduce_a_baseline_grid(two_models, tiny_data_root, tmp_path):
+    from elasticir.baselines import evaluate, parse_spec
+    from elasticir.reproduce import reproduce
+
+    small, wide = two_models
+    spec_file = tmp_path / "baseline.yaml"
+    spec_file.write_text(f'"2:16": {small}\n"3:32": {wide}\n')
+    outcome = evaluate(parse_spec(spec_file), _config(tiny_data_root, tmp_path / "grid"))
+    assert reproduce(outcome.dir / "leaderboard.json", out=tmp_path / "again") == []
+    again = next((tmp_path / "again").glob("baseline-*"))
+    assert json.loads((again / "leaderboard.json").read_text())["model"]["weights_sha256"] == \
+        json.loads((outcome.dir / "leaderboard.json").read_text())["model"]["weights_sha256"]
