@@ -473,7 +473,9 @@ def _write_paper_table(report: _Report, reference: str | None, *, test: str, n_r
                + ("; average: unweighted mean of the datasets" if average else "") + "); bold = best method at "
                f"that cell; \u2191/\u2193 = significantly better/worse than {ref.label} at the same cell (paired "
                f"tests over pairs / queries, Holm over the {len(cells)} pair cells, p < {report.alpha}; average: "
-               "stratified paired bootstrap of the mean).")
+               "stratified paired bootstrap of the mean)."
+               + ("" if all(r.has_examples for r in runs) else " Runs loaded from a leaderboard JSON have no "
+                  "per-pair / per-query values: their cells cannot be tested and carry no marks."))
     latex, markdown = tables.paper_table(blocks, marks, ref.label, caption)
     report.writer.table("paper", latex, markdown, f"Paper table (reference: {ref.label})")
 

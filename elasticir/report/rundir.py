@@ -59,6 +59,11 @@ class RunData:
         """A baseline grid's cells -> the MemberRecord of the model serving each (empty for one-model runs)."""
         return {Cell(r.layer, r.dim): r.member for r in self.board.results if r.member is not None}
 
+    @property
+    def has_examples(self) -> bool:
+        """Whether per-pair / per-query files exist (a run directory, not a published leaderboard JSON)."""
+        return any(self.part_dir(d).is_dir() for d in self.datasets)
+
     def pairs_in_grid(self) -> list[Cell]:
         present = set(self.grid_cells)
         return [p for p in self.pairs if p in present]
