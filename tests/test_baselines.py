@@ -114,6 +114,13 @@ def test_run_with_a_train_separate_baseline_reports_and_reuses(tiny_model_dir, t
     assert second.exit_code == 0, second.output
     assert "baseline: evaluated 0 member datasets, reused 4" in second.output
     assert "reused finished results for: toy-a, toy-b" in second.output
+    label = run_dir.name.rsplit("-", 1)[0]
+    third = CliRunner().invoke(app, ["report", str(run_dir), "--baseline", str(separate), "--reference", label,
+                                     "--out", str(tmp_path / "report2")])
+    assert third.exit_code == 0, third.output
+    paper = (tmp_path / "report2" / "tables" / "paper.md").read_text()
+    assert f"{label} (reference)" in paper and "| separate | (2,8) |" in paper
+    assert (tmp_path / "report2" / "tables" / "paper.tex").is_file()
 
 
 def test_reproduce_a_baseline_grid(two_models, tiny_data_root, tmp_path):
