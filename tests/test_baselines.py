@@ -135,3 +135,38 @@ def test_reproduce_a_baseline_grid(two_models, tiny_data_root, tmp_path):
     again = next((tmp_path / "again").glob("baseline-*"))
     assert json.loads((again / "leaderboard.json").read_text())["model"]["weights_sha256"] == \
         json.loads((outcome.dir / "leaderboard.json").read_text())["model"]["weights_sha256"]
+
+
+def test_full_width_members_fill_their_layer_row(two_models, tmp_path):
+    import shutil
+
+    from elasticir.baselines import parse_spec
+    from elasticir.cells import Cell
+
+    small, wide = two_models
+    folder = tmp_path / "separate-fw"
+    shutil.copytree(small, folder / "L2-full-width")
+    shutil.copytree(wide, folder / "L3-full-width")
+    (folder / "separate.json").write_text(json.dumps({"variant": "full-width", "members": [
+        {"folder": "L2-full-width", "cell": [2, 16]}, {"folder": "L3-full-width", "cell": [3, 32]}]}))
+    members = parse_spec(folder).expand([8, 16, 32])
+    assert sorted((m.cell, Path(m.model).name) for m in members) == [
+        (Cell(2, 8), "L2-full-width"), (Cell(2, 16), "L2-full-width"),
+        (Cell(3, 8), "L3-full-width"), (Cell(3, 16), "L3-full-width"), (Cell(3, 32), "L3-full-width")]
+
+
+def test_mean_significance_over_one_dataset_is_that_datasets_test(two_models, tiny_data_root, tmp_path):
+    """The stratified bootstrap of the mean reduces to the per-dataset paired bootstrap for one dataset."""
+    from elasticir.report.rundir import load_run
+    from elasticir.report.significance import compare_mean, compare_runs
+
+    small, wide = two_models
+    runs = [load_run(run(_config(tiny_data_root, tmp_path, model=str(m), layers=[1, 2], dims=[8, 16])).dir)
+            for m in (small, wide)]
+    single = compare_runs(*runs, datasets=["toy-a"], n_resamples=500).set_index(["layer", "dim"])
+    mean = compare_mean(*runs, datasets=["toy-a"], n_resamples=500).set_index(["layer", "dim"])
+    assert len(mean) == 4
+    assert mean["p"].to_numpy() == pytest.approx(single.loc[mean.index, "p"].to_numpy())
+    assert mean["diff"].to_numpy() == pytest.approx(single.loc[mean.index, "diff"].to_numpy())
+    itself = compare_mean(runs[0], runs[0], n_resamples=500)
+    assert (itself["diff"] == 0).all() and (itself["p"] == 1).all()
