@@ -132,6 +132,12 @@ def test_reproduce_a_baseline_grid(two_models, tiny_data_root, tmp_path):
     spec_file.write_text(f'"2:16": {small}\n"3:32": {wide}\n')
     outcome = evaluate(parse_spec(spec_file), _config(tiny_data_root, tmp_path / "grid"))
     assert reproduce(outcome.dir / "leaderboard.json", out=tmp_path / "again") == []
+    from elasticir.results.portable import make_portable
+    from elasticir.results.schema import Leaderboard
+
+    portable = make_portable(json.loads((outcome.dir / "leaderboard.json").read_text()))
+    Leaderboard.model_validate(portable)
+    assert str(tmp_path) not in json.dumps(portable) and str(small.parent) not in json.dumps(portable)
     again = next((tmp_path / "again").glob("baseline-*"))
     assert json.loads((again / "leaderboard.json").read_text())["model"]["weights_sha256"] == \
         json.loads((outcome.dir / "leaderboard.json").read_text())["model"]["weights_sha256"]
