@@ -141,7 +141,7 @@ def heatmap(grid: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str, 
         ax.set_title(title)
         if note or outlined:
             text = (note + " " if note else "") + ("Outlined: pair-list (diagonal) cells." if outlined else "")
-            fig.text(0.01, -0.02, _wrap(text, int(width * 17)), ha="left", va="top", fontsize=6.5)
+            _text_below(fig, ax, _wrap(text, int(width * 17)))
         return save(fig, stem, formats)
 
 
@@ -176,8 +176,16 @@ def diff_heatmap(diff: pd.DataFrame, significant: pd.DataFrame, stem: Path, *, t
         bar.set_label(colorbar_label)
         bar.ax.tick_params(labelsize=6)
         ax.set_title(title)
-        fig.text(0.01, -0.02, _wrap(legend, int(width * 17)), ha="left", va="top", fontsize=6.5)
+        _text_below(fig, ax, _wrap(legend, int(width * 17)))
         return save(fig, stem)
+
+
+def _text_below(fig, ax, text: str) -> None:
+    """A legend paragraph under everything the axes draw (tick labels, axis label): a fixed figure position
+    would overlap the axis label of a short figure (a grid of one or two layers)."""
+    fig.canvas.draw()
+    bottom = ax.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.bbox.height
+    fig.text(0.01, min(-0.02, bottom - 0.03), text, ha="left", va="top", fontsize=6.5)
 
 
 def _plain_log_axis(axis) -> None:
