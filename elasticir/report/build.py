@@ -252,7 +252,8 @@ def _write_header(report: _Report) -> None:
             report.writer.text(f"**{other.label} is a baseline grid**: each cell is the model named here, evaluated "
                                "at its own cell with the same protocol (costs are that model's own):\n\n"
                                "| cell | model | weights sha256 | shape | its cell |\n|---|---|---|---|---|\n"
-                               + "\n".join(f"| {cell} | {m.name} | {m.weights_sha256[:12]} | {m.num_layers} x "
+                               + "\n".join(f"| {cell} | {m.hub_id or Path(m.name).name} | {m.weights_sha256[:12]} | "
+                                           f"{m.num_layers} x "
                                            f"{m.hidden_size} | {Cell(*m.source)} |"
                                            for cell, m in sorted(other.members.items())))
     outside = [p for p in run.pairs if p not in run.pairs_in_grid()]
