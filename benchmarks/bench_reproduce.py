@@ -145,14 +145,18 @@ def _publish(args, runs: dict, baseline: Path | None, report: list[Path], summar
         shutil.rmtree(target)
     root = args.out / "report"
     for path in report:
-        if path.suffix in (".png", ".pdf", ".md", ".tex", ".txt", ".csv"):
-            (target / "report" / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target / "report" / path.relative_to(root))
+        copy = target / "report" / path.relative_to(root)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix in (".md", ".tex", ".txt", ".csv"):  # paths relative to --out, not this machine's
+            copy.write_text(path.read_text().replace(f"{args.out.resolve()}/", "").replace(f"{args.out}/", ""))
+        elif path.suffix in (".png", ".pdf"):
+            shutil.copy2(path, copy)
     boards = target / "leaderboards"
     boards.mkdir(parents=True, exist_ok=True)
     for name, path in {**runs, **({"separate": baseline} if baseline else {})}.items():
         board = make_portable(json.loads((path / "leaderboard.json").read_text()))  # no paths of this machine
         (boards / f"{name}.json").write_text(json.dumps(board, indent=2))
+    summary = {**summary, "settings": {**summary["settings"], "out": args.out.name, "cache_dir": None}}
     (target / "summary.json").write_text(json.dumps(summary, indent=2))
     if (args.out / "separate.yaml").is_file():
         shutil.copy2(args.out / "separate.yaml", target / "separate.yaml")

@@ -85,6 +85,9 @@ def _portable_members(board: dict) -> None:
         for member in grid["members"]:
             member.update(model=member.get("hub_id") or _short(member["model"]), name=_short(member["name"]))
     board["model"]["path"] = _short(board["model"]["path"])
+    base = (board["model"].get("training") or {}).get("base")
+    if isinstance(base, dict) and _local_path(base.get("path")):  # a trained model's base, named as given
+        base["path"] = base.get("name") if not _local_path(base.get("name")) else _short(base["path"])
     board["notes"] = [" ".join(_short(word) or word for word in note.split(" ")) for note in board.get("notes", [])]
 
 
