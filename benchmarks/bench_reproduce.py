@@ -160,6 +160,14 @@ def _publish(args, runs: dict, baseline: Path | None, report: list[Path], summar
     (target / "summary.json").write_text(json.dumps(summary, indent=2))
     if (args.out / "separate.yaml").is_file():
         shutil.copy2(args.out / "separate.yaml", target / "separate.yaml")
+    (target / "README.md").write_text(
+        f"# Reproduction benchmark, budget of this run\n\nWritten by `benchmarks/bench_reproduce.py`: "
+        f"{args.base} fine-tuned with {', '.join(m for m in runs if m != 'base')} for {args.steps} steps of batch {args.batch_size} "
+        f"(lr {args.lr}, seed {args.seed}) on {args.data}; STS datasets {', '.join(summary['datasets'])}. "
+        f"The separate baseline is `separate.yaml` (one exactly trained model per pair cell, plain fine-tuning at "
+        f"the full cell), evaluated and compared through `--baseline`. `report/report.md` is the report; "
+        f"`report/tables/paper.md` the paper table; `leaderboards/` the portable leaderboards (the baseline grid "
+        f"as `separate.json`, its members per cell).\n")
     console.print(f"written: {target} (report, leaderboards, summary.json)")
 
 
