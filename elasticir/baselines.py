@@ -375,7 +375,18 @@ def baseline_for_report(spec: str | Path, run_dir: str | Path) -> Path:
     board = load_leaderboard(Path(run_dir) / "leaderboard.json")
     values = {k: v for k, v in board.config.items() if k not in ("numeric", "baseline", "baseline_grid")}
     values["out"] = str(Path(run_dir).parent)
-    return evaluate(parsed, RunConfig(**values), list(board.grid.dims)).dir
+    return evaluate(parsed, _run_config(RunConfig, values, run_dir), list(board.grid.dims)).dir
+
+
+def _run_config(kind, values: dict, where) -> object:
+    """The recorded config as a RunConfig, or one error naming the leaderboard it came from."""
+    from pydantic import ValidationError
+
+    try:
+        return kind(**values)
+    except ValidationError as exc:
+        raise ElasticIRError(f"{where}: the recorded config is not a valid run config for this elasticir "
+                             f"(re-run it with this version):\n{exc}") from None
 
 
 def reproduce_grid(board: Leaderboard, out: Path, data_root=None, device=None) -> Leaderboard:
@@ -400,4 +411,4 @@ def reproduce_grid(board: Leaderboard, out: Path, data_root=None, device=None) -
     if device is not None:
         values["device"] = device
     spec = Spec(Path(recorded["spec"]), recorded["kind"], members)
-    return load_leaderboard(evaluate(spec, RunConfig(**values)).dir / "leaderboard.json")
+    return load_leaderboard(evaluate(spec, _run_config(RunConfig, values, recorded["spec"])).dir / "leaderboard.json")
