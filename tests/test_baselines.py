@@ -65,6 +65,21 @@ def test_grid_cells_equal_each_member_evaluated_alone(two_models, tiny_data_root
             assert mine.member.weights_sha256 == alone.leaderboard.model.weights_sha256
             assert (mine.member.num_layers, mine.member.hidden_size) == (alone.leaderboard.model.num_layers,
                                                                         alone.leaderboard.model.hidden_size)
+    _costs_are_each_members_own(outcome.dir, small, wide)
+
+
+def _costs_are_each_members_own(grid_dir: Path, small: Path, wide: Path) -> None:
+    """(2,16) costs what the 2 x 16 model costs at 2 layers; (1,8) what the 3 x 32 model costs at 1 layer."""
+    from elasticir.report.build import cost_table
+    from elasticir.report.cost import EncoderShape, encode_flops_per_token
+    from elasticir.report.rundir import load_run
+
+    costs = cost_table(load_run(grid_dir), []).set_index(["dataset", "layer", "dim"])
+    for model, (layer, dim), own_layer in ((small, (2, 16), 2), (wide, (1, 8), 1)):
+        row = costs.loc[("toy-a", layer, dim)]
+        assert row.flops_per_token == encode_flops_per_token(EncoderShape.from_folder(model), own_layer,
+                                                             int(row.seq_len))
+    assert costs.loc[("toy-a", 1, 8)].params > costs.loc[("toy-a", 2, 16)].params  # width 32 vs 16
 
 
 @pytest.mark.parametrize("text, expected", [
