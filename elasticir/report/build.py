@@ -4,7 +4,9 @@ report.md with a caption for every figure.
     write_report(run_dir, out_dir, baseline_dir=None, cost="flops") -> list[Path]
 
 With a baseline, the run is compared with it at the cells both grids have (only those; the report says which),
-with paired tests over queries / pairs and Holm's correction per dataset (significance.py).
+with paired tests over queries / pairs and Holm's correction per dataset (significance.py). A baseline grid
+(cells from several models, baselines.py) is costed per cell with its member's own architecture, and the paper
+table gives every run a row block with marks against a chosen reference run.
 """
 
 from __future__ import annotations
