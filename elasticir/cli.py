@@ -49,6 +49,9 @@ LimitQueriesOpt = Annotated[int | None, typer.Option(help="Keep N queries (STS: 
                                                      "is a subset, never mixed with full results.")]
 LimitCorpusOpt = Annotated[int | None, typer.Option(help="Keep N documents per corpus: every judged one of the kept "
                                                     "queries plus a seeded sample.")]
+BaselineOpt = Annotated[str | None, typer.Option(help="Baseline SPEC: a run directory (or leaderboard JSON), a "
+                                                "train-separate folder, or a YAML mapping cells to models "
+                                                "(\"4:256\": MODEL[@L:D]); missing member evaluations are run.")]
 LatencyTextsOpt = Annotated[int | None, typer.Option(help="Texts timed per layer for the measured encode cost "
                                                      "(default 32; 0 = skip the probe; --smoke: 0).")]
 
@@ -133,12 +136,16 @@ def _run(config, report: bool = False) -> None:
 
     outcome = run(config)
     _print_outcome(outcome)
+    if outcome.baseline:
+        out.print(f"baseline: evaluated {len(outcome.baseline.evaluated)} member datasets, reused "
+                  f"{len(outcome.baseline.reused)}; {outcome.baseline.dir / 'leaderboard.json'}")
     if report:
         from elasticir.progress import stage
         from elasticir.report.build import write_report
 
         stage(f"report: figures and tables into {outcome.dir / 'report'}")
-        paths = write_report(outcome.dir, outcome.dir / "report")
+        baseline = outcome.baseline.dir if outcome.baseline else None
+        paths = write_report(outcome.dir, outcome.dir / "report", baseline_dir=baseline)
         out.print(f"report:           {outcome.dir / 'report' / 'report.md'} ({len(paths)} files)")
 
 
@@ -171,6 +178,7 @@ def run_command(
     limit_corpus: LimitCorpusOpt = None,
     latency_texts: LatencyTextsOpt = None,
     report: Annotated[bool, typer.Option("--report/--no-report", help="End with the run's figures and tables.")] = True,
+    baseline: BaselineOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """The main job: every (layer, dim) cell on STS (STSb, STS12, SICK-R) and SciFact (dense grid + BM25)."""
@@ -179,6 +187,7 @@ def run_command(
         flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25, data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
         pooling=pooling, device=device, backend=backend, seed=seed, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
+        baseline=baseline,
     ), report=report)
 
 
@@ -287,8 +296,12 @@ def eval_funnel(
 @friendly_errors
 def report_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (results/<model>-<hash>/).")],
-    baseline: Annotated[Path | None, typer.Option(help="Run directory, or a leaderboard JSON (differences without significance), to compare with (shared cells only).")] = None,
+    baseline: BaselineOpt = None,
     also: Annotated[list[Path] | None, typer.Option(help="More runs to overlay on Pareto and diagonal plots.")] = None,
+    compare: Annotated[list[Path] | None, typer.Option(help="Runs of other methods: overlaid on the figures and "
+                                                       "given a row block each in the paper table.")] = None,
+    reference: Annotated[str | None, typer.Option(help="Paper-table significance marks against this run (its "
+                                                  "label or directory; default: the baseline, else RUN_DIR).")] = None,
     cost: Annotated[str, typer.Option(help="Pareto x axis: flops, latency or bytes.")] = "flops",
     test: Annotated[str, typer.Option(help="Retrieval significance test: ttest or randomization.")] = "ttest",
     mteb: Annotated[Path | None, typer.Option(help="Also export every cell in MTEB's result layout here.")] = None,
@@ -298,7 +311,12 @@ def report_command(
     from elasticir.report.build import write_report
 
     target = out_dir or run_dir / "report"
-    paths = write_report(run_dir, target, baseline_dir=baseline, cost=cost, extra_runs=tuple(also or ()), test=test)
+    if baseline:
+        from elasticir.baselines import baseline_for_report
+
+        baseline = baseline_for_report(baseline, run_dir)
+    paths = write_report(run_dir, target, baseline_dir=baseline, cost=cost, extra_runs=(*(also or ()), *(compare or ())),
+                         test=test, reference=reference)
     out.print(f"wrote {len(paths)} files; see {target / 'report.md'}")
     if mteb:
         from elasticir.report.mteb_export import export_mteb

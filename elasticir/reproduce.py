@@ -182,7 +182,12 @@ def reproduce(path: str | Path, *, tolerance: float = 1e-4, out: str | Path | No
 
     path = resolve_path(path)
     board = load_leaderboard(path)
-    values = {k: v for k, v in board.config.items() if k != "numeric"}
+    if "baseline_grid" in board.config:  # cells from several models: each member re-run, the grid re-assembled
+        from elasticir.baselines import reproduce_grid
+
+        new = reproduce_grid(board, Path(out) if out is not None else DEFAULT_OUT, data_root, device)
+        return compare_leaderboards(board, new, tolerance=tolerance)
+    values = {k: v for k, v in board.config.items() if k not in ("numeric", "baseline")}
     notes: list[str] = []
     if encoder is None:
         values["model"], notes = find_model(board, model)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from rich.console import Console
 from rich.markup import escape
 
+from elasticir.baselines import evaluate as evaluate_baseline
+from elasticir.baselines import parse_spec, widen_dims
 from elasticir.cells import Cell, Grid, default_dims, default_pairs, validate_cells
 from elasticir.checks import check_run_config
 from elasticir.data.beir import beir_files, first_documents, load_beir
@@ -88,6 +90,7 @@ class RunConfig(BaseModel):
     seed: int = 0
     recompute: bool = False
     show_progress: bool = True
+    baseline: str | None = None  # a baseline SPEC (run dir, train-separate folder, YAML), evaluated after the run
 
     @field_validator("precisions")
     @classmethod
@@ -106,6 +109,7 @@ class RunOutcome:
     leaderboard: Leaderboard
     cells: pd.DataFrame
     skipped: list[str]
+    baseline: Any = None  # baselines.Outcome when the config names a baseline
 
 
 @dataclass
@@ -427,12 +431,14 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
     check_precisions(config.precisions)
     check_funnel_flags(config.funnels)
     jobs = locate_datasets(config)
+    spec = parse_spec(config.baseline) if config.baseline else None  # a broken SPEC stops before any work
     if encoder is None:
         check_shape_early(config)
         stage(f"loading model {config.model}")
     encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
                                         device=config.device, max_tokens_per_batch=config.max_tokens_per_batch,
                                         backend=config.backend, onnx_cache=config.cache / "onnx")
+    config = widen_dims(config, spec, encoder)  # the elastic grid covers the baseline's cells
     grid, pairs, numeric = build_grid(config, encoder)
     check_index_fits(config, jobs, grid)
     if config.funnels:  # cells the model has, K within every corpus: before any encoding
@@ -448,4 +454,5 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome:
         summary.timings.extend(timings)
         summary.timings.append({"dataset": "*", "stage": "total", "seconds": time.perf_counter() - started})
         leaderboard = write_leaderboard(store, config, encoder, grid, pairs, numeric, summary, encode_latency)
-    return RunOutcome(store.dir, leaderboard, summary.table, skipped)
+    baseline = evaluate_baseline(spec, config, list(grid.dims)) if spec else None
+    return RunOutcome(store.dir, leaderboard, summary.table, skipped, baseline)

@@ -59,7 +59,19 @@ class RunData:
 
     @property
     def grid_cells(self) -> list[Cell]:
+        if self.board.grid.cells is not None:  # a baseline grid: only the cells its members serve
+            return [Cell(*cell) for cell in self.board.grid.cells]
         return Grid(tuple(self.board.grid.layers), tuple(self.board.grid.dims)).cells
+
+    @cached_property
+    def members(self) -> dict[Cell, object]:
+        """A baseline grid's cells -> the MemberRecord of the model serving each (empty for one-model runs)."""
+        return {Cell(r.layer, r.dim): r.member for r in self.board.results if r.member is not None}
+
+    @property
+    def has_examples(self) -> bool:
+        """Whether per-pair / per-query files exist (a run directory, not a published leaderboard JSON)."""
+        return any(self.part_dir(d).is_dir() for d in self.datasets)
 
     def pairs_in_grid(self) -> list[Cell]:
         present = set(self.grid_cells)

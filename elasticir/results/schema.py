@@ -49,6 +49,24 @@ class GridRecord(_Strict):
     layers: list[int]
     dims: list[int]
     pairs: list[tuple[int, int]]
+    cells: list[tuple[int, int]] | None = None  # a baseline grid's cells when they do not fill layers x dims
+
+
+class MemberRecord(_Strict):
+    """The model that produced one cell of a baseline grid: its identity, its own shape, and which of its own
+    cells (source) stands in for the grid cell."""
+
+    name: str
+    path: str | None = None
+    hub_id: str | None = None
+    weights_sha256: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int | None = None
+    vocab_size: int | None = None
+    pooling: Literal["mean", "cls"] | None = None
+    source: tuple[int, int]
+    run_id: str | None = None
 
 
 class DatasetRecord(_Strict):
@@ -68,6 +86,7 @@ class CellResult(_Strict):
     precision: str | None = None  # retrieval with --precisions: float32, float16, int8, binary, binary+rescore
     metrics: dict[str, float]
     costs: dict[str, float] = {}  # index bytes, build seconds, search throughput, latency
+    member: MemberRecord | None = None  # in a baseline grid: the model this cell comes from
 
 
 class BaselineResult(_Strict):
