@@ -191,3 +191,19 @@ def test_mean_significance_over_one_dataset_is_that_datasets_test(two_models, ti
     assert mean["diff"].to_numpy() == pytest.approx(single.loc[mean.index, "diff"].to_numpy())
     itself = compare_mean(runs[0], runs[0], n_resamples=500)
     assert (itself["diff"] == 0).all() and (itself["p"] == 1).all()
+
+
+def test_members_are_compared_at_float32_cells_when_the_run_has_precisions(two_models, tmp_path):
+    """An elastic run with --precisions: its baseline grid holds one float32 point per cell, no duplicates."""
+    from elasticir.baselines import evaluate, parse_spec
+    from tests.test_retrieval import write_beir
+
+    write_beir(tmp_path / "data" / "beir" / "toyir")
+    small, _ = two_models
+    spec_file = tmp_path / "baseline.yaml"
+    spec_file.write_text(f'"2:16": {small}\n')
+    config = RunConfig(sts=[], retrieval=["toyir"], bm25=False, latency_texts=0, latency_samples=0,
+                       data_root=str(tmp_path / "data"), out=str(tmp_path / "grid"), show_progress=False,
+                       device="cpu", precisions=["float32", "binary"])
+    board = load_leaderboard(evaluate(parse_spec(spec_file), config).dir / "leaderboard.json")
+    assert [(r.dataset, r.layer, r.dim, r.precision) for r in board.results] == [("toyir", 2, 16, None)]
