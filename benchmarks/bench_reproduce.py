@@ -1,37 +1,42 @@
 """Starbucks-style reproduction at the scale of this machine: every fine-tuning method from one start, same data,
-steps and seed, evaluated on the full STS grid, with the diagonal table the paper reports.
+steps and seed, evaluated on the full STS grid, against separately trained models as one baseline grid.
 
-Budget (default, ~60 min on a 2-core CPU with one torch thread): all-MiniLM-L6-v2, SNLI triplets + MRPC pairs
+Budget (default, several hours on a 2-core CPU with one torch thread): all-MiniLM-L6-v2, SNLI triplets + MRPC pairs
 (never SICK or an STS test set; STSb train is left out because it shares 50-62% of its pairs with STS13-16),
 120 steps of batch 32 at lr 2e-5, seed 0, for each method under its published recipe (training presets): SRL
 (starbucks-sts), 2DMSE as sentence-transformers 6 (2dmse-st6) and <= 5 (2dmse-st5, the Starbucks paper's
-baseline), SortedNet, full-grid SRL, plain, MRL, and one separately trained model per pair cell at exactly (L, d). The paper trains bert-base for far longer: read the numbers as "what these methods
-do to an already strong small encoder in 3,840 training pairs", not as the paper's setting.
+baseline), SortedNet, full-grid SRL, plain, MRL, and one separately trained model per pair cell at exactly (L, d).
+The paper trains bert-base for far longer: read the numbers as "what these methods do to an already strong small
+encoder in 3,840 training pairs", not as the paper's setting. `--steps`, `--batch-size`, `--methods` and
+`--datasets` choose a smaller, stated budget (recorded in summary.json and the report).
 
     ELASTICIR_DATA=../shared/data python benchmarks/bench_reproduce.py [--steps 120] [--out results/bench_reproduce]
 
-Writes under --out: models/, runs/ (run directories with leaderboard JSON), leaderboards/<method>.json, the report
-(SRL against 2DMSE, all methods overlaid on the diagonal figures), diagonal.json and diagonal.md.
-Re-running reuses every finished model and evaluation.
+Everything goes through the library's own path: the separately trained models (plus plain fine-tuning at the
+full cell) form one baseline grid (`separate.yaml`, a baseline SPEC), and `write_report` draws the difference
+maps, Pareto fronts and the paper table (SRL against the baseline grid, every method a row block). Writes under
+--out: models/, runs/ (run directories) and the report; small files (report tables and figures, portable
+leaderboards, summary.json) are copied to --examples. Re-running reuses every finished model and evaluation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from rich.console import Console
-from rich.table import Table
 
+from elasticir.baselines import evaluate as evaluate_baseline
+from elasticir.baselines import parse_spec
 from elasticir.cells import Cell, default_dims, default_pairs
 from elasticir.data.catalog import data_root, sts_path
 from elasticir.encoders import DEFAULT_MODEL
 from elasticir.report.build import write_report
 from elasticir.report.rundir import load_run
-from elasticir.report.significance import compare_runs, holm
 from elasticir.results.portable import make_portable
 from elasticir.runner import RunConfig, run
 from elasticir.training.trainer import TrainConfig, train, train_separate
@@ -47,23 +52,22 @@ STS = ("stsbenchmark", "sts12", "sts13", "sts14", "sts15", "sts16", "sickr")
 console = Console()
 
 
-def evaluate(model: str | Path, args, datasets: list[str], **grid) -> Path:
-    outcome = run(RunConfig(model=str(model), sts=datasets, retrieval=[], bm25=False, out=str(args.out / "runs"),
-                            latency_texts=0, seed=args.seed, **grid))
-    return outcome.dir
+def _config(args, datasets: list[str], model: str | Path = "", **grid) -> RunConfig:
+    return RunConfig(model=str(model) or args.base, sts=datasets, retrieval=[], bm25=False,
+                     out=str(args.out / "runs"), cache_dir=args.cache_dir, latency_texts=0, seed=args.seed, **grid)
 
 
-def significance(run, baseline, cells: list[Cell], seed: int, *, corrected: bool = True) -> dict:
-    """{dataset: {cell: p}} at the pair cells, from the report's own test (paired bootstrap over STS pairs);
-    `corrected`: Holm over every cell both grids share, as the report's difference maps; else the raw p."""
-    table = compare_runs(run, baseline, seed=seed)
-    wanted = {tuple(cell) for cell in cells}
-    result: dict[str, dict[str, float]] = {}
-    for row in table.itertuples():
-        if (row.layer, row.dim) in wanted:
-            result.setdefault(row.dataset, {})[f"({row.layer},{row.dim})"] = float(
-                row.p_holm if corrected else row.p)
-    return result
+def _separate_spec(args, common: dict, pairs: list[Cell]) -> Path:
+    """The baseline SPEC: one exactly trained model per pair cell below the full one, plain fine-tuning at the
+    full cell (it is the separately trained full model), as a YAML file next to the models."""
+    folders = train_separate(TrainConfig(out=str(args.out / "models" / "separate"), **common), pairs[:-1])
+    lines = [f'"{c.layer}:{c.dim}": models/separate/{f.name}' for c, f in zip(pairs[:-1], folders)]
+    if (args.out / "models" / "plain" / "elastic.json").is_file():
+        lines.append(f'"{pairs[-1].layer}:{pairs[-1].dim}": models/plain')
+    spec = args.out / "separate.yaml"
+    spec.write_text("# cell -> separately trained model (written by benchmarks/bench_reproduce.py)\n"
+                    + "\n".join(lines) + "\n")
+    return spec
 
 
 def main() -> None:
@@ -75,17 +79,17 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--datasets", default=",".join(STS), help="STS datasets (those present are used).")
     parser.add_argument("--no-separate", action="store_true", help="Skip the per-cell separately trained models.")
     parser.add_argument("--out", type=Path, default=Path("results/bench_reproduce"))
-    parser.add_argument("--no-report", action="store_true", help="Skip the figures and tables of the SRL run.")
-    parser.add_argument("--compare-with", type=Path, help=(
-        "diagonal.md of an earlier run: also write comparison.md, this run's diagonal with significance marks "
-        "and the difference to that one cell by cell"))
+    parser.add_argument("--examples", type=Path, default=Path("results/examples/bench_reproduce"),
+                        help="Where the small outputs (report, portable leaderboards, summary) are copied.")
+    parser.add_argument("--cache-dir", default=None, help="Embedding cache shared between runs.")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     if unknown := set(methods) - set(METHODS):
         parser.error(f"--methods: unknown {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
-    datasets = [name for name in STS if sts_path(data_root(), name)]
+    datasets = [name for name in args.datasets.split(",") if name and sts_path(data_root(), name)]
     console.print(f"STS datasets present: {', '.join(datasets)}; budget {args.steps} steps x batch {args.batch_size}")
 
     common = {"base": args.base, "data": args.data.split(","), "max_steps": args.steps,
@@ -99,138 +103,72 @@ def main() -> None:
     dims = sorted(set(default_dims(shape.hidden_size)) | {cell.dim for cell in pairs})
     grid = {"dims": dims, "pairs": [tuple(p) for p in pairs]}
 
-    runs = {"base (no fine-tuning)": evaluate(args.base, args, datasets, **grid)}
+    runs = {"base": run(_config(args, datasets, **grid)).dir}
     train_seconds = {}
     for method in methods:
         extra = {"dims": dims} if method in GRID_METHODS else {}
         folder = train(TrainConfig(**METHODS[method], out=str(args.out / "models" / method), **common, **extra))
         train_seconds[method] = json.loads((folder / "elastic.json").read_text())["train_seconds"]
-        runs[method] = evaluate(folder, args, datasets, **grid)
-    separate = {}
+        runs[method] = run(_config(args, datasets, folder, **grid)).dir
+    baseline = None
     if not args.no_separate:
-        folders = train_separate(TrainConfig(out=str(args.out / "models" / "separate"), **common), pairs[:-1])
-        for folder, cell in zip(folders, pairs[:-1]):
-            train_seconds[f"separate {cell}"] = json.loads((folder / "elastic.json").read_text())["train_seconds"]
-            separate[cell] = evaluate(folder, args, datasets, layers=[cell.layer], dims=[cell.dim],
-                                      pairs=[tuple(cell)])
+        spec = _separate_spec(args, common, pairs)
+        outcome = evaluate_baseline(parse_spec(spec), _config(args, datasets), dims)
+        baseline = outcome.dir
+        console.print(f"baseline grid {baseline}: evaluated {len(outcome.evaluated)}, reused {len(outcome.reused)}")
+        for sub in sorted((args.out / "models" / "separate").iterdir()):
+            if (sub / "elastic.json").is_file():
+                train_seconds[f"separate {sub.name}"] = json.loads((sub / "elastic.json").read_text())["train_seconds"]
 
-    loaded = {name: load_run(path, label=name) for name, path in runs.items()}
-    per_dataset: dict[str, dict[str, dict[str, float]]] = {}
-    for cell in pairs:
-        key = f"({cell.layer},{cell.dim})"
-        per_dataset[key] = {name: {d: r.value(d, tuple(cell)) for d in datasets} for name, r in loaded.items()}
-        source = loaded.get("plain") if cell == pairs[-1] else (load_run(separate[cell]) if cell in separate else None)
-        if source is not None and (separate or cell != pairs[-1]):
-            per_dataset[key]["separate"] = {d: source.value(d, tuple(cell)) for d in datasets}
-    means = pd.DataFrame({cell: {name: float(np.mean(list(v.values()))) for name, v in row.items()}
-                          for cell, row in per_dataset.items()}).T
+    main_run = runs.get("srl") or next(iter(runs.values()))
+    extra = [path for path in runs.values() if path != main_run]
+    report = write_report(main_run, args.out / "report", baseline_dir=baseline, extra_runs=extra)
+    loaded = [load_run(path) for path in [main_run, *([baseline] if baseline else []), *extra]]
+    means = pd.DataFrame({r.label: {str(c): float(np.mean([r.value(d, c) for d in datasets])) for c in pairs}
+                          for r in loaded})
     means.loc["mean"] = means.mean()
-
-    tests = {}
-    if "srl" in loaded:
-        for other in ("2dmse", "2dmse-st5", "sortednet", "plain"):
-            if other in loaded:
-                tests[f"srl vs {other}"] = significance(loaded["srl"], loaded[other], pairs, args.seed)
-        if separate:
-            tests["srl vs separate"] = {}
-            for cell, path in separate.items():
-                raw = significance(loaded["srl"], load_run(path), [cell], args.seed, corrected=False)
-                for dataset, pv in raw.items():
-                    tests["srl vs separate"].setdefault(dataset, {}).update(pv)
-            for dataset, pv in tests["srl vs separate"].items():  # Holm across the pair cells (one per separate model)
-                tests["srl vs separate"][dataset] = dict(zip(pv, map(float, holm(list(pv.values())))))
-
-    table = Table(title=f"Diagonal: mean Spearman over {len(datasets)} STS sets ({', '.join(datasets)})")
-    table.add_column("cell")
-    for name in means.columns:
-        table.add_column(name, justify="right")
-    for cell, row in means.iterrows():
-        table.add_row(cell, *(f"{v:.4f}" if np.isfinite(v) else "-" for v in row))
-    console.print(table)
-    for name, by_dataset in tests.items():
-        wins = {cell: sum(1 for d in datasets if by_dataset[d].get(cell, 1) < 0.05
-                          and per_dataset[cell]["srl"][d] > per_dataset[cell][name.split(" vs ")[1]][d])
-                for cell in per_dataset}
-        losses = {cell: sum(1 for d in datasets if by_dataset[d].get(cell, 1) < 0.05
-                            and per_dataset[cell]["srl"][d] < per_dataset[cell][name.split(" vs ")[1]][d])
-                  for cell in per_dataset}
-        tested = [c for c in per_dataset if any(c in by_dataset[d] for d in datasets)]
-        console.print(f"{name} (paired bootstrap; Holm per dataset over the shared grid, or the pair cells for separate): significantly better / worse in datasets "
-                      + ", ".join(f"{c} {wins[c]}/{losses[c]}" for c in tested))
     claims = _claims(means, pairs)
     for line in claims:
         console.print(f"claim: {line}")
-
-    leaderboards = args.out / "leaderboards"
-    leaderboards.mkdir(parents=True, exist_ok=True)
-    for name, path in {**runs, **{f"separate-{c.slug}": p for c, p in separate.items()}}.items():
-        board = make_portable(json.loads((path / "leaderboard.json").read_text()))  # no paths of this machine
-        (leaderboards / f"{name.split(' ')[0]}.json").write_text(json.dumps(board, indent=2))
-    report = []
-    if "srl" in runs and not args.no_report:
-        baseline = runs.get("2dmse-st5") or runs.get("2dmse") or runs.get("plain")
-        extra = [p for name, p in runs.items() if name not in ("srl",) and p != baseline]
-        report = write_report(runs["srl"], args.out / "report", baseline_dir=baseline, extra_runs=extra)
     summary = {"settings": {k: str(v) for k, v in vars(args).items()}, "datasets": datasets,
-               "pairs": [tuple(p) for p in pairs], "diagonal_mean": means.to_dict(), "per_dataset": per_dataset,
-               "holm_p": tests, "train_seconds": train_seconds, "claims": claims,
-               "runs": {k: str(v) for k, v in runs.items()},
-               "separate_runs": {str(c): str(p) for c, p in separate.items()}}
-    (args.out / "diagonal.json").write_text(json.dumps(summary, indent=2))
-    (args.out / "diagonal.md").write_text(_markdown(means))
-    if args.compare_with:
-        text = _comparison(means, _read_markdown(args.compare_with), tests, per_dataset, datasets)
-        (args.out / "comparison.md").write_text(text)
-        console.print(text, markup=False, highlight=False)
-    console.print(f"written: {args.out / 'diagonal.json'}, {args.out / 'diagonal.md'}, {leaderboards}/, "
-                  f"report {len(report)} files in {args.out / 'report'}")
+               "pairs": [tuple(p) for p in pairs], "diagonal_mean": means.to_dict(), "train_seconds": train_seconds,
+               "claims": claims}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _publish(args, runs, baseline, report, summary)
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    lines = ["| cell | " + " | ".join(frame.columns) + " |", "|---" * (len(frame.columns) + 1) + "|"]
-    lines += [f"| {cell} | " + " | ".join(f"{v:.4f}" if np.isfinite(v) else "-" for v in row) + " |"
-              for cell, row in frame.iterrows()]
-    return "\n".join(lines) + "\n"
-
-
-def _read_markdown(path: Path) -> pd.DataFrame:
-    """A diagonal table as `_markdown` writes it (cells as rows, methods as columns)."""
-    rows = [[part.strip() for part in line.strip().strip("|").split("|")]
-            for line in path.read_text().splitlines() if line.startswith("|") and not line.startswith("|---")]
-    frame = pd.DataFrame([row[1:] for row in rows[1:]], index=[row[0] for row in rows[1:]], columns=rows[0][1:])
-    return frame.replace("-", "nan").astype(float)
-
-
-def _marks(tests: dict, per_dataset: dict, datasets: list[str], other: str, cell: str) -> str:
-    """SRL vs `other` at `cell`: datasets where SRL is significantly better (+) / worse (-), Holm-corrected."""
-    by_dataset = tests.get(f"srl vs {other}")
-    if not by_dataset or cell not in per_dataset or other not in per_dataset[cell]:
-        return ""
-    significant = [d for d in datasets if by_dataset.get(d, {}).get(cell, 1.0) < 0.05]
-    better = sum(per_dataset[cell]["srl"][d] > per_dataset[cell][other][d] for d in significant)
-    return f" [{better}+/{len(significant) - better}-]"
-
-
-def _comparison(means: pd.DataFrame, previous: pd.DataFrame, tests: dict, per_dataset: dict,
-                datasets: list[str]) -> str:
-    """This run's diagonal (marks: SRL significantly better+/worse- on how many datasets), then this run minus
-    the earlier one for every method both have."""
-    title = ("This run (mean Spearman; [b+/w-]: SRL significantly better / worse than that column on b / w of "
-             f"the {len(datasets)} datasets, paired bootstrap, Holm):")
-    lines = [title, "",
-             "| cell | " + " | ".join(means.columns) + " |", "|---" * (len(means.columns) + 1) + "|"]
-    for cell, row in means.iterrows():
-        lines.append(f"| {cell} | " + " | ".join(
-            (f"{value:.4f}" + _marks(tests, per_dataset, datasets, name, cell)) if np.isfinite(value) else "-"
-            for name, value in row.items()) + " |")
-    shared = [name for name in means.columns if name in previous.columns]
-    lines += ["", "This run minus the earlier one:", "", "| cell | " + " | ".join(shared) + " |",
-              "|---" * (len(shared) + 1) + "|"]
-    for cell in means.index:
-        if cell in previous.index:
-            lines.append(f"| {cell} | " + " | ".join(
-                f"{means.loc[cell, name] - previous.loc[cell, name]:+.4f}" for name in shared) + " |")
-    return "\n".join(lines) + "\n"
+def _publish(args, runs: dict, baseline: Path | None, report: list[Path], summary: dict) -> None:
+    """Copy the small outputs (report tables, figures, captions, CSVs; portable leaderboards; the summary) to
+    --examples: never weights, embeddings or per-pair files."""
+    target = args.examples
+    if target.exists():
+        shutil.rmtree(target)
+    root = args.out / "report"
+    for path in report:
+        copy = target / "report" / path.relative_to(root)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix in (".md", ".tex", ".txt", ".csv"):  # paths relative to --out, not this machine's
+            copy.write_text(path.read_text().replace(f"{args.out.resolve()}/", "").replace(f"{args.out}/", ""))
+        elif path.suffix in (".png", ".pdf"):
+            shutil.copy2(path, copy)
+    boards = target / "leaderboards"
+    boards.mkdir(parents=True, exist_ok=True)
+    for name, path in {**runs, **({"separate": baseline} if baseline else {})}.items():
+        board = make_portable(json.loads((path / "leaderboard.json").read_text()))  # no paths of this machine
+        (boards / f"{name}.json").write_text(json.dumps(board, indent=2))
+    summary = {**summary, "settings": {**summary["settings"], "out": args.out.name, "cache_dir": None}}
+    (target / "summary.json").write_text(json.dumps(summary, indent=2))
+    if (args.out / "separate.yaml").is_file():
+        shutil.copy2(args.out / "separate.yaml", target / "separate.yaml")
+    (target / "README.md").write_text(
+        f"# Reproduction benchmark, budget of this run\n\nWritten by `benchmarks/bench_reproduce.py`: "
+        f"{args.base} fine-tuned with {', '.join(m for m in runs if m != 'base')} for {args.steps} steps of batch {args.batch_size} "
+        f"(lr {args.lr}, seed {args.seed}) on {args.data}; STS datasets {', '.join(summary['datasets'])}. "
+        f"The separate baseline is `separate.yaml` (one exactly trained model per pair cell, plain fine-tuning at "
+        f"the full cell), evaluated and compared through `--baseline`. `report/report.md` is the report; "
+        f"`report/tables/paper.md` the paper table; `leaderboards/` the portable leaderboards (the baseline grid "
+        f"as `separate.json`, its members per cell).\n")
+    console.print(f"written: {target} (report, leaderboards, summary.json)")
 
 
 def _claims(means: pd.DataFrame, pairs: list[Cell]) -> list[str]:

@@ -38,6 +38,9 @@ SeedOpt = Annotated[int, typer.Option(help="Random seed recorded in the leaderbo
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file with any of these options (flags win).")]
 IndexOpt = Annotated[str | None, typer.Option(help="flat (exact), hnsw, sq8, ivfpq, or a FAISS factory string.")]
 FlatOpt = Annotated[str | None, typer.Option(help="Exact search backend: torch (matmul+topk) or faiss.")]
+PrecisionsOpt = Annotated[str | None, typer.Option(
+    help="Retrieval precisions, comma list of float32 (always evaluated, the reference), float16, int8, binary, binary+rescore "
+    "(binary Hamming search, then float rescoring of 4x k candidates); one point per (layer, dim, precision).")]
 KOpt = Annotated[int | None, typer.Option("--k", help="Retrieval depth (default 1000).")]
 Bm25Opt = Annotated[bool | None, typer.Option("--bm25/--no-bm25", help="Add the pyserini BM25 baseline.")]
 SmokeOpt = Annotated[bool, typer.Option("--smoke", help="Check a config in a minute or two: --limit-queries 50 "
@@ -46,6 +49,9 @@ LimitQueriesOpt = Annotated[int | None, typer.Option(help="Keep N queries (STS: 
                                                      "is a subset, never mixed with full results.")]
 LimitCorpusOpt = Annotated[int | None, typer.Option(help="Keep N documents per corpus: every judged one of the kept "
                                                     "queries plus a seeded sample.")]
+BaselineOpt = Annotated[str | None, typer.Option(help="Baseline SPEC: a run directory (or leaderboard JSON), a "
+                                                "train-separate folder, or a YAML mapping cells to models "
+                                                "(\"4:256\": MODEL[@L:D]); missing member evaluations are run.")]
 LatencyTextsOpt = Annotated[int | None, typer.Option(help="Texts timed per layer for the measured encode cost "
                                                      "(default 32; 0 = skip the probe; --smoke: 0).")]
 ExecutorOpt = Annotated[str | None, typer.Option(help="local (this process) or ray (encoding actors + cell tasks on "
@@ -90,6 +96,8 @@ def _print_outcome(outcome) -> None:
     for dataset in board.datasets:
         metric = board.main_metric[dataset.task]
         cells = outcome.cells[outcome.cells.dataset == dataset.name]
+        if "precision" in cells:  # the table shows the float32 points; every point is in cells.csv
+            cells = cells[cells.precision.fillna("float32") == "float32"]
         grid = cells.pivot(index="layer", columns="dim", values=metric)
         subset = " — SUBSET, not comparable with full runs" if board.subset else ""
         table = Table(title=f"{dataset.name} ({dataset.task}, {metric}, {dataset.n_examples} examples){subset}")
@@ -103,12 +111,24 @@ def _print_outcome(outcome) -> None:
     for baseline in board.baselines:
         shown = ", ".join(f"{name} {value:.4f}" for name, value in baseline.metrics.items())
         out.print(f"{baseline.dataset} {baseline.name}: {shown}")
+    _print_funnels(board)
     for note in board.notes:
         out.print(f"note: {note}")
     if outcome.skipped:
         out.print(f"reused finished results for: {', '.join(outcome.skipped)} (pass --recompute to redo)")
     out.print(f"per-cell metrics: {outcome.dir / 'cells.csv'}")
     out.print(f"leaderboard:      {outcome.dir / 'leaderboard.json'}")
+
+
+def _print_funnels(board) -> None:
+    """The selected funnels (cheapest within tolerance per stage-1 precision, Pareto front) against the full cell."""
+    for f in (f for f in board.funnels if f.selected):
+        metric = board.main_metric.get("retrieval", "nDCG@10")
+        ratio = f.costs.get("madds_ratio", float("nan"))
+        latency = f.costs.get("latency_ratio", float("nan"))
+        p = f"p_holm {f.p_holm:.3g}" if f.p_holm is not None else ""
+        out.print(f"{f.dataset} funnel {f.funnel}: {metric} {f.metrics.get(metric, float('nan')):.4f}, "
+                  f"search multiply-adds x{ratio:.3f}, latency x{latency:.2f} of the full cell {p} [{f.selected}]")
 
 
 def _print_ann_costs(board, cells) -> None:
@@ -131,12 +151,16 @@ def _run(config, report: bool = False) -> None:
     if outcome is None:  # --shard: encoded one shard, nothing evaluated
         return
     _print_outcome(outcome)
+    if outcome.baseline:
+        out.print(f"baseline: evaluated {len(outcome.baseline.evaluated)} member datasets, reused "
+                  f"{len(outcome.baseline.reused)}; {outcome.baseline.dir / 'leaderboard.json'}")
     if report:
         from elasticir.progress import stage
         from elasticir.report.build import write_report
 
         stage(f"report: figures and tables into {outcome.dir / 'report'}")
-        paths = write_report(outcome.dir, outcome.dir / "report")
+        baseline = outcome.baseline.dir if outcome.baseline else None
+        paths = write_report(outcome.dir, outcome.dir / "report", baseline_dir=baseline)
         out.print(f"report:           {outcome.dir / 'report' / 'report.md'} ({len(paths)} files)")
 
 
@@ -151,6 +175,7 @@ def run_command(
     retrieval: Annotated[str | None, typer.Option(help="Retrieval datasets (default: scifact).")] = None,
     index: IndexOpt = None,
     flat_backend: FlatOpt = None,
+    precisions: PrecisionsOpt = None,
     k: KOpt = None,
     bm25: Bm25Opt = None,
     data_root: DataRootOpt = None,
@@ -173,15 +198,17 @@ def run_command(
     workers: WorkersOpt = None,
     shard: ShardOpt = None,
     store_dtype: StoreDtypeOpt = None,
+    baseline: BaselineOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """The main job: every (layer, dim) cell on STS (STSb, STS12, SICK-R) and SciFact (dense grid + BM25)."""
     _run(_config(
         config, model=model, layers=layers, dims=dims, pairs=pairs, sts=sts, retrieval=retrieval, index=index,
-        flat_backend=flat_backend, k=k, bm25=bm25, data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
+        flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25, data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
         pooling=pooling, device=device, backend=backend, seed=seed, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
         **_scale(executor, ray_address, workers, shard, store_dtype),
+        baseline=baseline,
     ), report=report)
 
 
@@ -225,6 +252,7 @@ def eval_retrieval(
     dims: DimsOpt = None,
     index: IndexOpt = None,
     flat_backend: FlatOpt = None,
+    precisions: PrecisionsOpt = None,
     k: KOpt = None,
     bm25: Bm25Opt = None,
     query_prompt: Annotated[str | None, typer.Option(help="Prefix for queries (default: the model's own).")] = None,
@@ -252,7 +280,7 @@ def eval_retrieval(
     """Retrieval only: index every cell, search, evaluate with ir-measures (nDCG@10, RR@10, R@100, R@1000)."""
     _run(_config(
         config, model=model, layers=layers, dims=dims, sts=[], retrieval=dataset, index=index,
-        flat_backend=flat_backend, k=k, bm25=bm25, query_prompt=query_prompt, doc_prompt=doc_prompt,
+        flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25, query_prompt=query_prompt, doc_prompt=doc_prompt,
         data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
@@ -260,12 +288,51 @@ def eval_retrieval(
     ))
 
 
+@eval_app.command("funnel")
+@friendly_errors
+def eval_funnel(
+    model: ModelOpt = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "--datasets",
+                                                   help="BEIR dataset(s), comma list (folder names).")] = None,
+    funnel: Annotated[list[str] | None, typer.Option(
+        "--funnel", help="L1:d1[:precision]/K/L2:d2, e.g. 2:64/100/6:384 or 2:64:binary/100/6:384 (repeatable). "
+        "Default: every grid cell (at each --precisions) x K in 50,100,200,500,1000, stage 2 the full cell.")] = None,
+    precisions: PrecisionsOpt = None,
+    layers: LayersOpt = None,
+    dims: DimsOpt = None,
+    k: KOpt = None,
+    data_root: DataRootOpt = None,
+    out_dir: OutOpt = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache (default: OUT/_cache).")] = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = None,
+    recompute: RecomputeOpt = None,
+    smoke: SmokeOpt = False,
+    limit_queries: LimitQueriesOpt = None,
+    limit_corpus: LimitCorpusOpt = None,
+    latency_texts: LatencyTextsOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Funnel retrieval: shortlist K per query with a small cell, rescore the shortlist with a larger one; every
+    funnel against the full cell (quality, search work, latency, paired test), next to the grid's cells."""
+    _run(_config(
+        config, model=model, sts=[], retrieval=dataset, funnels=list(funnel) if funnel else ["auto"],
+        precisions=precisions, layers=layers, dims=dims, k=k, bm25=False, data_root=data_root, out=out_dir,
+        cache_dir=cache_dir, batch_size=batch_size, device=device, recompute=recompute,
+        latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
+    ))
+
+
 @app.command("report")
 @friendly_errors
 def report_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (results/<model>-<hash>/).")],
-    baseline: Annotated[Path | None, typer.Option(help="Run directory, or a leaderboard JSON (differences without significance), to compare with (shared cells only).")] = None,
+    baseline: BaselineOpt = None,
     also: Annotated[list[Path] | None, typer.Option(help="More runs to overlay on Pareto and diagonal plots.")] = None,
+    compare: Annotated[list[Path] | None, typer.Option(help="Runs of other methods: overlaid on the figures and "
+                                                       "given a row block each in the paper table.")] = None,
+    reference: Annotated[str | None, typer.Option(help="Paper-table significance marks against this run (its "
+                                                  "label or directory; default: the baseline, else RUN_DIR).")] = None,
     cost: Annotated[str, typer.Option(help="Pareto x axis: flops, latency or bytes.")] = "flops",
     test: Annotated[str, typer.Option(help="Retrieval significance test: ttest or randomization.")] = "ttest",
     mteb: Annotated[Path | None, typer.Option(help="Also export every cell in MTEB's result layout here.")] = None,
@@ -275,7 +342,12 @@ def report_command(
     from elasticir.report.build import write_report
 
     target = out_dir or run_dir / "report"
-    paths = write_report(run_dir, target, baseline_dir=baseline, cost=cost, extra_runs=tuple(also or ()), test=test)
+    if baseline:
+        from elasticir.baselines import baseline_for_report
+
+        baseline = baseline_for_report(baseline, run_dir)
+    paths = write_report(run_dir, target, baseline_dir=baseline, cost=cost, extra_runs=(*(also or ()), *(compare or ())),
+                         test=test, reference=reference)
     out.print(f"wrote {len(paths)} files; see {target / 'report.md'}")
     if mteb:
         from elasticir.report.mteb_export import export_mteb

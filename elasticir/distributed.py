@@ -114,31 +114,36 @@ class ShardEncoder:
     def encode(self, texts: list[str], layers: list[int], batch_size: int) -> dict[int, np.ndarray]:
         return self.encoder.encode(texts, layers, batch_size=batch_size, show_progress=False)
 
-    def cell(self, docs_dir: str, queries_dir: str, layer: int, dim: int, search: dict, context: dict,
+    def cell(self, docs_dir: str, queries_dir: str, point: tuple, search: dict, context: dict,
              part_dir: str) -> tuple[dict, object]:
-        return cell_task(docs_dir, queries_dir, layer, dim, {**search, "device": self.device}, context, part_dir)
+        return cell_task(docs_dir, queries_dir, point, {**search, "device": self.device}, context, part_dir)
 
 
-def cell_task(docs_dir: str, queries_dir: str, layer: int, dim: int, search: dict, context: dict,
+def cell_task(docs_dir: str, queries_dir: str, point: tuple, search: dict, context: dict,
               part_dir: str) -> tuple[dict, object]:
-    """One grid cell: open the layer memmaps, build, search, score, write the run file; (row, per-query)."""
+    """One grid point (layer, dim, precision, labelled?): open the layer memmaps, build, search, score, write the
+    run file; (row, per-query values)."""
     import ir_measures
 
     from elasticir.cells import Cell
     from elasticir.evaluation.retrieval import _search_cell, score_cell
+    from elasticir.index.quantized import precision_slug
 
+    layer, dim, precision, labelled = point
     docs = np.load(Path(docs_dir) / f"layer_{layer}.npy", mmap_mode="r")
     queries = np.load(Path(queries_dir) / f"layer_{layer}.npy", mmap_mode="r")
-    row, ids, scores = _search_cell(docs, queries, layer, dim, **search)
+    row, ids, scores = _search_cell(docs, queries, layer, dim, precision, **search)
     key = (id(context["qrels"]), tuple(map(str, context["measures"])))
     if _EVALUATORS.get("key") != key:  # parsed once per dataset per worker, not per cell
         _EVALUATORS.update(key=key, evaluator=ir_measures.evaluator(context["measures"], context["qrels"]))
     context = {**context, "evaluator": _EVALUATORS["evaluator"]}
-    slug = Cell(layer, dim).slug
+    slug = Cell(layer, dim).slug + precision_slug(precision)
     aggregate, values, seconds = score_cell(context, ids, scores, Path(part_dir) / "runs" / f"{slug}.trec.gz",
                                             f"elasticir-{slug}")
+    label = {"precision": precision} if labelled else {}
+    row.update(label)
     row.update(aggregate, evaluate_s=seconds)
-    return row, values.assign(layer=layer, dim=dim)
+    return row, values.assign(layer=layer, dim=dim, **label)
 
 
 _EVALUATORS: dict = {}
@@ -228,22 +233,26 @@ class RayExecutor:
         return {layer: np.concatenate([part[layer] for part in parts]) for layer in layers}
 
     def run_cells(self, docs_dir: Path, queries_dir: Path, grid, search: dict, context: tuple, part_dir: Path, *,
-                  show_progress: bool = True, desc: str = "cells") -> tuple[list[dict], list]:
-        """Every cell of the grid as a task of the actor pool; rows and per-query tables in grid order."""
+                  precisions: tuple[str, ...] = ("float32",), show_progress: bool = True,
+                  desc: str = "cells") -> tuple[list[dict], list]:
+        """Every (cell, precision) of the grid as a task of the actor pool; rows and per-query tables in the
+        local loop's order."""
         from ray.util import ActorPool
 
         query_ids, doc_ids, qrels, measures = context
         shared = self.ray.put({"query_ids": query_ids, "doc_ids": doc_ids, "qrels": qrels, "measures": measures})
         search_ref = self.ray.put(search)
-        bar = progress(total=len(grid.cells), desc=desc, unit="cell", enabled=show_progress)
+        labelled = tuple(precisions) != ("float32",)
+        points = [(layer, dim, p, labelled) for layer, dim in grid.cells for p in precisions]
+        bar = progress(total=len(points), desc=desc, unit="cell", enabled=show_progress)
         results = {}
         pool = ActorPool(self.actors())
-        for row, values in pool.map_unordered(lambda actor, cell: actor.cell.remote(
-                str(docs_dir), str(queries_dir), cell[0], cell[1], search_ref, shared, str(part_dir)), grid.cells):
-            results[(row["layer"], row["dim"])] = (row, values)
+        for row, values in pool.map_unordered(lambda actor, point: actor.cell.remote(
+                str(docs_dir), str(queries_dir), point, search_ref, shared, str(part_dir)), points):
+            results[(row["layer"], row["dim"], row.get("precision", "float32"))] = (row, values)
             bar.update(1)
         bar.close()
-        ordered = [results[cell] for cell in grid.cells]
+        ordered = [results[point[:3]] for point in points]
         return [row for row, _ in ordered], [values for _, values in ordered]
 
 

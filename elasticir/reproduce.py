@@ -27,7 +27,8 @@ DEFAULT_OUT = Path("results") / "reproduce"
 class Difference:
     """One way a re-run differs from the recorded leaderboard.
 
-    kind: "metric" (a cell's metric), "baseline" (a baseline's metric), "missing" / "extra" (a cell, metric or
+    kind: "metric" (a cell's metric; a quantised point's metric is named "<precision> <metric>"), "baseline" (a
+    baseline's metric), "funnel" (a funnel's metric, named "funnel <funnel> <metric>"), "missing" / "extra" (a cell, metric or
     baseline only on one side), "weights" (model weights sha256), "data" (a data file's sha256), "config" (a
     numeric setting such as dtype or max_length resolved differently).
     """
@@ -90,12 +91,16 @@ def compare_leaderboards(recorded: Leaderboard, reproduced: Leaderboard, *, tole
             elif not _close(old[metric], new[metric], tolerance):
                 diffs.append(Difference(kind, dataset, layer, dim, metric, old[metric], new[metric]))
 
-    new_cells = {(c.dataset, c.layer, c.dim): c.metrics for c in reproduced.results}
+    def named(precision: str | None, metrics: dict[str, float] | None) -> dict[str, float] | None:
+        """A quantised point's metrics carry its precision in their names, so a difference says which point."""
+        return metrics if metrics is None or precision is None else {f"{precision} {m}": v for m, v in metrics.items()}
+
+    new_cells = {(c.dataset, c.layer, c.dim, c.precision): c.metrics for c in reproduced.results}
     for cell in recorded.results:
-        compare("metric", cell.dataset, cell.layer, cell.dim, cell.metrics,
-                new_cells.pop((cell.dataset, cell.layer, cell.dim), None))
-    for (dataset, layer, dim) in sorted(new_cells):
-        diffs.append(Difference("extra", dataset, layer, dim, None, None, "reproduced"))
+        compare("metric", cell.dataset, cell.layer, cell.dim, named(cell.precision, cell.metrics),
+                named(cell.precision, new_cells.pop((cell.dataset, cell.layer, cell.dim, cell.precision), None)))
+    for (dataset, layer, dim, precision) in sorted(new_cells, key=str):
+        diffs.append(Difference("extra", dataset, layer, dim, precision, None, "reproduced"))
     new_baselines = {(b.dataset, b.name): b.metrics for b in reproduced.baselines}
     for baseline in recorded.baselines:
         compare("baseline", baseline.dataset, None, None,
@@ -104,6 +109,13 @@ def compare_leaderboards(recorded: Leaderboard, reproduced: Leaderboard, *, tole
                 if (baseline.dataset, baseline.name) in new_baselines else None)
     for dataset, name in sorted(new_baselines):
         diffs.append(Difference("extra", dataset, None, None, name, None, "reproduced"))
+    new_funnels = {(f.dataset, f.funnel): f.metrics for f in reproduced.funnels}
+    for funnel in recorded.funnels:
+        new = new_funnels.pop((funnel.dataset, funnel.funnel), None)
+        compare("funnel", funnel.dataset, None, None, named(f"funnel {funnel.funnel}", funnel.metrics),
+                named(f"funnel {funnel.funnel}", new))
+    for dataset, name in sorted(new_funnels):
+        diffs.append(Difference("extra", dataset, None, None, f"funnel {name}", None, "reproduced"))
     return diffs
 
 
@@ -170,7 +182,12 @@ def reproduce(path: str | Path, *, tolerance: float = 1e-4, out: str | Path | No
 
     path = resolve_path(path)
     board = load_leaderboard(path)
-    values = {k: v for k, v in board.config.items() if k != "numeric"}
+    if "baseline_grid" in board.config:  # cells from several models: each member re-run, the grid re-assembled
+        from elasticir.baselines import reproduce_grid
+
+        new = reproduce_grid(board, Path(out) if out is not None else DEFAULT_OUT, data_root, device)
+        return compare_leaderboards(board, new, tolerance=tolerance)
+    values = {k: v for k, v in board.config.items() if k not in ("numeric", "baseline")}
     notes: list[str] = []
     if encoder is None:
         values["model"], notes = find_model(board, model)

@@ -17,15 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from rich.console import Console
 from rich.markup import escape
 
+from elasticir.baselines import evaluate as evaluate_baseline
+from elasticir.baselines import parse_spec, widen_dims
 from elasticir.cells import Cell, Grid, default_dims, default_pairs, validate_cells
 from elasticir.checks import check_run_config
 from elasticir.data.beir import beir_files, first_documents, load_beir
@@ -35,9 +37,11 @@ from elasticir.data.subset import describe, subset_retrieval, subset_sts
 from elasticir.distributed import executor_for, release_executors
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
 from elasticir.errors import ElasticIRError
+from elasticir.evaluation.funnel import check_funnel_flags, check_funnels_fit
 from elasticir.evaluation.latency import layer_encode_latency
 from elasticir.evaluation.retrieval import evaluate_retrieval
 from elasticir.evaluation.sts import evaluate_sts
+from elasticir.index.quantized import check_precisions
 from elasticir.io import atomic_write, file_checksum, provenance
 from elasticir.progress import stage
 from elasticir.results.schema import Leaderboard
@@ -64,6 +68,8 @@ class RunConfig(BaseModel):
     retrieval: list[str] = list(DEFAULT_RETRIEVAL)
     index: str = "flat"  # flat | hnsw | sq8 | ivfpq | any FAISS factory string
     flat_backend: Literal["torch", "faiss"] = "torch"
+    precisions: list[str] = ["float32"]  # + float16, int8, binary, binary+rescore: one point per (cell, precision)
+    funnels: list[str] | None = None  # funnel retrieval: L1:d1[:p1]/K/L2:d2 each, or ["auto"] (see evaluation.funnel)
     k: int = 1000
     bm25: bool = True
     normalize: bool | None = None  # re-normalise truncated vectors (default: as the model does)
@@ -91,6 +97,13 @@ class RunConfig(BaseModel):
     workers: int | None = None  # Ray encoding actors (default: one per GPU of the cluster, else one per CPU)
     shard: str | None = None  # "i/n": encode shard i of n of every corpus and exit (SLURM arrays; no Ray)
     store_dtype: Literal["float32", "float16"] = "float32"  # float16 halves the store's disk
+    baseline: str | None = None  # a baseline SPEC (run dir, train-separate folder, YAML), evaluated after the run
+
+    @field_validator("precisions")
+    @classmethod
+    def _float32_first(cls, value: list[str]) -> list[str]:
+        """float32 is always evaluated, first: the reference every grid table, figure and comparison reads."""
+        return ["float32"] + [p for p in value if p != "float32"] if value else value
 
     @property
     def cache(self) -> Path:
@@ -103,6 +116,7 @@ class RunOutcome:
     leaderboard: Leaderboard
     cells: pd.DataFrame
     skipped: list[str]
+    baseline: Any = None  # baselines.Outcome when the config names a baseline
 
 
 @dataclass
@@ -115,6 +129,7 @@ class Part:
     files: list[Path]
     baselines: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    funnels: list[dict] = field(default_factory=list)
 
 
 Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path], Part]
@@ -141,10 +156,18 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
         remove_self_hits=spec.remove_self_hits, index=config.index, flat_backend=config.flat_backend, k=config.k,
         normalize=config.normalize, query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
         batch_size=config.batch_size, latency_samples=config.latency_samples, show_progress=config.show_progress,
-        name=spec.name, store_dtype=config.store_dtype, executor=executor_for(config, encoder),
+        name=spec.name, precisions=tuple(config.precisions), store_dtype=config.store_dtype,
+        executor=executor_for(config, encoder),
     )
     atomic_write(part_dir / "per_query.csv.gz", gzip.compress(per_query.to_csv(index=False).encode()))
     notes = data.notes + [f"{spec.name}: dense search backend {', '.join(sorted(set(cells.backend)))}"]
+    funnels = []
+    if config.funnels:
+        from elasticir.evaluation.funnel import run_funnels
+
+        funnels, funnel_notes = run_funnels(encoder, data, grid, config, part_dir,
+                                            remove_self_hits=spec.remove_self_hits, name=spec.name)
+        notes += funnel_notes
     baselines = []
     if config.bm25:
         from elasticir.evaluation.bm25_baseline import run_bm25
@@ -153,7 +176,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
         stage(f"{spec.name}: BM25 baseline (pyserini)")
         baselines.append(run_bm25(data, part_dir, config.cache / "bm25", spec, k=config.k))
         timings["bm25"] = time.perf_counter() - started
-    return Part(cells, timings, len(data.query_ids), data.files, baselines, notes)
+    return Part(cells, timings, len(data.query_ids), data.files, baselines, notes, funnels)
 
 
 EVALUATORS: dict[str, Evaluator] = {"sts": _evaluate_sts, "retrieval": _evaluate_retrieval}
@@ -264,6 +287,10 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
     }
     if config.store_dtype != "float32":  # only then: float32 runs keep their run ids
         numeric["store_dtype"] = config.store_dtype
+    if config.precisions != ["float32"]:  # only then: float32-only runs keep their run ids
+        numeric["retrieval"]["precisions"] = list(config.precisions)
+    if config.funnels:
+        numeric["retrieval"]["funnels"] = list(config.funnels)
     if subset := describe(config.limit_queries, config.limit_corpus, config.seed):
         numeric["subset"] = subset  # only then: full runs keep their run ids
     return grid, pairs, numeric
@@ -319,6 +346,7 @@ def _evaluate_part(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunCon
         "timings": [{"dataset": job.name, "stage": stage, "seconds": s} for stage, s in part.timings.items()],
         "baselines": [{"dataset": job.name, **b} for b in part.baselines],
         "notes": part.notes,
+        **({"funnels": [{"dataset": job.name, **f} for f in part.funnels]} if part.funnels else {}),
     }
     store.save_part(job.task, job.name, cells, meta)
 
@@ -334,6 +362,7 @@ class Summary:
     notes: list[str]
     tasks: list[str]
     names: dict[str, list[str]]
+    funnels: list[dict] = field(default_factory=list)
 
 
 def summarise(store: RunStore, jobs: list[Job]) -> Summary:
@@ -343,7 +372,7 @@ def summarise(store: RunStore, jobs: list[Job]) -> Summary:
     missing = [f"{task} {name}" for task, name in order if (task, name) not in found]
     if missing:
         raise ElasticIRError(f"{store.dir}: part(s) {', '.join(missing)} changed while this run summarised; re-run")
-    parts, records, timings, baselines, notes = [], [], [], [], []
+    parts, records, timings, baselines, notes, funnels = [], [], [], [], [], []
     names: dict[str, list[str]] = {}
     for task, name in found:
         cells, meta = store.load_part(task, name)
@@ -352,11 +381,12 @@ def summarise(store: RunStore, jobs: list[Job]) -> Summary:
         timings.extend(meta["timings"])
         baselines.extend(meta["baselines"])
         notes.extend(meta["notes"])
+        funnels.extend(meta.get("funnels", []))
         names.setdefault(task, []).append(name)
     table = pd.concat(parts, ignore_index=True)
     keys = ["task", "dataset", "layer", "dim"]
     table = table[keys + [c for c in table.columns if c not in keys]]
-    return Summary(table, records, timings, baselines, notes, [t for t in EVALUATORS if t in names], names)
+    return Summary(table, records, timings, baselines, notes, [t for t in EVALUATORS if t in names], names, funnels)
 
 
 def measure_encode_latency(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder,
@@ -383,8 +413,10 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
     table, keys = summary.table, ("task", "dataset", "layer", "dim")
     results = [
         {"dataset": row["dataset"], "layer": int(row["layer"]), "dim": int(row["dim"]),
+         **({"precision": row["precision"]} if isinstance(row.get("precision"), str) else {}),
          "metrics": {m: float(row[m]) for m in table.columns
-                     if m not in keys and m not in COST_COLUMNS and m != "backend" and pd.notna(row[m])},
+                     if m not in keys and m not in COST_COLUMNS and m not in ("backend", "precision")
+                     and pd.notna(row[m])},
          "costs": {c: float(row[c]) for c in COST_COLUMNS if c in row and pd.notna(row[c])}}
         for row in table.to_dict("records")
     ]
@@ -400,6 +432,7 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
         main_metric={task: MAIN_METRIC[task] for task in summary.tasks},
         results=results,
         baselines=summary.baselines,
+        funnels=summary.funnels,
         encode_latency=encode_latency,
         notes=summary.notes,
         subset=numeric.get("subset"),
@@ -439,15 +472,23 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome 
     started = time.perf_counter()
     seed_everything(config.seed)
     check_run_config(config)
+    check_precisions(config.precisions)
+    check_funnel_flags(config.funnels)
     jobs = locate_datasets(config)
+    spec = parse_spec(config.baseline) if config.baseline else None  # a broken SPEC stops before any work
     if encoder is None:
         check_shape_early(config)
         stage(f"loading model {config.model}")
     encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
                                         device=config.device, max_tokens_per_batch=config.max_tokens_per_batch,
                                         backend=config.backend, onnx_cache=config.cache / "onnx")
+    config = widen_dims(config, spec, encoder)  # the elastic grid covers the baseline's cells
     grid, pairs, numeric = build_grid(config, encoder)
     check_index_fits(config, jobs, grid)
+    if config.funnels:  # cells the model has, K within every corpus: before any encoding
+        check_funnels_fit(config.funnels, encoder.num_layers, encoder.hidden_size,
+                          {job.name: min(_count_lines(job.files[0]), config.limit_corpus or 1 << 62)
+                           for job in jobs if job.task == "retrieval"})
     if config.shard:
         return encode_shard(config, jobs, encoder, grid)
     store = RunStore(Path(config.out), run_id(encoder.info.name, numeric))
@@ -463,4 +504,5 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome 
         summary.timings.extend(timings)
         summary.timings.append({"dataset": "*", "stage": "total", "seconds": time.perf_counter() - started})
         leaderboard = write_leaderboard(store, config, encoder, grid, pairs, numeric, summary, encode_latency)
-    return RunOutcome(store.dir, leaderboard, summary.table, skipped)
+    baseline = evaluate_baseline(spec, config, list(grid.dims)) if spec else None
+    return RunOutcome(store.dir, leaderboard, summary.table, skipped, baseline)

@@ -173,3 +173,18 @@ def test_cli_shard_flags(tiny_model_dir, data_root, tmp_path):
     assert markers == ["L1.0-30.done", "L1.0-6.done"] and not list(tmp_path.glob("*/leaderboard.json"))
     result = CliRunner().invoke(app, [*args, "--shard", "1/0"])
     assert result.exit_code == 2 and "error: --shard '1/0': give i/n" in result.output
+
+
+@pytest.mark.slow
+def test_ray_executor_with_a_precision_axis(ray_cluster, tiny_encoder, data_root, tmp_path):
+    """The Ray cell tasks carry the precision axis as the local loop does: same points, same metrics."""
+    extra = {"sts": [], "precisions": ["float32", "int8"], "dims": [32]}
+    local = run(config(data_root, tmp_path, "p-local", **extra), tiny_encoder).cells
+    remote = run(config(data_root, tmp_path, "p-ray", executor="ray", workers=2, **extra), tiny_encoder).cells
+    keys = ["layer", "dim", "precision"]
+    local, remote = (t.sort_values(keys).reset_index(drop=True) for t in (local, remote))
+    assert len(local) == 4 and (local[keys] == remote[keys]).all().all()
+    numbers = ["nDCG@10", "RR@10", "R@100"]
+    assert np.allclose(local[numbers].to_numpy(float), remote[numbers].to_numpy(float), atol=1e-6, rtol=0)
+    runs = sorted(p.name for p in (tmp_path / "p-ray").glob("*/retrieval/toyscale/runs/*.trec.gz"))
+    assert runs == sorted(p.name for p in (tmp_path / "p-local").glob("*/retrieval/toyscale/runs/*.trec.gz"))

@@ -22,7 +22,8 @@ from elasticir.cells import Cell, Grid
 from elasticir.data.beir import RetrievalData
 from elasticir.encoders import ElasticEncoder, EmbeddingStore
 from elasticir.evaluation.result import GridResult
-from elasticir.index.dense import CellIndex, tie_ranks
+from elasticir.index.dense import tie_ranks
+from elasticir.index.quantized import build_index, precision_slug
 from elasticir.io import atomic_write
 from elasticir.progress import progress
 
@@ -72,9 +73,12 @@ def evaluate_retrieval(
     remove_self_hits: bool = False, index: str = "flat", flat_backend: str = "torch", k: int = 1000,
     normalize: bool | None = None, query_prompt: str | None = None, doc_prompt: str | None = None,
     batch_size: int = 64, latency_samples: int = 100, show_progress: bool = True, name: str = "retrieval",
-    store_dtype: str = "float32", executor=None,
+    precisions: tuple[str, ...] = ("float32",), store_dtype: str = "float32", executor=None,
 ) -> GridResult:
     """Per-cell table (layer, dim, metrics, costs), per-query values of every cell, and stage timings.
+
+    Other precisions than float32 add one point per (cell, precision) and a `precision` column (absent from
+    float32-only runs, whose tables and run files stay as they were).
     `executor`: None (this process) or an elasticir.distributed.RayExecutor (encoding actors, cell tasks)."""
     encoder.check_cells(grid.cells)
     normalize = encoder.info.normalize if normalize is None else normalize
@@ -101,33 +105,37 @@ def evaluate_retrieval(
               "tie_rank": tie_rank, "exclude": exclude, "latency_samples": latency_samples}
     if executor is not None:  # every cell a task: search, score and write its run file on any free worker
         rows, per_query = executor.run_cells(docs.dir, queries.dir, grid, search, context, part_dir,
-                                             show_progress=show_progress, desc=f"{name}: index + search per cell")
+                                             precisions=tuple(precisions), show_progress=show_progress,
+                                             desc=f"{name}: index + search per cell")
         timings.update(index=sum(r["build_s"] for r in rows), search=sum(r.pop("search_s") for r in rows),
                        evaluate=sum(r.pop("evaluate_s") for r in rows))
         return GridResult(_ordered(pd.DataFrame(rows)), pd.concat(per_query, ignore_index=True), timings)
     with _scoring_pool(context) as pool:
-        bar = progress(grid.cells, desc=f"{name}: index + search per cell", unit="cell", enabled=show_progress)
-        for layer, dim in bar:
-            row, ids, scores = _search_cell(docs.layer(layer), queries.layer(layer), layer, dim, **search)
-            slug = Cell(layer, dim).slug
-            pending[(layer, dim)] = pool.submit(_score_cell, ids, scores, part_dir / "runs" / f"{slug}.trec.gz",
+        points = [(*cell, p) for cell in grid.cells for p in precisions]
+        bar = progress(points, desc=f"{name}: index + search per cell", unit="cell", enabled=show_progress)
+        for layer, dim, precision in bar:
+            row, ids, scores = _search_cell(docs.layer(layer), queries.layer(layer), layer, dim, precision, **search)
+            slug = Cell(layer, dim).slug + precision_slug(precision)
+            pending[(layer, dim, precision)] = pool.submit(_score_cell, ids, scores, part_dir / "runs" / f"{slug}.trec.gz",
                                                 f"elasticir-{slug}")
             timings["index"] += row["build_s"]
             timings["search"] += row.pop("search_s")
-            rows.append(row)
+            rows.append(row | ({"precision": precision} if tuple(precisions) != ("float32",) else {}))
         started = time.perf_counter()
         for row in rows:
-            aggregate, values, seconds = pending[(row["layer"], row["dim"])].result()
+            aggregate, values, seconds = pending[(row["layer"], row["dim"], row.get("precision", "float32"))].result()
             row.update(aggregate)
             timings["evaluate"] += seconds
-            per_query.append(values.assign(layer=row["layer"], dim=row["dim"]))
+            per_query.append(values.assign(layer=row["layer"], dim=row["dim"],
+                                           **({"precision": row["precision"]} if "precision" in row else {})))
         timings["evaluate_wait"] = time.perf_counter() - started  # scoring not hidden behind the searches
     return GridResult(_ordered(pd.DataFrame(rows)), pd.concat(per_query, ignore_index=True), timings)
 
 
 def _ordered(table: pd.DataFrame) -> pd.DataFrame:
     costs = ["index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms", "backend"]
-    return table[["layer", "dim"] + [c for c in table.columns if c not in costs and c not in ("layer", "dim")] + costs]
+    keys = [c for c in ("layer", "dim", "precision") if c in table.columns]
+    return table[keys + [c for c in table.columns if c not in costs and c not in keys] + costs]
 
 
 def corpus_stores(encoder: ElasticEncoder, data: RetrievalData, cache_dir: Path, grid: Grid, *,
@@ -144,12 +152,14 @@ def corpus_stores(encoder: ElasticEncoder, data: RetrievalData, cache_dir: Path,
     return docs, queries
 
 
-def _search_cell(docs_full: np.ndarray, queries_full: np.ndarray, layer: int, dim: int, *, normalize: bool,
-                 index: str, flat_backend: str, device: str, k: int, tie_rank: np.ndarray,
+def _search_cell(docs_full: np.ndarray, queries_full: np.ndarray, layer: int, dim: int, precision: str, *,
+                 normalize: bool, index: str, flat_backend: str, device: str, k: int, tie_rank: np.ndarray,
                  exclude: np.ndarray | None, latency_samples: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    """One cell: build its index from the stored layer, search every query, time single queries. Returns its
-    cost row (with `search_s`), the hit ids and scores. Called by the local loop and by the Ray cell task."""
-    cell = CellIndex(docs_full, dim, normalize=normalize, index=index, flat_backend=flat_backend, device=device)
+    """One cell at one precision: build its index from the stored layer, search every query, time single
+    queries. Returns its cost row (with `search_s`), the hit ids and scores. Called by the local loop and by
+    the Ray cell task."""
+    cell = build_index(docs_full, dim, precision, normalize=normalize, index=index, flat_backend=flat_backend,
+                       device=device)
     scores, ids, search_s = cell.search(queries_full, k, tie_rank, exclude)
     p50, p95 = cell.latency_ms(queries_full, k, latency_samples) if latency_samples else (np.nan, np.nan)
     row = {"layer": layer, "dim": dim, "index_bytes": cell.nbytes, "build_s": cell.build_s,

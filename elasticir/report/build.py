@@ -4,7 +4,9 @@ report.md with a caption for every figure.
     write_report(run_dir, out_dir, baseline_dir=None, cost="flops") -> list[Path]
 
 With a baseline, the run is compared with it at the cells both grids have (only those; the report says which),
-with paired tests over queries / pairs and Holm's correction per dataset (significance.py).
+with paired tests over queries / pairs and Holm's correction per dataset (significance.py). A baseline grid
+(cells from several models, baselines.py) is costed per cell with its member's own architecture, and the paper
+table gives every run a row block with marks against a chosen reference run.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from elasticir.data.sts import load_sts
 from elasticir.errors import ElasticIRError
 from elasticir.report import figures, tables
 from elasticir.report.cost import EncoderShape, cell_costs, encode_flops_per_token, mean_token_length
+from elasticir.report.funnels import write_funnel_section
+from elasticir.report.precision import write_precision_facet
 from elasticir.report.rundir import RunData, load_run, unique_labels
-from elasticir.report.significance import compare_runs, describe
+from elasticir.report.significance import compare_mean, compare_runs, describe
 
 COSTS = ("flops", "latency", "bytes")
 DEFAULT_SEQ_LEN = 32
@@ -73,20 +77,24 @@ def _n_docs(run: RunData, dataset: str) -> int | None:
 
 
 def cost_table(run: RunData, notes: list[str]) -> pd.DataFrame:
-    """Per dataset and cell: analytic FLOPs / params (cost.py) next to the measured costs of the run."""
-    shape = _shape(run, notes)
+    """Per dataset and cell: analytic FLOPs / params (cost.py) next to the measured costs of the run. A baseline
+    grid's cell costs what its own member model costs (that model's layers, width and tokenizer)."""
+    shape = _shape(run, notes) if not run.members else None
     frames = []
     for dataset in run.datasets:
-        length = mean_token_length(_texts(run, dataset), run.board.model.path, run.board.model.max_length)
-        if length is None:
-            notes.append(f"{run.label} {dataset}: texts or tokenizer not readable; FLOPs use {DEFAULT_SEQ_LEN} tokens.")
-            length = DEFAULT_SEQ_LEN
+        lengths: dict[str, float] = {}
         n_docs = _n_docs(run, dataset) if run.tasks[dataset] == "retrieval" else None
         rows = []
         for layer, dim in run.grid_cells:
-            costs = cell_costs(shape, layer, dim, seq_len=max(1, round(length)), n_docs=n_docs,
-                               pooling=run.board.model.pooling)
-            rows.append({"dataset": dataset, "layer": layer, "dim": dim, "mean_tokens": length,
+            member = run.members.get(Cell(layer, dim))
+            tokenizer = member.path if member else run.board.model.path
+            if tokenizer not in lengths:
+                lengths[tokenizer] = _length(run, dataset, tokenizer, notes)
+            own_shape, own_layer, own_dim, pooling = ((shape, layer, dim, run.board.model.pooling) if not member
+                                                      else (_member_shape(member), *member.source, member.pooling))
+            costs = cell_costs(own_shape, own_layer, own_dim, seq_len=max(1, round(lengths[tokenizer])),
+                               n_docs=n_docs, pooling=pooling or run.board.model.pooling)
+            rows.append({"dataset": dataset, "layer": layer, "dim": dim, "mean_tokens": lengths[tokenizer],
                          "n_docs": n_docs, **costs})
         frames.append(pd.DataFrame(rows))
     table = pd.concat(frames, ignore_index=True)
@@ -95,6 +103,20 @@ def cost_table(run: RunData, notes: list[str]) -> pd.DataFrame:
     if measured:
         table = table.merge(run.cells[["dataset", "layer", "dim", *measured]], on=["dataset", "layer", "dim"], how="left")
     return table.assign(run=run.label)
+
+
+def _length(run: RunData, dataset: str, tokenizer: str, notes: list[str]) -> float:
+    length = mean_token_length(_texts(run, dataset), tokenizer, run.board.model.max_length)
+    if length is None:
+        notes.append(f"{run.label} {dataset}: texts or tokenizer not readable; FLOPs use {DEFAULT_SEQ_LEN} tokens.")
+        return DEFAULT_SEQ_LEN
+    return length
+
+
+def _member_shape(member) -> EncoderShape:
+    """A baseline member's own architecture, as recorded in the leaderboard (4H feed-forward when unrecorded)."""
+    return EncoderShape(member.num_layers, member.hidden_size, member.intermediate_size or 4 * member.hidden_size,
+                        member.vocab_size or 30522)
 
 
 def _cost_axis(cost: str, task: str, costs: pd.DataFrame) -> tuple[np.ndarray, str, str] | None:
@@ -179,12 +201,15 @@ class _Report:
 
 def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | Path | None = None,
                  cost: str = "flops", *, extra_runs: Sequence[str | Path] = (), test: str = "ttest",
-                 alpha: float = 0.05, n_resamples: int = 2000, seed: int = 0) -> list[Path]:
+                 alpha: float = 0.05, n_resamples: int = 2000, seed: int = 0,
+                 reference: str | None = None) -> list[Path]:
     """Write the report of `run_dir` (optionally against `baseline_dir`) into `out_dir`; return every file.
 
     cost: the x axis of the Pareto plots: "flops" (analytic, every dataset), "latency" (measured search p50) or
     "bytes" (measured index size); the last two exist for retrieval only. `extra_runs` are overlaid on the Pareto
-    and diagonal figures. test: "ttest" or "randomization" for retrieval (STS always uses the paired bootstrap).
+    and diagonal figures and get a row block each in the paper table, whose significance marks compare every
+    method with `reference` (a run's label or directory; default: the baseline, else the run). test: "ttest" or
+    "randomization" for retrieval (STS always uses the paired bootstrap).
     """
     if cost not in COSTS:
         raise ElasticIRError(f"cost must be one of {', '.join(COSTS)}; got {cost!r}")
@@ -192,10 +217,13 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
     _write_header(report)
     _compare_with_baseline(report, test=test, n_resamples=n_resamples, seed=seed)
     _write_heatmaps(report)
+    write_precision_facet(report.run, report.writer, report.fig_dir, report.tag)  # only runs with --precisions
     _write_differences(report)
     _write_pareto(report, cost)
+    write_funnel_section(report.run, report.writer, report.fig_dir, report.tag)  # only runs with funnels
     _write_diagonal(report)
     _write_tables(report)
+    _write_paper_table(report, reference, test=test, n_resamples=n_resamples, seed=seed)
     return _finish(report)
 
 
@@ -225,6 +253,15 @@ def _write_header(report: _Report) -> None:
         if other.board.subset:
             report.writer.text(f"**{other.label} is a smoke-test subset** ({other.board.subset}): its numbers are "
                                "not comparable with full-data runs.")
+    for other in report.runs:
+        if other.members:
+            report.writer.text(f"**{other.label} is a baseline grid**: each cell is the model named here, evaluated "
+                               "at its own cell with the same protocol (costs are that model's own):\n\n"
+                               "| cell | model | weights sha256 | shape | its cell |\n|---|---|---|---|---|\n"
+                               + "\n".join(f"| {cell} | {m.hub_id or Path(m.name).name} | {m.weights_sha256[:12]} | "
+                                           f"{m.num_layers} x "
+                                           f"{m.hidden_size} | {Cell(*m.source)} |"
+                                           for cell, m in sorted(other.members.items())))
     outside = [p for p in run.pairs if p not in run.pairs_in_grid()]
     if outside:
         report.notes.append(f"{run.label}: pair-list cells {', '.join(map(str, outside))} are not in the evaluated "
@@ -307,15 +344,33 @@ def _write_differences(report: _Report) -> None:
         writer.figure(paths, legend + (f" {n_sig} of {len(rows)} shared cells significant ({rows.test.iloc[0]})."
                                        if tested else ""))
     if comparison.dataset.nunique() > 1:
-        mean = comparison.groupby(["layer", "dim"])["diff"].mean().unstack().reindex(index=layers, columns=dims)
-        mean = mean.dropna(how="all").dropna(axis=1, how="all")
-        legend = (f"Mean over {comparison.dataset.nunique()} datasets of the difference {run.label} \u2212 "
-                  f"{baseline.label} in each dataset's main metric. No significance marks here: the tests are "
-                  "per dataset (see the per-dataset panels). Only cells both grids have are shown.")
-        paths = figures.diff_heatmap(mean, mean.notna() & False, report.fig_dir / "diff_mean",
-                                     title=f"mean: {run.label} \u2212 {baseline.label}",
-                                     colorbar_label="\u0394 mean of main metrics", legend=legend, pairs=run.pairs)
-        writer.figure(paths, legend)
+        _write_mean_difference(report, layers, dims)
+
+
+def _write_mean_difference(report: _Report, layers: list[int], dims: list[int]) -> None:
+    """The mean over datasets of the differences, marked where a stratified paired bootstrap (every dataset
+    resampled on its own) finds the mean difference significant after Holm over the cells."""
+    run, baseline, comparison = report.run, report.baseline, report.comparison
+    mean = comparison.groupby(["layer", "dim"])["diff"].mean().unstack().reindex(index=layers, columns=dims)
+    mean = mean.dropna(how="all").dropna(axis=1, how="all")
+    tested = compare_mean(run, baseline, datasets=list(comparison.dataset.unique()), alpha=report.alpha)
+    if tested.empty:
+        sig, how = mean.notna() & False, "No significance marks: per-query / per-pair values are missing."
+    else:
+        sig = tested.pivot(index="layer", columns="dim", values="significant")
+        how = (f"* = significant: two-sided stratified paired bootstrap of the mean difference (each dataset's "
+               f"pairs / queries resampled on their own), p < {report.alpha} after Holm over the {len(tested)} "
+               f"cells; {int(tested.significant.sum())} significant.")
+        path = report.writer.out / "significance_mean.csv"
+        tested.to_csv(path, index=False)
+        report.writer.paths.append(path)
+    legend = (f"Mean over {comparison.dataset.nunique()} datasets of the difference {run.label} \u2212 "
+              f"{baseline.label} in each dataset's main metric (blue: {run.label} better). {how} Only cells both "
+              "grids have are shown.")
+    paths = figures.diff_heatmap(mean, sig, report.fig_dir / "diff_mean", title=f"mean: {run.label} \u2212 "
+                                 f"{baseline.label}", colorbar_label="\u0394 mean of main metrics", legend=legend,
+                                 pairs=run.pairs)
+    report.writer.figure(paths, legend)
 
 
 def _write_pareto(report: _Report, cost: str) -> None:
@@ -335,7 +390,7 @@ def _write_pareto(report: _Report, cost: str) -> None:
             x, xlabel, phrase = axis
             cells = [Cell(int(layer), int(dim)) for layer, dim in zip(c.layer, c.dim)]
             series.append({"label": r.label, "cost": x, "value": [r.value(dataset, cell) for cell in cells],
-                           "cells": cells, "full": r.full_cell})
+                           "cells": cells, "full": None if r.members else r.full_cell})  # a grid has no full model
         if not series:
             report.notes.append(f"{dataset}: no {cost} cost recorded for {task} cells; no Pareto plot "
                                 "(use --cost flops).")
@@ -361,8 +416,8 @@ def _write_diagonal(report: _Report) -> None:
         for r in report.runs:
             if not all(d in r.tasks for d in members):
                 continue
-            cells, shape = r.pairs_in_grid(), _shape(r, [])
-            x = [encode_flops_per_token(shape, layer, CURVE_SEQ_LEN, r.board.model.pooling) / 1e6 for layer, _ in cells]
+            cells = r.pairs_in_grid()
+            x = [_flops_per_token(r, cell) / 1e6 for cell in cells]
             y = [float(np.mean([r.value(d, cell) for d in members])) for cell in cells]
             series.append({"label": r.label, "x": x, "y": y, "cells": cells})
         bm25 = (run.bm25(dataset) or {}).get(run.metric(dataset)) if dataset in run.tasks else None
@@ -374,6 +429,15 @@ def _write_diagonal(report: _Report) -> None:
         report.writer.figure(paths, "Each run's pair-list (diagonal) cells, small to large, against analytic encoder "
                                     f"FLOPs per token ({CURVE_SEQ_LEN}-token sequences; the dim d does not change "
                                     "encoder FLOPs); points labelled L,d; dashed: BM25.")
+
+
+def _flops_per_token(run: RunData, cell: Cell) -> float:
+    """Encoder FLOPs per token of a cell: the run's model cut at L, or a baseline member's own model."""
+    member = run.members.get(cell)
+    if member is None:
+        return encode_flops_per_token(_shape(run, []), cell[0], CURVE_SEQ_LEN, run.board.model.pooling)
+    return encode_flops_per_token(_member_shape(member), member.source[0], CURVE_SEQ_LEN,
+                                  member.pooling or run.board.model.pooling)
 
 
 def _write_tables(report: _Report) -> None:
@@ -390,6 +454,65 @@ def _write_tables(report: _Report) -> None:
         latex, markdown = tables.comparison_table(comparison, run.label, report.baseline.label)
         writer.table("comparison", latex, markdown,
                      f"{run.label} vs {report.baseline.label} at shared cells ({report.sig_note})")
+
+
+def _write_paper_table(report: _Report, reference: str | None, *, test: str, n_resamples: int, seed: int) -> None:
+    """Rows = the run's pair-list cells, columns = datasets + average, one row block per method; arrows against
+    the reference method (per dataset: the report's paired tests, Holm over the pair cells; average: the
+    stratified bootstrap of the mean, Holm over the pair cells)."""
+    run, runs = report.run, report.runs
+    ref = _find_reference(report, reference)
+    cells, datasets = run.pairs_in_grid(), run.datasets
+    if not cells:
+        return
+    average = "average" if len(datasets) > 1 else None
+    blocks, marks = {}, {}
+    for method in runs:
+        values = pd.DataFrame({d: [method.value(d, c) if d in method.tasks else np.nan for c in cells]
+                               for d in datasets}, index=[str(c) for c in cells])
+        if average:
+            values[average] = values[datasets].mean(axis=1, skipna=False)
+        blocks[method.label] = values
+        if method is not ref:
+            marks[method.label] = _paper_marks(method, ref, cells, datasets, average, test=test, alpha=report.alpha,
+                                               n_resamples=n_resamples, seed=seed)
+    caption = (f"Pair-list cells per method ({', '.join(f'{d}: {run.metric(d)}' for d in datasets)}"
+               + ("; average: unweighted mean of the datasets" if average else "") + "); bold = best method at "
+               f"that cell; \u2191/\u2193 = significantly better/worse than {ref.label} at the same cell (paired "
+               f"tests over pairs / queries, Holm over the {len(cells)} pair cells, p < {report.alpha}; average: "
+               "stratified paired bootstrap of the mean)."
+               + ("" if all(r.has_examples for r in runs) else " Runs loaded from a leaderboard JSON have no "
+                  "per-pair / per-query values: their cells cannot be tested and carry no marks."))
+    latex, markdown = tables.paper_table(blocks, marks, ref.label, caption)
+    report.writer.table("paper", latex, markdown, f"Paper table (reference: {ref.label})")
+
+
+def _find_reference(report: _Report, reference: str | None) -> RunData:
+    if reference is None:
+        return report.baseline or report.run
+    for r in report.runs:
+        if reference in (r.label, str(r.dir), r.board.run_id) or Path(reference).resolve() == r.dir.resolve():
+            return r
+    raise ElasticIRError(f"--reference {reference}: not one of the report's runs "
+                         f"({', '.join(r.label for r in report.runs)}); give a label or run directory")
+
+
+def _paper_marks(method: RunData, ref: RunData, cells, datasets, average, **options) -> pd.DataFrame:
+    """Arrows per (column, cell) where `method` differs significantly from `ref`."""
+    comparison = compare_runs(method, ref, test=options["test"], alpha=options["alpha"],
+                              n_resamples=options["n_resamples"], seed=options["seed"], cells=cells)
+    marks = pd.DataFrame("", index=[str(c) for c in cells], columns=list(datasets) + ([average] if average else []))
+    if comparison.empty:
+        return marks
+    rows = comparison[comparison.significant]
+    if average:
+        mean = compare_mean(method, ref, datasets=list(datasets), alpha=options["alpha"],
+                            n_resamples=options["n_resamples"], seed=options["seed"], cells=cells)
+        if not mean.empty:
+            rows = pd.concat([rows, mean[mean.significant].assign(dataset=average)])
+    for r in rows.itertuples():
+        marks.at[str(Cell(r.layer, r.dim)), r.dataset] = tables.UP if r.diff > 0 else tables.DOWN
+    return marks
 
 
 def _finish(report: _Report) -> list[Path]:

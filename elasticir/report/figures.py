@@ -141,7 +141,7 @@ def heatmap(grid: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str, 
         ax.set_title(title)
         if note or outlined:
             text = (note + " " if note else "") + ("Outlined: pair-list (diagonal) cells." if outlined else "")
-            fig.text(0.01, -0.02, _wrap(text, int(width * 17)), ha="left", va="top", fontsize=6.5)
+            _text_below(fig, ax, _wrap(text, int(width * 17)))
         return save(fig, stem, formats)
 
 
@@ -176,8 +176,16 @@ def diff_heatmap(diff: pd.DataFrame, significant: pd.DataFrame, stem: Path, *, t
         bar.set_label(colorbar_label)
         bar.ax.tick_params(labelsize=6)
         ax.set_title(title)
-        fig.text(0.01, -0.02, _wrap(legend, int(width * 17)), ha="left", va="top", fontsize=6.5)
+        _text_below(fig, ax, _wrap(legend, int(width * 17)))
         return save(fig, stem)
+
+
+def _text_below(fig, ax, text: str) -> None:
+    """A legend paragraph under everything the axes draw (tick labels, axis label): a fixed figure position
+    would overlap the axis label of a short figure (a grid of one or two layers)."""
+    fig.canvas.draw()
+    bottom = ax.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.bbox.height
+    fig.text(0.01, min(-0.02, bottom - 0.03), text, ha="left", va="top", fontsize=6.5)
 
 
 def _plain_log_axis(axis) -> None:
@@ -185,8 +193,12 @@ def _plain_log_axis(axis) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     formatter = FuncFormatter(lambda v, _: f"{v:g}")
-    # 1-1.5-2-3-5-7 per decade: four or more labelled ticks even when the data span less than one decade
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    # 1-1.5-2-3-5-7 per decade: four or more labelled ticks even when the data span less than one decade; data
+    # spanning decades get 1-2-5 (or 1) per decade, so that the labels do not run into each other
+    low, high = sorted(abs(v) for v in axis.get_data_interval())
+    decades = np.log10(high / low) if low > 0 and np.isfinite(high / low) else 0.0
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 1.3 else (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(formatter)
     axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
@@ -210,11 +222,12 @@ def _line_pixels(ax, lines: Sequence[tuple[Sequence[float], Sequence[float]]], s
 
 
 def place_labels(ax, points: list[tuple[float, float, str, str]], fontsize: float = 5.5,
-                 occupied: list | None = None, lines: Sequence = ()) -> list:
+                 occupied: list | None = None, lines: Sequence = (), avoid: Sequence = ()) -> list:
     """Label points without overlaps: try a few offsets around each point, skip a label that fits nowhere.
 
     points: (x, y, text, colour) in data coordinates; lines: polylines ([xs], [ys]) the labels must not touch
-    (reference lines drawn with axhline are found by themselves); labels stay inside the axes. Returns the
+    (reference lines drawn with axhline are found by themselves); avoid: other plotted (x, y) markers a label
+    must not cover (many runs' points crowd the cheap end); labels stay inside the axes. Returns the
     occupied boxes (pixels), so several calls (one per run) can share them.
     """
     occupied = [] if occupied is None else occupied
@@ -224,14 +237,15 @@ def place_labels(ax, points: list[tuple[float, float, str, str]], fontsize: floa
     frame = ax.get_window_extent()
     obstacles = np.array(_line_pixels(ax, lines) or [(np.nan, np.nan)])
     markers = [ax.transData.transform((x, y)) for x, y, _, _ in points]
+    others = markers + [ax.transData.transform(p) for p in avoid if np.all(np.isfinite(p))]
     for (x, y, text, colour), (px, py) in zip(points, markers):
-        width = len(text) * fontsize * 0.62 * scale
+        width = len(text) * fontsize * 0.68 * scale
         for dx, dy in ((4, 2), (4, -8), (-4, 2), (-4, -8), (4, 9), (4, -15), (-4, 9), (-4, -15)):
             left = px + dx * scale if dx > 0 else px + dx * scale - width
             bottom = py + dy * scale
             box = (left, bottom, left + width, bottom + height)
             clash = any(not (box[2] < o[0] or box[0] > o[2] or box[3] < o[1] or box[1] > o[3]) for o in occupied)
-            clash = clash or any(box[0] - 2 < mx < box[2] + 2 and box[1] - 2 < my < box[3] + 2 for mx, my in markers)
+            clash = clash or any(box[0] - 3 < mx < box[2] + 3 and box[1] - 3 < my < box[3] + 3 for mx, my in others)
             clash = clash or bool(np.any((obstacles[:, 0] > box[0] - 1) & (obstacles[:, 0] < box[2] + 1)
                                          & (obstacles[:, 1] > box[1] - 1) & (obstacles[:, 1] < box[3] + 1)))
             clash = clash or box[0] < frame.x0 or box[2] > frame.x1 or box[1] < frame.y0 or box[3] > frame.y1
@@ -300,7 +314,8 @@ def pareto(series: list[dict], stem: Path, *, title: str, xlabel: str, ylabel: s
         ax.grid(True, which="major", lw=0.3, color="#cccccc")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2, handletextpad=0.4, columnspacing=1.2)
         ax.margins(x=0.06, y=0.1)  # room for the labels of the extreme points inside the axes
-        place_labels(ax, to_label, lines=fronts)
+        points = [(c, v) for run in series for c, v in zip(run["cost"], run["value"])]
+        place_labels(ax, to_label, lines=fronts, avoid=points)
         if note:
             fig.text(0.01, -0.02, _wrap(note, 80), ha="left", va="top", fontsize=6.5)
         return save(fig, stem)

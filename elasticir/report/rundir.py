@@ -29,6 +29,15 @@ class RunData:
     cells: pd.DataFrame
     label: str = ""
     _cache: dict = field(default_factory=dict, repr=False)
+    points: pd.DataFrame | None = None  # every (cell, precision) point when the run has a precision axis
+
+    def __post_init__(self) -> None:
+        """With --precisions, `cells` keeps the float32 points (what every grid figure and table reads, unchanged)
+        and `points` all of them (the precision facet)."""
+        if "precision" in self.cells.columns and self.points is None:
+            self.points = self.cells
+            float32 = self.cells.precision.isna() | (self.cells.precision == "float32")
+            self.cells = self.cells[float32].drop(columns="precision").reset_index(drop=True)
 
     # --- identity -------------------------------------------------------------------------------------------
     @property
@@ -50,7 +59,19 @@ class RunData:
 
     @property
     def grid_cells(self) -> list[Cell]:
+        if self.board.grid.cells is not None:  # a baseline grid: only the cells its members serve
+            return [Cell(*cell) for cell in self.board.grid.cells]
         return Grid(tuple(self.board.grid.layers), tuple(self.board.grid.dims)).cells
+
+    @cached_property
+    def members(self) -> dict[Cell, object]:
+        """A baseline grid's cells -> the MemberRecord of the model serving each (empty for one-model runs)."""
+        return {Cell(r.layer, r.dim): r.member for r in self.board.results if r.member is not None}
+
+    @property
+    def has_examples(self) -> bool:
+        """Whether per-pair / per-query files exist (a run directory, not a published leaderboard JSON)."""
+        return any(self.part_dir(d).is_dir() for d in self.datasets)
 
     def pairs_in_grid(self) -> list[Cell]:
         present = set(self.grid_cells)
@@ -104,6 +125,8 @@ class RunData:
             else:
                 frame = read_csv_any(path)
                 frame = frame[frame.measure == measure]
+                if "precision" in frame.columns:  # the grid's tests compare float32 points
+                    frame = frame[frame.precision.isna() | (frame.precision == "float32")]
                 self._cache[key] = frame.pivot_table(index="query_id", columns=["layer", "dim"], values="value")
         return self._cache[key]
 
@@ -125,7 +148,8 @@ class RunData:
 
 def cells_from_leaderboard(board: Leaderboard) -> pd.DataFrame:
     """The per-cell table a run directory keeps in cells.csv, rebuilt from the leaderboard's results."""
-    return pd.DataFrame([{"dataset": c.dataset, "layer": c.layer, "dim": c.dim, **c.metrics, **c.costs}
+    return pd.DataFrame([{"dataset": c.dataset, "layer": c.layer, "dim": c.dim,
+                          **({"precision": c.precision} if c.precision else {}), **c.metrics, **c.costs}
                          for c in board.results])
 
 

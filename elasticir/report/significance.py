@@ -158,13 +158,14 @@ def bootstrap_pvalue(deltas: np.ndarray) -> float:
 
 # --- run vs run ---------------------------------------------------------------------------------------------
 def compare_runs(run, baseline, *, test: str = "ttest", alpha: float = 0.05, n_resamples: int = 2000,
-                 seed: int = 0, datasets: list[str] | None = None) -> pd.DataFrame:
+                 seed: int = 0, datasets: list[str] | None = None, cells=None) -> pd.DataFrame:
     """Every cell both runs have, on every dataset both have: values, difference (run - baseline), p, Holm p.
 
     Columns: dataset, task, metric, layer, dim, value, baseline, diff, ci_low, ci_high, p, p_holm, significant,
     test, n (queries or pairs), family (cells in the Holm family). Datasets whose per-example files are missing
     get p = nan (and are never marked). Resample counts grow with the family so that the smallest attainable
-    bootstrap / randomisation p (about 2 / B) can pass Holm's first threshold alpha / family.
+    bootstrap / randomisation p (about 2 / B) can pass Holm's first threshold alpha / family. `cells` limits the
+    comparison (and so the Holm family) to those cells, e.g. a pair list.
     """
     if test not in TESTS:
         raise ValueError(f"test must be one of {TESTS}, got {test!r}")
@@ -172,7 +173,7 @@ def compare_runs(run, baseline, *, test: str = "ttest", alpha: float = 0.05, n_r
     rows = []
     for dataset in shared_datasets:
         task, metric = run.tasks[dataset], run.metric(dataset)
-        shared = sorted(set(run.grid_cells) & set(baseline.grid_cells))
+        shared = sorted(set(run.grid_cells) & set(baseline.grid_cells) & set(cells or run.grid_cells))
         # enough resamples that the smallest attainable p (about 2 / B) can survive Holm over the family
         resamples = max(n_resamples, math.ceil(3 * len(shared) / alpha))
         if task == "retrieval":
@@ -251,3 +252,62 @@ def describe(table: pd.DataFrame, alpha: float = 0.05) -> str:
     families = ", ".join(sorted({str(int(f)) for f in table["family"]}))
     return (f"p < {alpha} after Holm correction over the {families} shared cells of each dataset; "
             + "; ".join(parts))
+
+
+# --- the mean over datasets -------------------------------------------------------------------------------------
+def compare_mean(run, baseline, *, datasets: list[str] | None = None, alpha: float = 0.05, n_resamples: int = 2000,
+                 seed: int = 0, cells=None) -> pd.DataFrame:
+    """The unweighted mean over datasets of each shared cell's difference (run - baseline), tested with a
+    stratified paired bootstrap: every dataset's pairs / queries are resampled on their own (the same resamples
+    for both runs), each resample's per-dataset differences (Spearman, or the mean per-query measure) are
+    averaged, and p is the two-sided percentile p of that mean. Holm over the cells; one row per cell with
+    dataset "mean". Cells or datasets without per-example values on both sides are left out; `cells` limits the
+    cells (and the Holm family)."""
+    datasets = [d for d in (datasets or run.datasets) if d in baseline.tasks]
+    shared = sorted(set(run.grid_cells) & set(baseline.grid_cells) & set(cells or run.grid_cells))
+    resamples = max(n_resamples, math.ceil(3 * max(1, len(shared)) / alpha))
+    per_dataset = [_bootstrap_deltas(run, baseline, d, shared, resamples, seed + k) for k, d in enumerate(datasets)]
+    per_dataset = [p for p in per_dataset if p is not None]
+    rows = []
+    for cell in shared:
+        if not per_dataset or any(cell not in deltas for deltas in per_dataset):
+            continue
+        deltas = np.mean([deltas[cell] for deltas in per_dataset], axis=0)
+        diff = float(np.mean([run.value(d, cell) - baseline.value(d, cell) for d in datasets]))
+        rows.append({"dataset": "mean", "layer": cell[0], "dim": cell[1], "diff": diff,
+                     "ci_low": float(np.nanpercentile(deltas, 2.5)), "ci_high": float(np.nanpercentile(deltas, 97.5)),
+                     "p": bootstrap_pvalue(deltas), "test": "stratified bootstrap", "n": len(per_dataset)})
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["p_holm"] = holm(table["p"].to_numpy())
+        table["family"] = len(table)
+        table["significant"] = table["p_holm"] < alpha
+    return table
+
+
+def _bootstrap_deltas(run, baseline, dataset: str, cells, n_resamples: int, seed: int) -> dict | None:
+    """{cell: [n_resamples] metric differences on paired resamples of one dataset's examples}, or None."""
+    if run.tasks[dataset] == "sts":
+        mine, theirs = run.pair_scores(dataset), baseline.pair_scores(dataset)
+        if mine is None or theirs is None or len(mine[1]) != len(theirs[1]) or not np.allclose(mine[1], theirs[1]):
+            return None
+        index_a, index_b = {c: i for i, c in enumerate(mine[2])}, {c: i for i, c in enumerate(theirs[2])}
+        cells = [c for c in cells if c in index_a and c in index_b]
+        stacked = np.vstack([mine[0][[index_a[c] for c in cells]], theirs[0][[index_b[c] for c in cells]]])
+        boot = bootstrap_spearman(stacked, mine[1], n_resamples, seed)
+        return {cell: boot[k] - boot[len(cells) + k] for k, cell in enumerate(cells)}
+    metric = run.metric(dataset)
+    mine, theirs = run.per_query(dataset, metric), baseline.per_query(dataset, metric)
+    if mine is None or theirs is None:
+        return None
+    cells = [c for c in cells if c in mine.columns and c in theirs.columns]
+    diffs = {c: pd.concat([mine[c], theirs[c]], axis=1, join="inner").dropna() for c in cells}
+    queries = sorted(set.intersection(*(set(d.index) for d in diffs.values()))) if diffs else []
+    if not queries:
+        return None
+    weights = _resample_weights(np.random.default_rng(seed), len(queries), n_resamples)  # [queries, resamples]
+    out = {}
+    for cell, joined in diffs.items():
+        diff = (joined.iloc[:, 0] - joined.iloc[:, 1]).reindex(queries).to_numpy()
+        out[cell] = diff @ weights / len(queries)
+    return out

@@ -143,3 +143,33 @@ def comparison_table(comparison: pd.DataFrame, run_label: str, baseline_label: s
                        r"\midrule", *tex, r"\bottomrule", r"\end{tabular}", ""])
     markdown = "\n".join(["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * 6 + "---|", *md, ""])
     return latex, markdown
+
+
+def paper_table(blocks: dict[str, pd.DataFrame], marks: dict[str, pd.DataFrame], reference: str,
+                caption: str) -> tuple[str, str]:
+    """The paper's main table: one row block per method (rows = its pair-list cells, small to large), columns =
+    datasets + average; bold = best method at that cell and column; arrows = significantly better / worse than
+    `reference` at the same cell (LaTeX booktabs + Markdown)."""
+    frames = list(blocks.values())
+    columns = list(frames[0].columns)
+    best = pd.concat(frames).groupby(level=0).max()
+    tex, md = [], ["| method | cell | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
+    for k, (method, values) in enumerate(blocks.items()):
+        tag = " (reference)" if method == reference else ""
+        header = rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\textit{{{latex_escape(method + tag)}}}}} \\"
+        tex += ([r"\midrule"] if k else []) + [header]
+        for cell, row in values.iterrows():
+            tex_cells, md_cells = [latex_escape(str(cell))], []
+            for column in columns:
+                value, mark = row[column], marks.get(method, pd.DataFrame()).get(column, {}).get(cell, "")
+                text = fmt_value(value, 4) if pd.notna(value) else "--"
+                strong = pd.notna(value) and np.isclose(value, best.at[cell, column])
+                tex_cells.append((rf"\textbf{{{text}}}" if strong else text) + LATEX_MARK.get(mark, ""))
+                md_cells.append((f"**{text}**" if strong else text) + mark)
+            tex.append(" & ".join(tex_cells) + r" \\")
+            md.append(f"| {method}{tag} | {cell} | " + " | ".join(md_cells) + " |")
+    latex = "\n".join([r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{l{'r' * len(columns)}}}",
+                       r"\toprule", " & ".join(["cell"] + [latex_escape(c) for c in columns]) + r" \\", r"\midrule",
+                       *tex, r"\bottomrule", r"\end{tabular}", rf"\caption{{{latex_escape(caption)}}}",
+                       r"\label{tab:paper}", r"\end{table}", ""])
+    return latex, "\n".join(md + ["", f"*{caption}*", ""])

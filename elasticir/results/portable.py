@@ -36,7 +36,7 @@ def make_portable(board: dict, hub_id: str | None = None) -> dict:
     board = json.loads(json.dumps(board))
     model = board["model"]
     hub_id = hub_id or model.get("hub_id")
-    if hub_id is None and not _local_path(model["name"]):
+    if hub_id is None and not _local_path(model["name"]) and "baseline_grid" not in board["config"]:
         hub_id = model["name"]
     short = (hub_id or model["name"]).rstrip("/").split("/")[-1]
     local_model = {model["path"], model["name"], board["config"].get("model")}
@@ -57,6 +57,7 @@ def make_portable(board: dict, hub_id: str | None = None) -> dict:
             parts = PurePosixPath(baseline["run_file"]).parts
             baseline["run_file"] = str(PurePosixPath(*parts[parts.index(board["run_id"]) + 1:])) \
                 if board["run_id"] in parts else PurePosixPath(baseline["run_file"]).name
+    _portable_members(board)
     command = board["command"]
     for i, arg in enumerate(command):
         if arg in local_model:
@@ -66,6 +67,28 @@ def make_portable(board: dict, hub_id: str | None = None) -> dict:
     if PORTABLE_NOTE not in board.get("notes", []):
         board.setdefault("notes", []).append(PORTABLE_NOTE)
     return board
+
+
+def _short(value: str | None) -> str | None:
+    return PurePosixPath(value).name if _local_path(value) else value
+
+
+def _portable_members(board: dict) -> None:
+    """A baseline grid's member models (per cell and in the config) by hub id or folder name, not path."""
+    for cell in board["results"]:
+        if member := cell.get("member"):
+            member.update(path=_short(member.get("path")), name=member.get("hub_id") or _short(member["name"]))
+    config = board["config"]
+    config["baseline"] = _short(config.get("baseline"))
+    if grid := config.get("baseline_grid"):
+        grid["spec"] = _short(grid["spec"])
+        for member in grid["members"]:
+            member.update(model=member.get("hub_id") or _short(member["model"]), name=_short(member["name"]))
+    board["model"]["path"] = _short(board["model"]["path"])
+    base = (board["model"].get("training") or {}).get("base")
+    if isinstance(base, dict) and _local_path(base.get("path")):  # a trained model's base, named as given
+        base["path"] = base.get("name") if not _local_path(base.get("name")) else _short(base["path"])
+    board["notes"] = [" ".join(_short(word) or word for word in note.split(" ")) for note in board.get("notes", [])]
 
 
 def main(argv: list[str] | None = None) -> None:

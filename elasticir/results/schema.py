@@ -49,6 +49,24 @@ class GridRecord(_Strict):
     layers: list[int]
     dims: list[int]
     pairs: list[tuple[int, int]]
+    cells: list[tuple[int, int]] | None = None  # a baseline grid's cells when they do not fill layers x dims
+
+
+class MemberRecord(_Strict):
+    """The model that produced one cell of a baseline grid: its identity, its own shape, and which of its own
+    cells (source) stands in for the grid cell."""
+
+    name: str
+    path: str | None = None
+    hub_id: str | None = None
+    weights_sha256: str
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int | None = None
+    vocab_size: int | None = None
+    pooling: Literal["mean", "cls"] | None = None
+    source: tuple[int, int]
+    run_id: str | None = None
 
 
 class DatasetRecord(_Strict):
@@ -65,8 +83,10 @@ class CellResult(_Strict):
     dataset: str
     layer: int
     dim: int
+    precision: str | None = None  # retrieval with --precisions: float32, float16, int8, binary, binary+rescore
     metrics: dict[str, float]
     costs: dict[str, float] = {}  # index bytes, build seconds, search throughput, latency
+    member: MemberRecord | None = None  # in a baseline grid: the model this cell comes from
 
 
 class BaselineResult(_Strict):
@@ -77,6 +97,23 @@ class BaselineResult(_Strict):
     params: dict[str, Any]
     metrics: dict[str, float]
     run_file: str | None = None
+
+
+class FunnelResult(_Strict):
+    """A funnel: stage 1 (layer, dim, precision) shortlists k per query, stage 2 (layer, dim) rescores them; its
+    metrics, costs (search multiply-adds, Hamming bits, bytes, latency and their ratios to the full cell) and its
+    paired test against the full cell (p over queries, Holm-corrected over the dataset's funnels)."""
+
+    dataset: str
+    funnel: str
+    stage1: dict[str, Any]
+    k: int
+    stage2: dict[str, int]
+    metrics: dict[str, float]
+    costs: dict[str, float] = {}
+    p_value: float | None = None
+    p_holm: float | None = None
+    selected: str = ""
 
 
 class Timing(_Strict):
@@ -115,6 +152,7 @@ class Leaderboard(_Strict):
     main_metric: dict[str, str]
     results: list[CellResult]
     baselines: list[BaselineResult] = []
+    funnels: list[FunnelResult] = []  # funnel retrieval (eval funnel / funnels in the config); older files: none
     encode_latency: list[EncodeLatency] = []
     notes: list[str] = []
     subset: dict[str, Any] | None = None  # smoke-test limits (queries, corpus, seed); None: the full datasets

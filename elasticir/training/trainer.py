@@ -295,15 +295,25 @@ def train_separate(config: TrainConfig, cells: list[tuple[int, int]], *, variant
     if not cells:
         raise ElasticIRError("no cells given; pass --cells 2:32,4:64,...")
     folders: list[Path] = []
+    members: list[dict] = []
     for layer, dim in cells:
         if variant == "exact":
             cell, name = (layer, dim), Cell(layer, dim).slug
         else:
             cell, name = (layer, _hidden_size(config.base)), f"L{layer}-full-width"
         folder = Path(config.out) / name
-        if folder not in folders:
+        if folder not in folders:  # full-width: one model per layer, whatever the dims
             folders.append(train(config.model_copy(
                 update={"method": "plain", "out": str(folder), "truncate_layers": True, "cell": cell})))
+            members.append({"folder": name, "cell": list(cell)})
+    # which cell each model serves (a full-width model: every dim of its layer), read by `--baseline FOLDER`;
+    # models of an earlier call into the same folder (same variant) stay listed
+    manifest = Path(config.out) / "separate.json"
+    earlier = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    if earlier.get("variant") == variant:
+        members = [m for m in earlier["members"] if m["folder"] not in {n["folder"] for n in members}] + members
+    atomic_write(manifest, json.dumps(
+        {"format": "elasticir-separate/1", "variant": variant, "members": members}, indent=2))
     return folders
 
 
