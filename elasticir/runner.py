@@ -458,7 +458,7 @@ def encode_shard(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder, gr
         data = load_beir(job.path, job.spec.split)
         if config.limit_queries or config.limit_corpus:
             data = subset_retrieval(data, config.limit_queries, config.limit_corpus, config.seed)
-        for store, what in zip(corpus_stores(encoder, data, config.cache / "embeddings", grid,
+        for store, what in zip(corpus_stores(encoder, data, config.cache / "embeddings", max(grid.dims),
                                              query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
                                              store_dtype=config.store_dtype), ("corpus", "queries")):
             store.encode_shard(grid.layers, index, count, batch_size=config.batch_size,

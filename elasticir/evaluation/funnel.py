@@ -314,19 +314,21 @@ def _inputs(encoder, data, config, layers: list[int], *, remove_self_hits: bool,
     exclusion and a scorer (ir-measures, optional run file)."""
     import ir_measures
 
-    from elasticir.encoders import EmbeddingStore
-    from elasticir.evaluation.retrieval import evaluate_run, measures_for, to_run, write_trec_run
+    from elasticir.evaluation.retrieval import (
+        corpus_stores,
+        evaluate_run,
+        measures_for,
+        to_run,
+        write_trec_run,
+    )
     from elasticir.index.dense import tie_ranks
 
-    prompts = encoder.info.prompts
-    doc_prompt = config.doc_prompt if config.doc_prompt is not None else prompts.get("document", "")
-    query_prompt = config.query_prompt if config.query_prompt is not None else prompts.get("query", "")
-    stores = []
-    for ids, texts, prompt in ((data.doc_ids, data.doc_texts, doc_prompt),
-                               (data.query_ids, data.query_texts, query_prompt)):
-        store = EmbeddingStore(config.cache / "embeddings", encoder, ids, texts, prompt=prompt)
-        store.ensure(layers, batch_size=config.batch_size, show_progress=config.show_progress, desc=f"{name} funnel")
-        stores.append(store)
+    stores = corpus_stores(encoder, data, config.cache / "embeddings", encoder.hidden_size,  # stage 2: full width
+                           query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
+                           store_dtype=config.store_dtype)
+    for store, what in zip(stores, ("corpus", "queries")):
+        store.ensure(layers, batch_size=config.batch_size, show_progress=config.show_progress,
+                     desc=f"{name} funnel {what}")
     measures = measures_for(data.qrels)
     evaluator = ir_measures.evaluator(measures, data.qrels)
     doc_ids = np.asarray(data.doc_ids, dtype=object)

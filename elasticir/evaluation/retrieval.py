@@ -84,7 +84,7 @@ def evaluate_retrieval(
     normalize = encoder.info.normalize if normalize is None else normalize
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    docs, queries = corpus_stores(encoder, data, cache_dir, grid, query_prompt=query_prompt, doc_prompt=doc_prompt,
+    docs, queries = corpus_stores(encoder, data, cache_dir, max(grid.dims), query_prompt=query_prompt, doc_prompt=doc_prompt,
                                   store_dtype=store_dtype)
     for store, what in ((docs, "corpus"), (queries, "queries")):
         store.ensure(grid.layers, batch_size=batch_size, show_progress=show_progress, desc=f"{name} {what}",
@@ -138,13 +138,12 @@ def _ordered(table: pd.DataFrame) -> pd.DataFrame:
     return table[keys + [c for c in table.columns if c not in costs and c not in keys] + costs]
 
 
-def corpus_stores(encoder: ElasticEncoder, data: RetrievalData, cache_dir: Path, grid: Grid, *,
+def corpus_stores(encoder: ElasticEncoder, data: RetrievalData, cache_dir: Path, width: int, *,
                   query_prompt: str | None = None, doc_prompt: str | None = None,
                   store_dtype: str = "float32") -> tuple[EmbeddingStore, EmbeddingStore]:
-    """The corpus and query stores of a dataset (prompts default to the model's own), each keeping the widest
-    dim of the grid: what `--shard` processes and the evaluation both open."""
+    """The corpus and query stores of a dataset (prompts default to the model's own), each keeping the first
+    `width` dims (the widest the caller needs): what `--shard`, the grid evaluation and funnels all open."""
     prompts = encoder.info.prompts
-    width = max(grid.dims)
     docs = EmbeddingStore(cache_dir, encoder, data.doc_ids, data.doc_texts, dtype=store_dtype, width=width,
                           prompt=doc_prompt if doc_prompt is not None else prompts.get("document", ""))
     queries = EmbeddingStore(cache_dir, encoder, data.query_ids, data.query_texts, dtype=store_dtype, width=width,
