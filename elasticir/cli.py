@@ -96,6 +96,7 @@ def _print_outcome(outcome) -> None:
     for dataset in board.datasets:
         metric = board.main_metric[dataset.task]
         cells = outcome.cells[outcome.cells.dataset == dataset.name]
+        points = cells
         if "precision" in cells:  # the table shows the float32 points; every point is in cells.csv
             cells = cells[cells.precision.fillna("float32") == "float32"]
         grid = cells.pivot(index="layer", columns="dim", values=metric)
@@ -108,6 +109,7 @@ def _print_outcome(outcome) -> None:
             table.add_row(str(layer), *(f"{value:.4f}" for value in row))
         out.print(table)
         _print_ann_costs(board, cells)
+        _print_precisions(board, points, metric)
     for baseline in board.baselines:
         shown = ", ".join(f"{name} {value:.4f}" for name, value in baseline.metrics.items())
         out.print(f"{baseline.dataset} {baseline.name}: {shown}")
@@ -118,6 +120,20 @@ def _print_outcome(outcome) -> None:
         out.print(f"reused finished results for: {', '.join(outcome.skipped)} (pass --recompute to redo)")
     out.print(f"per-cell metrics: {outcome.dir / 'cells.csv'}")
     out.print(f"leaderboard:      {outcome.dir / 'leaderboard.json'}")
+
+
+def _print_precisions(board, points, metric: str) -> None:
+    """Quantised points on the diagonal and the full cell, each with its index size against float32's."""
+    if "precision" not in points:
+        return
+    shown = [Cell(*p) for p in board.grid.pairs] + [Cell(board.model.num_layers, board.model.hidden_size)]
+    by_point = points.assign(precision=points.precision.fillna("float32")).set_index(["layer", "dim", "precision"])
+    for precision in [p for p in dict.fromkeys(by_point.index.get_level_values(2)) if p != "float32"]:
+        values = [f"{cell} {by_point.loc[(*cell, precision), metric]:.4f} "
+                  f"(float32 {by_point.loc[(*cell, 'float32'), metric]:.4f}, index "
+                  f"x{by_point.loc[(*cell, precision), 'index_bytes'] / by_point.loc[(*cell, 'float32'), 'index_bytes']:.3f})"
+                  for cell in dict.fromkeys(shown) if (*cell, precision) in by_point.index]
+        out.print(f"  {precision} {metric}: " + "; ".join(values))
 
 
 def _print_funnels(board) -> None:

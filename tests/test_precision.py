@@ -177,3 +177,13 @@ def test_int8_wider_than_1024_stays_exact():
     want = reference_order(scores, tie_rank, 15)
     np.testing.assert_array_equal(got_ids, want)
     np.testing.assert_array_equal(got_scores, np.take_along_axis(scores, want, 1).astype(np.float32))
+
+
+def test_cli_prints_each_precision_on_the_diagonal(tiny_model_dir, beir_root, tmp_path):  # noqa: F811
+    result = CliRunner().invoke(app, [
+        "eval", "retrieval", "--model", str(tiny_model_dir), "--dataset", "toyir", "--layers", "2,4",
+        "--dims", "8,32", "--precisions", "int8,binary", "--no-bm25", "--latency-texts", "0",
+        "--data-root", str(beir_root), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines() if "nDCG@10: (" in line}
+    assert set(lines) == {"int8", "binary"} and "(4,32)" in lines["int8"] and "index x" in lines["binary"]
