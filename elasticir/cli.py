@@ -26,6 +26,8 @@ DimsOpt = Annotated[str | None, typer.Option(help="Comma list of dims, e.g. 64,3
 PairsOpt = Annotated[str | None, typer.Option(help="Pair list LAYER:DIM,... (default derived from the model shape).")]
 DataRootOpt = Annotated[Path | None, typer.Option(help="Data root (default: $ELASTICIR_DATA, else ~/.cache/elasticir/data).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for run directories (default: results).")]
+CacheDirOpt = Annotated[Path | None, typer.Option(help="Embedding (and ONNX) cache, content-keyed and safe to share "
+                                                  "between runs and nodes (default: OUT/_cache).")]
 BatchOpt = Annotated[int, typer.Option(help="Encoding batch size (the cap, with --max-tokens-per-batch).")]
 TokensOpt = Annotated[int | None, typer.Option(help="Form encoding batches by this many tokens (padded tokens "
                                                     "on padded attention) instead of a fixed count.")]
@@ -196,6 +198,7 @@ def run_command(
     bm25: Bm25Opt = None,
     data_root: DataRootOpt = None,
     out_dir: OutOpt = None,
+    cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = None,
     max_tokens_per_batch: TokensOpt = None,
     max_length: MaxLenOpt = None,
@@ -220,7 +223,8 @@ def run_command(
     """The main job: every (layer, dim) cell on STS (STSb, STS12, SICK-R) and SciFact (dense grid + BM25)."""
     _run(_config(
         config, model=model, layers=layers, dims=dims, pairs=pairs, sts=sts, retrieval=retrieval, index=index,
-        flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25, data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
+        flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25, data_root=data_root, out=out_dir, cache_dir=cache_dir,
+        batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
         pooling=pooling, device=device, backend=backend, seed=seed, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
         **_scale(executor, ray_address, workers, shard, store_dtype),
@@ -237,6 +241,7 @@ def eval_sts(
     datasets: Annotated[str | None, typer.Option(help="Comma list of STS datasets (folder names).")] = None,
     data_root: DataRootOpt = None,
     out_dir: OutOpt = None,
+    cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = None,
     max_tokens_per_batch: TokensOpt = None,
     max_length: MaxLenOpt = None,
@@ -252,7 +257,7 @@ def eval_sts(
     """STS only: Spearman and Pearson of cosine for every cell (MTEB protocol)."""
     _run(_config(
         config, model=model, layers=layers, dims=dims, sts=datasets, retrieval=[], data_root=data_root,
-        out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+        out=out_dir, cache_dir=cache_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
         **_scale(executor, ray_address, workers),
     ))
@@ -275,6 +280,7 @@ def eval_retrieval(
     doc_prompt: Annotated[str | None, typer.Option(help="Prefix for documents (default: the model's own).")] = None,
     data_root: DataRootOpt = None,
     out_dir: OutOpt = None,
+    cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = None,
     max_tokens_per_batch: TokensOpt = None,
     max_length: MaxLenOpt = None,
@@ -297,7 +303,7 @@ def eval_retrieval(
     _run(_config(
         config, model=model, layers=layers, dims=dims, sts=[], retrieval=dataset, index=index,
         flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25, query_prompt=query_prompt, doc_prompt=doc_prompt,
-        data_root=data_root, out=out_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+        data_root=data_root, out=out_dir, cache_dir=cache_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
         **_scale(executor, ray_address, workers, shard, store_dtype),
@@ -319,7 +325,7 @@ def eval_funnel(
     k: KOpt = None,
     data_root: DataRootOpt = None,
     out_dir: OutOpt = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache (default: OUT/_cache).")] = None,
+    cache_dir: CacheDirOpt = None,
     batch_size: BatchOpt = None,
     device: DeviceOpt = None,
     recompute: RecomputeOpt = None,

@@ -183,7 +183,9 @@ def test_cli_prints_each_precision_on_the_diagonal(tiny_model_dir, beir_root, tm
     result = CliRunner().invoke(app, [
         "eval", "retrieval", "--model", str(tiny_model_dir), "--dataset", "toyir", "--layers", "2,4",
         "--dims", "8,32", "--precisions", "int8,binary", "--no-bm25", "--latency-texts", "0",
-        "--data-root", str(beir_root), "--out", str(tmp_path)])
+        "--data-root", str(beir_root), "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
+    assert list((tmp_path / "cache" / "embeddings").glob("*/layer_4.npy"))  # --cache-dir, not OUT/_cache
+    assert not (tmp_path / "runs" / "_cache").exists()
     lines = {line.split()[0]: line for line in result.output.splitlines() if "nDCG@10: (" in line}
     assert set(lines) == {"int8", "binary"} and "(4,32)" in lines["int8"] and "index x" in lines["binary"]
