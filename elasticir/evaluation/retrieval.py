@@ -84,8 +84,8 @@ def evaluate_retrieval(
     normalize = encoder.info.normalize if normalize is None else normalize
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    docs, queries = corpus_stores(encoder, data, cache_dir, max(grid.dims), query_prompt=query_prompt, doc_prompt=doc_prompt,
-                                  store_dtype=store_dtype)
+    docs, queries = corpus_stores(encoder, data, cache_dir, max(grid.dims), query_prompt=query_prompt,
+                                  doc_prompt=doc_prompt, store_dtype=store_dtype)
     for store, what in ((docs, "corpus"), (queries, "queries")):
         store.ensure(grid.layers, batch_size=batch_size, show_progress=show_progress, desc=f"{name} {what}",
                      **(executor.ensure_options() if executor else {}))
@@ -97,8 +97,6 @@ def evaluate_retrieval(
     if remove_self_hits:
         row_of = {doc: row for row, doc in enumerate(data.doc_ids)}
         exclude = np.array([row_of.get(qid, -1) for qid in data.query_ids])
-    rows, per_query, pending = [], [], {}
-    timings.update(index=0.0, search=0.0, evaluate=0.0)
     device = str(encoder.device)
     context = (data.query_ids, doc_ids, data.qrels, measures_for(data.qrels))
     search = {"normalize": normalize, "index": index, "flat_backend": flat_backend, "device": device, "k": k,
@@ -110,14 +108,25 @@ def evaluate_retrieval(
         timings.update(index=sum(r["build_s"] for r in rows), search=sum(r.pop("search_s") for r in rows),
                        evaluate=sum(r.pop("evaluate_s") for r in rows))
         return GridResult(_ordered(pd.DataFrame(rows)), pd.concat(per_query, ignore_index=True), timings)
+    rows, per_query = _search_locally(docs, queries, grid, precisions, search, context, part_dir, timings,
+                                      show_progress=show_progress, desc=f"{name}: index + search per cell")
+    return GridResult(_ordered(pd.DataFrame(rows)), pd.concat(per_query, ignore_index=True), timings)
+
+
+def _search_locally(docs: EmbeddingStore, queries: EmbeddingStore, grid: Grid, precisions, search: dict,
+                    context: tuple, part_dir: Path, timings: dict, *, show_progress: bool,
+                    desc: str) -> tuple[list[dict], list[pd.DataFrame]]:
+    """Every (cell, precision) point in this process: searches in order, scoring overlapped in worker processes."""
+    rows, per_query, pending = [], [], {}
+    timings.update(index=0.0, search=0.0, evaluate=0.0)
     with _scoring_pool(context) as pool:
         points = [(*cell, p) for cell in grid.cells for p in precisions]
-        bar = progress(points, desc=f"{name}: index + search per cell", unit="cell", enabled=show_progress)
+        bar = progress(points, desc=desc, unit="cell", enabled=show_progress)
         for layer, dim, precision in bar:
             row, ids, scores = _search_cell(docs.layer(layer), queries.layer(layer), layer, dim, precision, **search)
             slug = Cell(layer, dim).slug + precision_slug(precision)
-            pending[(layer, dim, precision)] = pool.submit(_score_cell, ids, scores, part_dir / "runs" / f"{slug}.trec.gz",
-                                                f"elasticir-{slug}")
+            pending[(layer, dim, precision)] = pool.submit(_score_cell, ids, scores,
+                                                           part_dir / "runs" / f"{slug}.trec.gz", f"elasticir-{slug}")
             timings["index"] += row["build_s"]
             timings["search"] += row.pop("search_s")
             rows.append(row | ({"precision": precision} if tuple(precisions) != ("float32",) else {}))
@@ -129,7 +138,7 @@ def evaluate_retrieval(
             per_query.append(values.assign(layer=row["layer"], dim=row["dim"],
                                            **({"precision": row["precision"]} if "precision" in row else {})))
         timings["evaluate_wait"] = time.perf_counter() - started  # scoring not hidden behind the searches
-    return GridResult(_ordered(pd.DataFrame(rows)), pd.concat(per_query, ignore_index=True), timings)
+    return rows, per_query
 
 
 def _ordered(table: pd.DataFrame) -> pd.DataFrame:
