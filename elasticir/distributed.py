@@ -129,9 +129,12 @@ def cell_task(docs_dir: str, queries_dir: str, point: tuple, search: dict, conte
     from elasticir.evaluation.retrieval import _search_cell, score_cell
     from elasticir.index.quantized import precision_slug
 
+    from elasticir.encoders.store import wait_for_layer
+
     layer, dim, precision, labelled = point
-    docs = np.load(Path(docs_dir) / f"layer_{layer}.npy", mmap_mode="r")
-    queries = np.load(Path(queries_dir) / f"layer_{layer}.npy", mmap_mode="r")
+    docs, queries = (wait_for_layer(Path(folder), layer) for folder in (docs_dir, queries_dir))
+    if docs is None or queries is None:
+        raise RuntimeError(f"layer {layer} is no longer stored in {docs_dir} / {queries_dir}")
     row, ids, scores = _search_cell(docs, queries, layer, dim, precision, **search)
     key = (id(context["qrels"]), tuple(map(str, context["measures"])))
     if _EVALUATORS.get("key") != key:  # parsed once per dataset per worker, not per cell

@@ -188,3 +188,29 @@ def test_ray_executor_with_a_precision_axis(ray_cluster, tiny_encoder, data_root
     assert np.allclose(local[numbers].to_numpy(float), remote[numbers].to_numpy(float), atol=1e-6, rtol=0)
     runs = sorted(p.name for p in (tmp_path / "p-ray").glob("*/retrieval/toyscale/runs/*.trec.gz"))
     assert runs == sorted(p.name for p in (tmp_path / "p-local").glob("*/retrieval/toyscale/runs/*.trec.gz"))
+
+
+def test_a_reader_never_maps_a_layer_file_a_wider_run_has_just_recreated(tiny_encoder, tmp_path, monkeypatch):
+    """A reader checks meta.json, then another run (wider dims, same key) unlists the layer and replaces its file
+    with a zero-filled one: the reader must still get the stored rows, not the new file's zeros."""
+    import pathlib
+
+    from elasticir.encoders import EmbeddingStore
+
+    texts = ["one text", "another text", "a third one"]
+    narrow = EmbeddingStore(tmp_path, tiny_encoder, ["a", "b", "c"], texts, width=8)
+    narrow.ensure([2], show_progress=False)
+    expected = np.array(narrow.layer(2))
+    wide = EmbeddingStore(tmp_path, tiny_encoder, ["a", "b", "c"], texts, width=32)
+    read_text, armed = pathlib.Path.read_text, [True]
+
+    def racing(path, *args, **kw):  # the wider run prepares right after the reader has read meta.json
+        text = read_text(path, *args, **kw)
+        if path.name == "meta.json" and armed:
+            armed.clear()
+            wide.prepare([2])
+        return text
+
+    monkeypatch.setattr(pathlib.Path, "read_text", racing)
+    got = narrow.layer(2)
+    assert not armed and np.array_equal(np.asarray(got)[:, :8], expected)

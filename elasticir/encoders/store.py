@@ -69,6 +69,39 @@ def marker_path(folder: Path, layer: int, start: int, stop: int) -> Path:
     return folder / "shards" / f"L{layer}.{start}-{stop}.done"
 
 
+def lock_path(folder: Path) -> Path:
+    return folder.parent / f"{folder.name}.lock"
+
+
+def read_layer(folder: Path, layer: int) -> np.ndarray | None:
+    """A read-only memmap of `layer_<layer>.npy`, or None unless meta.json lists the layer. The file is opened
+    first and mapped from that handle, then meta.json is read: a run widening the layer replaces the file
+    (zero-filled until its rows are written) only after unlisting it, so a listed layer's mapping is whole,
+    while checking meta.json first and opening the path second could map the new, still empty file."""
+    try:
+        with open(folder / f"layer_{layer}.npy", "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(handle)
+            array = np.memmap(handle, dtype=dtype, mode="r", offset=handle.tell(), shape=shape,
+                              order="F" if fortran else "C")
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return array if layer in meta.get("layers", []) else None
+
+
+def wait_for_layer(folder: Path, layer: int) -> np.ndarray | None:
+    """read_layer, or, when the layer is not listed (a run may be rewriting it), read_layer again once that
+    run releases the store's lock."""
+    array = read_layer(folder, layer)
+    if array is None and folder.is_dir():
+        with exclusive(lock_path(folder), f"the embedding cache {folder}"):
+            array = read_layer(folder, layer)
+    return array
+
+
 def write_rows(folder: Path, encoder: ElasticEncoder, texts: Sequence[str], piece: Piece, *, prompt: str,
                batch_size: int, show_progress: bool = False, desc: str = "encoding",
                after_batch: Callable[[], None] | None = None) -> None:
@@ -130,7 +163,7 @@ class EmbeddingStore:
         (the Ray executor's actors)."""
         if not self.missing(layers):
             return False
-        with exclusive(self.dir.parent / f"{self.dir.name}.lock", f"the embedding cache {self.dir}"):
+        with exclusive(lock_path(self.dir), f"the embedding cache {self.dir}"):
             todo = self.missing(layers)  # another run may have stored them while this one waited
             if not todo:
                 return False
@@ -149,7 +182,7 @@ class EmbeddingStore:
                      show_progress: bool = True, desc: str = "encoding") -> bool:
         """Encode rows `shard_range(index, shards)` of the missing layers and return (`--shard i/n`); the plain
         command later finds them marked. Runs beside the other shards: the store lock only to create the files."""
-        with exclusive(self.dir.parent / f"{self.dir.name}.lock", f"the embedding cache {self.dir}"):
+        with exclusive(lock_path(self.dir), f"the embedding cache {self.dir}"):
             todo = self.missing(layers)
             if todo:
                 self.prepare(todo, desc=desc)
@@ -224,7 +257,10 @@ class EmbeddingStore:
         atomic_write(self.dir / "meta.json", json.dumps(meta, indent=2))
 
     def layer(self, layer: int) -> np.ndarray:
-        """A read-only memmap [n, width] of one stored layer."""
-        if self.missing([layer]):
+        """A read-only memmap [n, >= width] of one stored layer (safe while another run widens it, see
+        read_layer)."""
+        array = wait_for_layer(self.dir, layer)
+        if (array is None or array.ndim != 2 or array.shape[0] != len(self.texts) or array.shape[1] < self.width
+                or array.dtype != self.dtype):
             raise KeyError(f"layer {layer} is not stored in {self.dir}; call ensure() first")
-        return np.load(self._path(layer), mmap_mode="r")
+        return array
