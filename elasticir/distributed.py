@@ -23,6 +23,7 @@ ELASTICIR_FAULT_EXIT_ONCE=<file> is a fault-injection hook for tests: the first 
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -126,17 +127,16 @@ def cell_task(docs_dir: str, queries_dir: str, point: tuple, search: dict, conte
     import ir_measures
 
     from elasticir.cells import Cell
+    from elasticir.encoders.store import wait_for_layer
     from elasticir.evaluation.retrieval import _search_cell, score_cell
     from elasticir.index.quantized import precision_slug
-
-    from elasticir.encoders.store import wait_for_layer
 
     layer, dim, precision, labelled = point
     docs, queries = (wait_for_layer(Path(folder), layer) for folder in (docs_dir, queries_dir))
     if docs is None or queries is None:
         raise RuntimeError(f"layer {layer} is no longer stored in {docs_dir} / {queries_dir}")
     row, ids, scores = _search_cell(docs, queries, layer, dim, precision, **search)
-    key = (id(context["qrels"]), tuple(map(str, context["measures"])))
+    key = context["evaluator_key"]  # not id(qrels): each task unpickles its own copy, and ids are reused
     if _EVALUATORS.get("key") != key:  # parsed once per dataset per worker, not per cell
         _EVALUATORS.update(key=key, evaluator=ir_measures.evaluator(context["measures"], context["qrels"]))
     context = {**context, "evaluator": _EVALUATORS["evaluator"]}
@@ -243,7 +243,8 @@ class RayExecutor:
         from ray.util import ActorPool
 
         query_ids, doc_ids, qrels, measures = context
-        shared = self.ray.put({"query_ids": query_ids, "doc_ids": doc_ids, "qrels": qrels, "measures": measures})
+        shared = self.ray.put({"query_ids": query_ids, "doc_ids": doc_ids, "qrels": qrels, "measures": measures,
+                               "evaluator_key": secrets.token_hex(8)})  # one per dataset (see cell_task)
         search_ref = self.ray.put(search)
         labelled = tuple(precisions) != ("float32",)
         points = [(layer, dim, p, labelled) for layer, dim in grid.cells for p in precisions]

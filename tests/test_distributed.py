@@ -214,3 +214,35 @@ def test_a_reader_never_maps_a_layer_file_a_wider_run_has_just_recreated(tiny_en
     monkeypatch.setattr(pathlib.Path, "read_text", racing)
     got = narrow.layer(2)
     assert not armed and np.array_equal(np.asarray(got)[:, :8], expected)
+
+
+def test_cell_task_parses_each_datasets_qrels_not_the_previous_one(tiny_encoder, tmp_path):
+    """Ray unpickles the qrels for every cell task: a freed copy's id comes back for the next dataset's qrels,
+    so an evaluator cached by id would score that dataset against the previous one's judgements."""
+    import ir_measures
+
+    from elasticir.encoders import EmbeddingStore
+    from elasticir.evaluation.retrieval import tie_ranks
+
+    doc_ids = ["d0", "d1", "d2", "d3"]
+    docs = EmbeddingStore(tmp_path, tiny_encoder, doc_ids, ["guitar music", "cat sofa", "stock market", "onion"])
+    queries = EmbeddingStore(tmp_path, tiny_encoder, ["q0"], ["music guitar"])
+    for store in (docs, queries):
+        store.ensure([2], show_progress=False)
+    search = {"normalize": True, "index": "flat", "flat_backend": "torch", "device": "cpu", "k": 4,
+              "tie_rank": tie_ranks(doc_ids), "exclude": None, "latency_samples": 0}
+    qrels = {"q0": {"d0": 1}}  # one object, mutated: the same id with other contents, as after a reuse
+
+    def rr(key):
+        context = {"query_ids": ["q0"], "doc_ids": np.asarray(doc_ids, dtype=object), "qrels": qrels,
+                   "measures": [ir_measures.RR], "evaluator_key": key}
+        row, _ = distributed.cell_task(str(docs.dir), str(queries.dir), (2, 8, "float32", False), search, context,
+                                       str(tmp_path / key))
+        return row[str(ir_measures.RR)]
+
+    distributed._EVALUATORS.clear()
+    first = rr("dataset-a")
+    qrels["q0"] = {doc: 1 for doc in doc_ids if doc != "d0"}
+    second = rr("dataset-b")
+    distributed._EVALUATORS.clear()
+    assert second == rr("dataset-b-fresh") != first
