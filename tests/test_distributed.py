@@ -246,3 +246,27 @@ def test_cell_task_parses_each_datasets_qrels_not_the_previous_one(tiny_encoder,
     second = rr("dataset-b")
     distributed._EVALUATORS.clear()
     assert second == rr("dataset-b-fresh") != first
+
+
+def test_a_piece_written_into_a_file_a_wider_run_replaced_is_not_marked_done(tiny_encoder, tmp_path):
+    """A `--shard` writer holds only its piece's lock: a wider run may replace the layer file under it. Its
+    rows went to the old file, so its marker must not cover the new one (which a later run would then list
+    with zero rows)."""
+    from elasticir.encoders import EmbeddingStore
+    from elasticir.encoders.store import Piece, write_rows
+
+    texts = ["one text", "another text", "a third one", "and a fourth"]
+    ids = ["a", "b", "c", "d"]
+    narrow = EmbeddingStore(tmp_path, tiny_encoder, ids, texts, width=8)
+    wide = EmbeddingStore(tmp_path, tiny_encoder, ids, texts, width=32)
+    narrow.prepare([2])
+    replaced = []
+
+    def widen():  # the wider run prepares while the narrow writer is mid-piece
+        if not replaced:
+            replaced.append(wide.prepare([2]))
+
+    write_rows(narrow.dir, tiny_encoder, texts, Piece(0, 4, (2,)), prompt="", batch_size=2, after_batch=widen)
+    assert replaced and narrow.covered(2) == []
+    wide.ensure([2], show_progress=False)
+    assert np.allclose(wide.layer(2), tiny_encoder.encode(texts, [2], show_progress=False)[2], atol=1e-6)

@@ -73,6 +73,15 @@ def lock_path(folder: Path) -> Path:
     return folder.parent / f"{folder.name}.lock"
 
 
+def _map(handle, mode: str) -> np.ndarray:
+    """A memmap of the .npy behind an open handle (so of that file, whatever the path names later)."""
+    version = np.lib.format.read_magic(handle)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(handle)
+    return np.memmap(handle, dtype=dtype, mode=mode, offset=handle.tell(), shape=shape,
+                     order="F" if fortran else "C")
+
+
 def read_layer(folder: Path, layer: int) -> np.ndarray | None:
     """A read-only memmap of `layer_<layer>.npy`, or None unless meta.json lists the layer. The file is opened
     first and mapped from that handle, then meta.json is read: a run widening the layer replaces the file
@@ -80,12 +89,7 @@ def read_layer(folder: Path, layer: int) -> np.ndarray | None:
     while checking meta.json first and opening the path second could map the new, still empty file."""
     try:
         with open(folder / f"layer_{layer}.npy", "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(handle)
-            array = np.memmap(handle, dtype=dtype, mode="r", offset=handle.tell(), shape=shape,
-                              order="F" if fortran else "C")
+            array = _map(handle, "r")
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
         return None
@@ -106,8 +110,13 @@ def write_rows(folder: Path, encoder: ElasticEncoder, texts: Sequence[str], piec
                batch_size: int, show_progress: bool = False, desc: str = "encoding",
                after_batch: Callable[[], None] | None = None) -> None:
     """Encode `texts` (the rows of `piece`) into the existing layer files, flush, then mark the piece done.
-    A function of paths, not of an EmbeddingStore, so a Ray actor or a `--shard` process calls it directly."""
-    outputs = {layer: np.load(folder / f"layer_{layer}.npy", mmap_mode="r+") for layer in piece.layers}
+    A function of paths, not of an EmbeddingStore, so a Ray actor or a `--shard` process calls it directly.
+    A layer whose file a wider run replaced meanwhile (prepare) keeps no marker: these rows went to the old file.
+    """
+    outputs, inodes = {}, {}
+    for layer in piece.layers:
+        with open(folder / f"layer_{layer}.npy", "r+b") as handle:
+            outputs[layer], inodes[layer] = _map(handle, "r+"), os.fstat(handle.fileno()).st_ino
     try:
         for rows, pooled in encoder.iter_encode(texts, piece.layers, batch_size=batch_size, prompt=prompt,
                                                 show_progress=show_progress, desc=desc):
@@ -119,8 +128,18 @@ def write_rows(folder: Path, encoder: ElasticEncoder, texts: Sequence[str], piec
             out.flush()
     finally:
         outputs.clear()
-    for layer in piece.layers:
-        atomic_write(marker_path(folder, layer, piece.start, piece.stop), "")
+    for layer in piece.layers:  # marker first, then the check: prepare replaces the file, then unlinks markers
+        marker = marker_path(folder, layer, piece.start, piece.stop)
+        atomic_write(marker, "")
+        if _inode(folder / f"layer_{layer}.npy") != inodes[layer]:
+            marker.unlink(missing_ok=True)  # at worst a valid marker of the new file: its rows are encoded again
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
 
 
 class EmbeddingStore:
@@ -211,12 +230,12 @@ class EmbeddingStore:
             atomic_write(self.dir / "meta.json", json.dumps(meta, indent=2))
         token = f"{os.getpid()}.{secrets.token_hex(4)}"
         for layer in create:
-            for marker in (self.dir / "shards").glob(f"L{layer}.*.done"):
-                marker.unlink(missing_ok=True)
             temporary = self.dir / f".layer_{layer}.{token}.tmp"
             np.lib.format.open_memmap(temporary, mode="w+", dtype=self.dtype,
                                       shape=(len(self.texts), self.width)).flush()  # sparse: no disk used yet
             temporary.replace(self._path(layer))
+            for marker in (self.dir / "shards").glob(f"L{layer}.*.done"):  # after the replace (see write_rows)
+                marker.unlink(missing_ok=True)
 
     def covered(self, layer: int) -> list[tuple[int, int]]:
         """Row ranges of `layer` that done markers cover, merged and sorted."""
