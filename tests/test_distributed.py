@@ -270,3 +270,16 @@ def test_a_piece_written_into_a_file_a_wider_run_replaced_is_not_marked_done(tin
     assert replaced and narrow.covered(2) == []
     wide.ensure([2], show_progress=False)
     assert np.allclose(wide.layer(2), tiny_encoder.encode(texts, [2], show_progress=False)[2], atol=1e-6)
+
+
+def test_a_plain_run_after_one_shard_encodes_only_the_rows_no_shard_covered(tiny_encoder, tmp_path):
+    from elasticir.encoders import EmbeddingStore
+    from elasticir.encoders.store import Piece
+
+    texts = [f"text number {i}" for i in range(6)]
+    store = EmbeddingStore(tmp_path, tiny_encoder, [str(i) for i in range(6)], texts, width=8)
+    assert store.encode_shard([2, 3], 0, 2, show_progress=False)  # rows 0-3; shard 1/2 never ran
+    assert store.pending([2, 3], 1) == [Piece(3, 6, (2, 3))]  # not the whole corpus again
+    assert store.pending([2, 3], 4) == [Piece(3, 4, (2, 3)), Piece(4, 6, (2, 3))]  # Ray's cut: still by shard
+    assert store.ensure([2, 3], show_progress=False)
+    assert np.allclose(store.layer(3), tiny_encoder.encode(texts, [3], show_progress=False)[3][:, :8], atol=1e-6)

@@ -10,7 +10,7 @@ are written batch by batch as they are encoded, so memory stays bounded for corp
 Sharded: the rows are encoded in row ranges ("pieces"), by this process, by Ray actors (elasticir.distributed)
 or by separate `--shard i/n` processes, each writing its rows in place into the layer files. A piece counts as
 written only when its marker `shards/L<layer>.<start>-<stop>.done` exists, created after its rows are flushed,
-so a killed writer's piece is simply encoded again; a re-run encodes only the rows no marker covers.
+so a killed writer's piece is simply encoded again; a re-run encodes only the rows no marker covers (whatever cut wrote them).
 
 Safe under concurrency and crashes: layer files are created (and the stale temporaries of a killed writer
 removed) under the store's lock (`.lock`, see elasticir.locking); an in-process or Ray encode holds it to the
@@ -28,6 +28,7 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -252,15 +253,20 @@ class EmbeddingStore:
         return [(a, b) for a, b in merged]
 
     def pending(self, todo: list[int], shards: int) -> list[Piece]:
-        """The pieces still to encode: each of the `shards` equal ranges, at the layers whose markers do not
-        cover it (a range part-covered by other pieces is encoded whole: same rows, same values)."""
+        """The pieces still to encode: within each of the `shards` equal ranges, every stretch of rows that the
+        markers of a layer leave uncovered, at those layers. Markers of another cut (`--shard i/n` jobs, Ray's
+        pieces) count wherever they fall, so a plain run after a failed shard encodes only that shard's rows."""
+        count = len(self.texts)
         covered = {layer: self.covered(layer) for layer in todo}
-        pieces = []
-        for index in range(min(shards, max(1, len(self.texts)))):
-            start, stop = shard_range(len(self.texts), index, shards)
-            layers = tuple(layer for layer in todo
-                           if not any(a <= start and stop <= b for a, b in covered[layer]))
-            if layers and stop > start:
+        starts = {shard_range(count, index, shards)[0] for index in range(shards)}
+        edges = sorted(starts | {count} | {edge for ranges in covered.values() for a, b in ranges
+                                           for edge in (a, b) if edge <= count})
+        pieces: list[Piece] = []
+        for start, stop in pairwise(edges):
+            layers = tuple(layer for layer in todo if not any(a <= start and stop <= b for a, b in covered[layer]))
+            if layers and pieces and pieces[-1].stop == start and pieces[-1].layers == layers and start not in starts:
+                pieces[-1] = Piece(pieces[-1].start, stop, layers)
+            elif layers:
                 pieces.append(Piece(start, stop, layers))
         return pieces
 
