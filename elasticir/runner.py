@@ -147,6 +147,12 @@ def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
     return Part(cells, timings, len(pairs), [path])
 
 
+def store_width(config: RunConfig, grid: Grid, encoder: ElasticEncoder) -> int:
+    """Columns the embedding stores keep: the grid's widest dim, or the full width when funnels rescore with the
+    full cell (one width for the grid, the funnels and `--shard`, so no layer is encoded twice)."""
+    return encoder.hidden_size if config.funnels else max(grid.dims)
+
+
 def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
     data = load_beir(path, spec.split)
     if config.limit_queries or config.limit_corpus:
@@ -157,6 +163,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
         normalize=config.normalize, query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
         batch_size=config.batch_size, latency_samples=config.latency_samples, show_progress=config.show_progress,
         name=spec.name, precisions=tuple(config.precisions), store_dtype=config.store_dtype,
+        store_width=store_width(config, grid, encoder),
         executor=executor_for(config, encoder),
     )
     atomic_write(part_dir / "per_query.csv.gz", gzip.compress(per_query.to_csv(index=False).encode()))
@@ -458,7 +465,7 @@ def encode_shard(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder, gr
         data = load_beir(job.path, job.spec.split)
         if config.limit_queries or config.limit_corpus:
             data = subset_retrieval(data, config.limit_queries, config.limit_corpus, config.seed)
-        for store, what in zip(corpus_stores(encoder, data, config.cache / "embeddings", max(grid.dims),
+        for store, what in zip(corpus_stores(encoder, data, config.cache / "embeddings", store_width(config, grid, encoder),
                                              query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
                                              store_dtype=config.store_dtype), ("corpus", "queries")):
             store.encode_shard(grid.layers, index, count, batch_size=config.batch_size,

@@ -79,6 +79,23 @@ def test_whole_corpus_funnel_reproduces_the_cell_end_to_end(tiny_encoder, corpus
     _reproduce_compares_funnels(outcome.leaderboard)
 
 
+def test_funnels_with_narrow_grid_dims_encode_each_store_once(tiny_encoder, corpus_root, tmp_path, monkeypatch):
+    """The grid (dims 8) and the funnels (full cell, width 32) share one store width: nothing is encoded twice."""
+    calls = []
+    original = tiny_encoder.iter_encode
+
+    def counted(texts, layers, **kwargs):
+        calls.append((len(texts), tuple(layers)))
+        return original(texts, layers, **kwargs)
+
+    monkeypatch.setattr(tiny_encoder, "iter_encode", counted)
+    config = RunConfig(model="unused", sts=[], retrieval=["toyfunnel"], bm25=False, layers=[2, 4], dims=[8],
+                       funnels=["2:8/20/4:32"], data_root=str(corpus_root), out=str(tmp_path / "out"),
+                       show_progress=False, latency_samples=0, latency_texts=0)
+    run(config, tiny_encoder)
+    assert len(calls) == 2, calls  # the corpus and the queries, once each
+
+
 def _reproduce_compares_funnels(board):
     """reproduce reports a funnel's metric that moved, by name; a leaderboard without funnels still loads."""
     from elasticir.reproduce import compare_leaderboards

@@ -74,17 +74,19 @@ def evaluate_retrieval(
     normalize: bool | None = None, query_prompt: str | None = None, doc_prompt: str | None = None,
     batch_size: int = 64, latency_samples: int = 100, show_progress: bool = True, name: str = "retrieval",
     precisions: tuple[str, ...] = ("float32",), store_dtype: str = "float32", executor=None,
+    store_width: int | None = None,
 ) -> GridResult:
     """Per-cell table (layer, dim, metrics, costs), per-query values of every cell, and stage timings.
 
     Other precisions than float32 add one point per (cell, precision) and a `precision` column (absent from
     float32-only runs, whose tables and run files stay as they were).
-    `executor`: None (this process) or an elasticir.distributed.RayExecutor (encoding actors, cell tasks)."""
+    `executor`: None (this process) or an elasticir.distributed.RayExecutor (encoding actors, cell tasks).
+    `store_width`: the columns the stores keep (default the grid's widest dim; see runner.store_width)."""
     encoder.check_cells(grid.cells)
     normalize = encoder.info.normalize if normalize is None else normalize
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    docs, queries = corpus_stores(encoder, data, cache_dir, max(grid.dims), query_prompt=query_prompt,
+    docs, queries = corpus_stores(encoder, data, cache_dir, store_width or max(grid.dims), query_prompt=query_prompt,
                                   doc_prompt=doc_prompt, store_dtype=store_dtype)
     for store, what in ((docs, "corpus"), (queries, "queries")):
         store.ensure(grid.layers, batch_size=batch_size, show_progress=show_progress, desc=f"{name} {what}",
