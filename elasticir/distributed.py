@@ -208,12 +208,13 @@ class RayExecutor:
         """What EmbeddingStore.ensure needs to encode through the actors."""
         return {"shards": self.workers * PIECES_PER_WORKER, "encode_pieces": self.encode_pieces}
 
-    def encode_pieces(self, store, pieces: list, batch_size: int) -> None:
+    def encode_pieces(self, store, pieces: list, batch_size: int, *, show_progress: bool = True,
+                      desc: str = "encoding") -> None:
         """Every piece of `store` by the actor pool, each actor writing its rows into the store's files."""
         from ray.util import ActorPool
 
-        bar = progress(total=sum(p.stop - p.start for p in pieces), desc=f"encoding on {self.workers} Ray "
-                       "worker(s)", unit="text", enabled=True)
+        bar = progress(total=sum(p.stop - p.start for p in pieces), desc=f"{desc} on {self.workers} Ray worker(s)",
+                       unit="text", enabled=show_progress)
         pool = ActorPool(self.actors())
         for rows in pool.map_unordered(lambda actor, p: actor.write.remote(
                 str(store.dir), list(store.texts[p.start:p.stop]), p, store.prompt, batch_size), pieces):
@@ -231,8 +232,10 @@ class RayExecutor:
         count = min(len(texts), self.workers * PIECES_PER_WORKER) or 1
         ranges = [shard_range(len(texts), i, count) for i in range(count)]
         pool = ActorPool(self.actors())
-        parts = list(pool.map(lambda actor, r: actor.encode.remote(list(texts[r[0]:r[1]]), layers, batch_size),
-                              ranges))
+        parts = list(progress(pool.map(lambda actor, r: actor.encode.remote(list(texts[r[0]:r[1]]), layers,
+                                                                            batch_size), ranges),
+                              total=len(ranges), desc=f"{desc} on {self.workers} Ray worker(s)", unit="piece",
+                              enabled=show_progress))
         return {layer: np.concatenate([part[layer] for part in parts]) for layer in layers}
 
     def run_cells(self, docs_dir: Path, queries_dir: Path, grid, search: dict, context: tuple, part_dir: Path, *,

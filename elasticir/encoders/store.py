@@ -179,7 +179,8 @@ class EmbeddingStore:
     def ensure(self, layers: Sequence[int], *, batch_size: int = 64, show_progress: bool = True,
                desc: str = "encoding", shards: int = 1, encode_pieces: Callable[..., None] | None = None) -> bool:
         """Encode what is not stored yet; True if anything was encoded. The missing rows are cut into `shards`
-        pieces, each encoded in one early-exiting pass, here or by `encode_pieces(store, pieces, batch_size)`
+        pieces, each encoded in one early-exiting pass, here or by
+        `encode_pieces(store, pieces, batch_size, show_progress=..., desc=...)`
         (the Ray executor's actors)."""
         if not self.missing(layers):
             return False
@@ -190,7 +191,7 @@ class EmbeddingStore:
             self.prepare(todo, desc=desc)
             pieces = self.pending(todo, shards)
             if pieces and encode_pieces is not None:
-                encode_pieces(self, pieces, batch_size)
+                encode_pieces(self, pieces, batch_size, show_progress=show_progress, desc=desc)
             else:
                 for piece in pieces:
                     write_rows(self.dir, self.encoder, self.texts[piece.start:piece.stop], piece, prompt=self.prompt,
