@@ -378,7 +378,7 @@ def compiled_hidden_states(ctx: dict, attention: str):
                     pooled = [varlen.pool_packed(states[layer], batch, "mean") for layer in ctx["layers"]]
                 else:
                     states = model(**batch, output_hidden_states=True).hidden_states
-                    pooled = [encoder._pool(states[layer], batch["attention_mask"]) for layer in ctx["layers"]]
+                    pooled = [encoder.stack.embed(states[layer], batch) for layer in ctx["layers"]]
                 torch.stack([p.float() for p in pooled])
     return run, f"gpu_only; {encoder.attention_note}; compiled without hooks, output_hidden_states"
 

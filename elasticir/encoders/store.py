@@ -45,7 +45,11 @@ def store_key(encoder: ElasticEncoder, ids: Sequence[str], texts: Sequence[str],
     (tested to 1e-5 per layer), which cannot move a metric at its fourth decimal, so either reuses the other's."""
     digest = hashlib.sha256()
     info = encoder.info
-    for part in (info.weights_sha256, info.pooling, str(info.max_length), prompt, str(encoder.dtype), dtype):
+    head = ["|".join(info.head)] if info.head else []
+    # "output": the rows are the model's output embedding (after every module, Normalize included); stores
+    # written before held the pooled vector, so they are not reused
+    for part in ("output", info.weights_sha256, info.pooling, str(info.max_length), prompt, str(encoder.dtype), dtype,
+                 *head):
         digest.update(part.encode() + b"\0")
     for doc_id, text in zip(ids, texts):
         digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
