@@ -34,10 +34,16 @@ class DatasetSpec:
     expected_docs: int | None = None
     remove_self_hits: bool = False  # BEIR and pyserini drop a hit whose doc id equals the query id
     zip_subfolder: str | None = None  # cqadupstack forums live inside one zip
+    mteb_name: str | None = None  # the MTEB task name: what MTEB's prompt selection keys on (None: not in MTEB)
+
+    @property
+    def mteb_type(self) -> str:
+        """The MTEB task type of this dataset's task (the prompt selection's fallback key)."""
+        return "STS" if self.task == "sts" else "Retrieval"
 
 
-def _sts(name: str, hf: str, rows: int) -> DatasetSpec:
-    return DatasetSpec(name, "sts", "test", f"hf:mteb/{hf}", rows)
+def _sts(name: str, hf: str, rows: int, mteb: str) -> DatasetSpec:
+    return DatasetSpec(name, "sts", "test", f"hf:mteb/{hf}", rows, mteb_name=mteb)
 
 
 def _beir(name: str, docs: int, queries: int, split: str = "test", **kw) -> DatasetSpec:
@@ -54,32 +60,33 @@ _LICENSED = "licensed: build with the BEIR instructions, put under <data root>/b
 CATALOG: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
-        _sts("stsbenchmark", "stsbenchmark-sts", 1379),
-        _sts("sts12", "sts12-sts", 3108),
-        _sts("sts13", "sts13-sts", 1500),
-        _sts("sts14", "sts14-sts", 3750),
-        _sts("sts15", "sts15-sts", 3000),
-        _sts("sts16", "sts16-sts", 1186),
-        _sts("sickr", "sickr-sts", 9927),
-        _beir("scifact", 5183, 300),
-        _beir("nfcorpus", 3633, 323),
-        _beir("arguana", 8674, 1406, remove_self_hits=True),
-        _beir("fiqa", 57638, 648),
-        _beir("scidocs", 25657, 1000),
-        _beir("trec-covid", 171332, 50),
-        _beir("quora", 522931, 10000, remove_self_hits=True),
-        _beir("nq", 2681468, 3452),
-        _beir("hotpotqa", 5233329, 7405),
-        _beir("dbpedia-entity", 4635922, 400),
-        _beir("fever", 5416568, 6666),
-        _beir("climate-fever", 5416593, 1535),
-        _beir("webis-touche2020", 382545, 49),
+        _sts("stsbenchmark", "stsbenchmark-sts", 1379, "STSBenchmark"),
+        _sts("sts12", "sts12-sts", 3108, "STS12"),
+        _sts("sts13", "sts13-sts", 1500, "STS13"),
+        _sts("sts14", "sts14-sts", 3750, "STS14"),
+        _sts("sts15", "sts15-sts", 3000, "STS15"),
+        _sts("sts16", "sts16-sts", 1186, "STS16"),
+        _sts("sickr", "sickr-sts", 9927, "SICK-R"),
+        _beir("scifact", 5183, 300, mteb_name="SciFact"),
+        _beir("nfcorpus", 3633, 323, mteb_name="NFCorpus"),
+        _beir("arguana", 8674, 1406, mteb_name="ArguAna", remove_self_hits=True),
+        _beir("fiqa", 57638, 648, mteb_name="FiQA2018"),
+        _beir("scidocs", 25657, 1000, mteb_name="SCIDOCS"),
+        _beir("trec-covid", 171332, 50, mteb_name="TRECCOVID"),
+        _beir("quora", 522931, 10000, mteb_name="QuoraRetrieval", remove_self_hits=True),
+        _beir("nq", 2681468, 3452, mteb_name="NQ"),
+        _beir("hotpotqa", 5233329, 7405, mteb_name="HotpotQA"),
+        _beir("dbpedia-entity", 4635922, 400, mteb_name="DBPedia"),
+        _beir("fever", 5416568, 6666, mteb_name="FEVER"),
+        _beir("climate-fever", 5416593, 1535, mteb_name="ClimateFEVER"),
+        _beir("webis-touche2020", 382545, 49, mteb_name="Touche2020"),
         *[
-            _beir(f"cqadupstack-{forum}", docs, queries, source=BEIR_URL.format("cqadupstack"), zip_subfolder=forum)
+            _beir(f"cqadupstack-{forum}", docs, queries, source=BEIR_URL.format("cqadupstack"), zip_subfolder=forum,
+                  mteb_name=f"CQADupstack{forum.capitalize()}Retrieval")
             for forum, (docs, queries) in _CQA.items()
         ],
-        _beir("msmarco", 8841823, 6980, split="dev"),
-        _beir("msmarco-passage-dev-small", 8841823, 6980, split="dev", source=BEIR_URL.format("msmarco")),
+        _beir("msmarco", 8841823, 6980, mteb_name="MSMARCO", split="dev"),
+        _beir("msmarco-passage-dev-small", 8841823, 6980, split="dev", source=BEIR_URL.format("msmarco"), mteb_name="MSMARCO"),
         _beir("trec-dl-2019-passage", 8841823, 43, source=BEIR_URL.format("msmarco")),
         _beir("trec-dl-2020-passage", 8841823, 54, source=BEIR_URL.format("msmarco")),
         *[_beir(name, docs, q, source=_LICENSED.format(name)) for name, docs, q in [
