@@ -32,7 +32,16 @@ BatchOpt = Annotated[int, typer.Option(help="Encoding batch size (the cap, with 
 TokensOpt = Annotated[int | None, typer.Option(help="Form encoding batches by this many tokens (padded tokens "
                                                     "on padded attention) instead of a fixed count.")]
 MaxLenOpt = Annotated[int | None, typer.Option(help="Max tokens (default: the model's own setting).")]
-PoolingOpt = Annotated[str | None, typer.Option(help="mean or cls (default: the model's own setting).")]
+PoolingOpt = Annotated[str | None, typer.Option(help="Replace the model's Pooling mode: mean, cls, max, lasttoken, "
+                                                 "weightedmean, mean_sqrt_len_tokens (default: the model's own).")]
+PromptNameOpt = Annotated[str | None, typer.Option(help="One of the model's prompts for every text (none: no prompt). "
+                                                   "Default: the prompt MTEB selects for each dataset's task.")]
+QueryPromptOpt = Annotated[str | None, typer.Option(help="Literal prefix for retrieval queries (default: as MTEB "
+                                                    "selects from the model's prompts).")]
+DocPromptOpt = Annotated[str | None, typer.Option(help="Literal prefix for retrieval documents (default: as MTEB "
+                                                  "selects from the model's prompts).")]
+TrustOpt = Annotated[bool | None, typer.Option("--trust-remote-code", help="Load a model whose repository ships its "
+                                               "own Python code (refused by default).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when present).")]
 BackendOpt = Annotated[str | None, typer.Option(help="torch (default) or onnx (onnxruntime on the CPU, BERT models).")]
 RecomputeOpt = Annotated[bool, typer.Option("--recompute", help="Recompute datasets an earlier run already finished.")]
@@ -69,6 +78,11 @@ StoreDtypeOpt = Annotated[str | None, typer.Option(help="Embedding store dtype: 
 def _scale(executor, ray_address, workers, shard=None, store_dtype=None) -> dict:
     return {"executor": executor, "ray_address": ray_address, "workers": workers, "shard": shard,
             "store_dtype": store_dtype}
+
+
+def _prompts(prompt_name=None, query_prompt=None, doc_prompt=None, trust_remote_code=None) -> dict:
+    return {"prompt_name": prompt_name, "query_prompt": query_prompt, "doc_prompt": doc_prompt,
+            "trust_remote_code": trust_remote_code}
 
 
 def _limits(smoke: bool, limit_queries: int | None, limit_corpus: int | None) -> dict:
@@ -218,6 +232,10 @@ def run_command(
     shard: ShardOpt = None,
     store_dtype: StoreDtypeOpt = None,
     baseline: BaselineOpt = None,
+    prompt_name: PromptNameOpt = None,
+    query_prompt: QueryPromptOpt = None,
+    doc_prompt: DocPromptOpt = None,
+    trust_remote_code: TrustOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """The main job: every (layer, dim) cell on STS (STSb, STS12, SICK-R) and SciFact (dense grid + BM25)."""
@@ -228,6 +246,7 @@ def run_command(
         pooling=pooling, device=device, backend=backend, seed=seed, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
         **_scale(executor, ray_address, workers, shard, store_dtype),
+        **_prompts(prompt_name, query_prompt, doc_prompt, trust_remote_code),
         baseline=baseline,
     ), report=report)
 
@@ -252,6 +271,8 @@ def eval_sts(
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     workers: WorkersOpt = None,
+    prompt_name: PromptNameOpt = None,
+    trust_remote_code: TrustOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """STS only: Spearman and Pearson of cosine for every cell (MTEB protocol)."""
@@ -259,7 +280,7 @@ def eval_sts(
         config, model=model, layers=layers, dims=dims, sts=datasets, retrieval=[], data_root=data_root,
         out=out_dir, cache_dir=cache_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
-        **_scale(executor, ray_address, workers),
+        **_scale(executor, ray_address, workers), **_prompts(prompt_name, trust_remote_code=trust_remote_code),
     ))
 
 
@@ -276,8 +297,10 @@ def eval_retrieval(
     precisions: PrecisionsOpt = None,
     k: KOpt = None,
     bm25: Bm25Opt = None,
-    query_prompt: Annotated[str | None, typer.Option(help="Prefix for queries (default: the model's own).")] = None,
-    doc_prompt: Annotated[str | None, typer.Option(help="Prefix for documents (default: the model's own).")] = None,
+    prompt_name: PromptNameOpt = None,
+    query_prompt: QueryPromptOpt = None,
+    doc_prompt: DocPromptOpt = None,
+    trust_remote_code: TrustOpt = None,
     data_root: DataRootOpt = None,
     out_dir: OutOpt = None,
     cache_dir: CacheDirOpt = None,
@@ -302,8 +325,8 @@ def eval_retrieval(
     """Retrieval only: index every cell, search, evaluate with ir-measures (nDCG@10, RR@10, R@100, R@1000)."""
     _run(_config(
         config, model=model, layers=layers, dims=dims, sts=[], retrieval=dataset, index=index,
-        flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25, query_prompt=query_prompt, doc_prompt=doc_prompt,
-        data_root=data_root, out=out_dir, cache_dir=cache_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
+        flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25,
+        **_prompts(prompt_name, query_prompt, doc_prompt, trust_remote_code), data_root=data_root, out=out_dir, cache_dir=cache_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
         **_scale(executor, ray_address, workers, shard, store_dtype),
@@ -333,6 +356,10 @@ def eval_funnel(
     limit_queries: LimitQueriesOpt = None,
     limit_corpus: LimitCorpusOpt = None,
     latency_texts: LatencyTextsOpt = None,
+    prompt_name: PromptNameOpt = None,
+    query_prompt: QueryPromptOpt = None,
+    doc_prompt: DocPromptOpt = None,
+    trust_remote_code: TrustOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Funnel retrieval: shortlist K per query with a small cell, rescore the shortlist with a larger one; every
@@ -342,6 +369,7 @@ def eval_funnel(
         precisions=precisions, layers=layers, dims=dims, k=k, bm25=False, data_root=data_root, out=out_dir,
         cache_dir=cache_dir, batch_size=batch_size, device=device, recompute=recompute,
         latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
+        **_prompts(prompt_name, query_prompt, doc_prompt, trust_remote_code),
     ))
 
 

@@ -54,20 +54,21 @@ class EncoderSpec:
     """What rebuilds the driver's encoder in a worker process: the same folder and settings, so the same key."""
 
     path: str
-    pooling: str
+    pooling: str | None  # the --pooling override, None for the model's own Pooling module
     normalize: bool
     max_length: int
     dtype: str
     max_tokens_per_batch: int | None
     backend: str
     onnx_cache: str | None
+    trust_remote_code: bool = False
 
     @classmethod
     def of(cls, encoder) -> EncoderSpec:
         onnx = getattr(encoder, "_onnx", None)
-        return cls(encoder.info.path, encoder.info.pooling, encoder.info.normalize, encoder.info.max_length,
+        return cls(encoder.info.path, encoder.pooling_override, encoder.info.normalize, encoder.info.max_length,
                    str(encoder.dtype).removeprefix("torch."), encoder.max_tokens_per_batch, encoder.backend,
-                   str(onnx.cache_dir) if onnx else None)
+                   str(onnx.cache_dir) if onnx else None, encoder.trust_remote_code)
 
     def build(self, device: str):
         import torch
@@ -76,7 +77,8 @@ class EncoderSpec:
 
         return ElasticEncoder(self.path, pooling=self.pooling, normalize=self.normalize, max_length=self.max_length,
                               device=device, dtype=getattr(torch, self.dtype), backend=self.backend,
-                              max_tokens_per_batch=self.max_tokens_per_batch, onnx_cache=self.onnx_cache)
+                              max_tokens_per_batch=self.max_tokens_per_batch, onnx_cache=self.onnx_cache,
+                              trust_remote_code=self.trust_remote_code)
 
 
 def _maybe_fault() -> None:
@@ -112,8 +114,8 @@ class ShardEncoder:
                    after_batch=_maybe_fault)
         return piece.stop - piece.start
 
-    def encode(self, texts: list[str], layers: list[int], batch_size: int) -> dict[int, np.ndarray]:
-        return self.encoder.encode(texts, layers, batch_size=batch_size, show_progress=False)
+    def encode(self, texts: list[str], layers: list[int], batch_size: int, prompt: str = "") -> dict[int, np.ndarray]:
+        return self.encoder.encode(texts, layers, batch_size=batch_size, show_progress=False, prompt=prompt)
 
     def cell(self, docs_dir: str, queries_dir: str, point: tuple, search: dict, context: dict,
              part_dir: str) -> tuple[dict, object]:
@@ -222,7 +224,7 @@ class RayExecutor:
         bar.close()
 
     def encode(self, texts: list[str], layers, *, batch_size: int = 64, show_progress: bool = True,
-               desc: str = "encoding") -> dict[int, np.ndarray]:
+               desc: str = "encoding", prompt: str = "") -> dict[int, np.ndarray]:
         """{layer: [len(texts), hidden]} as ElasticEncoder.encode gives it, the texts split over the actors."""
         from ray.util import ActorPool
 
@@ -233,7 +235,7 @@ class RayExecutor:
         ranges = [shard_range(len(texts), i, count) for i in range(count)]
         pool = ActorPool(self.actors())
         parts = list(progress(pool.map(lambda actor, r: actor.encode.remote(list(texts[r[0]:r[1]]), layers,
-                                                                            batch_size), ranges),
+                                                                            batch_size, prompt), ranges),
                               total=len(ranges), desc=f"{desc} on {self.workers} Ray worker(s)", unit="piece",
                               enabled=show_progress))
         return {layer: np.concatenate([part[layer] for part in parts]) for layer in layers}

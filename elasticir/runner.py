@@ -36,6 +36,7 @@ from elasticir.data.sts import load_sts
 from elasticir.data.subset import describe, subset_retrieval, subset_sts
 from elasticir.distributed import executor_for, release_executors
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
+from elasticir.encoders.prompts import Prompt, check_prompt_name, dataset_prompts
 from elasticir.errors import ElasticIRError
 from elasticir.evaluation.funnel import check_funnel_flags, check_funnels_fit
 from elasticir.evaluation.latency import layer_encode_latency
@@ -73,8 +74,13 @@ class RunConfig(BaseModel):
     k: int = 1000
     bm25: bool = True
     normalize: bool | None = None  # re-normalise truncated vectors (default: as the model does)
+    # prompts: by default each dataset's texts get the model's prompt that MTEB selects for the task (see
+    # encoders.prompts); prompt_name replaces that choice on every side ("none": no prompt), query_prompt /
+    # doc_prompt are literal texts for retrieval queries / documents
+    prompt_name: str | None = None
     query_prompt: str | None = None
     doc_prompt: str | None = None
+    trust_remote_code: bool = False  # load a model whose repository ships its own code
     latency_samples: int = 100
     latency_texts: int = 32  # real texts timed per layer for the measured encode cost (0 = skip); one batch
     limit_queries: int | None = None  # smoke test: queries (STS: pairs) kept per dataset, seeded
@@ -132,12 +138,12 @@ class Part:
     funnels: list[dict] = field(default_factory=list)
 
 
-Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path], Part]
+Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path, dict[str, Prompt]], Part]
 
 
-def _evaluate_sts(encoder, spec, path, grid, config, part_dir) -> Part:
+def _evaluate_sts(encoder, spec, path, grid, config, part_dir, prompts) -> Part:
     pairs = subset_sts(load_sts(path), config.limit_queries, config.seed)
-    cells, cosines, timings = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size,
+    cells, cosines, timings = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size, prompt=prompts["text"].text,
                                            show_progress=config.show_progress, desc=f"sts {spec.name}",
                                            executor=executor_for(config, encoder))
     buffer = io.BytesIO()  # per-pair cosines of every cell + gold scores: what a bootstrap test resamples
@@ -153,14 +159,14 @@ def store_width(config: RunConfig, grid: Grid, encoder: ElasticEncoder) -> int:
     return encoder.hidden_size if config.funnels else max(grid.dims)
 
 
-def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
+def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir, prompts) -> Part:
     data = load_beir(path, spec.split)
     if config.limit_queries or config.limit_corpus:
         data = subset_retrieval(data, config.limit_queries, config.limit_corpus, config.seed)
     cells, per_query, timings = evaluate_retrieval(
         encoder, data, grid, part_dir=part_dir, cache_dir=config.cache / "embeddings",
         remove_self_hits=spec.remove_self_hits, index=config.index, flat_backend=config.flat_backend, k=config.k,
-        normalize=config.normalize, query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
+        normalize=config.normalize, query_prompt=prompts["query"].text, doc_prompt=prompts["document"].text,
         batch_size=config.batch_size, latency_samples=config.latency_samples, show_progress=config.show_progress,
         name=spec.name, precisions=tuple(config.precisions), store_dtype=config.store_dtype,
         store_width=store_width(config, grid, encoder),
@@ -173,7 +179,8 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir) -> Part:
         from elasticir.evaluation.funnel import run_funnels
 
         funnels, funnel_notes = run_funnels(encoder, data, grid, config, part_dir,
-                                            remove_self_hits=spec.remove_self_hits, name=spec.name)
+                                            remove_self_hits=spec.remove_self_hits, name=spec.name,
+                                            query_prompt=prompts["query"].text, doc_prompt=prompts["document"].text)
         notes += funnel_notes
     baselines = []
     if config.bm25:
@@ -196,15 +203,38 @@ def _sources(spec: DatasetSpec, files: list[dict]) -> dict:
 
 
 def check_shape_early(config: RunConfig) -> None:
-    """Refuse a layer, dim or pair the model lacks from its config.json, before loading its weights."""
-    from elasticir.encoders.model import resolve_model_path, transformer_folder
+    """Refuse a layer, dim or pair the model lacks from its config.json, before loading its weights. Dims are
+    checked here only when the output width is the transformer's (no module after Pooling but Normalize and
+    a single-mode Pooling); otherwise once the model is loaded."""
+    from elasticir.encoders.model import resolve_model_path
+    from elasticir.encoders.stack import module_entries, transformer_folder
     from elasticir.report.cost import EncoderShape
 
-    shape = EncoderShape.from_folder(transformer_folder(resolve_model_path(config.model)[0]))
+    folder = resolve_model_path(config.model)[0]
+    shape = EncoderShape.from_folder(transformer_folder(folder))
     if shape is None:
         return  # the loader will say what is wrong with the folder
-    Grid.for_model(shape.num_layers, shape.hidden_size, config.layers, config.dims)
-    validate_cells([Cell(*p) for p in config.pairs or []], shape.num_layers, shape.hidden_size)
+    kinds = [entry["type"].rsplit(".", 1)[-1] for entry in module_entries(folder)[1:]]
+    same_width = all(kind in ("Pooling", "Normalize") for kind in kinds) and _single_pooling(folder, module_entries(folder))
+    Grid.for_model(shape.num_layers, shape.hidden_size, config.layers, config.dims if same_width else None)
+    if same_width:
+        validate_cells([Cell(*p) for p in config.pairs or []], shape.num_layers, shape.hidden_size)
+
+
+def _single_pooling(folder: Path, entries: list[dict]) -> bool:
+    """The Pooling module (if any) uses one mode, so its output keeps the transformer's width."""
+    import json
+
+    for entry in entries:
+        if entry["type"].endswith(".Pooling"):
+            try:
+                settings = json.loads((folder / entry.get("path", "") / "config.json").read_text())
+            except (OSError, ValueError):
+                return False
+            modes = [k for k, v in settings.items() if k.startswith("pooling_mode_") and v is True]
+            listed = settings.get("pooling_mode")
+            return len(modes) <= 1 and not (isinstance(listed, list) and len(listed) > 1)
+    return True
 
 
 def seed_everything(seed: int) -> None:
@@ -223,10 +253,37 @@ class Job:
     path: Path
     files: list[Path]
     data_sha256: list[str]
+    prompts: dict[str, Prompt] = field(default_factory=dict)  # per side, once the model is known (job_prompts)
 
     def options(self, config: RunConfig) -> dict:
-        """Per-dataset settings that change its part (self-hit removal; whether BM25 is part of it)."""
-        return {"remove_self_hits": self.spec.remove_self_hits, "bm25": config.bm25} if self.task == "retrieval" else {}
+        """Per-dataset settings that change its part (self-hit removal; whether BM25 is part of it; the prompt
+        texts, when any side has one: runs without prompts keep their keys)."""
+        options = {"remove_self_hits": self.spec.remove_self_hits, "bm25": config.bm25} if self.task == "retrieval" else {}
+        if any(prompt.text for prompt in self.prompts.values()):
+            options["prompts"] = {side: prompt.text for side, prompt in self.prompts.items()}
+        return options
+
+
+def job_prompts(jobs: list[Job], config: RunConfig, encoder: ElasticEncoder) -> None:
+    """Each job's prompts, chosen from the model's by MTEB's rules for the dataset's MTEB task name and type,
+    or as the prompt flags say (a --prompt-name the model lacks stops here, before any encoding)."""
+    info = encoder.info
+    check_prompt_name(info.prompts, config.prompt_name)
+    for job in jobs:
+        job.prompts = dataset_prompts(info.prompts, info.default_prompt_name, task=job.task,
+                                      task_name=job.spec.mteb_name, task_type=job.spec.mteb_type,
+                                      prompt_name=config.prompt_name, query_prompt=config.query_prompt,
+                                      doc_prompt=config.doc_prompt)
+
+
+def check_similarity(jobs: list[Job], encoder: ElasticEncoder) -> None:
+    """Retrieval ranks by the model's own similarity: cosine (normalised vectors) or dot product; the distance
+    similarities sentence-transformers also knows have no exact FAISS index here."""
+    similarity = encoder.info.similarity
+    if similarity not in ("cosine", "dot") and any(job.task == "retrieval" for job in jobs):
+        raise ElasticIRError(f"the model's similarity_fn_name is {similarity!r}; elasticir's retrieval ranks by "
+                             "cosine or dot product only. Evaluate its STS sets, or set similarity_fn_name in its "
+                             "config_sentence_transformers.json if the model was trained for cosine or dot")
 
 
 def locate_datasets(config: RunConfig) -> list[Job]:
@@ -292,6 +349,8 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
         "dims": list(grid.dims), "retrieval": {key: getattr(config, key) for key in
                                                ("index", "flat_backend", "k", "normalize", "query_prompt", "doc_prompt")},
     }
+    if config.prompt_name is not None:  # only then: runs with the MTEB-selected prompts keep their run ids
+        numeric["prompt_name"] = config.prompt_name
     if config.store_dtype != "float32":  # only then: float32 runs keep their run ids
         numeric["store_dtype"] = config.store_dtype
     if config.precisions != ["float32"]:  # only then: float32-only runs keep their run ids
@@ -342,14 +401,17 @@ def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeri
 
 def _evaluate_part(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunConfig, store: RunStore,
                    key: str) -> None:
-    part = EVALUATORS[job.task](encoder, job.spec, job.path, grid, config, store.dir / job.task / job.name)
+    part = EVALUATORS[job.task](encoder, job.spec, job.path, grid, config, store.dir / job.task / job.name,
+                                job.prompts)
     cells = part.cells
     cells.insert(0, "dataset", job.name)
     files = [file_checksum(p) for p in part.files]
+    prompts = ({"prompts": {side: p.as_dict() for side, p in job.prompts.items()}}
+               if any(p.text for p in job.prompts.values()) else {})
     meta = {
         "key": key,
         "dataset": {"name": job.name, "task": job.task, "split": job.spec.split, "n_examples": part.n_examples,
-                    **_sources(job.spec, files), "files": files},
+                    **_sources(job.spec, files), "files": files, **prompts},
         "timings": [{"dataset": job.name, "stage": stage, "seconds": s} for stage, s in part.timings.items()],
         "baselines": [{"dataset": job.name, **b} for b in part.baselines],
         "notes": part.notes,
@@ -466,7 +528,8 @@ def encode_shard(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder, gr
         if config.limit_queries or config.limit_corpus:
             data = subset_retrieval(data, config.limit_queries, config.limit_corpus, config.seed)
         for store, what in zip(corpus_stores(encoder, data, config.cache / "embeddings", store_width(config, grid, encoder),
-                                             query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
+                                             query_prompt=job.prompts["query"].text,
+                                             doc_prompt=job.prompts["document"].text,
                                              store_dtype=config.store_dtype), ("corpus", "queries")):
             store.encode_shard(grid.layers, index, count, batch_size=config.batch_size,
                                show_progress=config.show_progress, desc=f"{job.name} {what}")
@@ -488,7 +551,10 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome 
         stage(f"loading model {config.model}")
     encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
                                         device=config.device, max_tokens_per_batch=config.max_tokens_per_batch,
-                                        backend=config.backend, onnx_cache=config.cache / "onnx")
+                                        backend=config.backend, onnx_cache=config.cache / "onnx",
+                                        trust_remote_code=config.trust_remote_code)
+    job_prompts(jobs, config, encoder)
+    check_similarity(jobs, encoder)
     config = widen_dims(config, spec, encoder)  # the elastic grid covers the baseline's cells
     grid, pairs, numeric = build_grid(config, encoder)
     check_index_fits(config, jobs, grid)

@@ -22,6 +22,7 @@ import numpy as np
 
 from elasticir.cells import Cell
 from elasticir.encoders import ElasticEncoder, truncate
+from elasticir.encoders.prompts import choose
 from elasticir.errors import ElasticIRError
 
 try:
@@ -68,8 +69,9 @@ class ElasticCellModel(AbsEncoder):
     def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type=None,
                **kwargs: Any) -> np.ndarray:
         texts = [text for batch in inputs for text in batch["text"]]
-        prompt_key = getattr(prompt_type, "value", prompt_type)
-        prompt = self.encoder.info.prompts.get(prompt_key, "") if prompt_key else ""
+        info = self.encoder.info  # the prompt MTEB's own selection gives a sentence-transformers model
+        prompt = choose(info.prompts, info.default_prompt_name, task_name=task_metadata.name,
+                        task_type=task_metadata.type, prompt_type=getattr(prompt_type, "value", prompt_type)).text
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         pooled = self.encoder.encode(texts, [self.layer], batch_size=kwargs.get("batch_size", self.batch_size),

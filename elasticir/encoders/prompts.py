@@ -61,3 +61,26 @@ def choose(prompts: dict[str, str], default_name: str | None, *, task_name: str 
         return Prompt(prompt_name, prompts[prompt_name])
     name = mteb_prompt_name(prompts, task_name, task_type, prompt_type) or default_name
     return Prompt(name, prompts[name]) if name and name in prompts else EMPTY
+
+
+SIDES = {"sts": (None,), "retrieval": ("query", "document")}  # the prompt types of a task's texts
+
+
+def dataset_prompts(prompts: dict[str, str], default_name: str | None, *, task: str, task_name: str | None,
+                    task_type: str, prompt_name: str | None = None, query_prompt: str | None = None,
+                    doc_prompt: str | None = None) -> dict[str, Prompt]:
+    """The prompt of each side of one dataset: {"text": ...} for a symmetric task (STS: both sentences get the
+    same prompt, MTEB's prompt type None), {"query": ..., "document": ...} for retrieval. `prompt_name` (or
+    "none") replaces MTEB's selection on every side; `query_prompt` / `doc_prompt` are literal texts that
+    replace the prompt of their side."""
+    literals = {"query": query_prompt, "document": doc_prompt}
+    return {side or "text": choose(prompts, default_name, task_name=task_name, task_type=task_type, prompt_type=side,
+                                   prompt_name=prompt_name, literal=literals.get(side or ""))
+            for side in SIDES[task]}
+
+
+def check_prompt_name(prompts: dict[str, str], prompt_name: str | None) -> None:
+    """`--prompt-name` names one of the model's prompts (or "none"): checked once the model is loaded, before
+    any dataset is encoded."""
+    if prompt_name is not None:
+        choose(prompts, None, task_name=None, task_type="", prompt_type=None, prompt_name=prompt_name)

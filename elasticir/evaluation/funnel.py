@@ -283,7 +283,8 @@ def query_encode_flops(encoder, texts: list[str]):
     return lambda layer: float(encode_flops_per_token(shape, int(layer), seq, encoder.info.pooling) * seq), seq
 
 
-def run_funnels(encoder, data, grid, config, part_dir, *, remove_self_hits: bool, name: str) -> tuple[list[dict], list[str]]:
+def run_funnels(encoder, data, grid, config, part_dir, *, remove_self_hits: bool, name: str,
+                query_prompt: str | None = None, doc_prompt: str | None = None) -> tuple[list[dict], list[str]]:
     """Evaluate the config's funnels on one dataset; writes funnels.csv and funnel_per_query.csv.gz in the part
     folder (the part is finished only when its meta is written after them) and returns the leaderboard records."""
     from elasticir.io import atomic_write
@@ -292,7 +293,8 @@ def run_funnels(encoder, data, grid, config, part_dir, *, remove_self_hits: bool
     funnels = resolve_funnels(config.funnels, grid.cells, list(config.precisions), full, len(data.doc_ids))
     explicit = [parse_funnel(s) for s in config.funnels if s != "auto"]
     layers = sorted({f.layer1 for f in funnels} | {f.layer2 for f in funnels} | {full.layer})
-    inputs = _inputs(encoder, data, config, layers, remove_self_hits=remove_self_hits, name=name)
+    inputs = _inputs(encoder, data, config, layers, remove_self_hits=remove_self_hits, name=name,
+                     query_prompt=query_prompt, doc_prompt=doc_prompt)
     encode_flops, seq = query_encode_flops(encoder, data.query_texts)
     metric = "nDCG@10"
     table, per_query = evaluate_funnels(inputs, funnels, full, encode_flops=encode_flops,
@@ -309,7 +311,8 @@ def run_funnels(encoder, data, grid, config, part_dir, *, remove_self_hits: bool
     return funnel_records(table, metric), notes
 
 
-def _inputs(encoder, data, config, layers: list[int], *, remove_self_hits: bool, name: str) -> FunnelInputs:
+def _inputs(encoder, data, config, layers: list[int], *, remove_self_hits: bool, name: str,
+            query_prompt: str | None = None, doc_prompt: str | None = None) -> FunnelInputs:
     """The corpus and query stores (the same cache entries the grid evaluation uses), the tie order, self-hit
     exclusion and a scorer (ir-measures, optional run file)."""
     import ir_measures
@@ -324,7 +327,7 @@ def _inputs(encoder, data, config, layers: list[int], *, remove_self_hits: bool,
     from elasticir.index.dense import tie_ranks
 
     stores = corpus_stores(encoder, data, config.cache / "embeddings", encoder.hidden_size,  # stage 2: full width
-                           query_prompt=config.query_prompt, doc_prompt=config.doc_prompt,
+                           query_prompt=query_prompt, doc_prompt=doc_prompt,
                            store_dtype=config.store_dtype)
     for store, what in zip(stores, ("corpus", "queries")):
         store.ensure(layers, batch_size=config.batch_size, show_progress=config.show_progress,

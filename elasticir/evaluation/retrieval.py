@@ -21,6 +21,7 @@ from ir_measures import RR, R, nDCG
 from elasticir.cells import Cell, Grid
 from elasticir.data.beir import RetrievalData
 from elasticir.encoders import ElasticEncoder, EmbeddingStore
+from elasticir.encoders.prompts import dataset_prompts
 from elasticir.evaluation.result import GridResult
 from elasticir.index.dense import tie_ranks
 from elasticir.index.quantized import build_index, precision_slug
@@ -152,13 +153,16 @@ def _ordered(table: pd.DataFrame) -> pd.DataFrame:
 def corpus_stores(encoder: ElasticEncoder, data: RetrievalData, cache_dir: Path, width: int, *,
                   query_prompt: str | None = None, doc_prompt: str | None = None,
                   store_dtype: str = "float32") -> tuple[EmbeddingStore, EmbeddingStore]:
-    """The corpus and query stores of a dataset (prompts default to the model's own), each keeping the first
-    `width` dims (the widest the caller needs): what `--shard`, the grid evaluation and funnels all open."""
-    prompts = encoder.info.prompts
+    """The corpus and query stores of a dataset, each keeping the first `width` dims (the widest the caller
+    needs): what `--shard`, the grid evaluation and funnels all open. A prompt left None is the model's prompt
+    MTEB selects for a retrieval task of no known name (the runner passes the ones selected for the dataset)."""
+    info = encoder.info
+    chosen = dataset_prompts(info.prompts, info.default_prompt_name, task="retrieval", task_name=None,
+                             task_type="Retrieval", query_prompt=query_prompt, doc_prompt=doc_prompt)
     docs = EmbeddingStore(cache_dir, encoder, data.doc_ids, data.doc_texts, dtype=store_dtype, width=width,
-                          prompt=doc_prompt if doc_prompt is not None else prompts.get("document", ""))
+                          prompt=chosen["document"].text)
     queries = EmbeddingStore(cache_dir, encoder, data.query_ids, data.query_texts, dtype=store_dtype, width=width,
-                             prompt=query_prompt if query_prompt is not None else prompts.get("query", ""))
+                             prompt=chosen["query"].text)
     return docs, queries
 
 

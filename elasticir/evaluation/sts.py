@@ -15,6 +15,7 @@ from scipy.stats import pearsonr, spearmanr
 from elasticir.cells import Grid
 from elasticir.data.sts import StsPairs
 from elasticir.encoders import ElasticEncoder, truncate
+from elasticir.encoders.prompts import choose
 from elasticir.evaluation.result import GridResult
 
 STS_METRICS = ("spearman", "pearson")
@@ -39,9 +40,11 @@ def score_cells(embeddings: dict[int, np.ndarray], left: np.ndarray, right: np.n
 
 
 def evaluate_sts(encoder: ElasticEncoder, pairs: StsPairs, grid: Grid, *, batch_size: int = 64,
-                 show_progress: bool = True, desc: str = "sts", executor=None) -> GridResult:
+                 show_progress: bool = True, desc: str = "sts", executor=None, prompt: str | None = None) -> GridResult:
     """Per-cell metrics (layer, dim, spearman, pearson), per-pair cosines of every cell, stage timings.
-    `executor`: None (encode here) or an elasticir.distributed.RayExecutor (sentences encoded by its actors)."""
+    `executor`: None (encode here) or an elasticir.distributed.RayExecutor (sentences encoded by its actors).
+    `prompt`: prepended to every sentence; None: the model's prompt MTEB selects for an STS task of no known
+    name (the runner passes the one selected for the dataset's MTEB name)."""
     encoder.check_cells(grid.cells)
     texts, index = [], {}
     for sentence in pairs.sentence1 + pairs.sentence2:
@@ -51,8 +54,12 @@ def evaluate_sts(encoder: ElasticEncoder, pairs: StsPairs, grid: Grid, *, batch_
     left = np.array([index[s] for s in pairs.sentence1])
     right = np.array([index[s] for s in pairs.sentence2])
     start = time.perf_counter()
+    if prompt is None:
+        info = encoder.info
+        prompt = choose(info.prompts, info.default_prompt_name, task_name=None, task_type="STS", prompt_type=None).text
     encode = executor.encode if executor is not None else encoder.encode
-    embeddings = encode(texts, grid.layers, batch_size=batch_size, show_progress=show_progress, desc=desc)
+    embeddings = encode(texts, grid.layers, batch_size=batch_size, show_progress=show_progress, desc=desc,
+                        prompt=prompt)
     encoded = time.perf_counter()
     rows, cosines = score_cells(embeddings, left, right, pairs.scores, grid)
     return GridResult(pd.DataFrame(rows), cosines, {"encode": encoded - start, "score": time.perf_counter() - encoded})

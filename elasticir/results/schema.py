@@ -36,13 +36,16 @@ class ModelRecord(_Strict):
     weights_sha256: str
     num_layers: int
     hidden_size: int
-    pooling: Literal["mean", "cls"]
+    pooling: str  # the Pooling module's mode(s): mean, cls, lasttoken, max, weightedmean, ... ("cls+mean")
     normalize: bool
     max_length: int
     prompts: dict[str, str] = {}
     dtype: str
     device: str
     training: dict | None = None  # an elasticir-trained model's method, trained cells, base, data, steps, seed
+    head: list[str] = []  # modules after Pooling besides a final Normalize (Dense heads, ...)
+    similarity: str = "cosine"  # the model's similarity_fn_name: what every cell is scored with
+    default_prompt_name: str | None = None
 
 
 class GridRecord(_Strict):
@@ -64,9 +67,14 @@ class MemberRecord(_Strict):
     hidden_size: int
     intermediate_size: int | None = None
     vocab_size: int | None = None
-    pooling: Literal["mean", "cls"] | None = None
+    pooling: str | None = None
     source: tuple[int, int]
     run_id: str | None = None
+
+
+class PromptRecord(_Strict):
+    name: str | None  # the model's prompt name, None for a literal text (--query-prompt) or no prompt
+    text: str
 
 
 class DatasetRecord(_Strict):
@@ -77,6 +85,9 @@ class DatasetRecord(_Strict):
     source: str | None  # what was read: "local sha256:<digest of the files' sha256s>" for a local copy
     official_source: str | None = None  # where the dataset is published (catalog), when known
     files: list[FileRecord]
+    # the prompt each side's texts got ("text" for STS, "query"/"document" for retrieval), when any side got
+    # one (absent: no prompt anywhere)
+    prompts: dict[str, PromptRecord] | None = None
 
 
 class CellResult(_Strict):
