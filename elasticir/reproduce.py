@@ -120,9 +120,10 @@ def compare_leaderboards(recorded: Leaderboard, reproduced: Leaderboard, *, tole
 
 
 def _weights_of(folder: Path) -> str:
-    from elasticir.encoders.model import transformer_folder, weights_sha256
+    from elasticir.encoders.model import weights_sha256
 
-    return weights_sha256(transformer_folder(folder))
+    return weights_sha256(folder)  # as the encoder records it: the transformer's weights and its modules'
+
 
 
 def find_model(board: Leaderboard, model: str | Path | None = None) -> tuple[str, list[str]]:
