@@ -7,13 +7,13 @@ cannot express the Starbucks pair list or its KLs.
 What we keep is their mechanism: one cached pass per input column, then the base loss called again on each
 truncated view of it - through the base loss's own `compute_loss_from_embeddings`, so the MNRL / CoSENT
 formulas are sentence-transformers' own. The pass exits early as `ElasticEncoder.forward_layers` does (hooks
-on the blocks) and pools with the model's own Pooling module, so a cell is trained exactly as it is
-evaluated: the output of the first L blocks, pooled, through the model's Normalize module if it has one
-(`sentence_embedding`, the point sentence-transformers and both Starbucks codes read), cut to d dims,
-L2-normalised again (unless normalize=False, for dot-product models).
+on the blocks) and runs the model's own module stack (encoders.stack), so a cell is trained exactly as it is
+evaluated: the output of the first L blocks through every module after the Transformer - Pooling, any Dense
+head, Normalize - (`sentence_embedding`, the point sentence-transformers and both Starbucks codes read), cut
+to d dims, L2-normalised again (unless normalize=False, for dot-product models).
 
 Every KL reads the embedding at `kl_point`: "output" (default) is that `sentence_embedding`, as the
-originals read it; "pooled" is the pooled vector before Normalize, which on a model with a Normalize module
+originals read it; "pooled" is the Pooling output before any later module, which on a model with a Normalize module
 makes the KL tens of times stronger (the softmax of a unit vector is nearly flat, of a raw one is not).
 
 Every loss is an `nn.Module` that wraps a base loss and is called with `(sentence_features, labels)`, as the
@@ -80,28 +80,14 @@ def validate_pairs(pairs: Iterable[Sequence[int]], num_layers: int, hidden_size:
     return cells
 
 
-def _elastic_parts(model: nn.Module) -> tuple[nn.Module, nn.Module, tuple[nn.Module, ...]]:
-    """The Transformer, Pooling and Normalize modules of a [Transformer, Pooling, (Normalize)] SentenceTransformer.
+def _elastic_parts(model: nn.Module):
+    """The Transformer and the module stack after it (encoders.stack.ModuleStack: Pooling in any mode, Dense
+    heads, LayerNorm, Normalize, ...), the same stack the evaluation applies at every layer; a module without a
+    layer-wise meaning is refused there, with its reason."""
+    from elasticir.encoders.stack import ModuleStack
 
-    Anything else after pooling (a Dense projection, several pooling modes concatenated) mixes or stacks
-    coordinates, so the first d of them would not be the cell the evaluation code reads.
-    """
-    from sentence_transformers.base.modules import Normalize, Transformer
-    from sentence_transformers.sentence_transformer.modules import Pooling
-
-    modules = list(model)
-    if (
-        len(modules) < 2
-        or not isinstance(modules[0], Transformer)
-        or not isinstance(modules[1], Pooling)
-        or not isinstance(modules[1].pooling_mode, str)
-        or any(not isinstance(module, Normalize) for module in modules[2:])
-    ):
-        raise ElasticIRError(
-            "elastic losses need a SentenceTransformer made of Transformer, Pooling (one mode) and "
-            f"optionally Normalize; this one is {' -> '.join(type(module).__name__ for module in modules)}"
-        )
-    return modules[0], modules[1], tuple(modules[2:])
+    stack = ModuleStack.of(model)
+    return model[0], stack
 
 
 def _choice(name: str, value: str, allowed: Sequence[str]) -> str:
@@ -131,13 +117,14 @@ class ElasticLoss(nn.Module):
         self.loss = loss
         self.normalize = normalize
         self.kl_point = _choice("kl_point", kl_point, KL_POINTS)
-        transformer, pooling, after = _elastic_parts(model)
+        transformer, stack = _elastic_parts(model)
         config = transformer.auto_model.config
         self.num_layers: int = config.num_hidden_layers
-        self.hidden_size: int = config.hidden_size
+        # the output width (a Dense head sets it): the grid's widest dim, as the evaluation's
+        self.hidden_size: int = model.get_embedding_dimension() or config.hidden_size
         # a tuple, so these stay plain references and are not registered twice as submodules of the loss
         blocks = transformer_blocks(transformer.auto_model, self.num_layers)
-        self._parts = (transformer, pooling, blocks, after)
+        self._parts = (transformer, stack, blocks)
 
     @property
     def full(self) -> Cell:
@@ -151,15 +138,14 @@ class ElasticLoss(nn.Module):
         return [self._embed_column(features, wanted) for features in sentence_features]
 
     def _embed_column(self, features: dict[str, Tensor], layers: list[int]) -> dict[int, Tensor]:
-        transformer, pooling, blocks, _ = self._parts
+        transformer, stack, blocks = self._parts
         return run_layers(lambda: transformer(dict(features)), blocks, layers,
-                          lambda hidden: pooling({**features, "token_embeddings": hidden})["sentence_embedding"])
+                          lambda hidden: stack.pool(hidden, features))
 
     def output(self, pooled: Tensor) -> Tensor:
-        """The model's `sentence_embedding` for a pooled vector: the modules after pooling (Normalize) applied."""
-        for module in self._parts[3]:
-            pooled = module({"sentence_embedding": pooled})["sentence_embedding"]
-        return pooled
+        """The model's `sentence_embedding` for a pooled vector: every module after Pooling applied (Dense
+        heads, Normalize, ...), as the evaluation applies them."""
+        return self._parts[1].finish(pooled)
 
     def at_kl_point(self, columns: Columns, layer: int, dim: int | None = None) -> Tensor:
         """Rows of every column at `kl_point` (output or pooled), cut to `dim`: what an embedding KL reads."""

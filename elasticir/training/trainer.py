@@ -124,13 +124,14 @@ def build_loss(config: TrainConfig, model, data: TrainingData) -> ElasticLoss:
     check_recipe(config.model_dump(), data_kind=data.kind)
     base = build_base_loss(config, model, data.kind)
     shape = model[0].auto_model.config
+    width = model.get_embedding_dimension() or shape.hidden_size  # the module stack's output (a Dense head sets it)
     common = {"normalize": config.normalize, "kl_point": config.kl_point}
     kl = {"kl": config.kl, "kl_weight": config.kl_weight, "temperature": config.temperature,
           "detach": config.detach, **common}
     if config.method == "srl":
         return SRLLoss(model, base, config.pairs, **kl)
     if config.method == "srl-grid":
-        grid = Grid.for_model(shape.num_hidden_layers, shape.hidden_size, config.layers, config.dims)
+        grid = Grid.for_model(shape.num_hidden_layers, width, config.layers, config.dims)
         return FullGridSRLLoss(model, base, grid, cells_per_step=config.cells_per_step, seed=config.seed, **kl)
     if config.method == "2dmse":
         return TwoDMSELoss(model, base, config.layers, config.dims, layers_per_step=config.layers_per_step,
@@ -156,7 +157,7 @@ def load_base(config: TrainConfig):
         if config.cell is None:
             raise ElasticIRError("truncate_layers needs the trained cell (L, d): set cell")
         layer = config.cell[0]
-        validate_cells([Cell(*config.cell)], shape.num_hidden_layers, shape.hidden_size)
+        validate_cells([Cell(*config.cell)], shape.num_hidden_layers, model.get_embedding_dimension() or shape.hidden_size)
         del transformer_blocks(model[0].auto_model, shape.num_hidden_layers)[layer:]
         shape.num_hidden_layers = layer
     return model, folder
@@ -318,7 +319,6 @@ def train_separate(config: TrainConfig, cells: list[tuple[int, int]], *, variant
 
 
 def _hidden_size(model: str) -> int:
-    from transformers import AutoConfig
-
-    folder, _ = resolve_model_path(model)
-    return AutoConfig.from_pretrained(folder).hidden_size
+    """The width of the model's output embedding (its module stack's, a Dense head included)."""
+    st, _ = load_sentence_transformer(model, "cpu")
+    return st.get_embedding_dimension() or st[0].auto_model.config.hidden_size
