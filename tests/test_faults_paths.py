@@ -215,6 +215,36 @@ def test_leaderboard_refuses_a_hostile_file(world, finished_run):
     assert_nothing_outside(before, listing(world["tmp"]), "out")
 
 
+def _model_field(finished_run: Path, run: Path, field: str, value: str) -> Path:
+    shutil.copytree(finished_run, run)
+    board = json.loads((run / "leaderboard.json").read_text())
+    board["model"][field] = value
+    (run / "leaderboard.json").write_text(json.dumps(board))
+    return run
+
+
+@pytest.mark.parametrize("field, value", [("revision", "../../../escape"), ("name", ".."), ("revision", "a/b")])
+def test_mteb_export_refuses_a_climbing_model_name_or_revision(world, finished_run, field, value):
+    from elasticir.report.mteb_export import export_mteb
+
+    run = _model_field(finished_run, world["tmp"] / "named", field, value)
+    before = listing(world["tmp"])
+    with pytest.raises(ElasticIRError, match=rf"leaderboard model.{field} '{re.escape(value)}' cannot be a folder"):
+        export_mteb(run, world["tmp"] / "mteb")
+    assert_nothing_outside(before, listing(world["tmp"]), "mteb")
+
+
+@pytest.mark.slow
+def test_report_mteb_with_a_climbing_revision_is_one_clean_error(world, finished_run):
+    field, value = "revision", "../../../escape"
+    run = _model_field(finished_run, world["tmp"] / "named", field, value)
+    before = listing(world["tmp"])
+    result = invoke(["report", run, "--out", world["out"], "--mteb", world["tmp"] / "mteb"])
+    assert_one_error(result, rf"leaderboard model.{field} '{re.escape(value)}' cannot be a folder name .*--mteb")
+    assert_nothing_outside(before, listing(world["tmp"]), "out", "mteb")
+    assert not (world["tmp"].parent / "escape").exists()
+
+
 @pytest.mark.parametrize("name", ["scifact", "toy-a", "cqadupstack-tex", "x[red]", "my set", "sts12.v2", "a+b@1"])
 def test_names_pass(name):
     assert check_dataset_name(name) == name
