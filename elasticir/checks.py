@@ -89,14 +89,15 @@ def check_run_config(config) -> None:
 DATASET_FLAGS = {"sts": "--sts / --datasets (YAML key sts)", "retrieval": "--retrieval / --dataset (YAML key retrieval)"}
 
 
-def check_dataset_names(config) -> None:
+def check_dataset_names(config, where: dict[str, str] | None = None) -> None:
     """Every dataset of a run is a name (catalog entry or folder name under the data root), never a path: a
-    path would be read from anywhere and the run's parts written next to it, outside --out."""
+    path would be read from anywhere and the run's parts written next to it, outside --out. `where`: per task,
+    where its names came from (default: the flags, DATASET_FLAGS)."""
     from elasticir.data.catalog import check_dataset_name
 
     for task, flag in DATASET_FLAGS.items():
         for name in getattr(config, task):
-            check_dataset_name(name, flag, config.data_root)
+            check_dataset_name(name, (where or {}).get(task, flag), config.data_root)
 
 
 def free_bytes(path: Path) -> int:

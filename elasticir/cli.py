@@ -90,7 +90,13 @@ def _config(config_file: Path | None, kind: type | None = None, **flags):
     """A RunConfig (or `kind`) from an optional YAML file, overridden by the flags that were given."""
     from elasticir.runner import RunConfig
 
-    return load_config(kind or RunConfig, config_file, **flags)
+    config = load_config(kind or RunConfig, config_file, **flags)
+    if kind is None and config_file:  # a dataset name from the YAML: the error names the file and key
+        from elasticir.checks import check_dataset_names
+
+        check_dataset_names(config, {task: f"{config_file}: key {task}" for task in ("sts", "retrieval")
+                                     if flags.get(task) is None})
+    return config
 
 
 def _print_outcome(outcome) -> None:

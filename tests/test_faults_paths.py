@@ -149,7 +149,7 @@ def test_a_path_in_a_yaml_config_is_refused(world, key, text):
     before = listing(world["tmp"])
     result = invoke(["run", "--model", world["model"], "--layers", "1", "--dims", "8", "--data-root", world["root"],
                      "--out", world["out"], "--no-report", "--config", config])
-    assert_one_error(result, rf"YAML key {key}\).*{NAME_ERROR}")
+    assert_one_error(result, rf"run.yaml: key {key} '.*': {NAME_ERROR}")
     assert_nothing_outside(before, listing(world["tmp"]), "out")
 
 
@@ -313,6 +313,9 @@ def test_recompute_refuses_to_delete_a_folder_elasticir_did_not_make(world, comm
     assert_one_error(result, r"thesis exists and is not an elasticir (pre-)?training folder; choose another --out")
     if forged is None:  # the same refusal as without --recompute
         assert_one_error(plain, r"thesis exists and is not an elasticir (pre-)?training folder; choose another --out")
+    else:  # no marker: not offered for deletion
+        assert_one_error(plain, r"thesis holds a .*different config.*choose another --out \(it lacks "
+                                r"\.elasticir-output\.json, so --recompute will not delete it\)")
     assert listing(world["tmp"]) == before
     assert (folder / "chapters" / "one.tex").read_text() == "months of work"
 

@@ -128,7 +128,7 @@ def check_dataset_name(name, flag: str = "dataset", root: str | Path | None = No
     problem = _name_problem(name)
     if problem is None:
         return name
-    shown = str(data_root(root)) if root is not None or os.environ.get("ELASTICIR_DATA") else "<data root>"
+    shown = str(data_root(root))
     base = Path(str(name).replace("\\", "/").rstrip("/")).name if isinstance(name, str) else ""
     suggest = base if base and _name_problem(base) is None else "<name>"
     fix = fix or (f"put the folder under {shown}/beir/{suggest}/ (retrieval) or {shown}/sts/{suggest}/ (STS) "

@@ -66,9 +66,11 @@ def claim_output(out: Path, numeric: dict, *, started: str, finished: str, what:
         previous = json.loads((out / started).read_text())
         if previous != numeric:
             changed = sorted(k for k in previous.keys() | numeric.keys() if previous.get(k) != numeric.get(k))
+            recompute_hint = (", or pass --recompute to delete it and start again" if made_by_elasticir(out)
+                              else f" (it lacks {OUTPUT_MARKER}, so --recompute will not delete it)")
             raise ElasticIRError(
                 f"{out} holds a {what} run with a different config (differs in: {', '.join(changed)}). "
-                "Fix: choose another --out, or pass --recompute to delete it and start again"
+                f"Fix: choose another --out{recompute_hint}"
             )
         return "finished" if (out / finished).is_file() else "resume"
     if out.exists() and any(out.iterdir()):
