@@ -501,7 +501,7 @@ def train_command(
     checkpoint_steps: CheckpointOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
-    recompute: Annotated[bool | None, typer.Option("--recompute", help="Delete --out and train again.")] = None,
+    recompute: Annotated[bool | None, typer.Option("--recompute", help="Delete --out (only a folder elasticir made) and train again.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Fine-tune an elastic encoder; an interrupted run resumes from its last checkpoint when re-run."""
@@ -573,7 +573,7 @@ def pretrain_command(
                                                                "(default 500).")] = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
-    recompute: Annotated[bool | None, typer.Option("--recompute", help="Delete --out and train again.")] = None,
+    recompute: Annotated[bool | None, typer.Option("--recompute", help="Delete --out (only a folder elasticir made) and train again.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Pre-train an encoder with SMAE or MLM; an interrupted run resumes from its checkpoint when re-run."""

@@ -329,6 +329,16 @@ def test_recompute_deletes_a_folder_elasticir_made(tmp_path):
     assert not (out / "checkpoints").exists() and json.loads((out / "s.json").read_text()) == {"a": 2}
 
 
+def test_recompute_refuses_a_symbolic_link(tmp_path):
+    real = tmp_path / "real"
+    assert claim_output(real, {"a": 1}, started="s.json", finished="f.json", what="training") == "new"
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(ElasticIRError, match=r"is a symbolic link; --recompute deletes only a real folder"):
+        claim_output(link, {"a": 2}, started="s.json", finished="f.json", what="training", recompute=True)
+    assert json.loads((real / "s.json").read_text()) == {"a": 1}
+
+
 # ---- interrupted checkpoints ----------------------------------------------------------------------------------
 
 def test_incomplete_checkpoints_are_skipped_for_the_last_complete_one(tmp_path, capsys):

@@ -57,6 +57,9 @@ def claim_output(out: Path, numeric: dict, *, started: str, finished: str, what:
     refused = f"{out} exists and is not an elasticir {what} folder; choose another --out"
     if out.exists() and not out.is_dir():
         raise ElasticIRError(f"--out {out} is a file, not a folder; choose another --out")
+    if recompute and out.is_symlink():
+        raise ElasticIRError(f"--out {out} is a symbolic link; --recompute deletes only a real folder elasticir "
+                             f"made: pass the folder it points to ({out.resolve()}) as --out")
     if recompute and out.exists() and any(out.iterdir()):
         if not made_by_elasticir(out):
             raise ElasticIRError(f"{refused} (--recompute deletes only a folder elasticir made, one with "
