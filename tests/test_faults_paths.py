@@ -386,6 +386,44 @@ def test_a_checkpoint_cut_short_by_kill_9_resumes_from_the_last_whole_one(world)
     assert meta["resumed_from"] == "checkpoint-2" and meta["log_history"][-1]["step"] == 6
 
 
+KILLED_WHILE_SAVING = """
+import os, signal, sys
+from transformers.trainer_callback import TrainerState
+real = TrainerState.save_to_json
+def save(self, path):
+    if self.global_step == 4 and "checkpoint-4" in str(path):  # weights, optimiser and RNG written; state next
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, path)
+TrainerState.save_to_json = save
+from elasticir.cli import app
+sys.argv = ["elasticir", *sys.argv[1:]]
+app()
+"""
+
+
+@pytest.mark.slow
+def test_a_real_kill_9_while_a_checkpoint_is_written_then_the_rerun_finishes(world):
+    import os
+    import subprocess
+    import sys
+
+    out = world["tmp"] / "trained"
+    args = ["train", "--method", "plain", "--base", world["model"], "--data", _pairs(world), "--out", out,
+            "--max-steps", "6", "--batch-size", "4", "--checkpoint-steps", "2", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, *map(str, args)], check=False,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert (out / "checkpoints" / "checkpoint-4").is_dir()
+    assert not (out / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists()
+    rerun = invoke(args)
+    assert rerun.exit_code == 0, rerun.output
+    assert "checkpoint-4: incomplete checkpoint" in rerun.output and "Traceback" not in rerun.output
+    meta = json.loads((out / "elastic.json").read_text())
+    assert meta["resumed_from"] == "checkpoint-2" and meta["log_history"][-1]["step"] == 6
+
+
 # ---- early failures give the folder back ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("command, started", [("train", "train_config.json"), ("pretrain", "pretrain_config.json")])
