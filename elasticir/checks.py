@@ -73,6 +73,7 @@ def check_run_config(config) -> None:
             raise ElasticIRError(f"{flag} is empty; give a comma list or leave {flag} out for the default")
     if not config.sts and not config.retrieval:
         raise ElasticIRError("no datasets to evaluate: give --datasets (or sts / retrieval in the config)")
+    check_dataset_names(config)
     check_device(config.device)
     check_scale(config)
     check_output_dir(config.out)
@@ -82,6 +83,21 @@ def check_run_config(config) -> None:
         from elasticir.index.dense import check_index
 
         check_index(config.index, config.dims, flat_backend=config.flat_backend)
+
+
+# where a run's dataset names come from: the flag of `run`, of `eval <stage>`, and the YAML key
+DATASET_FLAGS = {"sts": "--sts / --datasets (YAML key sts)", "retrieval": "--retrieval / --dataset (YAML key retrieval)"}
+
+
+def check_dataset_names(config, where: dict[str, str] | None = None) -> None:
+    """Every dataset of a run is a name (catalog entry or folder name under the data root), never a path: a
+    path would be read from anywhere and the run's parts written next to it, outside --out. `where`: per task,
+    where its names came from (default: the flags, DATASET_FLAGS)."""
+    from elasticir.data.catalog import check_dataset_name
+
+    for task, flag in DATASET_FLAGS.items():
+        for name in getattr(config, task):
+            check_dataset_name(name, (where or {}).get(task, flag), config.data_root)
 
 
 def free_bytes(path: Path) -> int:

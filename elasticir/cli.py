@@ -104,7 +104,13 @@ def _config(config_file: Path | None, kind: type | None = None, **flags):
     """A RunConfig (or `kind`) from an optional YAML file, overridden by the flags that were given."""
     from elasticir.runner import RunConfig
 
-    return load_config(kind or RunConfig, config_file, **flags)
+    config = load_config(kind or RunConfig, config_file, **flags)
+    if kind is None and config_file:  # a dataset name from the YAML: the error names the file and key
+        from elasticir.checks import check_dataset_names
+
+        check_dataset_names(config, {task: f"{config_file}: key {task}" for task in ("sts", "retrieval")
+                                     if flags.get(task) is None})
+    return config
 
 
 def _print_outcome(outcome) -> None:
@@ -523,7 +529,7 @@ def train_command(
     checkpoint_steps: CheckpointOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
-    recompute: Annotated[bool | None, typer.Option("--recompute", help="Delete --out and train again.")] = None,
+    recompute: Annotated[bool | None, typer.Option("--recompute", help="Delete --out (only a folder elasticir made) and train again.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Fine-tune an elastic encoder; an interrupted run resumes from its last checkpoint when re-run."""
@@ -595,7 +601,7 @@ def pretrain_command(
                                                                "(default 500).")] = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
-    recompute: Annotated[bool | None, typer.Option("--recompute", help="Delete --out and train again.")] = None,
+    recompute: Annotated[bool | None, typer.Option("--recompute", help="Delete --out (only a folder elasticir made) and train again.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Pre-train an encoder with SMAE or MLM; an interrupted run resumes from its checkpoint when re-run."""

@@ -209,8 +209,8 @@ CASES = [  # (id, args builder, setup, pattern the one error line must match)
     ("query-empty-text", ir_args, lambda c: (c.root / "beir" / "toyir" / "queries.jsonl").write_text(
         '{"_id": "q1", "text": " "}\n{"_id": "q2", "text": "cat"}\n{"_id": "d3", "text": "markets"}\n'),
      r"queries.jsonl line 1: query 'q1' has empty text"),
-    ("markup-in-error-text", sts_args, lambda c: {"data_root": c.tmp / "[/bold]data", "datasets": "x[/red]"},
-     r"unknown dataset 'x\[/red\]'.*\[/bold\]data"),
+    ("markup-in-error-text", sts_args, lambda c: {"data_root": c.tmp / "[/bold]data", "datasets": "x[red]"},
+     r"unknown dataset 'x\[red\]'.*\[/bold\]data"),
     ("model-missing", sts_args, lambda c: {"model": c.tmp / "no-model"}, r"no-model"),
     ("model-pickle-refused", sts_args, _pickle_model, r"pickled/pytorch_model.bin: the checkpoint is a pickle .*weights_only=True"),
     ("no-datasets", ir_args, lambda c: _yaml(c, "retrieval: []\n") | {"dataset": None}, r"no datasets to evaluate"),

@@ -12,6 +12,7 @@ import difflib
 import gzip
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -97,6 +98,45 @@ CATALOG: dict[str, DatasetSpec] = {
 }  # fmt: skip
 
 
+# a dataset name: a catalog entry or one folder name under <data root>/beir/ or sts/, never a path
+_NAME = re.compile(r"[^\W_][\w.+@()\[\] -]*", re.UNICODE)
+
+
+def _name_problem(name) -> str | None:
+    """Why `name` cannot be a dataset name (None: it can)."""
+    if not isinstance(name, str) or not name.strip():
+        return "it is empty"
+    if "/" in name or "\\" in name or Path(name).is_absolute():
+        return "it contains a path separator"
+    if name in (".", "..") or name.startswith("."):
+        return "it is '.' or '..' or starts with '.'"
+    if name.startswith("~"):
+        return "it starts with '~' (a home folder)"
+    if len(name) > 200:
+        return "it is longer than 200 characters"
+    if not _NAME.fullmatch(name) or name != name.strip():
+        return ("it has characters other than letters, digits and . _ - + @ ( ) [ ] and inner spaces, or does "
+                "not start with a letter or digit")
+    return None
+
+
+def check_dataset_name(name, flag: str = "dataset", root: str | Path | None = None, fix: str | None = None) -> str:
+    """`name` if it is a dataset name (a catalog entry or one folder name under the data root), else an error
+    naming `flag` and the fix. Every name that comes from a flag, a YAML config or a leaderboard passes here
+    before it is joined into any path, so a dataset can neither be read from nor written to outside the data
+    root and the run directory."""
+    problem = _name_problem(name)
+    if problem is None:
+        return name
+    shown = str(data_root(root))
+    base = Path(str(name).replace("\\", "/").rstrip("/")).name if isinstance(name, str) else ""
+    suggest = base if base and _name_problem(base) is None else "<name>"
+    fix = fix or (f"put the folder under {shown}/beir/{suggest}/ (retrieval) or {shown}/sts/{suggest}/ (STS) "
+                  f"and give the name {suggest}")
+    raise ElasticIRError(f"{flag} {name!r}: a dataset is a name from the catalog or a folder name under the data "
+                         f"root, not a path ({problem}). Fix: {fix}")
+
+
 def data_root(override: str | Path | None = None) -> Path:
     """The --data-root flag, else $ELASTICIR_DATA, else ~/.cache/elasticir/data."""
     chosen = override or os.environ.get("ELASTICIR_DATA") or DEFAULT_DATA_ROOT
@@ -144,6 +184,7 @@ def _incomplete_folder(name: str, root: Path, split: str = "test") -> None:
 
 def spec_for(name: str, root: Path) -> DatasetSpec:
     """The catalog entry, or an ad-hoc one for a user's own folder in either layout."""
+    check_dataset_name(name, root=root)
     if name in CATALOG:
         return CATALOG[name]
     if not sts_path(root, name) and not beir_path(root, name):
@@ -165,6 +206,7 @@ def spec_for(name: str, root: Path) -> DatasetSpec:
 
 def locate(name: str, root: Path, *, download: bool = True, override: str | Path | None = None) -> Path:
     """Path of the dataset's files (STS file or BEIR folder), downloading a catalogued one if allowed."""
+    check_dataset_name(name, root=root)
     spec = spec_for(name, root)
     found = sts_path(root, name, spec.split) if spec.task == "sts" else beir_path(root, name)
     if found:

@@ -45,7 +45,7 @@ from elasticir.io import atomic_write, file_checksum, provenance
 from elasticir.pretraining.masking import Masker
 from elasticir.pretraining.smae import SMAE, read_head_weights
 from elasticir.pretraining.text import TokenWindows, check_text_files, resolve_text_file
-from elasticir.results.store import claim_output
+from elasticir.results.store import claim_output, release_output
 
 METADATA = "elastic_pretrain.json"
 STARTED = "pretrain_config.json"
@@ -182,12 +182,17 @@ def pretrain(config: PretrainConfig) -> Path:
     files = [resolve_text_file(spec, root) for spec in config.data]
     check_text_files(files)
     if claim_output(out, config.numeric(), started=STARTED, finished=METADATA, what="pre-training",
-                    recompute=config.recompute):
+                    recompute=config.recompute) == "finished":
         print(f"{out}: already pre-trained with this config (pass --recompute to train again)", file=sys.stderr)
         return out
-    session = _open_session(config, out, files)
-    progress = _resume(session)
-    _train_steps(session, progress)
+    try:
+        session = _open_session(config, out, files)
+        progress = _resume(session)
+        _train_steps(session, progress)
+    except BaseException:
+        if not (out / CHECKPOINT / "state.pt").is_file():  # nothing to resume: give the folder back
+            release_output(out)
+        raise
     _save_outputs(session, progress)
     shutil.rmtree(session.checkpoint, ignore_errors=True)  # the finished model supersedes it
     return out

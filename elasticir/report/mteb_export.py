@@ -87,12 +87,24 @@ def _model_meta(run: RunData, layer: int | None, dim: int | None, revision: str)
     return meta
 
 
+def _folder_name(text: str, field: str, run: RunData) -> str:
+    """`text` as one folder name of the MTEB layout, or an error: a leaderboard's model name or revision must not
+    climb out of (or jump away from) the --mteb folder."""
+    if text in ("", ".", "..") or any(c in text for c in "/\\\0"):
+        from elasticir.errors import ElasticIRError
+
+        raise ElasticIRError(f"{run.dir}: leaderboard {field} {text!r} cannot be a folder name of the MTEB results "
+                             "layout (it would write outside --mteb); correct it in leaderboard.json")
+    return text
+
+
 def export_mteb(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Write every cell of the run as MTEB task results (one file per task per cell) + model_meta.json."""
     run = load_run(run_dir)
     model = run.board.model
     revision = model.revision or "no_revision_available"
-    base = Path(out_dir) / "results" / model.name.replace("/", "__").replace(" ", "_") / revision
+    base = (Path(out_dir) / "results" / _folder_name(model.name.replace("/", "__").replace(" ", "_"), "model.name", run)
+            / _folder_name(revision, "model.revision", run))
     try:  # the installed mteb's version, without importing it (slow)
         from importlib.metadata import version
 

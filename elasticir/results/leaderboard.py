@@ -212,22 +212,34 @@ def _runs_rows(sources: Sequence[tuple[Path, Leaderboard]], labels: Sequence[str
 RUNS_HEADER = ["run", "run id", "weights sha256", "grid", "data", "created", "file"]
 
 
+_MD_SPECIAL = "\\`*_[]|~"  # Markdown punctuation a name could turn into emphasis, code, links or table cells
+
+
+def md_text(text: object) -> str:
+    """A name as literal Markdown text: HTML special characters as entities (a name is never raw HTML), Markdown
+    punctuation backslash-escaped (so `|` cannot split a table cell, nor `*` or `[..](..)` format), and line
+    breaks as spaces (a table row is one line). Used for every name the leaderboard tables show."""
+    text = html.escape(str(text), quote=False).replace("\r", " ").replace("\n", " ")
+    return "".join(f"\\{ch}" if ch in _MD_SPECIAL else ch for ch in text)
+
+
 def _markdown(tables: Sequence[Table], sources: Sequence[tuple[Path, Leaderboard]], labels: Sequence[str]) -> str:
     lines = ["# elasticir leaderboard", "", NOTE, ""]
     for table in tables:
         best = table.best()
-        lines += [f"## {table.title}", "", f"| {table.corner} | " + " | ".join(table.columns) + " |",
-                  "|---|" + "---:|" * len(table.columns)]
+        lines += [f"## {md_text(table.title)}", "", f"| {table.corner} | "
+                  + " | ".join(md_text(c) for c in table.columns) + " |", "|---|" + "---:|" * len(table.columns)]
         for (label, values), kind in zip(table.rows, table.kinds):
             shown = [f"**{_fmt(v)}**" if v is not None and kind != "subset" and _fmt(v) == b else _fmt(v)
                      for v, b in zip(values, best)]
-            name = label.replace("|", "\\|")
+            name = md_text(label)
             lines.append(f"| {f'*{name}*' if kind == 'baseline' else name} | " + " | ".join(shown) + " |")
         lines.append("")
     lines += ["## Runs", "", "| " + " | ".join(RUNS_HEADER) + " |", "|---" * len(RUNS_HEADER) + "|"]
     for row in _runs_rows(sources, labels):
-        row[2] = f"`{row[2]}`"
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+        cells = [md_text(cell) for cell in row]
+        cells[2] = f"`{row[2]}`"  # the sha256 prefix: hex digits in a code span
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -319,9 +331,15 @@ def render_leaderboards(paths: Iterable[str | Path] | None = None, *, page: bool
 
 def write_leaderboards(paths: Iterable[str | Path] | None, out_dir: str | Path) -> tuple[Path, Path]:
     """Write leaderboard.md and leaderboard.html into out_dir."""
-    markdown, page = render_leaderboards(paths)
+    from elasticir.checks import check_output_dir
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    blocker = next((p for p in [out_dir, *out_dir.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None:  # before rendering: a wrong --out costs nothing
+        raise ElasticIRError(f"--out {out_dir}: {blocker} is a file, not a folder; --out is the folder that gets "
+                             "leaderboard.md and leaderboard.html: choose a folder")
+    markdown, page = render_leaderboards(paths)
+    check_output_dir(out_dir)
     (out_dir / "leaderboard.md").write_text(markdown)
     (out_dir / "leaderboard.html").write_text(page)
     return out_dir / "leaderboard.md", out_dir / "leaderboard.html"

@@ -190,8 +190,29 @@ class Leaderboard(_Strict):
 def load_leaderboard(path: Path) -> Leaderboard:
     """Read and validate a leaderboard JSON file, with a message that names the file."""
     try:
-        return Leaderboard.model_validate_json(Path(path).read_text())
+        board = Leaderboard.model_validate_json(Path(path).read_text())
     except FileNotFoundError:
         raise ElasticIRError(f"{path}: no such leaderboard file") from None
     except ValidationError as exc:
         raise ElasticIRError(f"{path} is not a valid elasticir leaderboard (schema {SCHEMA_VERSION}):\n{exc}") from None
+    check_names(board, path)
+    return board
+
+
+def check_names(board: Leaderboard, path: Path | str) -> None:
+    """Every dataset name a leaderboard carries is a name, not a path: `reproduce`, `report` and baselines join
+    them into paths (part folders, figure files), so a name that climbs out with `..` or is absolute would read
+    and write outside the run directory."""
+    from elasticir.data.catalog import check_dataset_name
+
+    fix = (f"the file was edited or not written by elasticir; correct that name in {path} or regenerate the "
+           "leaderboard with elasticir run")
+    named = [(f"datasets[{i}].name", d.name) for i, d in enumerate(board.datasets)]
+    named += [(f"results[{i}].dataset", c.dataset) for i, c in enumerate(board.results)]
+    named += [(f"baselines[{i}].dataset", b.dataset) for i, b in enumerate(board.baselines)]
+    named += [(f"funnels[{i}].dataset", f.dataset) for i, f in enumerate(board.funnels)]
+    for task in ("sts", "retrieval"):
+        value = board.config.get(task) or []
+        named += [(f"config.{task}[{i}]", name) for i, name in enumerate(value if isinstance(value, list) else [value])]
+    for where, name in named:
+        check_dataset_name(name, f"{path}: {where}", fix=fix)

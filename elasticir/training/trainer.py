@@ -30,7 +30,7 @@ from elasticir.encoders import (
 )
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write, provenance
-from elasticir.results.store import claim_output
+from elasticir.results.store import claim_output, release_output
 from elasticir.training.data import TrainingData, check_specs, load_training_data
 from elasticir.training.losses import (
     ElasticLoss,
@@ -186,9 +186,26 @@ def check_batches(data: TrainingData, batch_size: int) -> None:
         )
 
 
+def _complete(checkpoint: Path) -> bool:
+    """Whether the trainer finished writing `checkpoint`: it writes trainer_state.json last (after the weights,
+    optimiser, scheduler and RNG states), so a checkpoint without a whole one was cut short (kill -9)."""
+    try:
+        return isinstance(json.loads((checkpoint / "trainer_state.json").read_text()).get("global_step"), int)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _checkpoint(out: Path) -> Path | None:
-    found = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return found[-1] if found else None
+    """The last complete checkpoint; incomplete ones (a run killed while writing one) are removed, so the run
+    resumes from the last complete one and the trainer's rotation never keeps a broken one over a whole one."""
+    found = sorted((p for p in (out / "checkpoints").glob("checkpoint-*")
+                    if p.is_dir() and p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]))
+    complete = [p for p in found if _complete(p)]
+    for broken in (p for p in found if p not in complete):
+        print(f"{broken}: incomplete checkpoint (interrupted while it was written); skipped and removed",
+              file=sys.stderr)
+        shutil.rmtree(broken, ignore_errors=True)
+    return complete[-1] if complete else None
 
 
 def train(config: TrainConfig, callbacks: list | None = None) -> Path:
@@ -200,24 +217,29 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
     _check_budget(config)
     check_specs(config.data, config.data_root)
     if claim_output(out, config.numeric(), started="train_config.json", finished=METADATA, what="training",
-                    recompute=config.recompute):
+                    recompute=config.recompute) == "finished":
         print(f"{out}: already trained with this config (pass --recompute to train again)", file=sys.stderr)
         return out
-    model, base_folder = load_base(config)
-    data = load_training_data(config.data, root=config.data_root, negatives=config.negatives,
-                              miner=config.miner, seed=config.seed, model=config.base)
-    check_batches(data, config.batch_size)
-    loss = build_loss(config, model, data)
-    trainer = _make_trainer(config, model, data, loss, out, callbacks)
-    resume = _checkpoint(out)
-    if resume:
-        print(f"resuming from {resume}", file=sys.stderr)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - started
-    if trainer.state.global_step < 1:  # never present an untrained copy of the base as a trained model
-        raise ElasticIRError(f"training ran 0 steps ({data.rows} rows, --batch-size {config.batch_size}); "
-                             f"nothing was saved as trained in {out}. Fix: a smaller --batch-size or more data")
+    try:
+        model, base_folder = load_base(config)
+        data = load_training_data(config.data, root=config.data_root, negatives=config.negatives,
+                                  miner=config.miner, seed=config.seed, model=config.base)
+        check_batches(data, config.batch_size)
+        loss = build_loss(config, model, data)
+        trainer = _make_trainer(config, model, data, loss, out, callbacks)
+        resume = _checkpoint(out)
+        if resume:
+            print(f"resuming from {resume}", file=sys.stderr)
+        started = time.perf_counter()
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        seconds = time.perf_counter() - started
+        if trainer.state.global_step < 1:  # never present an untrained copy of the base as a trained model
+            raise ElasticIRError(f"training ran 0 steps ({data.rows} rows, --batch-size {config.batch_size}); "
+                                 f"nothing was saved as trained in {out}. Fix: a smaller --batch-size or more data")
+    except BaseException:
+        if _checkpoint(out) is None:  # nothing to resume: give the folder back, so the corrected command runs
+            release_output(out)
+        raise
     model.save(str(out))
     metadata = _metadata(config, recipe, loss, data, base_folder, trainer, seconds, resume)
     atomic_write(out / METADATA, json.dumps(metadata, indent=2))
