@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ TEXTS = [
     "The quick brown fox jumps over the lazy dog near the river bank, twice in one morning!",
     "Two kids are swimming in a pool.",
     "Zebras graze; xylophones clang.",  # words outside the vocabulary: split into characters
+    "the dog runs in the park " * 14,  # longer than max_seq_length (64): truncated
 ]
 PROMPTS = {"query": "query: ", "document": "passage: ", "STS": "sts: ",
            "Retrieval-query": "task: search result | query: "}
@@ -49,9 +50,9 @@ def _vocab() -> dict[str, int]:
 
 
 VOCAB = _vocab()
-COMMON = dict(vocab_size=len(VOCAB), hidden_size=WIDTH, num_hidden_layers=LAYERS, num_attention_heads=2,
-              intermediate_size=2 * WIDTH, max_position_embeddings=128, pad_token_id=0)
-SPECIAL_IDS = dict(bos_token_id=2, eos_token_id=3)
+COMMON = {"vocab_size": len(VOCAB), "hidden_size": WIDTH, "num_hidden_layers": LAYERS, "num_attention_heads": 2,
+          "intermediate_size": 2 * WIDTH, "max_position_embeddings": 128, "pad_token_id": 0}
+SPECIAL_IDS = {"bos_token_id": 2, "eos_token_id": 3}
 # architecture: (config class, model class, config overrides, tokenizer padding side)
 ARCHITECTURES = {
     "bert": ("BertConfig", "BertModel", {}, "right"),
@@ -59,18 +60,18 @@ ARCHITECTURES = {
     "xlmr": ("XLMRobertaConfig", "XLMRobertaModel", SPECIAL_IDS, "right"),
     "mpnet": ("MPNetConfig", "MPNetModel", SPECIAL_IDS, "right"),
     "distilbert": ("DistilBertConfig", "DistilBertModel",
-                   dict(dim=WIDTH, n_layers=LAYERS, n_heads=2, hidden_dim=2 * WIDTH), "right"),
+                   {"dim": WIDTH, "n_layers": LAYERS, "n_heads": 2, "hidden_dim": 2 * WIDTH}, "right"),
     # a global layer between local ones; the window (16) is shorter than the longest text
     "modernbert": ("ModernBertConfig", "ModernBertModel",
-                   dict(SPECIAL_IDS, cls_token_id=2, sep_token_id=3, global_attn_every_n_layers=2,
-                        local_attention=16), "right"),
+                   {**SPECIAL_IDS, "cls_token_id": 2, "sep_token_id": 3, "global_attn_every_n_layers": 2,
+                    "local_attention": 16}, "right"),
     # as EmbeddingGemma: Gemma3TextModel with bidirectional attention, sliding and full layers
     "gemma3": ("Gemma3TextConfig", "Gemma3TextModel",
-               dict(SPECIAL_IDS, head_dim=16, num_key_value_heads=1, use_bidirectional_attention=True,
-                    sliding_window=8, layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+               {**SPECIAL_IDS, "head_dim": 16, "num_key_value_heads": 1, "use_bidirectional_attention": True,
+                "sliding_window": 8, "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]},
                "right"),
     # as Qwen3-Embedding: a causal decoder, left padding, last-token pooling
-    "qwen3": ("Qwen3Config", "Qwen3Model", dict(SPECIAL_IDS, head_dim=16, num_key_value_heads=1), "left"),
+    "qwen3": ("Qwen3Config", "Qwen3Model", {**SPECIAL_IDS, "head_dim": 16, "num_key_value_heads": 1}, "left"),
 }
 
 
@@ -86,7 +87,9 @@ class Stack:
     normalize: bool = True
     include_prompt: bool = True
     prompt: str | None = None
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    token_dense: int | None = None  # a Dense on the token embeddings before Pooling, to this width
+    similarity: str | None = None
+    plain: bool = False  # a plain Hugging Face folder: sentence-transformers adds mean pooling
 
 
 MEAN = Stack("mean-norm")
@@ -110,6 +113,9 @@ STACKS = {s.name: s for s in [
     Stack("lasttoken", pooling="lasttoken", normalize=False),
     Stack("lasttoken-dense64to32tanh-norm", pooling="lasttoken", dense=((32, "Tanh", True),)),
     Stack("mean-noprompt-norm-query-left", include_prompt=False, prompt="query"),
+    Stack("tokendense64to32-mean-norm", token_dense=32),
+    Stack("lasttoken-dot", pooling="lasttoken", normalize=False, similarity="dot"),
+    Stack("hf-folder", plain=True, normalize=False),
 ]}
 
 ENCODER_ONLY = ("bert", "roberta", "xlmr", "mpnet", "distilbert", "modernbert")
@@ -118,9 +124,9 @@ CASES = [(arch, name) for arch in ENCODER_ONLY for name in (MEAN.name, CLS.name,
     ("bert", "cls+mean-dense128to64-layernorm"), ("bert", "mean-noprompt-norm-query"),
     ("xlmr", "mean-norm-sts"), ("modernbert", "mean-noprompt-norm-query"),
     ("gemma3", "mean-dense64to256to64-norm-query"), ("gemma3", "mean-noprompt-dense64to256to64-norm-document"),
-    ("gemma3", "mean-norm"),
+    ("gemma3", "mean-norm"), ("gemma3", "hf-folder"), ("bert", "hf-folder"), ("mpnet", "tokendense64to32-mean-norm"),
     ("qwen3", "lasttoken-norm-query"), ("qwen3", "lasttoken"), ("qwen3", "lasttoken-dense64to32tanh-norm"),
-    ("qwen3", "mean-noprompt-norm-query-left"),
+    ("qwen3", "mean-noprompt-norm-query-left"), ("qwen3", "lasttoken-dot"),
 ]
 
 
@@ -148,15 +154,22 @@ class Models:
 
     def folder(self, arch: str, stack: Stack) -> Path:
         key = (arch, stack.name)
+        if stack.plain:
+            self.transformer(arch)
+            return self.root / arch / "hf"
         if key not in self.folders:
             from sentence_transformers import SentenceTransformer
             from sentence_transformers.base.modules import Dense, Normalize
             from sentence_transformers.sentence_transformer.modules import LayerNorm, Pooling
 
             torch.manual_seed(1)
-            pooling = Pooling(WIDTH, pooling_mode=stack.pooling, include_prompt=stack.include_prompt)
-            modules, width = [self.transformer(arch), pooling], WIDTH * (len(stack.pooling) if isinstance(
-                stack.pooling, tuple) else 1)
+            modules, width = [self.transformer(arch)], WIDTH
+            if stack.token_dense:
+                modules.append(Dense(WIDTH, stack.token_dense, activation_function=torch.nn.GELU(),
+                                     module_input_name="token_embeddings"))
+                width = stack.token_dense
+            modules.append(Pooling(width, pooling_mode=stack.pooling, include_prompt=stack.include_prompt))
+            width *= len(stack.pooling) if isinstance(stack.pooling, tuple) else 1
             for out, activation, bias in stack.dense:
                 modules.append(Dense(width, out, bias=bias, activation_function=getattr(torch.nn, activation)()))
                 width = out
@@ -167,7 +180,8 @@ class Models:
                     modules[-1].norm.bias.uniform_(-0.5, 0.5)
             if stack.normalize:
                 modules.append(Normalize())
-            model = SentenceTransformer(modules=modules, device="cpu", prompts=PROMPTS if stack.prompt else None)
+            model = SentenceTransformer(modules=modules, device="cpu", prompts=PROMPTS if stack.prompt else None,
+                                        similarity_fn_name=stack.similarity)
             folder = self.root / arch / stack.name
             model.save(str(folder))
             self.folders[key] = folder
@@ -243,26 +257,27 @@ def blocks_of(model: torch.nn.Module) -> torch.nn.ModuleList:
 
 @pytest.mark.parametrize(("arch", "name"), CASES, ids=[f"{a}-{n}" for a, n in CASES])
 def test_every_cell_equals_sentence_transformers(models, arch, name):
-    folder, st, encoder = models.load(arch, name)
+    _, st, encoder = models.load(arch, name)
     prompt, stack = prompt_of(name), STACKS[name]
     assert type(st[0].auto_model).__name__ == ARCHITECTURES[arch][1]
     assert st[0].tokenizer.padding_side == ARCHITECTURES[arch][3]
     assert [type(m).__name__ for m in st][1:] == [type(m).__name__ for m in encoder.stack.token_modules
                                                  + encoder.stack.sentence_modules]
-    out = encoder.encode(TEXTS, range(1, LAYERS + 1), batch_size=len(TEXTS), prompt=prompt, show_progress=False)
+    # batches of two, in elasticir's order (longest first): other paddings than sentence-transformers' one batch
+    out = encoder.encode(TEXTS, range(1, LAYERS + 1), batch_size=2, prompt=prompt, show_progress=False)
     # (a) the full cell is the model's output embedding
     reference = st_encode(st, prompt)
     assert encoder.hidden_size == reference.shape[1]
     np.testing.assert_allclose(out[LAYERS], reference, atol=ATOL, rtol=0)
     # (b) every width: sentence-transformers truncates the output (after any Normalize); elasticir slices the same
-    # prefix and, for a cosine model, normalises it, i.e. the L2-normalised truncated vector
-    assert encoder.info.normalize  # every stack here has cosine similarity
+    # prefix and, for a cosine model, normalises it (the L2-normalised truncated vector), for a dot model not
+    assert encoder.info.normalize == (st.similarity_fn_name == "cosine")
     for dim in range(1, reference.shape[1] + 1):
         truncated = st_encode(st, prompt, truncate_dim=dim) if dim in (1, 7, reference.shape[1] // 2) \
             else reference[:, :dim]  # encode(truncate_dim=d) is the full output's prefix: checked on three dims
         np.testing.assert_allclose(truncate(out[LAYERS], dim, normalize=False), truncated, atol=ATOL, rtol=0)
-        np.testing.assert_allclose(truncate(out[LAYERS], dim, normalize=encoder.info.normalize), unit(truncated),
-                                   atol=ATOL, rtol=0)
+        np.testing.assert_allclose(truncate(out[LAYERS], dim, normalize=encoder.info.normalize),
+                                   unit(truncated) if encoder.info.normalize else truncated, atol=ATOL, rtol=0)
     # (c) every layer is AdaptiveLayerLoss' layer-wise embedding
     expected = layerwise_reference(st, prompt)
     for layer in range(1, LAYERS + 1):
@@ -291,16 +306,23 @@ def test_a_layer_runs_only_its_blocks(models, arch):
     _, _, encoder = models.load(arch, name)
     blocks = blocks_of(encoder.model)
     assert len(blocks) == LAYERS
-    for deepest in range(1, LAYERS + 1):
-        calls = [0] * LAYERS
-        handles = [block.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
-                   for i, block in enumerate(blocks)]
-        try:
+    calls = [0] * LAYERS
+
+    def counter(index: int):
+        def hook(*_):
+            calls[index] += 1
+
+        return hook
+
+    handles = [block.register_forward_hook(counter(i)) for i, block in enumerate(blocks)]
+    try:
+        for deepest in range(1, LAYERS + 1):
+            calls[:] = [0] * LAYERS
             encoder.encode(TEXTS, [deepest], batch_size=len(TEXTS), show_progress=False)
-        finally:
-            for handle in handles:
-                handle.remove()
-        assert calls == [1] * deepest + [0] * (LAYERS - deepest)
+            assert calls == [1] * deepest + [0] * (LAYERS - deepest), deepest
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 # --- folders that would run foreign code are refused, never skipped ---------------------------------------
