@@ -50,13 +50,48 @@ def _vocab() -> dict[str, int]:
 
 
 VOCAB = _vocab()
-COMMON = {"vocab_size": len(VOCAB), "hidden_size": WIDTH, "num_hidden_layers": LAYERS, "num_attention_heads": 2,
+
+
+def _byte_bpe(specials: list[str], template: str, **tokens):
+    """A byte-level BPE tokenizer trained on the texts (as RoBERTa's and Qwen's are byte-level BPE), with a
+    post-processor adding the special tokens of `template`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator([*TEXTS, *PROMPTS.values()], trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[(s, tokenizer.token_to_id(s)) for s in specials if s in template])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **tokens)
+
+
+def make_tokenizer(kind: str, padding_side: str):
+    """"wordpiece": BERT's kind, [CLS] text [SEP], [PAD] = 0; "roberta": <s> text </s>, <pad> = 1 (RoBERTa's
+    positions start after the pad id); "qwen": text <|endoftext|>, which is also the pad token (Qwen3-Embedding)."""
+    from transformers import BertTokenizer
+
+    if kind == "wordpiece":
+        return BertTokenizer(vocab=dict(VOCAB), do_lower_case=True, padding_side=padding_side)
+    if kind == "roberta":
+        return _byte_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "<s> $A </s>", bos_token="<s>",
+                         eos_token="</s>", pad_token="<pad>", unk_token="<unk>", cls_token="<s>", sep_token="</s>",
+                         mask_token="<mask>", padding_side=padding_side)
+    return _byte_bpe(["<|endoftext|>"], "$A <|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                     padding_side=padding_side)
+
+
+COMMON = {"hidden_size": WIDTH, "num_hidden_layers": LAYERS, "num_attention_heads": 2,
           "intermediate_size": 2 * WIDTH, "max_position_embeddings": 128, "pad_token_id": 0}
 SPECIAL_IDS = {"bos_token_id": 2, "eos_token_id": 3}
-# architecture: (config class, model class, config overrides, tokenizer padding side)
+# architecture: (config class, model class, config overrides, tokenizer padding side[, tokenizer kind])
 ARCHITECTURES = {
     "bert": ("BertConfig", "BertModel", {}, "right"),
-    "roberta": ("RobertaConfig", "RobertaModel", SPECIAL_IDS, "right"),
+    "roberta": ("RobertaConfig", "RobertaModel", {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}, "right",
+                "roberta"),
     "xlmr": ("XLMRobertaConfig", "XLMRobertaModel", SPECIAL_IDS, "right"),
     "mpnet": ("MPNetConfig", "MPNetModel", SPECIAL_IDS, "right"),
     "distilbert": ("DistilBertConfig", "DistilBertModel",
@@ -71,7 +106,8 @@ ARCHITECTURES = {
                 "sliding_window": 8, "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]},
                "right"),
     # as Qwen3-Embedding: a causal decoder, left padding, last-token pooling
-    "qwen3": ("Qwen3Config", "Qwen3Model", {**SPECIAL_IDS, "head_dim": 16, "num_key_value_heads": 1}, "left"),
+    "qwen3": ("Qwen3Config", "Qwen3Model", {"eos_token_id": 0, "head_dim": 16, "num_key_value_heads": 1}, "left",
+              "qwen"),
 }
 
 
@@ -140,14 +176,13 @@ class Models:
         if arch not in self.transformers:
             import transformers
             from sentence_transformers.base.modules import Transformer
-            from transformers import BertTokenizer
 
-            config_name, model_name, overrides, side = ARCHITECTURES[arch]
+            config_name, model_name, overrides, side, *kind = ARCHITECTURES[arch]
             folder = self.root / arch / "hf"
+            tokenizer = make_tokenizer(kind[0] if kind else "wordpiece", side)
             torch.manual_seed(0)
-            config = getattr(transformers, config_name)(**{**COMMON, **overrides})
+            config = getattr(transformers, config_name)(**{**COMMON, "vocab_size": len(tokenizer), **overrides})
             getattr(transformers, model_name)(config).save_pretrained(folder)
-            tokenizer = BertTokenizer(vocab=dict(VOCAB), do_lower_case=True, padding_side=side)
             tokenizer.save_pretrained(folder)
             self.transformers[arch] = Transformer(str(folder), max_seq_length=64)
         return self.transformers[arch]
