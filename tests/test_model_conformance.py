@@ -502,3 +502,58 @@ def test_packed_path_falls_back_to_padded_and_says_why(models, arch, name, reaso
     folder = models.folder(arch, STACKS[name])
     encoder = ElasticEncoder(str(folder), device="cpu", attention="unpadded")
     assert not encoder.packed and reason in encoder.attention_note
+
+
+# --- what the architectures attend to, and the encoder's own overrides ------------------------------------
+
+
+@pytest.mark.parametrize(("arch", "bidirectional"), [("gemma3", True), ("modernbert", True), ("qwen3", False)])
+def test_attention_direction_is_the_models(models, arch, bidirectional):
+    """Gemma3TextModel with `use_bidirectional_attention` attends both ways, as EmbeddingGemma does (transformers
+    5 builds a bidirectional mask for it, windowed on its sliding layers); Qwen3 stays causal: the first token's
+    state changes with a later token only in a bidirectional model."""
+    _, _, encoder = models.load(arch, "lasttoken-norm-query" if arch == "qwen3" else MEAN.name)
+    ids = encoder.tokenizer(["the quick brown fox", "the quick brown dog"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        first = encoder.model(**ids).last_hidden_state[:, 0]
+    assert ids["input_ids"][0, 0] == ids["input_ids"][1, 0]
+    assert (not torch.allclose(first[0], first[1], atol=1e-6)) == bidirectional
+
+
+@pytest.mark.parametrize(("arch", "base", "pooling", "reference"), [
+    ("bert", MEAN.name, "max", "max-norm"),
+    ("bert", "max-norm", "mean", MEAN.name),
+    ("qwen3", "lasttoken-dense64to32tanh-norm", "mean", None),
+])
+def test_a_pooling_override_is_sentence_transformers_with_that_pooling(models, arch, base, pooling, reference):
+    """`ElasticEncoder(pooling=...)` replaces the Pooling mode only: it encodes as the same folder saved with that
+    Pooling (the same weights: Pooling has none)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    folder = models.folder(arch, STACKS[base])
+    encoder = ElasticEncoder(str(folder), device="cpu", pooling=pooling)
+    if reference:
+        st = models.load(arch, reference)[1]
+    else:
+        st = SentenceTransformer(str(folder), device="cpu")
+        st[1] = Pooling(WIDTH, pooling_mode=pooling)
+    assert encoder.info.pooling == pooling
+    out = encoder.encode(TEXTS, range(1, LAYERS + 1), batch_size=2, show_progress=False)
+    np.testing.assert_allclose(out[LAYERS], st_encode(st, ""), atol=ATOL, rtol=0)
+    expected = layerwise_reference(st, "")
+    for layer in range(1, LAYERS):
+        np.testing.assert_allclose(out[layer], expected[layer], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["bert", "qwen3"])
+def test_a_max_length_override_truncates_as_sentence_transformers(models, arch):
+    from sentence_transformers import SentenceTransformer
+
+    folder = models.folder(arch, STACKS["mean-noprompt-norm-query"])
+    encoder = ElasticEncoder(str(folder), device="cpu", max_length=12)
+    st = SentenceTransformer(str(folder), device="cpu")
+    st.max_seq_length = 12
+    out = encoder.encode(TEXTS, [2, LAYERS], batch_size=2, prompt="query: ", show_progress=False)
+    np.testing.assert_allclose(out[LAYERS], st_encode(st, "query: "), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(out[2], layerwise_reference(st, "query: ")[2], atol=ATOL, rtol=0)
