@@ -126,6 +126,7 @@ class Stack:
     token_dense: int | None = None  # a Dense on the token embeddings before Pooling, to this width
     similarity: str | None = None
     plain: bool = False  # a plain Hugging Face folder: sentence-transformers adds mean pooling
+    lowercase: bool = False  # sentence_bert_config.json do_lower_case (ST lowercases in the tokenizer's normalizer)
 
 
 MEAN = Stack("mean-norm")
@@ -152,6 +153,7 @@ STACKS = {s.name: s for s in [
     Stack("tokendense64to32-mean-norm", token_dense=32),
     Stack("lasttoken-dot", pooling="lasttoken", normalize=False, similarity="dot"),
     Stack("hf-folder", plain=True, normalize=False),
+    Stack("mean-norm-lowercase", lowercase=True),
 ]}
 
 ENCODER_ONLY = ("bert", "roberta", "xlmr", "mpnet", "distilbert", "modernbert")
@@ -162,7 +164,7 @@ CASES = [(arch, name) for arch in ENCODER_ONLY for name in (MEAN.name, CLS.name,
     ("gemma3", "mean-dense64to256to64-norm-query"), ("gemma3", "mean-noprompt-dense64to256to64-norm-document"),
     ("gemma3", "mean-norm"), ("gemma3", "hf-folder"), ("bert", "hf-folder"), ("mpnet", "tokendense64to32-mean-norm"),
     ("qwen3", "lasttoken-norm-query"), ("qwen3", "lasttoken"), ("qwen3", "lasttoken-dense64to32tanh-norm"),
-    ("qwen3", "mean-noprompt-norm-query-left"), ("qwen3", "lasttoken-dot"),
+    ("qwen3", "mean-noprompt-norm-query-left"), ("qwen3", "lasttoken-dot"), ("roberta", "mean-norm-lowercase"),
 ]
 
 
@@ -219,6 +221,9 @@ class Models:
                                         similarity_fn_name=stack.similarity)
             folder = self.root / arch / stack.name
             model.save(str(folder))
+            if stack.lowercase:
+                config = json.loads((folder / "sentence_bert_config.json").read_text())
+                (folder / "sentence_bert_config.json").write_text(json.dumps({**config, "do_lower_case": True}))
             self.folders[key] = folder
         return self.folders[key]
 
@@ -557,3 +562,11 @@ def test_a_max_length_override_truncates_as_sentence_transformers(models, arch):
     out = encoder.encode(TEXTS, [2, LAYERS], batch_size=2, prompt="query: ", show_progress=False)
     np.testing.assert_allclose(out[LAYERS], st_encode(st, "query: "), atol=ATOL, rtol=0)
     np.testing.assert_allclose(out[2], layerwise_reference(st, "query: ")[2], atol=ATOL, rtol=0)
+
+
+def test_lowercasing_reaches_the_texts(models):
+    """The do_lower_case case is not vacuous: the byte-level tokenizer is case-sensitive, so the folder's
+    embeddings differ from the cased folder's, and elasticir follows the lowercased one (checked above)."""
+    cased = models.load("roberta", MEAN.name)[2].encode(TEXTS[:1], [LAYERS], show_progress=False)[LAYERS]
+    lower = models.load("roberta", "mean-norm-lowercase")[2].encode(TEXTS[:1], [LAYERS], show_progress=False)
+    assert not np.allclose(cased, lower[LAYERS], atol=1e-3)
