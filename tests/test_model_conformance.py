@@ -570,3 +570,12 @@ def test_lowercasing_reaches_the_texts(models):
     cased = models.load("roberta", MEAN.name)[2].encode(TEXTS[:1], [LAYERS], show_progress=False)[LAYERS]
     lower = models.load("roberta", "mean-norm-lowercase")[2].encode(TEXTS[:1], [LAYERS], show_progress=False)
     assert not np.allclose(cased, lower[LAYERS], atol=1e-3)
+
+
+def test_a_pooling_override_that_a_dense_head_cannot_take_is_a_clear_error(models):
+    folder = models.folder("bert", DENSE)
+    with pytest.raises(ElasticIRError, match=re.escape("pooling 'cls+mean' gives 128-dim vectors, but the model's "
+                                                       "Dense after its Pooling takes 64")):
+        ElasticEncoder(str(folder), device="cpu", pooling="cls+mean")
+    # without a sized module after the Pooling, a wider pooling is simply a wider embedding
+    assert ElasticEncoder(str(models.folder("bert", MEAN)), device="cpu", pooling="cls+mean").hidden_size == 2 * WIDTH
