@@ -480,6 +480,7 @@ def test_onnx_backend_equals_torch_on_a_dense_stack(models, tmp_path):
 @pytest.mark.parametrize(("arch", "name", "message"), [
     ("bert", "max-norm", "--backend onnx pools mean or CLS over all tokens; this model's stack pools 'max'"),
     ("bert", "mean-noprompt-norm-query", "without the prompt"),
+    ("bert", "tokendense64to32-mean-norm", "pools 'mean' after Dense(64->32,GELU,token_embeddings); use"),
     ("roberta", MEAN.name, "--backend onnx supports bert models; this model is 'roberta'"),
 ])
 def test_onnx_refuses_what_it_cannot_pool(models, arch, name, message):
@@ -501,6 +502,8 @@ def test_packed_path_equals_padded_where_the_stack_allows_it(models):
 
 @pytest.mark.parametrize(("arch", "name", "reason"), [
     ("bert", "max-norm", "unpadded batches pool mean or CLS over all tokens, not 'max'"),
+    ("bert", "mean-noprompt-norm-query", "not 'mean' without the prompt"),
+    ("bert", "tokendense64to32-mean-norm", "not 'mean' after Dense(64->32,GELU,token_embeddings)"),
     ("roberta", MEAN.name, "not 'roberta'"),
 ])
 def test_packed_path_falls_back_to_padded_and_says_why(models, arch, name, reason):

@@ -302,6 +302,14 @@ class ModuleStack:
         over all tokens; any sentence modules then run on the pooled vectors as usual."""
         return len(self.token_modules) == 1 and self.pooling in ("mean", "cls") and self.include_prompt
 
+    @property
+    def pooling_described(self) -> str:
+        """How the stack pools, as the refusals of the packed and ONNX paths name it: the mode, and what besides
+        it keeps those paths off (a Pooling that leaves the prompt out, token modules before the Pooling)."""
+        text = repr(self.pooling) + ("" if self.include_prompt else " without the prompt")
+        before = [_describe(m) for m in self.token_modules[:-1]]
+        return text + (f" after {', '.join(before)}" if before else "")
+
     def pool(self, hidden: torch.Tensor, features: dict) -> torch.Tensor:
         """The Pooling output (the `sentence_embedding` before any sentence module) of one layer's states."""
         state = {**features, "token_embeddings": hidden}
