@@ -413,6 +413,9 @@ def test_remote_code_needs_trust_remote_code(tmp_path):
     with pytest.raises(ElasticIRError, match="pass --trust-remote-code") as error:
         ElasticEncoder(str(folder), device="cpu")
     assert "my-own-bert" in str(error.value)
+    # with the flag the check lets it through, to sentence-transformers' loader (which finds no code file here)
+    with pytest.raises(ElasticIRError, match="modeling_mine.py"):
+        ElasticEncoder(str(folder), device="cpu", trust_remote_code=True)
 
 
 @pytest.mark.parametrize("activation", ["mypkg.activations.Evil", "builtins.eval"])
