@@ -409,7 +409,8 @@ def test_remote_code_needs_trust_remote_code(tmp_path):
     folder = _modules_json(tmp_path / "m", "sentence_transformers.models.Transformer",
                            "sentence_transformers.models.Pooling")
     (folder / "config.json").write_text(json.dumps({"model_type": "my-own-bert",
-                                                    "auto_map": {"AutoModel": "modeling_mine.MyModel"}}))
+                                                    "auto_map": {"AutoConfig": "modeling_mine.MyConfig",
+                                                                 "AutoModel": "modeling_mine.MyModel"}}))
     with pytest.raises(ElasticIRError, match="pass --trust-remote-code") as error:
         ElasticEncoder(str(folder), device="cpu")
     assert "my-own-bert" in str(error.value)
