@@ -442,6 +442,7 @@ PROMPT_TABLES = [
     {"STSBenchmark": "b: ", "STS": "s: "},
     {"STSBenchmark-query": "bq: ", "STS-document": "sd: ", "STS": "s: "},
     {"Classification": "c: ", "query": "q: "},
+    {"SciFact": "", "STS": "", "query": "q: ", "document": "d: "},  # explicitly empty, outranking the others
 ]
 
 
@@ -465,6 +466,53 @@ def test_prompt_selection_agrees_with_mteb():
                 assert (chosen.name, chosen.text) == ((theirs, prompts[theirs]) if theirs else (None, ""))
                 checked += 1
     assert checked == 3 * len(PROMPT_TABLES) * 3
+
+
+def test_the_prompt_mteb_gives_a_sentence_transformers_model_is_the_one_elasticir_chooses(models):
+    """End to end, as MTEB runs a SentenceTransformer: its wrapper resolves a prompt from the model's prompts
+    (which always hold sentence-transformers' "query" and "document", "" unless set) and calls encode_query /
+    encode_document / encode with it; the text sentence-transformers then prepends (its `_resolve_prompt`,
+    where `default_prompt_name` applies) is the text `choose` gives, from the model's prompts as ModelInfo keeps
+    them (empty ones dropped) or as sentence-transformers has them."""
+    mteb = pytest.importorskip("mteb")
+    from mteb.models.sentence_transformer_wrapper import _resolve_prompt, _select_encode_function
+    from mteb.types import PromptType
+
+    from elasticir.encoders.prompts import choose
+
+    class Resolved(Exception):
+        pass
+
+    st = models.load("bert", MEAN.name)[1]
+    saved = st.prompts, st.default_prompt_name
+    resolve = st._resolve_prompt
+
+    def capture(prompt, prompt_name):  # the text encode would prepend; stop before any forward
+        raise Resolved(resolve(prompt, prompt_name) or "")
+
+    st._resolve_prompt = capture
+    checked = 0
+    try:
+        for task in ("STSBenchmark", "SciFact", "Banking77Classification"):
+            metadata = mteb.get_task(task).metadata
+            for table in PROMPT_TABLES:
+                for default in dict.fromkeys([None, *list(table)[:1], "query"]):
+                    st.prompts, st.default_prompt_name = {"query": "", "document": "", **table}, default
+                    for side in (None, PromptType.query, PromptType.document):
+                        with pytest.raises(Resolved) as applied:
+                            _select_encode_function(st, side)(["x"], prompt=_resolve_prompt(st.prompts, metadata, side))
+                        # ModelInfo's prompts (empty ones dropped) choose the same unless an empty prompt
+                        # outranks a set one: the caller then needs the model's prompts as they are
+                        nonempty = {k: v for k, v in st.prompts.items() if v}
+                        for prompts in (dict(st.prompts), *([nonempty] if all(table.values()) else [])):
+                            chosen = choose(prompts, default, task_name=metadata.name, task_type=metadata.type,
+                                            prompt_type=side.value if side else None)
+                            assert chosen.text == applied.value.args[0], (task, table, default, side, prompts)
+                        checked += 1
+    finally:
+        del st._resolve_prompt
+        st.prompts, st.default_prompt_name = saved
+    assert checked > 150
 
 
 # --- the ONNX backend and the packed path -------------------------------------------------------------------
