@@ -1,13 +1,15 @@
 """Conformance: elasticir encodes every cell exactly as sentence-transformers does.
 
-Tiny random models of each supported architecture are built from configs (no download) with an offline WordPiece
-tokenizer, wrapped in a sentence-transformers module stack (Pooling in each mode, Dense heads, LayerNorm,
-Normalize, prompts) and saved as a sentence-transformers folder. For every (architecture, stack) case:
+Tiny random models of each supported architecture are built from configs (no download) with offline tokenizers
+(WordPiece; byte-level BPE for RoBERTa and Qwen3), wrapped in a sentence-transformers module stack (Pooling in
+each mode, Dense heads, LayerNorm, Normalize, prompts, do_lower_case) and saved with `SentenceTransformer.save`
+(plus two plain Hugging Face folders). For every (architecture, stack) case in CASES:
 (a) the full cell equals `SentenceTransformer.encode`; (b) each width d equals sentence-transformers' own
 truncation (`truncate_dim`): the raw prefix, and after elasticir's scoring normalisation the L2-normalised one;
 (c) each layer L equals the layer-wise embedding AdaptiveLayerLoss trains (`hidden_states[L]` as the
 `token_embeddings` through every module after the Transformer). Then early exit, the refusals of folders that
-would run foreign code, MTEB's prompt rule, and the ONNX / packed paths against torch.
+would run foreign code, MTEB's prompt rule (its `get_prompt_name`, and its wrapper end to end), and the ONNX /
+packed paths against torch. The models are built once per module; one torch thread (see `models`).
 """
 
 from __future__ import annotations
