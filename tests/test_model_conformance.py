@@ -255,7 +255,7 @@ def prompt_of(name: str) -> str:
 
 
 def st_encode(st, prompt: str, **kwargs) -> np.ndarray:
-    # one batch, as elasticir's: a left-padded decoder's positions depend on the batch's padding
+    # the reference in one batch; elasticir encodes in batches of two, so padding may not change a cell
     return st.encode(TEXTS, prompt=prompt or None, batch_size=len(TEXTS), convert_to_numpy=True, **kwargs)
 
 
