@@ -235,8 +235,7 @@ class ElasticEncoder:
         check_backend(backend, self.model, self.device, self.dtype)
         if backend == "onnx" and not self.stack.poolable_packed:
             raise ElasticIRError(f"--backend onnx pools mean or CLS over all tokens; this model's stack pools "
-                                 f"{self.stack.pooling!r}{'' if self.stack.include_prompt else ' without the prompt'}"
-                                 "; use --backend torch")
+                                 f"{self.stack.pooling_described}; use --backend torch")
         self.backend = backend  # how a padded batch runs: the torch pass, or onnxruntime on the cut graph
         self._onnx = OnnxLayers(self, onnx_cache) if backend == "onnx" else None
         self.packed, self.attention_note = self._choose_attention(attention)
@@ -261,7 +260,7 @@ class ElasticEncoder:
         if model_type not in varlen.PACKABLE_MODEL_TYPES:
             return False, f"{padded} (unpadded attention covers model types {varlen.PACKABLE_MODEL_TYPES}, not {model_type!r})"
         if not self.stack.poolable_packed:
-            return False, f"{padded} (unpadded batches pool mean or CLS over all tokens, not {self.stack.pooling!r})"
+            return False, f"{padded} (unpadded batches pool mean or CLS over all tokens, not {self.stack.pooling_described})"
         config = self.model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         kernel, reasons = varlen.probe_kernel(self.device, self.dtype, head_dim)

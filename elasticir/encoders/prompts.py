@@ -2,8 +2,10 @@
 
 MTEB picks a prompt name per task and side from the model's `prompts` (config_sentence_transformers.json), in
 this order: "<task name>-<prompt type>", "<task name>", "<task type>-<prompt type>", "<task type>", "<prompt
-type>" (`mteb.models.abs_encoder.get_prompt_name`), and sentence-transformers falls back to the model's
-`default_prompt_name` when none matches. Written here rather than imported because mteb is an optional, slow
+type>" (`mteb.models.abs_encoder.get_prompt_name`). When none matches, sentence-transformers' `encode` (symmetric
+tasks: no prompt type) falls back to the model's `default_prompt_name`; `encode_query` / `encode_document`, which
+MTEB calls for the two sides, never do (their "query" / "document" prompt, "" unless the model sets one, comes
+first). Written here rather than imported because mteb is an optional, slow
 import and its function needs a TaskMetadata; a test checks that both agree on every rule.
 
 A chosen prompt is a (name, text) pair: the name is what a leaderboard records, the text is what is prepended to
@@ -48,7 +50,8 @@ def mteb_prompt_name(prompts: dict[str, str], task_name: str | None, task_type: 
 def choose(prompts: dict[str, str], default_name: str | None, *, task_name: str | None, task_type: str,
            prompt_type: str | None, prompt_name: str | None = None, literal: str | None = None) -> Prompt:
     """The prompt one side of a dataset gets: a literal text (`--query-prompt`, `--doc-prompt`) first, then a
-    named prompt (`--prompt-name`, or "none"), then MTEB's selection, then the model's default prompt."""
+    named prompt (`--prompt-name`, or "none"), then MTEB's selection, then, for a symmetric task only (no
+    `prompt_type`), the model's default prompt, as MTEB running the sentence-transformers model applies them."""
     if literal is not None:
         return Prompt(None, literal)
     if prompt_name == NO_PROMPT:
@@ -59,7 +62,9 @@ def choose(prompts: dict[str, str], default_name: str | None, *, task_name: str 
             raise ElasticIRError(f"--prompt-name {prompt_name!r}: the model has no such prompt (its prompts: {names}; "
                                  f"'{NO_PROMPT}' for no prompt)")
         return Prompt(prompt_name, prompts[prompt_name])
-    name = mteb_prompt_name(prompts, task_name, task_type, prompt_type) or default_name
+    name = mteb_prompt_name(prompts, task_name, task_type, prompt_type)
+    if name is None and prompt_type is None:
+        name = default_name
     return Prompt(name, prompts[name]) if name and name in prompts else EMPTY
 
 

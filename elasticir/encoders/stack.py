@@ -255,7 +255,14 @@ class ModuleStack:
             raise ElasticIRError(f"unsupported module order {' -> '.join(['Transformer', *kinds])}")
         token_modules = tuple(rest[:split])
         if pooling is not None:
-            token_modules = token_modules[:-1] + (_repooled(token_modules[-1], pooling),)
+            repooled = _repooled(token_modules[-1], pooling)
+            sized = [_kind(m) for m in rest[split:] if _kind(m) in ("Dense", "LayerNorm")]
+            if sized and _pooled_width(repooled) != _pooled_width(token_modules[-1]):
+                raise ElasticIRError(
+                    f"pooling {pooling!r} gives {_pooled_width(repooled)}-dim vectors, but the model's {sized[0]} "
+                    f"after its Pooling takes {_pooled_width(token_modules[-1])}: choose a pooling with as many "
+                    f"modes as the model's ({ModuleStack((token_modules[-1],), ()).pooling!r})")
+            token_modules = token_modules[:-1] + (repooled,)
         return cls(token_modules, tuple(rest[split:]))
 
     @property
@@ -295,6 +302,14 @@ class ModuleStack:
         over all tokens; any sentence modules then run on the pooled vectors as usual."""
         return len(self.token_modules) == 1 and self.pooling in ("mean", "cls") and self.include_prompt
 
+    @property
+    def pooling_described(self) -> str:
+        """How the stack pools, as the refusals of the packed and ONNX paths name it: the mode, and what besides
+        it keeps those paths off (a Pooling that leaves the prompt out, token modules before the Pooling)."""
+        text = repr(self.pooling) + ("" if self.include_prompt else " without the prompt")
+        before = [_describe(m) for m in self.token_modules[:-1]]
+        return text + (f" after {', '.join(before)}" if before else "")
+
     def pool(self, hidden: torch.Tensor, features: dict) -> torch.Tensor:
         """The Pooling output (the `sentence_embedding` before any sentence module) of one layer's states."""
         state = {**features, "token_embeddings": hidden}
@@ -322,6 +337,12 @@ def _repooled(pooling, mode: str):
             raise ElasticIRError(f"pooling {mode!r} is not supported; choose one of {', '.join(Pooling.POOLING_MODES)}"
                                  " (or several joined by '+')")
     return Pooling(pooling.embedding_dimension, pooling_mode=modes[0] if len(modes) == 1 else modes, include_prompt=pooling.include_prompt)
+
+
+def _pooled_width(pooling) -> int:
+    """The width of a Pooling module's output: its token width once per mode."""
+    mode = pooling.pooling_mode
+    return pooling.embedding_dimension * (1 if isinstance(mode, str) else len(mode))
 
 
 def _describe(module: torch.nn.Module) -> str:
