@@ -268,9 +268,9 @@ def job_prompts(jobs: list[Job], config: RunConfig, encoder: ElasticEncoder) -> 
     """Each job's prompts, chosen from the model's by MTEB's rules for the dataset's MTEB task name and type,
     or as the prompt flags say (a --prompt-name the model lacks stops here, before any encoding)."""
     info = encoder.info
-    check_prompt_name(info.prompts, config.prompt_name)
+    check_prompt_name(encoder.prompt_table, config.prompt_name)
     for job in jobs:
-        job.prompts = dataset_prompts(info.prompts, info.default_prompt_name, task=job.task,
+        job.prompts = dataset_prompts(encoder.prompt_table, info.default_prompt_name, task=job.task,
                                       task_name=job.spec.mteb_name, task_type=job.spec.mteb_type,
                                       prompt_name=config.prompt_name, query_prompt=config.query_prompt,
                                       doc_prompt=config.doc_prompt)

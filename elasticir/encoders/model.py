@@ -242,6 +242,12 @@ class ElasticEncoder:
         if self._onnx and self.packed:
             raise ElasticIRError("--backend onnx runs padded batches only; use attention 'padded' or 'auto'")
 
+    @property
+    def prompt_table(self) -> dict[str, str]:
+        """Every prompt the model declares, empty ones included: what MTEB's selection reads (an empty prompt
+        that outranks a set one wins there). `info.prompts`, the record, keeps only the non-empty ones."""
+        return dict(self.st.prompts or {})
+
     def _embedding_width(self) -> int:
         """The output width of the module stack (a Dense head or a multi-mode Pooling changes it), measured on
         one short text: sentence-transformers' own report of it is missing for some stacks."""

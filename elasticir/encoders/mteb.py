@@ -70,7 +70,7 @@ class ElasticCellModel(AbsEncoder):
                **kwargs: Any) -> np.ndarray:
         texts = [text for batch in inputs for text in batch["text"]]
         info = self.encoder.info  # the prompt MTEB's own selection gives a sentence-transformers model
-        prompt = choose(info.prompts, info.default_prompt_name, task_name=task_metadata.name,
+        prompt = choose(self.encoder.prompt_table, info.default_prompt_name, task_name=task_metadata.name,
                         task_type=task_metadata.type, prompt_type=getattr(prompt_type, "value", prompt_type)).text
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

@@ -157,7 +157,7 @@ def corpus_stores(encoder: ElasticEncoder, data: RetrievalData, cache_dir: Path,
     needs): what `--shard`, the grid evaluation and funnels all open. A prompt left None is the model's prompt
     MTEB selects for a retrieval task of no known name (the runner passes the ones selected for the dataset)."""
     info = encoder.info
-    chosen = dataset_prompts(info.prompts, info.default_prompt_name, task="retrieval", task_name=None,
+    chosen = dataset_prompts(encoder.prompt_table, info.default_prompt_name, task="retrieval", task_name=None,
                              task_type="Retrieval", query_prompt=query_prompt, doc_prompt=doc_prompt)
     docs = EmbeddingStore(cache_dir, encoder, data.doc_ids, data.doc_texts, dtype=store_dtype, width=width,
                           prompt=chosen["document"].text)

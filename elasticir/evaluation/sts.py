@@ -56,7 +56,7 @@ def evaluate_sts(encoder: ElasticEncoder, pairs: StsPairs, grid: Grid, *, batch_
     start = time.perf_counter()
     if prompt is None:
         info = encoder.info
-        prompt = choose(info.prompts, info.default_prompt_name, task_name=None, task_type="STS", prompt_type=None).text
+        prompt = choose(encoder.prompt_table, info.default_prompt_name, task_name=None, task_type="STS", prompt_type=None).text
     encode = executor.encode if executor is not None else encoder.encode
     embeddings = encode(texts, grid.layers, batch_size=batch_size, show_progress=show_progress, desc=desc,
                         prompt=prompt)
