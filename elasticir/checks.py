@@ -123,10 +123,19 @@ def check_free_space(folder: Path, needed: int, what: str, *, existing: int | No
 def check_scale(config) -> None:
     """The executor, shard and worker flags: Ray installed when asked for, a well-formed shard, no shard with Ray."""
     check_positive(config.workers, "--workers")
+    if config.executor != "ray":
+        for flag, value in (("--workers", config.workers), ("--ray-address", config.ray_address)):
+            if value is not None:
+                raise ElasticIRError(f"{flag} {value} is for the Ray executor and --executor is "
+                                     f"{config.executor}; add --executor ray, or leave {flag} out")
     if config.executor == "ray":
-        from elasticir.distributed import require_ray
+        import os
+
+        from elasticir.distributed import probe_address, require_ray
 
         require_ray()
+        probe_address(config.ray_address or os.environ.get("RAY_ADDRESS"),
+                      "--ray-address" if config.ray_address else "$RAY_ADDRESS")
     if config.shard is not None:
         from elasticir.sharding import parse_shard
 

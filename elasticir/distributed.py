@@ -49,6 +49,34 @@ def require_ray():
     return ray
 
 
+PROBE_TIMEOUT_S = 5.0  # a --ray-address that does not accept a TCP connection in this time is refused
+
+
+def probe_address(address: str | None, flag: str = "--ray-address", timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Refuse a Ray address nothing listens at, within `timeout` seconds (ray.init would retry for minutes
+    without a word): one TCP connect to HOST:PORT (also ray://HOST:PORT). `auto`, `local` and None are Ray's own
+    lookups and are left to it."""
+    import socket
+
+    if not address or address.strip() in ("auto", "local"):
+        return
+    text = address.strip()
+    target = text.split("://", 1)[1] if "://" in text else text
+    host, sep, port = target.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ElasticIRError(f"{flag} {address}: not a Ray address; write HOST:PORT (e.g. 10.0.0.5:6379, the "
+                             "address `ray start --head` prints), ray://HOST:PORT, or leave it out for a local cluster")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc) or type(exc).__name__)
+        raise ElasticIRError(f"{flag} {address}: no Ray cluster answers there (TCP connect to {host}:{port} failed "
+                             f"within {timeout:g} s: {reason}). Fix: start it with `ray start --head --port {port}` "
+                             f"on {host}, correct the address, or leave {flag} out for a local cluster") from None
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """What rebuilds the driver's encoder in a worker process: the same folder and settings, so the same key."""
@@ -159,6 +187,8 @@ class RayExecutor:
         self.ray = ray = require_ray()
         self.env = {k: v for k, v in os.environ.items() if k.startswith(("ELASTICIR_", "HF_", "TRANSFORMERS_"))}
         if not ray.is_initialized():
+            flag = "--ray-address" if address else "$RAY_ADDRESS"
+            probe_address(address or os.environ.get("RAY_ADDRESS"), flag)
             try:
                 ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
                          logging_level="WARNING")
@@ -172,7 +202,14 @@ class RayExecutor:
         available = int(resources.get("GPU" if self.gpu else "CPU", 1)) or 1
         self.workers = workers or available
         if self.gpu and self.workers > available:
-            raise ElasticIRError(f"--workers {self.workers}: the Ray cluster has {available} GPU(s)")
+            raise ElasticIRError(f"--workers {self.workers}: the Ray cluster has {available} GPU(s); give "
+                                 f"--workers {available} or fewer, or leave --workers out (one actor per GPU)")
+        if self.workers > available:  # CPU actors need >= 1 CPU each: the rest could never be placed (no progress)
+            from elasticir.progress import stage
+
+            stage(f"note: --workers {self.workers} is more than the Ray cluster's {available} CPU(s) can place "
+                  f"(one CPU per actor); using {available} worker(s)")
+            self.workers = available
         self.threads = 1 if self.gpu else max(1, int(resources.get("CPU", 1)) // self.workers)
         self._actors: list = []
         self.startup_s: list[float] = []
