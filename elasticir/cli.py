@@ -249,6 +249,7 @@ def eval_sts(
     device: DeviceOpt = None,
     backend: BackendOpt = None,
     recompute: RecomputeOpt = None,
+    latency_texts: LatencyTextsOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     workers: WorkersOpt = None,
@@ -259,6 +260,7 @@ def eval_sts(
         config, model=model, layers=layers, dims=dims, sts=datasets, retrieval=[], data_root=data_root,
         out=out_dir, cache_dir=cache_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
+        latency_texts=latency_texts,
         **_scale(executor, ray_address, workers),
     ))
 

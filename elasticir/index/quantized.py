@@ -37,12 +37,17 @@ def check_precisions(precisions, flag: str = "--precisions") -> list[str]:
     precisions = list(precisions or [])
     if not precisions:
         raise ElasticIRError(f"{flag} is empty; give a comma list of {', '.join(PRECISIONS)}")
+    if any(not isinstance(p, str) or not p.strip() for p in precisions):
+        raise ElasticIRError(f"{flag}: an item is empty; give a comma list of {', '.join(PRECISIONS)} "
+                             "without empty items")
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         raise ElasticIRError(f"{flag}: unknown precision(s) {', '.join(map(repr, unknown))}; "
                              f"use a comma list of {', '.join(PRECISIONS)}")
     if len(set(precisions)) != len(precisions):
-        raise ElasticIRError(f"{flag} {','.join(precisions)}: a precision is listed twice")
+        twice = sorted({p for p in precisions if precisions.count(p) > 1})
+        raise ElasticIRError(f"{flag} {','.join(precisions)}: {', '.join(twice)} listed twice; give each "
+                             "precision once")
     return precisions
 
 
