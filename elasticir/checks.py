@@ -133,9 +133,9 @@ def check_scale(config) -> None:
 
         from elasticir.distributed import probe_address, require_ray
 
-        require_ray()
         probe_address(config.ray_address or os.environ.get("RAY_ADDRESS"),
                       "--ray-address" if config.ray_address else "$RAY_ADDRESS")
+        require_ray()
     if config.shard is not None:
         from elasticir.sharding import parse_shard
 

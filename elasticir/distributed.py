@@ -49,13 +49,16 @@ def require_ray():
     return ray
 
 
-PROBE_TIMEOUT_S = 5.0  # a --ray-address that does not accept a TCP connection in this time is refused
+PROBE_TIMEOUT_S = 5.0  # a --ray-address that does not answer as a Ray (gRPC) server in this time is refused
+# the HTTP/2 client preface and an empty SETTINGS frame: a Ray GCS or Ray Client server (both gRPC) answers with
+# its own SETTINGS frame at once; a closed port, a silent host or a server of another protocol does not
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 def probe_address(address: str | None, flag: str = "--ray-address", timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Refuse a Ray address nothing listens at, within `timeout` seconds (ray.init would retry for minutes
-    without a word): one TCP connect to HOST:PORT (also ray://HOST:PORT). `auto`, `local` and None are Ray's own
-    lookups and are left to it."""
+    """Refuse a Ray address where no Ray server answers, within `timeout` seconds in all (ray.init would retry
+    for minutes without a word): a TCP connect to HOST:PORT (also ray://HOST:PORT) and an HTTP/2 handshake, which
+    Ray's gRPC servers answer at once. `auto`, `local` and None are Ray's own lookups and are left to it."""
     import socket
 
     if not address or address.strip() in ("auto", "local"):
@@ -67,12 +70,22 @@ def probe_address(address: str | None, flag: str = "--ray-address", timeout: flo
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ElasticIRError(f"{flag} {address}: not a Ray address; write HOST:PORT (e.g. 10.0.0.5:6379, the "
                              "address `ray start --head` prints), ray://HOST:PORT, or leave it out for a local cluster")
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            sock.sendall(_H2_PREFACE)
+            reply = b""
+            while len(reply) < 9:  # one frame header: length (3), type (1), flags (1), stream (4)
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(9 - len(reply))
+                if not chunk:
+                    raise ConnectionResetError(0, "the connection was closed without an answer")
+                reply += chunk
+        if reply[3] != 0x4:
+            raise ConnectionError(0, "the server there does not speak gRPC (no HTTP/2 SETTINGS frame)")
     except OSError as exc:
-        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc) or type(exc).__name__)
-        raise ElasticIRError(f"{flag} {address}: no Ray cluster answers there (TCP connect to {host}:{port} failed "
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc) or type(exc).__name__)
+        raise ElasticIRError(f"{flag} {address}: no Ray cluster answers there (probe of {host}:{port} failed "
                              f"within {timeout:g} s: {reason}). Fix: start it with `ray start --head --port {port}` "
                              f"on {host}, correct the address, or leave {flag} out for a local cluster") from None
 
