@@ -85,3 +85,23 @@ def shared_data() -> Path:
     if not root or not (Path(root) / "sts" / "stsbenchmark").is_dir():
         pytest.skip("set ELASTICIR_DATA to the shared data folder (with sts/stsbenchmark) to run integration tests")
     return Path(root)
+
+
+@pytest.fixture(scope="session")
+def random_vectors():
+    """300 random 16-dim documents and 5 queries (float32): enough for IVF-PQ training, fast for every index."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((300, 16)).astype(np.float32), rng.standard_normal((5, 16)).astype(np.float32)
+
+
+@pytest.fixture
+def toy_root(tmp_path) -> Path:
+    """A data root with one STS set (toy-a) and the 7-document BEIR set of test_retrieval (toyir)."""
+    from test_retrieval import write_beir
+
+    root = tmp_path / "data"
+    write_sts(root / "sts" / "toy-a" / "test.jsonl.gz")
+    write_beir(root / "beir" / "toyir")
+    return root
