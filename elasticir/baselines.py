@@ -218,8 +218,8 @@ def widen_dims(config, spec: Spec | None, encoder):
         return config
     num_layers, hidden = encoder.num_layers, encoder.hidden_size
     check_cells_fit(spec, num_layers, hidden, f"the elastic model {encoder.info.name} ({num_layers} layers x "
-                    f"{hidden} dims)", "map only cells the elastic model has (layers 1..{}, dims 1..{})"
-                    .format(num_layers, hidden))
+                    f"{hidden} dims)", f"map only cells the elastic model has (layers 1..{num_layers}, dims "
+                    f"1..{hidden})")
     cells = [m.cell for m in spec.members]
     update, added = {}, []
     if config.dims is None and cells:
