@@ -24,6 +24,7 @@ from elasticir.errors import ElasticIRError
 INDEX_ALIASES = {"flat": "Flat", "hnsw": "HNSW32", "sq8": "SQ8"}  # "ivfpq" depends on n and d, see below
 TIE_MARGIN = 16  # extra candidates fetched so ties at the k-th score are ordered by doc id, not by chance
 CHUNK = 1 << 16
+GPU_MAX_K = 1024  # the smallest top-k limit of faiss GPU indexes across versions
 K_MAX = 2**31 - 1  # the largest --k: FAISS, torch.topk and Lucene take a 32-bit k
 
 
@@ -157,7 +158,10 @@ class CellIndex:
         fetch = search_depth(fetch, self.n)
         if self.matrix is not None:
             return exact_search(queries, self.matrix, fetch)
-        scores, ids = self.faiss.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+        # faiss GPU indexes select at most GPU_MAX_K per query (1024 or 2048 by version): deeper searches use the
+        # CPU copy of the same index (same results, slower), never a faiss error
+        index = self._cpu_index if self._on_gpu and fetch > GPU_MAX_K else self.faiss
+        scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
         return scores, ids.astype(np.int64)
 
     def search(self, queries_full: np.ndarray, k: int, tie_rank: np.ndarray,
