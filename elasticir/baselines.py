@@ -150,6 +150,10 @@ def _parse_yaml(path: Path) -> Spec:
             cell = Cell.parse(key.value)
         except ElasticIRError as exc:
             raise ElasticIRError(f"{where}: {exc}") from None
+        if cell.layer < 1 or cell.dim < 1:  # no model has it: layer 0 is the embedding output, not a cell
+            raise ElasticIRError(f"{where}: cell {cell} is not a grid cell: "
+                                 f"{cell_range_error(*cell, max(cell.layer, 1), max(cell.dim, 1))}. Fix: key the "
+                                 "cell as LAYER:DIM with layer >= 1 and dim >= 1, e.g. \"4:256\"")
         if not isinstance(value, yaml.ScalarNode) or not str(value.value).strip():
             raise ElasticIRError(f"{where}: the value must be one model (hub id, folder or name), optionally MODEL@L:D")
         model, source = _split_source(str(value.value).strip(), where)
@@ -204,15 +208,59 @@ def _parse_separate(folder: Path) -> Spec:
 
 
 def widen_dims(config, spec: Spec | None, encoder):
-    """`config` with the baseline members' widths added to the default dims (and an elasticir-trained model's
-    own widths, as the runner adds them), so the elastic model is evaluated at every cell the baseline has.
-    Explicit --dims are kept as given."""
-    if spec is None or config.dims is not None or not spec.members:
+    """`config` with a grid that covers every cell of the baseline, checked before any encoding.
+
+    A baseline cell the elastic model lacks (a layer or dim beyond its shape) has nothing to compare with: one
+    error naming the YAML line / member folder. Without --dims the baseline members' widths are added to the
+    default dims (and an elasticir-trained model's own widths, as the runner adds them); explicit --dims or
+    --layers that leave a baseline cell out are widened to include it, with a note."""
+    if spec is None or spec.kind == "run":
         return config
-    hidden = encoder.hidden_size
-    trained = {c.dim for c in encoder.info.trained_pairs or []}
-    dims = set(default_dims(hidden)) | trained | {m.cell.dim for m in spec.members if m.cell.dim <= hidden}
-    return config.model_copy(update={"dims": sorted(dims)})
+    num_layers, hidden = encoder.num_layers, encoder.hidden_size
+    check_cells_fit(spec, num_layers, hidden, f"the elastic model {encoder.info.name} ({num_layers} layers x "
+                    f"{hidden} dims)", f"map only cells the elastic model has (layers 1..{num_layers}, dims "
+                    f"1..{hidden})")
+    cells = [m.cell for m in spec.members]
+    update, added = {}, []
+    if config.dims is None and cells:
+        trained = {c.dim for c in encoder.info.trained_pairs or []}
+        update["dims"] = sorted(set(default_dims(hidden)) | trained | {c.dim for c in cells})
+    elif config.dims is not None and (extra := sorted({c.dim for c in cells} - set(config.dims))):
+        update["dims"] = sorted(set(config.dims) | set(extra))
+        added.append(f"dims {','.join(map(str, extra))} (--dims {','.join(map(str, config.dims))})")
+    wanted_layers = {c.layer for c in cells} | {layer for layer, _, _ in spec.rows}
+    if config.layers is not None and (extra := sorted(wanted_layers - set(config.layers))):
+        update["layers"] = sorted(set(config.layers) | set(extra))
+        added.append(f"layers {','.join(map(str, extra))} (--layers {','.join(map(str, config.layers))})")
+    if added:
+        _note(f"note: the baseline {spec.path} has cells outside the grid; added {' and '.join(added)} so every "
+              "baseline cell has an elastic cell to compare with")
+    return config.model_copy(update=update) if update else config
+
+
+def check_cells_fit(spec: Spec, num_layers: int, hidden: int, what: str, fix: str,
+                    layers=None, dims=None) -> None:
+    """Every baseline cell (and full-width row) within `num_layers` x `hidden` and, when given, within the grid's
+    `layers` / `dims`; else one error naming the YAML line or member folder of the first cell that is not."""
+    for member in spec.members:
+        message = cell_range_error(*member.cell, num_layers, hidden)
+        if message is None and layers is not None and member.cell.layer not in layers:
+            message = f"layer {member.cell.layer} is not in the grid's layers {list(layers)}"
+        if message is None and dims is not None and member.cell.dim not in dims:
+            message = f"dim {member.cell.dim} is not in the grid's dims {list(dims)}"
+        if message:
+            raise ElasticIRError(f"{member.where}: baseline cell {member.cell} is outside {what}, so it has nothing "
+                                 f"to compare with: {message}. Fix: {fix}")
+    for layer, _, where in spec.rows:
+        if not 1 <= layer <= num_layers or (layers is not None and layer not in layers):
+            raise ElasticIRError(f"{where}: baseline layer row {layer} is outside {what}, so it has nothing to "
+                                 f"compare with. Fix: {fix}")
+
+
+def _note(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True, markup=False, highlight=False).print(text)
 
 
 # --- evaluation -------------------------------------------------------------------------------------------------
@@ -375,6 +423,11 @@ def baseline_for_report(spec: str | Path, run_dir: str | Path) -> Path:
     if parsed.kind == "run":
         return parsed.path
     board = load_leaderboard(Path(run_dir) / "leaderboard.json")
+    check_cells_fit(parsed, board.model.num_layers, board.model.hidden_size,
+                    f"the run {run_dir} (layers {list(board.grid.layers)}, dims {list(board.grid.dims)})",
+                    "re-run the elastic model with --layers/--dims covering the baseline's cells (or run it with "
+                    "--baseline, which widens its grid), or drop the cell from the baseline",
+                    layers=board.grid.layers, dims=board.grid.dims)
     values = {k: v for k, v in board.config.items() if k not in ("numeric", "baseline", "baseline_grid")}
     values["out"] = str(Path(run_dir).parent)
     return evaluate(parsed, _run_config(RunConfig, values, run_dir), list(board.grid.dims)).dir

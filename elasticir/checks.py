@@ -19,6 +19,17 @@ def check_positive(value: int | None, flag: str, *, allow_none: bool = True, min
         raise ElasticIRError(f"{flag} {value!r}: must be a whole number >= {minimum}")
 
 
+def check_k(k: int | None, flag: str = "--k") -> None:
+    """A retrieval depth every index can take: >= 1 and <= 2^31 - 1 (a k beyond the corpus is capped to it at
+    search time, index.dense.search_depth; beyond 2^31 FAISS, torch and Lucene cannot represent it)."""
+    from elasticir.index.dense import K_MAX
+
+    check_positive(k, flag, allow_none=False)
+    if k > K_MAX:
+        raise ElasticIRError(f"{flag} {k}: larger than {K_MAX} (2^31 - 1), the most any index can return; a k "
+                             f"beyond the corpus returns the whole corpus, so use at most the corpus size")
+
+
 def check_device(device: str | None, flag: str = "--device") -> None:
     """A device torch can use here: parseable, and CUDA / MPS only where present (no silent CPU fallback)."""
     if device is None:
@@ -60,7 +71,7 @@ def check_output_dir(path: Path | str, flag: str = "--out") -> Path:
 
 def check_run_config(config) -> None:
     """Every flag of a RunConfig that can be checked without the model or the data."""
-    check_positive(config.k, "--k", allow_none=False)
+    check_k(config.k)
     check_positive(config.batch_size, "--batch-size", allow_none=False)
     check_positive(config.max_length, "--max-length")
     check_positive(config.max_tokens_per_batch, "--max-tokens-per-batch")
@@ -128,9 +139,18 @@ def check_free_space(folder: Path, needed: int, what: str, *, existing: int | No
 def check_scale(config) -> None:
     """The executor, shard and worker flags: Ray installed when asked for, a well-formed shard, no shard with Ray."""
     check_positive(config.workers, "--workers")
+    if config.executor != "ray":
+        for flag, value in (("--workers", config.workers), ("--ray-address", config.ray_address)):
+            if value is not None:
+                raise ElasticIRError(f"{flag} {value} is for the Ray executor and --executor is "
+                                     f"{config.executor}; add --executor ray, or leave {flag} out")
     if config.executor == "ray":
-        from elasticir.distributed import require_ray
+        import os
 
+        from elasticir.distributed import probe_address, require_ray
+
+        probe_address(config.ray_address or os.environ.get("RAY_ADDRESS"),
+                      "--ray-address" if config.ray_address else "$RAY_ADDRESS")
         require_ray()
     if config.shard is not None:
         from elasticir.sharding import parse_shard

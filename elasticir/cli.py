@@ -274,6 +274,7 @@ def eval_sts(
     device: DeviceOpt = None,
     backend: BackendOpt = None,
     recompute: RecomputeOpt = None,
+    latency_texts: LatencyTextsOpt = None,
     executor: ExecutorOpt = None,
     ray_address: RayAddressOpt = None,
     workers: WorkersOpt = None,
@@ -286,6 +287,7 @@ def eval_sts(
         config, model=model, layers=layers, dims=dims, sts=datasets, retrieval=[], data_root=data_root,
         out=out_dir, cache_dir=cache_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
         max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
+        latency_texts=latency_texts,
         **_scale(executor, ray_address, workers), **_prompts(prompt_name, trust_remote_code=trust_remote_code),
     ))
 

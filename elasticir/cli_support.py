@@ -89,8 +89,13 @@ def coerce_flag(kind: type, name: str, value):
         return parse_int_list(value, name.replace("_", "-"))
     if item is tuple:
         return parse_pairs(value)
-    if item is str:
-        return [part.strip() for part in value.split(",") if part.strip()]
+    if item is str:  # one rule for every comma list: "" is the empty list, an empty item ("a,,b", "a,") an error
+        parts = [part.strip() for part in value.split(",")]
+        if value.strip() and not all(parts):
+            flag = "--" + name.replace("_", "-")
+            raise ElasticIRError(f"{flag} {value!r}: item {parts.index('') + 1} of the comma list is empty; "
+                                 f"write the list without empty items (e.g. {','.join(p for p in parts if p)})")
+        return [part for part in parts if part]
     return value
 
 

@@ -109,7 +109,9 @@ class RunConfig(BaseModel):
     @classmethod
     def _float32_first(cls, value: list[str]) -> list[str]:
         """float32 is always evaluated, first: the reference every grid table, figure and comparison reads."""
-        return ["float32"] + [p for p in value if p != "float32"] if value else value
+        if not value or len(set(value)) != len(value):
+            return value  # empty or with a duplicate: check_precisions refuses it, one rule for every precision
+        return ["float32"] + [p for p in value if p != "float32"]
 
     @property
     def cache(self) -> Path:

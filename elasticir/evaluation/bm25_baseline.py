@@ -23,7 +23,7 @@ def run_bm25(data: RetrievalData, part_dir: Path, cache_dir: Path, spec: Dataset
         digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
     index_dir = build_bm25_index(zip(data.doc_ids, data.doc_texts), cache_dir / f"{spec.name}-{digest.hexdigest()[:16]}")
     run = trec_order(bm25_search(index_dir, dict(zip(data.query_ids, data.query_texts)), k=k, k1=K1, b=B,
-                                 remove_self_hits=spec.remove_self_hits))
+                                 remove_self_hits=spec.remove_self_hits, n_docs=len(data.doc_ids)))
     aggregate, per_query = evaluate_run(data.qrels, run, measures_for(data.qrels))
     run_file = part_dir / "runs" / "bm25-flat.trec.gz"
     write_trec_run(run_file, run, "bm25-flat")

@@ -301,7 +301,8 @@ def _move_into_place(built: Path, index_dir: Path) -> None:
 
 
 def bm25_search(index_dir: Path, queries: dict[str, str], *, k: int = 1000, k1: float = 0.9, b: float = 0.4,
-                remove_self_hits: bool = False, threads: int = 2) -> dict[str, dict[str, float]]:
+                remove_self_hits: bool = False, threads: int = 2,
+                n_docs: int | None = None) -> dict[str, dict[str, float]]:
     """Rank the index's documents for each query with BM25; return {qid: {docid: score}} in rank order.
 
     Defaults are pyserini's BEIR settings (k1=0.9, b=0.4, depth 1000). Every qid gets an entry, empty when no
@@ -309,6 +310,7 @@ def bm25_search(index_dir: Path, queries: dict[str, str], *, k: int = 1000, k1: 
     equals the query id (BEIR, pyserini's --remove-query: ArguAna and Quora queries are corpus documents); one
     extra hit is fetched then so k remain. Anserini rounds scores to 4 decimals and nudges tied ones apart in doc
     id order (ascending), so runs are deterministic and any evaluator ranks them the same way.
+    `n_docs` (the corpus size) caps the depth asked of Lucene, as every dense index caps it (search_depth).
     """
     index_dir = Path(index_dir)
     if not glob(str(index_dir / "segments_*")):
@@ -320,7 +322,9 @@ def bm25_search(index_dir: Path, queries: dict[str, str], *, k: int = 1000, k1: 
         raise ElasticIRError(f"query {bad!r}: query ids and texts must be strings, got {queries[bad]!r}")
     SimpleSearcher = _jclass("io.anserini.search.SimpleSearcher")  # what pyserini's LuceneSearcher wraps
     ArrayList = _jclass("java.util.ArrayList")
-    depth = k + 1 if remove_self_hits else k
+    from elasticir.index.dense import K_MAX, search_depth
+
+    depth = search_depth(k, min(n_docs or K_MAX, K_MAX), 1 if remove_self_hits else 0)
     searcher = SimpleSearcher(str(index_dir))
     try:
         searcher.set_bm25(float(k1), float(b))

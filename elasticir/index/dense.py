@@ -24,6 +24,18 @@ from elasticir.errors import ElasticIRError
 INDEX_ALIASES = {"flat": "Flat", "hnsw": "HNSW32", "sq8": "SQ8"}  # "ivfpq" depends on n and d, see below
 TIE_MARGIN = 16  # extra candidates fetched so ties at the k-th score are ordered by doc id, not by chance
 CHUNK = 1 << 16
+GPU_MAX_K = 1024  # the smallest top-k limit of faiss GPU indexes across versions
+K_MAX = 2**31 - 1  # the largest --k: FAISS, torch.topk and Lucene take a 32-bit k
+
+
+def search_depth(k: int, n_docs: int, extra: int = 0) -> int:
+    """How many hits to ask any index for: k plus an `extra` margin (tie candidates, a self-hit), never more than
+    the corpus holds. Every search path (torch, faiss flat / HNSW / SQ8 / IVF-PQ / factory strings, each quantised
+    precision, funnels, BM25) asks through this, so a k beyond the corpus returns the whole ranked corpus (as
+    k = n_docs does) instead of a FAISS error or a huge allocation (HNSW with k = 10^9 never returned)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ElasticIRError(f"--k {k!r}: must be a whole number >= 1")
+    return max(0, min(int(k) + int(extra), int(n_docs)))
 
 
 def factory_string(index: str, n: int, dim: int) -> str:
@@ -75,7 +87,7 @@ def order_hits(scores: np.ndarray, ids: np.ndarray, tie_rank: np.ndarray, k: int
 def exact_search(queries: np.ndarray, docs: torch.Tensor, k: int, *, doc_chunk: int = 1 << 18,
                  query_chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Inner-product top-k by matmul, over doc chunks with a running top-k (bounded scratch memory)."""
-    k = min(k, len(docs))
+    k = search_depth(k, len(docs))
     best_scores = np.empty((len(queries), k), dtype=np.float32)
     best_ids = np.empty((len(queries), k), dtype=np.int64)
     for q0 in range(0, len(queries), query_chunk):
@@ -138,21 +150,29 @@ class CellIndex:
 
         return len(faiss.serialize_index(self._cpu_index))
 
+    @property
+    def n(self) -> int:
+        return len(self.matrix) if self.matrix is not None else self._cpu_index.ntotal
+
     def _raw_search(self, queries: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        fetch = search_depth(fetch, self.n)
         if self.matrix is not None:
             return exact_search(queries, self.matrix, fetch)
-        scores, ids = self.faiss.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
+        # faiss GPU indexes select at most GPU_MAX_K per query (1024 or 2048 by version): deeper searches use the
+        # CPU copy of the same index (same results, slower), never a faiss error
+        index = self._cpu_index if self._on_gpu and fetch > GPU_MAX_K else self.faiss
+        scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), fetch)
         return scores, ids.astype(np.int64)
 
     def search(self, queries_full: np.ndarray, k: int, tie_rank: np.ndarray,
                exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
         """Top-k (scores, corpus rows) per query in trec_eval order, and the batched search seconds."""
         queries = truncate(queries_full, self.dim, self.normalize)
-        fetch = min(len(tie_rank), k + TIE_MARGIN + (1 if exclude is not None else 0))
+        fetch = search_depth(k, len(tie_rank), TIE_MARGIN + (1 if exclude is not None else 0))
         start = time.perf_counter()
         scores, ids = self._raw_search(queries, fetch)
         seconds = time.perf_counter() - start
-        scores, ids = order_hits(scores, ids, tie_rank, min(k, len(tie_rank)), exclude)
+        scores, ids = order_hits(scores, ids, tie_rank, search_depth(k, len(tie_rank)), exclude)
         return scores, ids, seconds
 
     def latency_ms(self, queries_full: np.ndarray, k: int, samples: int = 100) -> tuple[float, float]:

@@ -25,7 +25,7 @@ import torch
 
 from elasticir.encoders import truncate
 from elasticir.errors import ElasticIRError
-from elasticir.index.dense import TIE_MARGIN, order_hits
+from elasticir.index.dense import TIE_MARGIN, order_hits, search_depth
 
 PRECISIONS = ("float32", "float16", "int8", "binary", "binary+rescore")
 RESCORE_MULTIPLIER = 4  # binary+rescore: candidates rescored per result kept (k=1000 -> 4000 candidates)
@@ -37,12 +37,17 @@ def check_precisions(precisions, flag: str = "--precisions") -> list[str]:
     precisions = list(precisions or [])
     if not precisions:
         raise ElasticIRError(f"{flag} is empty; give a comma list of {', '.join(PRECISIONS)}")
+    if any(not isinstance(p, str) or not p.strip() for p in precisions):
+        raise ElasticIRError(f"{flag}: an item is empty; give a comma list of {', '.join(PRECISIONS)} "
+                             "without empty items")
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown:
         raise ElasticIRError(f"{flag}: unknown precision(s) {', '.join(map(repr, unknown))}; "
                              f"use a comma list of {', '.join(PRECISIONS)}")
     if len(set(precisions)) != len(precisions):
-        raise ElasticIRError(f"{flag} {','.join(precisions)}: a precision is listed twice")
+        twice = sorted({p for p in precisions if precisions.count(p) > 1})
+        raise ElasticIRError(f"{flag} {','.join(precisions)}: {', '.join(twice)} listed twice; give each "
+                             "precision once")
     return precisions
 
 
@@ -121,14 +126,14 @@ class QuantizedIndex:
     def _raw_search(self, codes: np.ndarray, fetch: int, tie_rank: np.ndarray,
                     floats: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) of the `fetch` best per query in trec_eval order (float16: best by score only)."""
-        fetch = min(fetch, self.n)
+        fetch = search_depth(fetch, self.n)
         if self.precision == "float16":
             scores, ids = self.index.search(np.ascontiguousarray(codes, dtype=np.float32), fetch)
             return scores, ids.astype(np.int64)
         if self.precision == "int8":
             return self._int8_search(codes, fetch, tie_rank)
         scores, ids = self._hamming_search(codes, fetch if self.precision == "binary"
-                                           else min(self.n, fetch * RESCORE_MULTIPLIER), tie_rank)
+                                           else search_depth(fetch * RESCORE_MULTIPLIER, self.n), tie_rank)
         if self.precision == "binary+rescore":
             scores, ids = self._rescore(floats, ids, tie_rank, fetch)
         return scores, ids
@@ -151,7 +156,7 @@ class QuantizedIndex:
     def _hamming_search(self, codes: np.ndarray, fetch: int, tie_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """faiss Hamming top-`fetch`; queries whose boundary distance ties beyond the fetched margin get every
         document within that distance (range search), so the cut follows trec_eval's tie order exactly."""
-        margin = min(self.n, fetch + TIE_MARGIN)
+        margin = search_depth(fetch, self.n, TIE_MARGIN)
         dist, ids = self.index.search(np.ascontiguousarray(codes), margin)
         out_s = np.empty((len(codes), fetch), dtype=np.float32)
         out_i = np.empty((len(codes), fetch), dtype=np.int64)
@@ -186,9 +191,9 @@ class QuantizedIndex:
         floats = truncate(queries_full, self.dim, self.normalize)
         extra = (1 if exclude is not None else 0) + (TIE_MARGIN if self.precision == "float16" else 0)
         start = time.perf_counter()
-        scores, ids = self._raw_search(codes, k + extra, tie_rank, floats)
+        scores, ids = self._raw_search(codes, search_depth(k, self.n, extra), tie_rank, floats)
         seconds = time.perf_counter() - start
-        scores, ids = order_hits(scores, ids, tie_rank, min(k, self.n), exclude)
+        scores, ids = order_hits(scores, ids, tie_rank, search_depth(k, self.n), exclude)
         return scores, ids, seconds
 
     def latency_ms(self, queries_full: np.ndarray, k: int, samples: int = 100,
