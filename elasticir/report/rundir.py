@@ -11,7 +11,7 @@ import pandas as pd
 
 from elasticir.cells import Cell, Grid
 from elasticir.errors import ElasticIRError
-from elasticir.results.schema import Leaderboard, load_leaderboard
+from elasticir.results.schema import Leaderboard, check_table_values, load_leaderboard
 
 
 def read_csv_any(path: Path) -> pd.DataFrame:
@@ -166,6 +166,7 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunData:
         if not cells_path.is_file():
             raise ElasticIRError(f"{run_dir}: no cells.csv; is this a finished elasticir run directory?")
         cells = pd.read_csv(cells_path)
+        check_table_values(cells, cells_path)
     subset = " (subset)" if board.subset else ""  # in every figure title and legend: never read as a full run
     return RunData(run_dir, board, cells, label or board.model.name.rstrip("/").split("/")[-1] + subset)
 
