@@ -80,6 +80,7 @@ class DatasetRecord(_Strict):
     source: str | None  # what was read: "local sha256:<digest of the files' sha256s>" for a local copy
     official_source: str | None = None  # where the dataset is published (catalog), when known
     files: list[FileRecord]
+    settings: dict[str, Any] | None = None  # what the command that produced this part ran (reproduce replays it)
 
 
 class CellResult(_Strict):
