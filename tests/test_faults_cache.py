@@ -84,9 +84,15 @@ DAMAGE = {
 }
 
 
+SLOW_DAMAGE = ("altered-weights-and-record", "empty", "record-missing")  # same path as the two kept by default
+
+
 @onnx_needed
-@pytest.mark.parametrize("damage", list(DAMAGE), ids=list(DAMAGE))
+@pytest.mark.parametrize("damage", [pytest.param(d, marks=pytest.mark.slow) if d in SLOW_DAMAGE else d
+                                    for d in DAMAGE], ids=list(DAMAGE))
 def test_a_damaged_onnx_cache_is_exported_again(onnx_reference, tiny_model_dir, tmp_path, damage, capfd):
+    """Altered (loads, wrong vectors), truncated / empty (InvalidProtobuf), or unrecorded: exported again, with
+    a clean export's vectors, its checksum recorded, and the permissions the umask gives (not mkstemp's 0600)."""
     from elasticir.encoders import ElasticEncoder
 
     clean_cache, clean_path, torch_vectors = onnx_reference
@@ -94,31 +100,23 @@ def test_a_damaged_onnx_cache_is_exported_again(onnx_reference, tiny_model_dir, 
     shutil.copytree(clean_cache, cache)
     path = cache / clean_path.relative_to(clean_cache)
     DAMAGE[damage](path)
-    encoder = ElasticEncoder(str(tiny_model_dir), backend="onnx", onnx_cache=cache)
-    vectors = encoder.encode(TEXTS, [1, 3], show_progress=False)
+    previous = os.umask(0o022)
+    try:
+        encoder = ElasticEncoder(str(tiny_model_dir), backend="onnx", onnx_cache=cache)
+        vectors = encoder.encode(TEXTS, [1, 3], show_progress=False)
+    finally:
+        os.umask(previous)
     for layer in (1, 3):  # the numbers of a clean run, not of the damaged graph
         np.testing.assert_allclose(vectors[layer], torch_vectors[layer], atol=1e-5, rtol=0)
     assert encoder._onnx.trusted(path)  # re-exported and recorded
     assert "exporting it again" in capfd.readouterr().err
     assert not list(cache.rglob("*.tmp"))
-
-
-@onnx_needed
-def test_onnx_cache_files_honour_the_umask(tiny_model_dir, tmp_path):
-    from elasticir.encoders import ElasticEncoder
-
-    previous = os.umask(0o022)
-    try:
-        encoder = ElasticEncoder(str(tiny_model_dir), backend="onnx", onnx_cache=tmp_path / "onnx")
-        encoder.encode(TEXTS[:2], [2], show_progress=False)
-    finally:
-        os.umask(previous)
-    path = encoder._onnx.path([2])
     assert path.stat().st_mode & 0o777 == 0o644
     assert (path.parent / "model.onnx.sha256").stat().st_mode & 0o777 == 0o644
 
 
 @onnx_needed
+@pytest.mark.slow
 def test_a_later_torch_run_does_not_reuse_vectors_of_an_altered_graph(ctx):
     """The reported path: an altered cached graph, an ONNX run, then a torch run on the shared store."""
     clean = ctx.tmp / "clean"
@@ -137,7 +135,24 @@ def test_a_later_torch_run_does_not_reuse_vectors_of_an_altered_graph(ctx):
 
 # ---- the embedding store and the BM25 index -------------------------------------------------------------------
 
-def test_an_altered_store_layer_is_encoded_again(ctx):
+def test_an_altered_store_layer_is_encoded_again(tmp_path, tiny_encoder, capfd):
+    from elasticir.encoders import EmbeddingStore
+
+    store = EmbeddingStore(tmp_path / "cache", tiny_encoder, ["a", "b", "c"], TEXTS[:3])
+    assert store.ensure([1, 2], show_progress=False)
+    reference = store.layer(2).copy()
+    layer = np.lib.format.open_memmap(store.dir / "layer_2.npy", mode="r+")
+    layer[0, :4] += 1.0  # same shape and dtype, listed in meta.json: only the content tells
+    layer.flush()
+    del layer
+    assert store.missing([1, 2]) == [2]
+    assert "does not match the sha256 recorded" in capfd.readouterr().err
+    assert store.ensure([1, 2], show_progress=False)
+    assert np.array_equal(store.layer(2), reference) and store.missing([1, 2]) == []
+
+
+@pytest.mark.slow
+def test_an_altered_store_layer_is_encoded_again_by_the_cli(ctx):
     assert_ok(invoke(ir_args(ctx)))
     clean = _cells(ctx.out)
     stores = sorted((ctx.out / "_cache" / "embeddings").glob("*/meta.json"))
@@ -183,16 +198,30 @@ def test_a_changed_bm25_index_is_built_again(tmp_path):
 
 # ---- numbers outside what they can be ---------------------------------------------------------------------------
 
+@pytest.fixture(scope="module")
+def finished(tiny_model_dir, tmp_path_factory) -> Ctx:
+    """One finished STS run and one retrieval run (read back only, never changed: tests edit copies)."""
+    from conftest import write_sts
+    from test_retrieval import write_beir
+
+    tmp = tmp_path_factory.mktemp("finished")
+    write_sts(tmp / "data" / "sts" / "toy-a" / "test.jsonl.gz")
+    write_beir(tmp / "data" / "beir" / "toyir")
+    c = Ctx(tmp / "data", tmp / "out", tiny_model_dir, tmp)
+    assert_ok(invoke(sts_args(c)))
+    assert_ok(invoke(ir_args(c, out=tmp / "ir")))
+    return c
+
+
 @pytest.fixture
-def sts_board(ctx) -> Path:
-    assert_ok(invoke(sts_args(ctx)))
-    return run_dir(ctx.out) / "leaderboard.json"
+def sts_board(finished) -> Path:
+    return run_dir(finished.out) / "leaderboard.json"
 
 
-def _edit(board: Path, edit) -> Path:
+def _edit(board: Path, edit, where: Path | None = None) -> Path:
     data = json.loads(board.read_text())
     edit(data)
-    edited = board.parent.parent / "edited.json"
+    edited = (where or board.parent.parent) / "edited.json"
     edited.write_text(json.dumps(data))
     return edited
 
@@ -211,57 +240,56 @@ RANGE_CASES = [
 
 
 @pytest.mark.parametrize("edit, pattern", [c[1:] for c in RANGE_CASES], ids=[c[0] for c in RANGE_CASES])
-def test_leaderboard_with_impossible_numbers_is_refused(sts_board, edit, pattern):
-    edited = _edit(sts_board, edit)
+def test_leaderboard_with_impossible_numbers_is_refused(sts_board, tmp_path, edit, pattern):
+    edited = _edit(sts_board, edit, tmp_path)
     result = invoke(["leaderboard", edited])
     assert_clean_error(result, rf"edited.json: {pattern}.*regenerate it")
 
 
-def test_out_of_range_ir_measures_are_refused(ctx):
-    assert_ok(invoke(ir_args(ctx)))
-    board = run_dir(ctx.out) / "leaderboard.json"
-    edited = _edit(board, _set_metric("nDCG@10", 1.5))
+def test_out_of_range_ir_measures_are_refused(finished, tmp_path):
+    board = run_dir(finished.tmp / "ir") / "leaderboard.json"
+    edited = _edit(board, _set_metric("nDCG@10", 1.5), tmp_path)
     assert_clean_error(invoke(["leaderboard", edited]), r"edited.json: results\[0\] .*nDCG@10 = 1.5 is outside \[0, 1\]")
-    edited = _edit(board, lambda d: d["results"][0]["costs"].__setitem__("index_bytes", -8.0))
+    edited = _edit(board, lambda d: d["results"][0]["costs"].__setitem__("index_bytes", -8.0), tmp_path)
     assert_clean_error(invoke(["leaderboard", edited]), r"index_bytes = -8 is negative")
 
 
-def test_a_baseline_with_an_impossible_spearman_is_refused_by_the_report(ctx, sts_board):
-    edited = _edit(sts_board, _set_metric("spearman", 7.5))
-    result = invoke(["report", run_dir(ctx.out), "--baseline", edited, "--out", ctx.tmp / "report"])
+def test_a_baseline_with_an_impossible_spearman_is_refused_by_the_report(finished, sts_board, tmp_path):
+    edited = _edit(sts_board, _set_metric("spearman", 7.5), tmp_path)
+    result = invoke(["report", run_dir(finished.out), "--baseline", edited, "--out", tmp_path / "report"])
     assert_clean_error(result, r"edited.json: results\[0\] \(toy-a L1 d8\) spearman = 7.5 is outside")
-    assert not (ctx.tmp / "report" / "report.md").exists()
+    assert not (tmp_path / "report" / "report.md").exists()
 
 
-def test_a_baseline_run_with_an_edited_cells_table_is_refused_by_the_report(ctx, sts_board):
-    other = ctx.tmp / "other"
-    shutil.copytree(run_dir(ctx.out), other)
+def test_a_baseline_run_with_an_edited_cells_table_is_refused_by_the_report(finished, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(run_dir(finished.out), other)
     cells = pd.read_csv(other / "cells.csv")
     cells.loc[1, "spearman"] = 7.5
     cells.to_csv(other / "cells.csv", index=False)
-    result = invoke(["report", run_dir(ctx.out), "--baseline", other, "--out", ctx.tmp / "report"])
+    result = invoke(["report", run_dir(finished.out), "--baseline", other, "--out", tmp_path / "report"])
     assert_clean_error(result, r"other/cells.csv row 3 \(dataset toy-a layer 1 dim 32\): spearman = 7.5 is outside")
 
 
-def test_reproduce_refuses_an_impossible_leaderboard_before_running(ctx, sts_board):
-    edited = _edit(sts_board, _set_metric("spearman", 7.5))
-    result = invoke(["reproduce", edited, "--out", ctx.tmp / "again", "--model", ctx.model])
+def test_reproduce_refuses_an_impossible_leaderboard_before_running(finished, sts_board, tmp_path):
+    edited = _edit(sts_board, _set_metric("spearman", 7.5), tmp_path)
+    result = invoke(["reproduce", edited, "--out", tmp_path / "again", "--model", finished.model])
     assert_clean_error(result, r"spearman = 7.5 is outside \[-1, 1\]")
-    assert not (ctx.tmp / "again").exists()
+    assert not (tmp_path / "again").exists()
 
 
 # ---- a finished part missing one of its files -------------------------------------------------------------------
 
-PART_FILES = [  # (id, args builder, file of the part removed or changed)
-    ("sts-pair-scores", sts_args, "sts/toy-a/pair_scores.npz"),
-    ("retrieval-per-query", ir_args, "retrieval/toyir/per_query.csv.gz"),
-    ("retrieval-run-file", ir_args, "retrieval/toyir/runs/L2_d32.trec.gz"),
+PART_FILES = [  # (args builder, file of the part removed); the reported case by default, the others slow
+    pytest.param(ir_args, "retrieval/toyir/per_query.csv.gz", id="retrieval-per-query"),
+    pytest.param(sts_args, "sts/toy-a/pair_scores.npz", id="sts-pair-scores", marks=pytest.mark.slow),
+    pytest.param(ir_args, "retrieval/toyir/runs/L2_d32.trec.gz", id="retrieval-run-file", marks=pytest.mark.slow),
 ]
 
 
-@pytest.mark.parametrize("builder, name", [c[1:] for c in PART_FILES], ids=[c[0] for c in PART_FILES])
-def test_a_part_missing_a_file_is_not_reused(ctx, builder, name):
-    assert_ok(invoke(builder(ctx)))
+@pytest.mark.parametrize("builder, name", PART_FILES)
+def test_a_part_missing_a_file_is_not_reused(ctx, finished, builder, name):
+    seed_out(ctx, finished, builder)
     clean = _cells(ctx.out)
     path = run_dir(ctx.out) / name
     assert path.is_file()
@@ -275,28 +303,36 @@ def test_a_part_missing_a_file_is_not_reused(ctx, builder, name):
     _same_metrics(clean, _cells(ctx.out))
 
 
-def test_a_part_with_a_changed_file_is_not_reused(ctx):
-    assert_ok(invoke(sts_args(ctx)))
+def test_a_part_with_a_changed_file_is_not_reused(ctx, finished):
+    seed_out(ctx, finished, sts_args)
     path = run_dir(ctx.out) / "sts" / "toy-a" / "pair_scores.npz"
     data = dict(np.load(path))
     data["cosines"] = data["cosines"] * 0
     np.savez_compressed(path, **data)
     result = invoke(sts_args(ctx))
     assert_ok(result)
-    assert "pair_scores.npz changed since it was written; recomputing" in result.output
+    assert "pair_scores.npz changed since it was written; recomputing" in result.output, result.output
     assert np.load(path)["cosines"].any()
 
 
-def _two_runs(ctx: Ctx, builder) -> tuple[Path, Path]:
-    assert_ok(invoke(builder(ctx)))
-    assert_ok(invoke(builder(ctx, dims="8,16", out=ctx.tmp / "base")))
-    return run_dir(ctx.out), run_dir(ctx.tmp / "base")
+def seed_out(ctx: Ctx, finished: Ctx, builder) -> None:
+    """ctx.out as `builder` would leave it: a copy of the module's finished run (same data content, so the
+    same part keys: a re-run reuses it when nothing changed)."""
+    shutil.copytree(finished.out if builder is sts_args else finished.tmp / "ir", ctx.out)
+    shutil.copy(finished.root / "sts" / "toy-a" / "test.jsonl.gz", ctx.root / "sts" / "toy-a")  # gzip stamps a time
 
 
-@pytest.mark.parametrize("builder, name", [(sts_args, "sts/toy-a/pair_scores.npz"),
-                                           (ir_args, "retrieval/toyir/per_query.csv.gz")], ids=["sts", "retrieval"])
-def test_the_report_refuses_a_part_missing_its_per_example_file(ctx, builder, name):
-    run, base = _two_runs(ctx, builder)
+def _two_runs(ctx: Ctx, finished: Ctx, builder) -> tuple[Path, Path]:
+    seed_out(ctx, finished, builder)
+    shutil.copytree(run_dir(ctx.out), ctx.tmp / "base")  # the baseline: the same run, whole
+    return run_dir(ctx.out), ctx.tmp / "base"
+
+
+@pytest.mark.parametrize("builder, name", [
+    pytest.param(sts_args, "sts/toy-a/pair_scores.npz", marks=pytest.mark.slow),
+    (ir_args, "retrieval/toyir/per_query.csv.gz")], ids=["sts", "retrieval"])
+def test_the_report_refuses_a_part_missing_its_per_example_file(ctx, finished, builder, name):
+    run, base = _two_runs(ctx, finished, builder)
     (run / name).unlink()
     result = invoke(["report", run, "--baseline", base, "--out", ctx.tmp / "report"])
     assert_clean_error(result, rf"{name}: missing, though the finished part .* records it; re-run")
@@ -304,12 +340,29 @@ def test_the_report_refuses_a_part_missing_its_per_example_file(ctx, builder, na
 
 # ---- reproduce after two commands shared a run folder ------------------------------------------------------------
 
-def test_reproduce_replays_each_part_with_its_own_settings(ctx):
-    assert_ok(invoke(ir_args(ctx)))  # --no-bm25
+def _shared_folder(ctx: Ctx, finished: Ctx) -> dict:
+    seed_out(ctx, finished, ir_args)  # eval retrieval --no-bm25 finished in ctx.out
     assert_ok(invoke(sts_args(ctx)))  # bm25 left at its default (on): it never ran
     board = json.loads((run_dir(ctx.out) / "leaderboard.json").read_text())
     settings = {d["name"]: d["settings"] for d in board["datasets"]}
     assert settings["toyir"]["bm25"] is False and not board["baselines"]
+    return board
+
+
+def test_each_part_records_what_it_ran_and_reproduce_groups_by_it(ctx, finished):
+    from elasticir.reproduce import part_groups
+    from elasticir.results.schema import load_leaderboard
+
+    board = _shared_folder(ctx, finished)
+    assert board["config"]["bm25"] is True  # the last command's flag: not what the retrieval part ran
+    groups = part_groups(load_leaderboard(run_dir(ctx.out) / "leaderboard.json"))
+    assert sorted((s["bm25"], names["sts"], names["retrieval"]) for s, names in groups) == [
+        (False, [], ["toyir"]), (True, ["toy-a"], [])]
+
+
+@pytest.mark.slow
+def test_reproduce_replays_each_part_with_its_own_settings(ctx, finished):
+    _shared_folder(ctx, finished)
     result = invoke(["reproduce", run_dir(ctx.out), "--out", ctx.tmp / "again", "--model", ctx.model])
     assert result.exit_code == 0, result.output
     assert "reproduced: every metric within" in result.output and "Traceback" not in result.output
