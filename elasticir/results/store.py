@@ -179,12 +179,22 @@ class RunStore:
         return loaded
 
     def finished_parts(self) -> list[tuple[str, str]]:
-        """(task, dataset) of every whole finished part in the folder, tasks in TASKS order, names sorted."""
+        """(task, dataset) of every whole finished part in the folder, tasks in TASKS order, names sorted. A
+        mark whose part is not whole is left out of the summary with a note saying why (never silently)."""
+        from elasticir.progress import stage
+
         found = []
         for task in TASKS:
             for meta_path in sorted((self.dir / task).glob("*.json")):
                 if self._load(task, meta_path.stem) is not None:
                     found.append((task, meta_path.stem))
+                    continue
+                try:
+                    reason = self.damage(task, meta_path.stem, json.loads(meta_path.read_text()))
+                except (OSError, ValueError):
+                    reason = "its finished mark is unreadable"
+                stage(f"note: {task} {meta_path.stem} in {self.dir} is left out of the summary ({reason or 'not whole'}); "
+                      "re-run its command to recompute it")
         return found
 
     def write_table(self, name: str, table: pd.DataFrame) -> Path:
