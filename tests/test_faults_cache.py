@@ -18,7 +18,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_faults import GOOD, Ctx, _cells, _same_metrics, _sts_rows, assert_clean_error, ctx, invoke, ir_args, sts_args
+from test_faults import (
+    GOOD,
+    Ctx,
+    _cells,
+    _same_metrics,
+    _sts_rows,
+    assert_clean_error,
+    ctx,
+    invoke,
+    ir_args,
+    sts_args,
+)
 
 __all__ = ["ctx"]  # the fixture, imported for this module's tests
 
@@ -404,7 +415,8 @@ ERROR_CASES = [  # (id, args builder, setup, pattern of the one error line)
     ("json-error-column", sts_args, lambda c: _sts_rows(c, GOOD, '{"sentence1": "a", "sentence2": "b", "score": }'),
      r"line 2: not valid JSON at column 47 \(Expecting value\)"),
     ("json-error-column-after-lone-cr", sts_args,
-     lambda c: _sts_rows(c, '{"sentence1": "a\\rb", "sentence2": "c", "score": 1}', GOOD, '{"sentence1": x}'),
+     # a lone CR is JSON whitespace, not a line break: text mode split line 1 there and misnumbered the rest
+     lambda c: _sts_rows(c, '{"sentence1": "a",\r "sentence2": "c", "score": 1}', GOOD, '{"sentence1": x}'),
      r"line 3: not valid JSON at column 15"),
     ("corpus-empty", ir_args, lambda c: (c.root / "beir" / "toyir" / "corpus.jsonl").write_text(""),
      r"corpus.jsonl: the file is empty \(no documents\)"),
