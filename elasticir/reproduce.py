@@ -9,6 +9,7 @@ explicitly. Costs and timings are machine-dependent and not compared.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -194,22 +195,40 @@ def reproduce(path: str | Path, *, tolerance: float = 1e-4, out: str | Path | No
         values["model"], notes = find_model(board, model)
         stage(f"reproduce {path}: model {values['model']}")
     target = Path(out) if out is not None else DEFAULT_OUT
-    values.update(out=str(target), cache_dir=None, recompute=False)
+    overrides = {"model": values["model"], "out": str(target), "cache_dir": None, "recompute": False}
     if data_root is not None:
-        values["data_root"] = str(data_root)
+        overrides["data_root"] = str(data_root)
     if device is not None:
-        values["device"] = device
+        overrides["device"] = device
     elif values.get("device") is None and board.model.device == "cpu":
-        values["device"] = "cpu"  # a CPU run stays on CPU (fp32) even where a GPU would be picked by default
-    try:
-        config = RunConfig(**values)
-    except ValidationError as exc:
-        raise ElasticIRError(f"{path}: the recorded config is not a valid run config for this elasticir:\n{exc}") from None
+        overrides["device"] = "cpu"  # a CPU run stays on CPU (fp32) even where a GPU would be picked by default
+    configs = []
+    for settings, names in part_groups(board) or [({}, {"sts": values.get("sts", []),
+                                                           "retrieval": values.get("retrieval", [])})]:
+        group = values | settings | {"sts": names["sts"], "retrieval": names["retrieval"]} | overrides
+        try:
+            configs.append(RunConfig(**group))
+        except ValidationError as exc:
+            raise ElasticIRError(f"{path}: the recorded config is not a valid run config for this elasticir:\n{exc}") from None
     for note in notes:
         stage(f"passed over {note}")
-    outcome = run(config, encoder)
+    for config in configs:  # into one run directory: the last one's summary holds every part
+        outcome = run(config, encoder)
     stage(f"reproduce: re-run in {outcome.dir}")
     return compare_leaderboards(board, outcome.leaderboard, tolerance=tolerance)
+
+
+def part_groups(board: Leaderboard) -> list[tuple[dict, dict[str, list[str]]]]:
+    """The recorded datasets grouped by the settings their parts ran with ({} for a part that recorded none,
+    from an older elasticir: the run's config applies), in recorded order: one re-run per group, so parts that
+    different commands wrote into one run directory (`eval retrieval --no-bm25`, then `eval sts`) are each
+    replayed as they ran, not with the last command's flags."""
+    groups: dict[str, tuple[dict, dict[str, list[str]]]] = {}
+    for record in board.datasets:
+        settings = record.settings or {}
+        key = json.dumps(settings, sort_keys=True, default=str)
+        groups.setdefault(key, (settings, {"sts": [], "retrieval": []}))[1][record.task].append(record.name)
+    return list(groups.values())
 
 
 def format_differences(differences: Sequence[Difference], tolerance: float = 1e-4) -> str:

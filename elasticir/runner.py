@@ -390,9 +390,9 @@ def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeri
                           f"and settings; reusing {escape(str(store.dir / job.task / job.name))}.csv[/dim]",
                           soft_wrap=True)
             return True
-        if store.has_part(job.task, job.name) and not config.recompute:
-            console.print(f"{job.task} {job.name}: the finished part was computed from other data or "
-                          "settings; recomputing it", markup=False, highlight=False, soft_wrap=True)
+        if (reason := store.stale_reason(job.task, job.name, key)) and not config.recompute:
+            console.print(f"{job.task} {job.name}: {reason}; recomputing it", markup=False, highlight=False,
+                          soft_wrap=True)
         store.invalidate(job.task, job.name)
         subset = " on a subset" if numeric.get("subset") else ""
         stage(f"{job.task} {job.name}: {len(grid.cells)} cells ({len(grid.layers)} layers x {len(grid.dims)} "
@@ -413,13 +413,23 @@ def _evaluate_part(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunCon
     meta = {
         "key": key,
         "dataset": {"name": job.name, "task": job.task, "split": job.spec.split, "n_examples": part.n_examples,
-                    **_sources(job.spec, files), "files": files, **prompts},
+                    **_sources(job.spec, files), "files": files, "settings": part_settings(config), **prompts},
         "timings": [{"dataset": job.name, "stage": stage, "seconds": s} for stage, s in part.timings.items()],
         "baselines": [{"dataset": job.name, **b} for b in part.baselines],
         "notes": part.notes,
         **({"funnels": [{"dataset": job.name, **f} for f in part.funnels]} if part.funnels else {}),
     }
     store.save_part(job.task, job.name, cells, meta)
+
+
+# not what a part ran: where things go, how the run is shown, which datasets the command listed
+UNRECORDED = ("out", "cache_dir", "recompute", "show_progress", "shard", "sts", "retrieval", "baseline")
+
+
+def part_settings(config: RunConfig) -> dict:
+    """What the command that produced a part ran (its flags, e.g. --no-bm25), recorded with the part so that
+    `reproduce` replays each part as it ran even when several commands shared the run directory."""
+    return {k: v for k, v in config.model_dump(mode="json").items() if k not in UNRECORDED}
 
 
 @dataclass

@@ -12,7 +12,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from elasticir.data.jsonl import read_jsonl
+from elasticir.data.jsonl import numbered_lines, read_jsonl
 from elasticir.errors import InputFormatError
 
 
@@ -47,23 +47,24 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
     """BEIR qrels TSV with a `query-id corpus-id score` header (a header-less file is accepted too)."""
     qrels: dict[str, dict[str, int]] = {}
     seen_row = False
-    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a leading BOM is not part of an id
-        for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-            if not row or not any(field.strip() for field in row):
-                continue
-            if not seen_row and _is_header(row):
-                seen_row = True
-                continue
+    # read as bytes line by line: a leading BOM is not part of an id, and a non-UTF-8 byte names its line
+    for number, text in numbered_lines(path):
+        row = next(csv.reader([text.rstrip("\r\n")], delimiter="\t"), [])
+        if not row or not any(field.strip() for field in row):
+            continue
+        if not seen_row and _is_header(row):
             seen_row = True
-            if len(row) != 3:
-                raise InputFormatError(
-                    f"{path} line {number}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(row)}"
-                )
-            try:
-                score = int(row[2])
-            except ValueError:
-                raise InputFormatError(f"{path} line {number}: score {row[2]!r} is not an integer") from None
-            qrels.setdefault(row[0], {})[row[1]] = score
+            continue
+        seen_row = True
+        if len(row) != 3:
+            raise InputFormatError(
+                f"{path} line {number}: expected 3 tab-separated fields (query-id, corpus-id, score), got {len(row)}"
+            )
+        try:
+            score = int(row[2])
+        except ValueError:
+            raise InputFormatError(f"{path} line {number}: score {row[2]!r} is not an integer") from None
+        qrels.setdefault(row[0], {})[row[1]] = score
     if not qrels:
         raise InputFormatError(f"{path}: no judgements")
     return qrels
@@ -121,6 +122,10 @@ def load_beir(folder: Path, split: str = "test") -> RetrievalData:
     corpus_path, queries_path, qrels_path = beir_files(folder, split)
     corpus, _ = _read_texts(corpus_path, "document")
     queries, query_lines = _read_texts(queries_path, "query")
+    for found, file, kind in ((corpus, corpus_path, "documents"), (queries, queries_path, "queries")):
+        if not found:  # said first: otherwise it reads as judged ids missing from a file that has none at all
+            raise InputFormatError(f"{file}: the file is empty (no {kind}); BEIR needs one JSON object per line with "
+                                   "_id and text - restore or re-download it")
     qrels = read_qrels(qrels_path)
 
     missing_queries = [q for q in qrels if q not in queries]

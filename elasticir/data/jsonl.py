@@ -21,18 +21,44 @@ def open_text(path: Path):
     return open(path, encoding="utf-8-sig")
 
 
+def _decode(raw: bytes, path: Path, number: int) -> str:
+    """One line's bytes as text; a byte that is not UTF-8 is an error naming its line and column (in
+    characters, counted from 1), not the byte offset in the whole (decompressed) file."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        column = len(raw[: exc.start].decode("utf-8", errors="replace")) + 1
+        raise InputFormatError(
+            f"{path} line {number}: byte 0x{raw[exc.start]:02x} at column {column} is not UTF-8 ({exc.reason}); "
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8) or fix that line"
+        ) from None
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a plain or gzipped file read as bytes and decoded line by line, so a decoding
+    error can name its line; a leading byte-order mark is dropped. Lines end at "\n" only (as `wc -l` and editors
+    count them): text mode's universal newlines would also split at a lone "\r" inside a text and shift every
+    later line number and column."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            yield number, _decode(raw, path, number)
+
+
 def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for every non-blank line; raise naming file and line on a bad one."""
     try:
-        with open_text(path) as handle:
-            for number, line in enumerate(handle, start=1):
+        for number, line in numbered_lines(path):
                 if not line.strip():
                     continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
+                    column = exc.pos + 1  # in characters of this line (no BOM, no line break), from 1
                     raise InputFormatError(
-                        f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                        f"{path} line {number}: not valid JSON at column {column} ({exc.msg}); "
                         "each line must be one JSON object - fix or remove that line"
                     ) from None
                 if not isinstance(row, dict):

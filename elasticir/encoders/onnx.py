@@ -3,8 +3,14 @@
 One exported graph per layer set: it holds the embeddings and blocks 1..deepest only (early exit is kept: the
 layers above are not in the graph) and returns every requested layer's pooled embedding as its own output, so a
 grid still costs one pass. The graph is cached on disk, keyed by everything that changes it (weights, layers,
-pooling, max length, opset, the fusion switch and the torch / onnx / onnxruntime versions) and written via a
-temporary file and a rename, so concurrent runs never read half a file and a changed key is a fresh export.
+pooling, max length, opset, the fusion switch and the torch / onnx / onnxruntime versions) and written under a
+lock, via a temporary file and a rename, with the permissions the umask gives, so concurrent runs never read half a
+file and a changed key is a fresh export.
+
+A cached graph is trusted by its content, not by its presence: the export's sha256 is recorded beside it
+(`model.onnx.sha256`) and checked before each load, and a fresh export is checked against the torch pass on a
+few texts before it is recorded. A graph that was altered, truncated or emptied (or has no recorded checksum)
+is exported again, so a wrong graph can never put wrong vectors into the shared embedding stores.
 
 What the libraries could not do, and so what is hand-written here:
 - torch.onnx exports a module's forward outputs. A Hugging Face `BertModel` returns the last hidden state (and
@@ -42,12 +48,16 @@ import torch
 
 from elasticir.cells import Cell
 from elasticir.errors import ElasticIRError
+from elasticir.io import atomic_write, current_umask, sha256_of_files
+from elasticir.locking import exclusive
 
 BACKENDS = ("torch", "onnx")
 OPSET = 17
 # Model types whose export and fused graph are tested; others fail with a clear error instead of a wrong number.
 ONNX_MODEL_TYPES = ("bert",)
 DEFAULT_CACHE = Path("~/.cache/elasticir/onnx")
+CHECK_TEXTS = ("an example sentence", "a second, somewhat longer example sentence for the check", "two")
+CHECK_ATOL = 1e-4  # float32 graph vs torch agree to ~1e-6 (tests: 1e-5); an altered graph is far off
 
 
 def check_backend(backend: str, model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
@@ -128,6 +138,7 @@ def export(wrapper: PooledLayers, tokenizer, max_length: int, path: Path, fuse: 
     if "token_type_ids" not in sample:
         sample["token_type_ids"] = torch.zeros_like(sample["input_ids"])
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; a plain open would honour the umask
     os.close(fd)
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -138,11 +149,19 @@ def export(wrapper: PooledLayers, tokenizer, max_length: int, path: Path, fuse: 
                               opset_version=OPSET)
         if fuse:
             _fuse(Path(tmp), wrapper.model.config)
+            os.chmod(tmp, 0o666 & ~current_umask())  # the optimizer rewrote the file
         os.replace(tmp, path)
     except Exception as exc:
         Path(tmp).unlink(missing_ok=True)
         raise ElasticIRError(f"exporting {type(wrapper.model).__name__} to ONNX failed ({exc}); "
                              "use --backend torch") from exc
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 class OnnxLayers:
@@ -158,23 +177,89 @@ class OnnxLayers:
         key = export_key(info.weights_sha256, layers, info.pooling, info.max_length, self.fuse)
         return self.cache_dir / key / "model.onnx"
 
-    def session(self, layers: Sequence[int]):
-        """The session for this layer set: the cached graph, else a fresh export. Threads = torch's count."""
+    @staticmethod
+    def checksum_path(path: Path) -> Path:
+        return path.with_name(path.name + ".sha256")
+
+    def trusted(self, path: Path) -> bool:
+        """The cached graph is whole and unchanged: its sha256 equals the one recorded when it was exported
+        (a truncated, emptied or edited file, or one without a record, is not)."""
+        try:
+            recorded = self.checksum_path(path).read_text().split()[0]
+            return path.stat().st_size > 0 and sha256_of_files([path]) == recorded
+        except (OSError, IndexError):
+            return False
+
+    def _load(self, path: Path):
         import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def _check_against_torch(self, session, layers: tuple[int, ...]) -> float:
+        """Largest difference between the graph's output embeddings and the torch pass on a few texts."""
+        encoder = self.encoder
+        batch = encoder.tokenizer(list(CHECK_TEXTS), padding=True, truncation=True,
+                                  max_length=encoder.info.max_length, return_tensors="pt")
+        batch = {name: batch[name] for name in ("input_ids", "attention_mask", "token_type_ids") if name in batch}
+        feed = {name: tensor.numpy().astype(np.int64) for name, tensor in batch.items()}
+        feed.setdefault("token_type_ids", np.zeros_like(feed["input_ids"]))
+        outputs = session.run(None, feed)
+        with torch.no_grad():
+            reference = encoder.forward_layers({k: v.to(encoder.device) for k, v in batch.items()}, layers)
+            worst = 0.0
+            for layer, array in zip(layers, outputs):
+                ours = encoder.stack.finish(torch.from_numpy(array).to(encoder.device, encoder.dtype))
+                worst = max(worst, float((ours.float() - reference[layer].float()).abs().max()))
+        return worst
+
+    def _export_checked(self, layers: tuple[int, ...], path: Path):
+        """Export, check a few vectors against torch, then record the checksum (the graph counts as cached
+        only after that). Under the lock of `path`."""
+        encoder = self.encoder
+        for attempt in range(2):
+            wrapper = PooledLayers(encoder.model, blocks_path(encoder.model, encoder._blocks), layers,
+                                   encoder.info.pooling)
+            export(wrapper, encoder.tokenizer, encoder.info.max_length, path, self.fuse)
+            session = self._load(path)
+            worst = self._check_against_torch(session, layers)
+            if worst <= CHECK_ATOL:
+                atomic_write(self.checksum_path(path), f"{sha256_of_files([path])}  {path.name}\n")
+                return session
+        path.unlink(missing_ok=True)
+        raise ElasticIRError(f"the ONNX export of layers {list(layers)} differs from the torch pass by {worst:.2e} "
+                             f"(more than {CHECK_ATOL:g}); use --backend torch")
+
+    def session(self, layers: Sequence[int]):
+        """The session for this layer set: the cached graph when its checksum matches, else a fresh, checked
+        export (under the graph's lock). Threads = torch's count."""
+        from elasticir.progress import stage
 
         layers = tuple(sorted(set(layers)))
         if layers not in self.sessions:
             path = self.path(layers)
-            if not path.is_file():
-                encoder = self.encoder
-                wrapper = PooledLayers(encoder.model, blocks_path(encoder.model, encoder._blocks), layers,
-                                       encoder.info.pooling)
-                export(wrapper, encoder.tokenizer, encoder.info.max_length, path, self.fuse)
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.intra_op_num_threads = torch.get_num_threads()
-            options.inter_op_num_threads = 1
-            self.sessions[layers] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session, seen = None, _mtime(path)
+            if self.trusted(path):
+                try:  # checksum and a few vectors: a graph rewritten together with its record is caught too
+                    session = self._load(path)
+                    if self._check_against_torch(session, layers) > CHECK_ATOL:
+                        session = None
+                except Exception:  # noqa: BLE001 - any load failure of a cached file means: export again
+                    session = None
+            if session is None:
+                with exclusive(path.parent / ".lock", f"the ONNX cache {path.parent}"):
+                    if session is None and self.trusted(path) and path.stat().st_mtime_ns != seen:
+                        session = self._load(path)  # another run exported it while this one waited
+                    else:
+                        if path.exists():
+                            stage(f"note: the cached ONNX graph {path} does not match its recorded sha256 "
+                                  "(altered, truncated or from an older elasticir); exporting it again")
+                        self.checksum_path(path).unlink(missing_ok=True)
+                        session = self._export_checked(layers, path)
+            self.sessions[layers] = session
         return self.sessions[layers]
 
     def forward_layers(self, batch: dict[str, torch.Tensor], layers: Sequence[int]) -> dict[int, torch.Tensor]:

@@ -16,8 +16,10 @@ Safe under concurrency and crashes: layer files are created (and the stale tempo
 removed) under the store's lock (`.lock`, see elasticir.locking); an in-process or Ray encode holds it to the
 end, a `--shard` process only while creating the files (then the lock of its own piece). A layer counts as
 stored only when `meta.json` lists it (written last, once every row is covered) and its file has the expected
-shape and dtype. A second run asking for the same texts waits for the first and then reuses its layers.
-Layer files and meta.json of the earlier unsharded format read as before (format 1 stores stay valid).
+shape and dtype, and its content is what was written: `meta.json` records each layer file's sha256 when the
+layer is listed, and a reused layer whose file no longer matches (edited, truncated, or from a store written
+before checksums were recorded) is encoded again, with a note. A second run asking for the same texts waits for
+the first and then reuses its layers.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from elasticir.encoders.model import ElasticEncoder
-from elasticir.io import atomic_write
+from elasticir.io import atomic_write, sha256_of_files
 from elasticir.locking import exclusive
 
+_NOTED: set[tuple[Path, int]] = set()  # (store, layer) mismatches already reported by this process
 FORMAT = 2  # meta.json "format": 2 = row-range pieces with done markers (readers of format 1 stores unchanged)
 
 
@@ -140,6 +143,19 @@ def write_rows(folder: Path, encoder: ElasticEncoder, texts: Sequence[str], piec
             marker.unlink(missing_ok=True)  # at worst a valid marker of the new file: its rows are encoded again
 
 
+_HASHES: dict[tuple, str] = {}
+
+
+def layer_sha256(path: Path, *, fresh: bool = False) -> str:
+    """sha256 of a layer file, remembered per process by (path, inode, size, mtime); `fresh` hashes it anew
+    (right after its rows were written, when a memory map's writes may not have moved its mtime yet)."""
+    stat = path.stat()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if fresh or key not in _HASHES:
+        _HASHES[key] = sha256_of_files([path])
+    return _HASHES[key]
+
+
 def _inode(path: Path) -> int | None:
     try:
         return path.stat().st_ino
@@ -172,9 +188,31 @@ class EmbeddingStore:
         return (array.ndim == 2 and array.shape[0] == len(self.texts) and self.width <= array.shape[1]
                 and array.dtype == self.dtype)
 
+    def _matches(self, layer: int, meta: dict) -> bool:
+        """The layer file's sha256 equals the one meta.json recorded when the layer was listed."""
+        recorded = meta.get("sha256", {}).get(str(layer))
+        try:
+            return recorded is not None and layer_sha256(self._path(layer)) == recorded
+        except OSError:
+            return False
+
     def missing(self, layers: Sequence[int]) -> list[int]:
-        done = set(self._meta()["layers"])
-        return [layer for layer in sorted(set(layers)) if layer not in done or not self._complete(layer)]
+        """Layers to (re-)encode: not listed, not whole, or whose file no longer has its recorded sha256."""
+        meta = self._meta()
+        done = set(meta["layers"])
+        todo = []
+        for layer in sorted(set(layers)):
+            if layer not in done or not self._complete(layer):
+                todo.append(layer)
+            elif not self._matches(layer, meta):
+                todo.append(layer)
+                if (self.dir, layer) not in _NOTED:
+                    _NOTED.add((self.dir, layer))
+                    from elasticir.progress import stage
+
+                    stage(f"note: the embedding cache {self._path(layer)} does not match the sha256 recorded in "
+                          "its meta.json (changed since, or written without one); encoding that layer again")
+        return todo
 
     def bytes_for(self, layers: Sequence[int]) -> int:
         """Disk the given layers take in this store (count x width x dtype each)."""
@@ -231,8 +269,11 @@ class EmbeddingStore:
         check_free_space(self.dir, self.bytes_for(create), f"{desc}: {len(create)} layer(s) x {len(self.texts):,} "
                          f"texts x {self.width} dims in {self.dtype.name}", existing=self.bytes_for(todo))
         meta = self._meta()
-        if set(meta["layers"]) & set(create):  # listed but unreadable, or narrower than now needed
+        # listed yet missing: unreadable, narrower than now needed, or not its recorded checksum: rewritten whole
+        create += [layer for layer in todo if layer in meta["layers"] and layer not in create]
+        if set(meta["layers"]) & set(create):
             meta["layers"] = sorted(set(meta["layers"]) - set(create))
+            meta["sha256"] = {k: v for k, v in meta.get("sha256", {}).items() if int(k) not in create}
             atomic_write(self.dir / "meta.json", json.dumps(meta, indent=2))
         token = f"{os.getpid()}.{secrets.token_hex(4)}"
         for layer in create:
@@ -281,7 +322,8 @@ class EmbeddingStore:
             if self.covered(layer) != [(0, len(self.texts))] and len(self.texts):
                 raise RuntimeError(f"{self.dir}: layer {layer} has rows no finished piece covers")
         meta = self._meta()
-        meta.update(layers=sorted(set(meta["layers"]) | set(todo)), count=len(self.texts), format=FORMAT,
+        sha256 = {**meta.get("sha256", {}), **{str(layer): layer_sha256(self._path(layer), fresh=True) for layer in todo}}
+        meta.update(layers=sorted(set(meta["layers"]) | set(todo)), sha256=sha256, count=len(self.texts), format=FORMAT,
                     hidden_size=self.encoder.hidden_size, width=self.width, model=self.encoder.info.as_dict(),
                     prompt=self.prompt, dtype=self.dtype.name)
         atomic_write(self.dir / "meta.json", json.dumps(meta, indent=2))

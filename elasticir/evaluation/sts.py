@@ -7,6 +7,7 @@ Each distinct sentence is encoded once, at every requested layer in one pass; di
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from elasticir.cells import Grid
 from elasticir.data.sts import StsPairs
 from elasticir.encoders import ElasticEncoder, truncate
 from elasticir.encoders.prompts import choose
+from elasticir.errors import ElasticIRError
 from elasticir.evaluation.result import GridResult
 
 STS_METRICS = ("spearman", "pearson")
@@ -25,17 +27,22 @@ def score_cells(embeddings: dict[int, np.ndarray], left: np.ndarray, right: np.n
                 grid: Grid) -> tuple[list[dict], np.ndarray]:
     """Metrics of every cell from per-layer embeddings of the sentences (rows `left[i]` vs `right[i]`), and the
     per-pair cosines [cells, pairs] in `grid.cells` order (kept for bootstrap significance tests)."""
+    if len(gold) < 2 or np.ptp(gold) == 0:  # load_sts refuses such files; a --limit-queries subset can be so too
+        raise ElasticIRError(f"{len(gold)} pair(s) with {len(np.unique(gold))} distinct gold score(s): a correlation "
+                             "needs at least 2 pairs whose scores differ; raise --limit-queries")
     rows, cosines = [], []
     for layer in grid.layers:
         for dim in grid.dims:
             vectors = truncate(embeddings[layer], dim, normalize=True)
             cosine = np.einsum("ij,ij->i", vectors[left], vectors[right]).astype(np.float64)
             cosines.append(cosine)
-            rows.append({
-                "layer": layer, "dim": dim,
-                "spearman": float(spearmanr(cosine, gold).statistic),
-                "pearson": float(pearsonr(cosine, gold).statistic),
-            })
+            with warnings.catch_warnings():  # identical cosines (a degenerate cell): NaN, said by the value
+                warnings.simplefilter("ignore")
+                rows.append({
+                    "layer": layer, "dim": dim,
+                    "spearman": float(spearmanr(cosine, gold).statistic),
+                    "pearson": float(pearsonr(cosine, gold).statistic),
+                })
     return rows, np.vstack(cosines)
 
 

@@ -215,6 +215,7 @@ def build_bm25_index(docs: Iterable[tuple[str, str]], index_dir: Path, *, thread
         (staging / "index" / MARKER).write_text(json.dumps({
             "documents": written, "indexed": indexed, "empty": empty, "anserini_jar": _anserini_jar().name,
             "pyserini": metadata.version("pyserini"), "seconds": round(seconds, 1),
+            "sha256": index_checksums(staging / "index"),
         }, indent=2) + "\n")
         _move_into_place(staging / "index", index_dir)
         log.info("BM25: indexed %d documents (%d empty, not searchable) in %.1f s", indexed, empty, seconds)
@@ -223,11 +224,37 @@ def build_bm25_index(docs: Iterable[tuple[str, str]], index_dir: Path, *, thread
     return index_dir
 
 
+def index_checksums(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file of an index folder but the marker."""
+    from elasticir.io import sha256_of_files
+
+    return {str(path.relative_to(folder)): sha256_of_files([path]) for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.name != MARKER}
+
+
 def _complete_index(index_dir: Path) -> bool:
-    """True for a finished index (its marker exists); an empty folder is cleared; anything else is refused."""
+    """True for a finished index whose files still have the sha256 its marker recorded; an index that no longer
+    matches (a file changed, truncated or gone, or built before checksums were recorded) is moved aside and
+    removed, to be built again; an empty folder is cleared; anything else is refused."""
     if (index_dir / MARKER).is_file():
-        log.info("BM25 index %s is complete; reusing it", index_dir)
-        return True
+        try:
+            recorded = json.loads((index_dir / MARKER).read_text()).get("sha256")
+        except (OSError, ValueError):
+            recorded = None
+        if recorded is not None and index_checksums(index_dir) == recorded:
+            log.info("BM25 index %s is complete; reusing it", index_dir)
+            return True
+        from elasticir.progress import stage
+
+        stage(f"note: the cached BM25 index {index_dir} does not match the checksums recorded in its {MARKER}; "
+              "building it again")
+        aside = Path(tempfile.mkdtemp(prefix=f".{index_dir.name}.stale-", dir=index_dir.parent))
+        try:  # moved aside first: a run still searching it keeps its open files
+            os.replace(index_dir, aside / "index")
+        except OSError:
+            pass  # another run moved it meanwhile
+        shutil.rmtree(aside, ignore_errors=True)
+        return False
     if index_dir.exists():
         if not index_dir.is_dir() or any(index_dir.iterdir()):
             raise ElasticIRError(

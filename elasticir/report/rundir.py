@@ -11,7 +11,7 @@ import pandas as pd
 
 from elasticir.cells import Cell, Grid
 from elasticir.errors import ElasticIRError
-from elasticir.results.schema import Leaderboard, load_leaderboard
+from elasticir.results.schema import Leaderboard, check_table_values, load_leaderboard
 
 
 def read_csv_any(path: Path) -> pd.DataFrame:
@@ -115,12 +115,43 @@ class RunData:
     def part_dir(self, dataset: str) -> Path:
         return self.dir / self.tasks[dataset] / dataset
 
+    def example_file(self, dataset: str, name: str, *, expected: bool = True) -> Path | None:
+        """A per-example file of a part (`name` under its folder), checked: None when the run did not keep it
+        (a published leaderboard JSON, or a file the part never wrote); an error when the part's finished mark
+        records it (or, for a mark without a record, the part's folder exists and `expected`) but it is missing
+        or changed, so a damaged part is not silently reported without its significance tests."""
+        import json
+
+        from elasticir.io import file_checksum
+
+        path = self.part_dir(dataset) / name
+        mark = self.dir / self.tasks[dataset] / f"{dataset}.json"
+        try:
+            recorded = json.loads(mark.read_text()).get("files_sha256") if mark.is_file() else None
+        except (OSError, ValueError):
+            recorded = None
+        fix = (f"re-run the command that produced the {dataset} part into {self.dir.parent} (it recomputes the "
+               "part), or report the leaderboard.json alone (no significance tests)")
+        if isinstance(recorded, dict):
+            if name not in recorded:
+                return None
+            if not path.is_file():
+                raise ElasticIRError(f"{path}: missing, though the finished part {dataset} records it; {fix}")
+            if file_checksum(path)["sha256"] != recorded[name]:
+                raise ElasticIRError(f"{path}: changed since the part {dataset} was finished (sha256 differs); {fix}")
+            return path
+        if path.is_file():
+            return path
+        if expected and self.part_dir(dataset).is_dir():
+            raise ElasticIRError(f"{path}: missing from the part folder {self.part_dir(dataset)}; {fix}")
+        return None
+
     def per_query(self, dataset: str, measure: str) -> pd.DataFrame | None:
         """query_id x (layer, dim) table of one measure, or None when the run did not keep per-query values."""
         key = ("pq", dataset, measure)
         if key not in self._cache:
-            path = self.part_dir(dataset) / "per_query.csv.gz"
-            if not path.is_file():
+            path = self.example_file(dataset, "per_query.csv.gz")
+            if path is None:
                 self._cache[key] = None
             else:
                 frame = read_csv_any(path)
@@ -131,16 +162,16 @@ class RunData:
         return self._cache[key]
 
     def bm25_per_query(self, dataset: str, measure: str) -> pd.Series | None:
-        path = self.part_dir(dataset) / "bm25_per_query.csv.gz"
-        if not path.is_file():
+        path = self.example_file(dataset, "bm25_per_query.csv.gz", expected=self.bm25(dataset) is not None)
+        if path is None:
             return None
         frame = read_csv_any(path)
         return frame[frame.measure == measure].set_index("query_id")["value"]
 
     def pair_scores(self, dataset: str) -> tuple[np.ndarray, np.ndarray, list[Cell]] | None:
         """(cosines [cells, pairs], gold [pairs], cells) of an STS dataset, or None when not kept."""
-        path = self.part_dir(dataset) / "pair_scores.npz"
-        if not path.is_file():
+        path = self.example_file(dataset, "pair_scores.npz")
+        if path is None:
             return None
         with np.load(path) as data:
             return data["cosines"], data["gold"], [Cell(*(int(v) for v in c)) for c in data["cells"]]
@@ -166,6 +197,7 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunData:
         if not cells_path.is_file():
             raise ElasticIRError(f"{run_dir}: no cells.csv; is this a finished elasticir run directory?")
         cells = pd.read_csv(cells_path)
+        check_table_values(cells, cells_path)
     subset = " (subset)" if board.subset else ""  # in every figure title and legend: never read as a full run
     return RunData(run_dir, board, cells, label or board.model.name.rstrip("/").split("/")[-1] + subset)
 

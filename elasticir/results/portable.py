@@ -49,6 +49,12 @@ def make_portable(board: dict, hub_id: str | None = None) -> dict:
     for record in board["datasets"]:
         for file in record["files"]:
             file["path"] = _relative_data_path(file["path"])
+        settings = record.get("settings") or {}
+        if _local_path(settings.get("model")):  # what the part ran: the model named as above (a member: its folder)
+            settings["model"] = hub_id or short if settings["model"] in local_model else _short(settings["model"])
+        for key in ("data_root", "cache_dir", "ray_address"):
+            if _local_path(settings.get(key)):
+                settings[key] = None
         if str(record.get("source") or "").startswith(("hf:", "http", "ir_datasets:")):
             digest = hashlib.sha256("".join(f["sha256"] for f in record["files"]).encode()).hexdigest()[:16]
             record.update(official_source=record["source"], source=f"local sha256:{digest}")

@@ -6,6 +6,9 @@ grid, config, library versions, seed, command line, timings and machine, next to
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -88,6 +91,7 @@ class DatasetRecord(_Strict):
     # the prompt each side's texts got ("text" for STS, "query"/"document" for retrieval), when any side got
     # one (absent: no prompt anywhere)
     prompts: dict[str, PromptRecord] | None = None
+    settings: dict[str, Any] | None = None  # what the command that produced this part ran (reproduce replays it)
 
 
 class CellResult(_Strict):
@@ -187,8 +191,96 @@ class Leaderboard(_Strict):
         return self
 
 
+CORRELATIONS = ("spearman", "pearson")
+# ir_measures names: nDCG@10, RR@10, R@100, R(rel=2)@1000, P@5, AP, ...: fractions of a perfect ranking
+IR_MEASURE = re.compile(r"^(nDCG|RR|R|P|AP|MAP|Success|Judged|Rprec|Bpref|ERR|infAP|NERR\d*)(\(.*\))?(@\d+)?$")
+
+
+def metric_bounds(name: str) -> tuple[float, float, str] | None:
+    """(low, high, what) a metric of this name can take, or None for a name without known bounds."""
+    if name.lower() in CORRELATIONS:
+        return -1.0, 1.0, "a correlation"
+    if IR_MEASURE.match(name):
+        return 0.0, 1.0, "an IR measure"
+    return None
+
+
+def value_error(name: str, value: float, *, count: bool = False) -> str | None:
+    """Why `value` cannot be a `name` (a metric; `count`: a cost, size, time or count, never negative)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{value!r} is not a number"
+    if math.isnan(value):
+        return None  # an undefined metric (e.g. no relevant document), recorded as such
+    if math.isinf(value):
+        return f"{value} is not finite"
+    if count:
+        return f"{value:g} is negative (a count, size or time)" if value < 0 else None
+    bounds = metric_bounds(name)
+    if bounds and not bounds[0] <= value <= bounds[1]:
+        return f"{value:g} is outside [{bounds[0]:g}, {bounds[1]:g}] ({bounds[2]})"
+    return None
+
+
+def _board_values(board: Leaderboard) -> Iterator[tuple[str, str, float, bool]]:
+    """(entry, name, value, is a count) of every number of a leaderboard that has a range."""
+    for i, cell in enumerate(board.results):
+        where = f"results[{i}] ({cell.dataset} L{cell.layer} d{cell.dim}{' ' + cell.precision if cell.precision else ''})"
+        yield from ((where, k, v, False) for k, v in cell.metrics.items())
+        yield from ((where, k, v, True) for k, v in cell.costs.items())
+    for i, baseline in enumerate(board.baselines):
+        where = f"baselines[{i}] ({baseline.dataset} {baseline.name})"
+        yield from ((where, k, v, False) for k, v in baseline.metrics.items())
+    for i, funnel in enumerate(board.funnels):
+        where = f"funnels[{i}] ({funnel.dataset} {funnel.funnel})"
+        yield from ((where, k, v, False) for k, v in funnel.metrics.items())
+        yield from ((where, k, v, True) for k, v in funnel.costs.items())
+        for name in ("p_value", "p_holm"):
+            if (value := getattr(funnel, name)) is not None:
+                yield where, name, value, False
+    for i, record in enumerate(board.datasets):
+        yield f"datasets[{i}] ({record.name})", "n_examples", record.n_examples, True
+    for i, latency in enumerate(board.encode_latency):
+        for name in ("tokens_per_s", "ms_per_text", "texts", "tokens"):
+            yield f"encode_latency[{i}] (layer {latency.layer})", name, getattr(latency, name), True
+    for i, timing in enumerate(board.timings):
+        yield f"timings[{i}] ({timing.dataset} {timing.stage})", "seconds", timing.seconds, True
+
+
+def check_values(board: Leaderboard, path: Path | str) -> None:
+    """Refuse a number no run can produce (Spearman 7.5, nDCG -0.2, a negative size), naming file and entry."""
+    for where, name, value, count in _board_values(board):
+        bounds = (0.0, 1.0, "") if name in ("p_value", "p_holm") else None
+        problem = (f"{value:g} is outside [0, 1] (a p-value)" if bounds and not math.isnan(value)
+                   and not 0 <= value <= 1 else None) if bounds else value_error(name, value, count=count)
+        if problem:
+            raise ElasticIRError(f"{path}: {where} {name} = {problem}; the file was edited or damaged: "
+                                 "regenerate it by re-running its command, or fix that entry")
+
+
+def check_table_values(table, path: Path | str) -> None:
+    """check_values for a per-cell table (cells.csv): every column whose name has bounds, and the cost columns."""
+    cost_columns = ("index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms")
+    for column in table.columns:
+        count = column in cost_columns
+        if not count and metric_bounds(str(column)) is None:
+            continue
+        for row, value in zip(table.index, table[column]):
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                problem = f"{value!r} is not a number"
+            else:
+                problem = value_error(str(column), value, count=count)
+            if problem:
+                cell = table.loc[row]
+                where = " ".join(f"{k} {cell[k]}" for k in ("dataset", "layer", "dim") if k in table.columns)
+                raise ElasticIRError(f"{path} row {int(row) + 2} ({where}): {column} = {problem}; the file was edited "
+                                     "or damaged: regenerate it by re-running its command, or fix that row")
+
+
 def load_leaderboard(path: Path) -> Leaderboard:
-    """Read and validate a leaderboard JSON file, with a message that names the file."""
+    """Read and validate a leaderboard JSON file (its schema, then every number against what it can be), with
+    a message that names the file."""
     try:
         board = Leaderboard.model_validate_json(Path(path).read_text())
     except FileNotFoundError:
@@ -196,6 +288,7 @@ def load_leaderboard(path: Path) -> Leaderboard:
     except ValidationError as exc:
         raise ElasticIRError(f"{path} is not a valid elasticir leaderboard (schema {SCHEMA_VERSION}):\n{exc}") from None
     check_names(board, path)
+    check_values(board, path)
     return board
 
 

@@ -8,8 +8,11 @@ Layout of `results/<run id>/`:
 The run id hashes everything that changes the numbers (weights, pooling, length, dtype, grid, task options), so
 re-running the same config finds its finished parts. A part is reused only when the `key` recorded in its
 `.json` equals the key of what would produce it now (`part_key`: that numeric config plus the sha256 of every
-data file read, never names or paths) and its table still has the checksum recorded next to it; anything else is
-recomputed. While a part is written its lock (`<task>/<dataset>.lock`) keeps a second run out, and its old
+data file read, never names or paths), its table still has the checksum recorded next to it, and every file of
+its folder `<task>/<dataset>/` (per-query values, pair scores, run files) is there with the sha256 recorded in
+the mark (`files_sha256`); anything else is recomputed (a mark without that record, from an older elasticir,
+too). The mark also records what the command that produced the part ran (`settings`), so `reproduce` replays
+each part as it ran. While a part is written its lock (`<task>/<dataset>.lock`) keeps a second run out, and its old
 finished mark is removed first, so a crash never leaves a mark next to a half-replaced table. The summary
 (`cells.csv`, `leaderboard.json`) is rebuilt from every finished part in the folder, so two commands sharing a
 run directory (STS set A, then set B; STS, then retrieval) both stay in it.
@@ -28,7 +31,7 @@ import pandas as pd
 
 from elasticir.data.catalog import check_dataset_name
 from elasticir.errors import ElasticIRError
-from elasticir.io import atomic_write
+from elasticir.io import atomic_write, file_checksum
 from elasticir.locking import exclusive
 
 TASKS = ("sts", "retrieval")
@@ -140,12 +143,48 @@ class RunStore:
     def summary_lock(self):
         return exclusive(self.dir / "summary.lock", f"the summary of {self.dir}")
 
+    def part_dir(self, task: str, dataset: str) -> Path:
+        """The part's own files: per_query.csv.gz / pair_scores.npz, runs/, BM25 and funnel files."""
+        return self.dir / task / dataset
+
     def reusable(self, task: str, dataset: str, key: str) -> tuple[pd.DataFrame, dict] | None:
         """The finished part (cells, meta) if it was produced by exactly `key` and is whole, else None."""
         loaded = self._load(task, dataset)
         if loaded is None or loaded[1].get("key") != key:
             return None
         return loaded
+
+    def stale_reason(self, task: str, dataset: str, key: str) -> str | None:
+        """Why an existing finished mark is not reused (None: no mark, or it is reusable)."""
+        if not self.has_part(task, dataset):
+            return None
+        try:
+            meta = json.loads(self._paths(task, dataset)[1].read_text())
+        except (OSError, ValueError):
+            return "its finished mark is unreadable"
+        if meta.get("key") != key:
+            return "the finished part was computed from other data or settings"
+        return self.damage(task, dataset, meta) or None
+
+    def damage(self, task: str, dataset: str, meta: dict) -> str:
+        """What is wrong with a finished part's files ("" when every one is there with its recorded sha256)."""
+        csv_path = self._paths(task, dataset)[0]
+        try:
+            if meta.get("cells_sha256") != _sha(csv_path.read_text()):
+                return f"{csv_path.name} changed since it was written"
+        except OSError:
+            return f"{csv_path.name} is missing"
+        recorded = meta.get("files_sha256")
+        if not isinstance(recorded, dict):
+            return "its finished mark records no checksums of the part's files (an older elasticir)"
+        folder = self.part_dir(task, dataset)
+        for name, sha in recorded.items():
+            try:
+                if file_checksum(folder / name)["sha256"] != sha:
+                    return f"{folder / name} changed since it was written"
+            except OSError:
+                return f"{folder / name} is missing"
+        return ""
 
     def _load(self, task: str, dataset: str) -> tuple[pd.DataFrame, dict] | None:
         csv_path, meta_path = self._paths(task, dataset)
@@ -154,7 +193,7 @@ class RunStore:
             text = csv_path.read_text()
         except (OSError, ValueError):
             return None
-        if meta.get("cells_sha256") != _sha(text):
+        if meta.get("cells_sha256") != _sha(text) or self.damage(task, dataset, meta):
             return None
         return pd.read_csv(io.StringIO(text)), meta
 
@@ -163,15 +202,24 @@ class RunStore:
         return self._paths(task, dataset)[1].is_file()
 
     def invalidate(self, task: str, dataset: str) -> None:
-        """Remove the finished mark before a part is rewritten (called under the part's lock)."""
+        """Remove the finished mark before a part is rewritten, then the part's old files (a file the new
+        settings do not write, e.g. BM25's after --no-bm25, must not be taken for theirs). Under the part's lock."""
         self._paths(task, dataset)[1].unlink(missing_ok=True)
+        folder = self.part_dir(task, dataset)
+        if folder.is_dir():
+            shutil.rmtree(folder)
 
     def save_part(self, task: str, dataset: str, cells: pd.DataFrame, meta: dict) -> None:
-        """Table first, then the meta with the table's checksum: the meta is the finished mark."""
+        """Table first, then the meta with the checksums of the table and of every file of the part's folder:
+        the meta is the finished mark."""
         csv_path, meta_path = self._paths(task, dataset)
         text = cells.to_csv(index=False)
         atomic_write(csv_path, text)
-        atomic_write(meta_path, json.dumps({**meta, "cells_sha256": _sha(text)}, indent=2, default=str))
+        folder = self.part_dir(task, dataset)
+        files = {str(path.relative_to(folder)): file_checksum(path)["sha256"]
+                 for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.endswith(".tmp")}
+        atomic_write(meta_path, json.dumps({**meta, "cells_sha256": _sha(text), "files_sha256": files}, indent=2,
+                                           default=str))
 
     def load_part(self, task: str, dataset: str) -> tuple[pd.DataFrame, dict]:
         loaded = self._load(task, dataset)
@@ -180,12 +228,22 @@ class RunStore:
         return loaded
 
     def finished_parts(self) -> list[tuple[str, str]]:
-        """(task, dataset) of every whole finished part in the folder, tasks in TASKS order, names sorted."""
+        """(task, dataset) of every whole finished part in the folder, tasks in TASKS order, names sorted. A
+        mark whose part is not whole is left out of the summary with a note saying why (never silently)."""
+        from elasticir.progress import stage
+
         found = []
         for task in TASKS:
             for meta_path in sorted((self.dir / task).glob("*.json")):
                 if self._load(task, meta_path.stem) is not None:
                     found.append((task, meta_path.stem))
+                    continue
+                try:
+                    reason = self.damage(task, meta_path.stem, json.loads(meta_path.read_text()))
+                except (OSError, ValueError):
+                    reason = "its finished mark is unreadable"
+                stage(f"note: {task} {meta_path.stem} in {self.dir} is left out of the summary ({reason or 'not whole'}); "
+                      "re-run its command to recompute it")
         return found
 
     def write_table(self, name: str, table: pd.DataFrame) -> Path:
