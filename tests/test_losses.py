@@ -370,10 +370,25 @@ def test_bad_settings_are_refused(model, make, message):
         make(model, MultipleNegativesRankingLoss(model))
 
 
-def test_a_model_whose_prefixes_are_not_cells_is_refused(shared_model):
-    pooling = Pooling(H, pooling_mode=("mean", "max"))  # 2H coordinates: a prefix is not a cell
+def test_a_multi_mode_pooling_trains_the_cells_the_evaluation_reads(shared_model):
+    """mean+max Pooling gives 2H coordinates; a cell is a prefix of that output, in training as in evaluation."""
+    pooling = Pooling(H, pooling_mode=("mean", "max"))
     stacked = SentenceTransformer(modules=[shared_model[0], pooling], device="cpu")
-    with pytest.raises(ElasticIRError, match="Transformer, Pooling"):
+    loss = PlainLoss(stacked, MultipleNegativesRankingLoss(stacked))
+    assert loss.full.dim == 2 * H
+    batch = stacked.tokenize(QUERIES)
+    columns = loss.embed([batch], [loss.full.layer])
+    expected = torch.nn.functional.normalize(stacked(dict(batch))["sentence_embedding"], dim=-1)
+    torch.testing.assert_close(loss.cell(columns, loss.full)[0], expected, atol=1e-5, rtol=0)
+
+
+def test_a_module_without_layerwise_meaning_is_refused(shared_model):
+    from sentence_transformers.sentence_transformer.modules import WeightedLayerPooling
+
+    layers = shared_model[0].auto_model.config.num_hidden_layers
+    stacked = SentenceTransformer(modules=[shared_model[0], WeightedLayerPooling(H, num_hidden_layers=layers,
+                                                                                 layer_start=1)], device="cpu")
+    with pytest.raises(ElasticIRError, match="WeightedLayerPooling .* not supported"):
         PlainLoss(stacked, MultipleNegativesRankingLoss(stacked))
 
 
