@@ -187,7 +187,12 @@ def main() -> int:
               f"{row['sentence_transformers']:>11.5f}{row['abs_diff']:>10.1e}")
     if pending:
         print(f"\nnot compared (not in the leaderboard): {', '.join(pending)}")
-    mismatched = [r for r in rows if r["prompts_mteb"] != r["prompts_recorded"] and any(r["prompts_mteb"].values())]
+    def texts(names: dict, source: dict) -> dict:  # a prompt is its text; an empty one is no prompt
+        return {side: source.get(name, "") for side, name in names.items() if name and source.get(name, "")}
+
+    recorded_texts = {d["name"]: {side: p["text"] for side, p in (d.get("prompts") or {}).items() if p["text"]}
+                      for d in board["datasets"]}
+    mismatched = [r for r in rows if texts(r["prompts_mteb"], model.prompts) != recorded_texts.get(r["dataset"], {})]
     print(f"\nmax |diff| {worst:.2e} over {len(rows)} cell metrics (tolerance {args.tolerance:g}); "
           f"prompt records differing from mteb's choice: {len(mismatched)}")
     if args.json:
