@@ -24,7 +24,6 @@ from elasticir.checks import check_device, check_positive
 from elasticir.encoders import (
     DEFAULT_MODEL,
     load_sentence_transformer,
-    resolve_model_path,
     transformer_blocks,
     weights_sha256,
 )
