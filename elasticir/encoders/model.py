@@ -11,7 +11,6 @@ its layer-wise training (AdaptiveLayerLoss) computes.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -141,13 +140,9 @@ def _weight_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def training_summary(folder: Path) -> dict | None:
     """What `elasticir train` recorded in the folder's elastic.json (None for any other model)."""
-    metadata = _read_json(folder / "elastic.json")
+    metadata = stack.read_json(folder / "elastic.json")
     if not metadata:
         return None
     keys = ("method", "trained_cells", "pairs", "base", "data", "loss")
@@ -218,7 +213,7 @@ class ElasticEncoder:
             revision=revision,
             weights_sha256=weights_sha256(folder),
             num_layers=config.num_hidden_layers,
-            hidden_size=self._embedding_width(),
+            hidden_size=self.stack.output_width(config.hidden_size),
             pooling=self.stack.pooling,
             normalize=similarity == "cosine" if normalize is None else normalize,
             max_length=max_length,
@@ -247,13 +242,6 @@ class ElasticEncoder:
         """Every prompt the model declares, empty ones included: what MTEB's selection reads (an empty prompt
         that outranks a set one wins there). `info.prompts`, the record, keeps only the non-empty ones."""
         return dict(self.st.prompts or {})
-
-    def _embedding_width(self) -> int:
-        """The output width of the module stack (a Dense head or a multi-mode Pooling changes it), measured on
-        one short text: sentence-transformers' own report of it is missing for some stacks."""
-        batch = {k: v.to(self.device) for k, v in self.tokenizer(["width"], return_tensors="pt").items()}
-        with torch.inference_mode():
-            return int(self.stack.embed(stack.last_hidden(self.model(**batch)), batch).shape[-1])
 
     def _choose_attention(self, attention: str) -> tuple[bool, str]:
         """(packed?, a note naming the attention path and, for a fallback, why)."""
@@ -454,7 +442,8 @@ class ElasticEncoder:
         return rows, {layer: values[i] for i, layer in enumerate(layers)}
 
     def encode(self, texts: Sequence[str], layers: Iterable[int], **kwargs) -> dict[int, np.ndarray]:
-        """{layer: float32 [len(texts), hidden]} pooled at full width, in input order, from one pass per batch."""
+        """{layer: float32 [len(texts), width]}: each layer's output embedding at full width, in input order, from one
+        pass per batch."""
         layers = sorted(set(layers))
         out = {layer: np.empty((len(texts), self.hidden_size), dtype=np.float32) for layer in layers}
         for rows, pooled in self.iter_encode(texts, layers, **kwargs):

@@ -49,7 +49,7 @@ class StopForward(Exception):
     """Raised by the hook on the deepest requested layer: the layers above it never run."""
 
 
-def _read_json(path: Path) -> dict | list:
+def read_json(path: Path) -> dict | list:
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError) as exc:
@@ -60,7 +60,7 @@ def module_entries(folder: Path) -> list[dict]:
     """modules.json of a sentence-transformers folder, each type checked to be one of sentence-transformers' own
     module classes (loading a module imports its class: a foreign one would run its code); [] for a plain
     Hugging Face folder (sentence-transformers then adds mean pooling)."""
-    entries = _read_json(folder / "modules.json")
+    entries = read_json(folder / "modules.json")
     if not entries:
         return []
     if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("type"), str) for e in entries):
@@ -86,7 +86,7 @@ def module_entries(folder: Path) -> list[dict]:
 
 def _check_dense_activation(path: Path) -> None:
     """A Dense head names its activation as an import path: only torch's own classes are accepted."""
-    activation = _read_json(path / "config.json").get("activation_function", "torch.nn.modules.linear.Identity")
+    activation = read_json(path / "config.json").get("activation_function", "torch.nn.modules.linear.Identity")
     if not (isinstance(activation, str) and activation.startswith("torch.nn.")):
         raise ElasticIRError(f"{path / 'config.json'}: activation_function {activation!r} is not a torch.nn class; "
                              "elasticir imports only torch's own activations from a model folder")
@@ -101,7 +101,7 @@ def transformer_folder(folder: Path) -> Path:
 def check_remote_code(folder: Path, trust_remote_code: bool) -> None:
     """A transformer whose class transformers does not ship (config.json `auto_map` with an unknown model type)
     would run the repository's own Python; refuse it unless the user said they trust it."""
-    config = _read_json(transformer_folder(folder) / "config.json")
+    config = read_json(transformer_folder(folder) / "config.json")
     if trust_remote_code or not isinstance(config, dict) or not config.get("auto_map"):
         return
     from transformers import CONFIG_MAPPING
@@ -323,6 +323,17 @@ class ModuleStack:
         for module in self.sentence_modules:
             state = module(state)
         return state["sentence_embedding"]
+
+    def output_width(self, hidden_size: int) -> int:
+        """The width of the stack's output for token states of `hidden_size` (a Dense head or a multi-mode Pooling
+        changes it), measured by running the modules on two zero token states: no transformer pass, and the
+        same answer for every module, including those whose own dimension report sentence-transformers lacks."""
+        parameter = next((p for m in (*self.token_modules, *self.sentence_modules) for p in m.parameters()), None)
+        device, dtype = (parameter.device, parameter.dtype) if parameter is not None else ("cpu", torch.float32)
+        ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+        features = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        with torch.inference_mode():
+            return int(self.embed(torch.zeros(1, 2, hidden_size, device=device, dtype=dtype), features).shape[-1])
 
     def embed(self, hidden: torch.Tensor, features: dict) -> torch.Tensor:
         return self.finish(self.pool(hidden, features))

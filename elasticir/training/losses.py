@@ -121,7 +121,7 @@ class ElasticLoss(nn.Module):
         config = transformer.auto_model.config
         self.num_layers: int = config.num_hidden_layers
         # the output width (a Dense head sets it): the grid's widest dim, as the evaluation's
-        self.hidden_size: int = model.get_embedding_dimension() or config.hidden_size
+        self.hidden_size: int = stack.output_width(config.hidden_size)
         # a tuple, so these stay plain references and are not registered twice as submodules of the loss
         blocks = transformer_blocks(transformer.auto_model, self.num_layers)
         self._parts = (transformer, stack, blocks)

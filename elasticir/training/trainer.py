@@ -123,7 +123,7 @@ def build_loss(config: TrainConfig, model, data: TrainingData) -> ElasticLoss:
     check_recipe(config.model_dump(), data_kind=data.kind)
     base = build_base_loss(config, model, data.kind)
     shape = model[0].auto_model.config
-    width = model.get_embedding_dimension() or shape.hidden_size  # the module stack's output (a Dense head sets it)
+    width = output_width(model)
     common = {"normalize": config.normalize, "kl_point": config.kl_point}
     kl = {"kl": config.kl, "kl_weight": config.kl_weight, "temperature": config.temperature,
           "detach": config.detach, **common}
@@ -156,7 +156,7 @@ def load_base(config: TrainConfig):
         if config.cell is None:
             raise ElasticIRError("truncate_layers needs the trained cell (L, d): set cell")
         layer = config.cell[0]
-        validate_cells([Cell(*config.cell)], shape.num_hidden_layers, model.get_embedding_dimension() or shape.hidden_size)
+        validate_cells([Cell(*config.cell)], shape.num_hidden_layers, output_width(model))
         del transformer_blocks(model[0].auto_model, shape.num_hidden_layers)[layer:]
         shape.num_hidden_layers = layer
     return model, folder
@@ -341,5 +341,12 @@ def train_separate(config: TrainConfig, cells: list[tuple[int, int]], *, variant
 
 def _hidden_size(model: str) -> int:
     """The width of the model's output embedding (its module stack's, a Dense head included)."""
-    st, _ = load_sentence_transformer(model, "cpu")
-    return st.get_embedding_dimension() or st[0].auto_model.config.hidden_size
+    return output_width(load_sentence_transformer(model, "cpu")[0])
+
+
+def output_width(model) -> int:
+    """The width of a SentenceTransformer's output embedding (its module stack's; a Dense head sets it): the
+    grid's widest dim, as the evaluation sizes it."""
+    from elasticir.encoders.stack import ModuleStack
+
+    return ModuleStack.of(model).output_width(model[0].auto_model.config.hidden_size)
