@@ -531,13 +531,22 @@ def test_onnx_backend_equals_torch_on_a_dense_stack(models, tmp_path):
         np.testing.assert_allclose(got[layer], expected[layer], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize(("arch", "name", "message"), [
-    ("bert", "max-norm", "--backend onnx pools mean or CLS over all tokens; this model's stack pools 'max'"),
-    ("bert", "mean-noprompt-norm-query", "without the prompt"),
-    ("bert", "tokendense64to32-mean-norm", "pools 'mean' after Dense(64->32,GELU,token_embeddings); use"),
-    ("roberta", MEAN.name, "--backend onnx supports bert models; this model is 'roberta'"),
-])
-def test_onnx_refuses_what_it_cannot_pool(models, arch, name, message):
+# Stacks the ONNX graph and the packed path cannot pool (one mean / CLS Pooling over all tokens, BERT for ONNX,
+# the packable model types for packing): the ONNX refusal and the packed fallback note, each saying why.
+UNPOOLABLE = [
+    pytest.param("bert", "max-norm", "--backend onnx pools mean or CLS over all tokens; this model's stack pools 'max'",
+                 "unpadded batches pool mean or CLS over all tokens, not 'max'", id="max"),
+    pytest.param("bert", "mean-noprompt-norm-query", "without the prompt", "not 'mean' without the prompt",
+                 id="no-prompt"),
+    pytest.param("bert", "tokendense64to32-mean-norm", "pools 'mean' after Dense(64->32,GELU,token_embeddings); use",
+                 "not 'mean' after Dense(64->32,GELU,token_embeddings)", id="token-dense"),
+    pytest.param("roberta", MEAN.name, "--backend onnx supports bert models; this model is 'roberta'",
+                 "not 'roberta'", id="roberta"),
+]
+
+
+@pytest.mark.parametrize(("arch", "name", "message", "_reason"), UNPOOLABLE)
+def test_onnx_refuses_what_it_cannot_pool(models, arch, name, message, _reason):
     folder = models.folder(arch, STACKS[name])
     with pytest.raises(ElasticIRError, match=re.escape(message)):
         ElasticEncoder(str(folder), device="cpu", backend="onnx")
@@ -554,13 +563,8 @@ def test_packed_path_equals_padded_where_the_stack_allows_it(models):
         np.testing.assert_allclose(got[layer], expected[layer], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize(("arch", "name", "reason"), [
-    ("bert", "max-norm", "unpadded batches pool mean or CLS over all tokens, not 'max'"),
-    ("bert", "mean-noprompt-norm-query", "not 'mean' without the prompt"),
-    ("bert", "tokendense64to32-mean-norm", "not 'mean' after Dense(64->32,GELU,token_embeddings)"),
-    ("roberta", MEAN.name, "not 'roberta'"),
-])
-def test_packed_path_falls_back_to_padded_and_says_why(models, arch, name, reason):
+@pytest.mark.parametrize(("arch", "name", "_message", "reason"), UNPOOLABLE)
+def test_packed_path_falls_back_to_padded_and_says_why(models, arch, name, _message, reason):
     folder = models.folder(arch, STACKS[name])
     encoder = ElasticEncoder(str(folder), device="cpu", attention="unpadded")
     assert not encoder.packed and reason in encoder.attention_note
