@@ -36,7 +36,7 @@ from elasticir.data.sts import load_sts
 from elasticir.data.subset import describe, subset_retrieval, subset_sts
 from elasticir.distributed import executor_for, release_executors
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
-from elasticir.encoders.prompts import Prompt, check_prompt_name, dataset_prompts
+from elasticir.encoders.prompts import Prompt, dataset_prompts
 from elasticir.errors import ElasticIRError
 from elasticir.evaluation.funnel import check_funnel_flags, check_funnels_fit
 from elasticir.evaluation.latency import layer_encode_latency
@@ -250,7 +250,6 @@ def job_prompts(jobs: list[Job], config: RunConfig, encoder: ElasticEncoder) -> 
     """Each job's prompts, chosen from the model's by MTEB's rules for the dataset's MTEB task name and type,
     or as the prompt flags say (a --prompt-name the model lacks stops here, before any encoding)."""
     info = encoder.info
-    check_prompt_name(encoder.prompt_table, config.prompt_name)
     for job in jobs:
         job.prompts = dataset_prompts(encoder.prompt_table, info.default_prompt_name, task=job.task,
                                       task_name=job.spec.mteb_name, task_type=job.spec.mteb_type,

@@ -82,10 +82,3 @@ def dataset_prompts(prompts: dict[str, str], default_name: str | None, *, task: 
     return {side or "text": choose(prompts, default_name, task_name=task_name, task_type=task_type, prompt_type=side,
                                    prompt_name=prompt_name, literal=literals.get(side or ""))
             for side in SIDES[task]}
-
-
-def check_prompt_name(prompts: dict[str, str], prompt_name: str | None) -> None:
-    """`--prompt-name` names one of the model's prompts (or "none"): checked once the model is loaded, before
-    any dataset is encoded."""
-    if prompt_name is not None:
-        choose(prompts, None, task_name=None, task_type="", prompt_type=None, prompt_name=prompt_name)
