@@ -205,18 +205,39 @@ def _sources(spec: DatasetSpec, files: list[dict]) -> dict:
 
 
 def check_shape_early(config: RunConfig) -> None:
-    """Refuse a layer (or a pair's layer) the model lacks from its config.json, before loading its weights. Dims
-    are checked once the model is loaded: the output width is its module stack's (a Dense head sets it), which
-    only running the stack tells."""
+    """Refuse a layer, dim or pair the model lacks from its config.json, before loading its weights. Dims are
+    checked here only when the output width is the transformer's (no module after Pooling but Normalize and
+    a single-mode Pooling); otherwise once the model is loaded."""
     from elasticir.encoders.model import resolve_model_path
-    from elasticir.encoders.stack import transformer_folder
+    from elasticir.encoders.stack import module_entries, transformer_folder
     from elasticir.report.cost import EncoderShape
 
-    shape = EncoderShape.from_folder(transformer_folder(resolve_model_path(config.model)[0]))
+    folder = resolve_model_path(config.model)[0]
+    shape = EncoderShape.from_folder(transformer_folder(folder))
     if shape is None:
         return  # the loader will say what is wrong with the folder
-    layers = [*(config.layers or []), *(layer for layer, _dim in config.pairs or [])]
-    validate_cells([Cell(layer, 1) for layer in layers], shape.num_layers, 1)
+    entries = module_entries(folder)
+    kinds = [entry["type"].rsplit(".", 1)[-1] for entry in entries[1:]]
+    same_width = all(kind in ("Pooling", "Normalize") for kind in kinds) and _single_pooling(folder, entries)
+    Grid.for_model(shape.num_layers, shape.hidden_size, config.layers, config.dims if same_width else None)
+    if same_width:
+        validate_cells([Cell(*p) for p in config.pairs or []], shape.num_layers, shape.hidden_size)
+
+
+def _single_pooling(folder: Path, entries: list[dict]) -> bool:
+    """The Pooling module (if any) uses one mode, so its output keeps the transformer's width."""
+    import json
+
+    for entry in entries:
+        if entry["type"].endswith(".Pooling"):
+            try:
+                settings = json.loads((folder / entry.get("path", "") / "config.json").read_text())
+            except (OSError, ValueError):
+                return False
+            modes = [k for k, v in settings.items() if k.startswith("pooling_mode_") and v is True]
+            listed = settings.get("pooling_mode")
+            return len(modes) <= 1 and not (isinstance(listed, list) and len(listed) > 1)
+    return True
 
 
 def seed_everything(seed: int) -> None:
