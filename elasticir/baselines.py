@@ -102,8 +102,8 @@ def parse_spec(spec: str | Path) -> Spec:
 
 def member_shape(model: str, where: str):
     """The member's EncoderShape from its config.json (no weights loaded); an error naming `where`."""
+    from elasticir.encoders.cost import EncoderShape
     from elasticir.encoders.model import resolve_model_path, transformer_folder
-    from elasticir.report.cost import EncoderShape
 
     try:
         folder = transformer_folder(resolve_model_path(model)[0])
@@ -295,7 +295,7 @@ def evaluate(spec: Spec, config, dims: list[int] | None = None) -> Outcome:
 
 
 def _member_record(member: Member, board: Leaderboard) -> dict:
-    from elasticir.report.cost import EncoderShape
+    from elasticir.encoders.cost import EncoderShape
 
     shape = EncoderShape.from_folder(member.model) or member_shape(member.model, member.where)
     model = board.model

@@ -111,31 +111,6 @@ def check_dataset_names(config, where: dict[str, str] | None = None) -> None:
             check_dataset_name(name, (where or {}).get(task, flag), config.data_root)
 
 
-def free_bytes(path: Path) -> int:
-    """Free bytes on the file system holding `path` (its nearest existing folder); tests replace this."""
-    import shutil
-
-    path = Path(path)
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
-
-
-def check_free_space(folder: Path, needed: int, what: str, *, existing: int | None = None) -> None:
-    """Say how much disk an embedding store will take before encoding, and refuse to start when the file
-    system lacks it (a full disk hours into encoding MS MARCO is the failure this prevents)."""
-    from elasticir.progress import stage
-
-    free = free_bytes(folder)
-    total = needed if existing is None else existing
-    stage(f"{what}: the store takes {size(total)} ({size(needed)} new) in {folder}; {size(free)} free")
-    if needed > free:
-        raise ElasticIRError(
-            f"not enough disk for the embedding store in {folder}: it needs {size(needed)}, the file system "
-            f"has {size(free)} free. Fix: free space, point --out (or the YAML key cache_dir) at a larger disk, store "
-            "fewer layers (--layers) or half the bytes (--store-dtype float16)")
-
-
 def check_scale(config) -> None:
     """The executor, shard and worker flags: Ray installed when asked for, a well-formed shard, no shard with Ray."""
     check_positive(config.workers, "--workers")
@@ -159,12 +134,3 @@ def check_scale(config) -> None:
         if config.executor == "ray":
             raise ElasticIRError("--shard is for clusters without Ray (one process per shard); with --executor "
                                  "ray the actors take the shards themselves: leave --shard out")
-
-
-def size(count: float) -> str:
-    """Bytes in decimal units, three significant digits: 15.4 kB, 326 GB."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(count) < 999.5 or unit == "TB":
-            return f"{count:.3g} {unit}" if unit != "B" else f"{count:.0f} B"
-        count /= 1000
-    return f"{count:.3g} TB"

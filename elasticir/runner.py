@@ -208,9 +208,9 @@ def check_shape_early(config: RunConfig) -> None:
     """Refuse a layer, dim or pair the model lacks from its config.json, before loading its weights. Dims are
     checked here only when the output width is the transformer's (no module after Pooling but Normalize and
     a single-mode Pooling); otherwise once the model is loaded."""
+    from elasticir.encoders.cost import EncoderShape
     from elasticir.encoders.model import resolve_model_path
     from elasticir.encoders.stack import module_entries, transformer_folder
-    from elasticir.report.cost import EncoderShape
 
     folder = resolve_model_path(config.model)[0]
     shape = EncoderShape.from_folder(transformer_folder(folder))

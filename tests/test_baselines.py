@@ -70,8 +70,8 @@ def test_grid_cells_equal_each_member_evaluated_alone(two_models, tiny_data_root
 
 def _costs_are_each_members_own(grid_dir: Path, small: Path, wide: Path) -> None:
     """(2,16) costs what the 2 x 16 model costs at 2 layers; (1,8) what the 3 x 32 model costs at 1 layer."""
+    from elasticir.encoders.cost import EncoderShape, encode_flops_per_token
     from elasticir.report.build import cost_table
-    from elasticir.report.cost import EncoderShape, encode_flops_per_token
     from elasticir.report.rundir import load_run
 
     costs = cost_table(load_run(grid_dir), []).set_index(["dataset", "layer", "dim"])
@@ -178,8 +178,8 @@ def test_full_width_members_fill_their_layer_row(two_models, tmp_path):
 
 def test_mean_significance_over_one_dataset_is_that_datasets_test(two_models, tiny_data_root, tmp_path):
     """The stratified bootstrap of the mean reduces to the per-dataset paired bootstrap for one dataset."""
+    from elasticir.evaluation.significance import compare_mean, compare_runs
     from elasticir.report.rundir import load_run
-    from elasticir.report.significance import compare_mean, compare_runs
 
     small, wide = two_models
     runs = [load_run(run(_config(tiny_data_root, tmp_path, model=str(m), layers=[1, 2], dims=[8, 16])).dir)

@@ -120,9 +120,9 @@ def test_shards_then_the_plain_command_encode_each_row_once(tiny_encoder, data_r
 
 
 def test_a_store_that_does_not_fit_is_refused_before_encoding(tiny_encoder, data_root, tmp_path, monkeypatch):
-    from elasticir import checks
+    from elasticir import disk
 
-    monkeypatch.setattr(checks, "free_bytes", lambda path: 1000)
+    monkeypatch.setattr(disk, "free_bytes", lambda path: 1000)
     monkeypatch.setattr(tiny_encoder, "iter_encode",
                         lambda *a, **k: (_ for _ in ()).throw(AssertionError("encoded before the disk check")))
     with pytest.raises(ElasticIRError, match=r"not enough disk for the embedding store .*: it needs 15\.4 kB, the file system has 1 kB free"):

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from elasticir.cli import app
 from elasticir.data.catalog import check_dataset_name
 from elasticir.errors import ElasticIRError
-from elasticir.results.store import OUTPUT_MARKER, claim_output, release_output
+from elasticir.outputs import OUTPUT_MARKER, claim_output, release_output
 
 ERROR_LINE = re.compile(r"^error:", re.MULTILINE)
 

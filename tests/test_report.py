@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from elasticir.report import cost, significance, tables
+from elasticir.encoders import cost
+from elasticir.evaluation import significance
+from elasticir.report import tables
 from elasticir.report.rundir import load_run
 
 
@@ -190,7 +192,7 @@ def test_flops_and_params_match_a_tiny_bert():
 
 # --- figures, tables, report --------------------------------------------------------------------------------------
 def test_pareto_front():
-    from elasticir.report.figures import pareto_front
+    from elasticir.evaluation.significance import pareto_front
 
     costs = [1, 2, 2, 3, 4, 5]
     values = [0.1, 0.3, 0.2, 0.25, 0.5, 0.5]

@@ -260,7 +260,7 @@ class EmbeddingStore:
     def prepare(self, todo: list[int], *, desc: str = "encoding") -> None:
         """Under the lock: check the disk, remove a killed writer's temporaries, and create every layer file of
         `todo` that is absent or of the wrong shape (atomically, zero-filled; its markers removed with it)."""
-        from elasticir.checks import check_free_space
+        from elasticir.disk import check_free_space
 
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in self.dir.glob(".layer_*.tmp"):  # left by a killed writer (we hold the lock)

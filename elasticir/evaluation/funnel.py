@@ -7,10 +7,10 @@ early-exit pass to L2 yields the layer-L1 query on the way, so a funnel encodes 
 layer. Without explicit funnels a small space is searched: every grid cell (at each --precisions) x K in
 AUTO_KS, stage 2 the full cell.
 
-Costs per query: encode FLOPs of the deepest layer (report.cost), search multiply-adds N x d1 + K x d2 (binary
+Costs per query: encode FLOPs of the deepest layer (encoders.cost), search multiply-adds N x d1 + K x d2 (binary
 stage 1: N x d1 bit operations of Hamming work instead, counted apart, plus 4K x d1 for binary+rescore), the
 bytes each stage keeps, and measured latency: one query at a time, funnel and full cell timed side by side
-(interleaved per query). Every funnel is tested against the full cell, paired per query (report.significance,
+(interleaved per query). Every funnel is tested against the full cell, paired per query (evaluation.significance,
 Holm over the funnels of a dataset).
 """
 
@@ -243,8 +243,7 @@ def _test_against_full(table: pd.DataFrame, per_query: pd.DataFrame, metric: str
     funnels are selected: per stage-1 precision the cheapest within TOLERANCE of the full cell, and the Pareto
     front of search work vs the metric. Search work = multiply-adds + Hamming bits / 64 (one 64-bit XOR + popcount
     counted as one operation; a convention, stated here and in the notes), ties broken by measured latency."""
-    from elasticir.report.figures import pareto_front
-    from elasticir.report.significance import holm, paired_ttest
+    from elasticir.evaluation.significance import holm, paired_ttest, pareto_front
 
     values = per_query[per_query.measure == metric].pivot(index="query_id", columns="funnel", values="value")
     table["p"] = [paired_ttest(values[f], values[full_name])[1] for f in table.funnel]
@@ -273,8 +272,8 @@ __all__ = ["AUTO_KS", "PRECISIONS", "TOLERANCE", "Funnel", "check_funnel_flags",
 
 # --- the driver a retrieval part calls ------------------------------------------------------------------------
 def query_encode_flops(encoder, texts: list[str]):
-    """layer -> analytic FLOPs to encode one query of the mean test-query length to that layer (report.cost)."""
-    from elasticir.report.cost import EncoderShape, encode_flops_per_token
+    """layer -> analytic FLOPs to encode one query of the mean test-query length to that layer (encoders.cost)."""
+    from elasticir.encoders.cost import EncoderShape, encode_flops_per_token
 
     shape = EncoderShape.from_config(encoder.model.config)
     lengths = [len(ids) for ids in encoder.tokenizer(list(texts), truncation=True,

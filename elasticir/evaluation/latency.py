@@ -1,6 +1,6 @@
 """Measured encode cost per layer: what a layer-L cell costs to encode on the device used.
 
-The analytic FLOPs (report/cost.py) say what a cell should cost; this says what it did cost here. Each layer
+The analytic FLOPs (encoders/cost.py) say what a cell should cost; this says what it did cost here. Each layer
 is timed alone (early exit at L) on the same fixed sample of real texts, interleaved over repeats so that a
 machine whose speed drifts slows every layer alike; the median is kept. One batch of texts per layer is
 enough: the cost of a layer-L encode is steady across batches once warmed up.

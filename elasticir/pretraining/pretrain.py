@@ -42,10 +42,10 @@ from elasticir.encoders import (
 )
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write, file_checksum, provenance
+from elasticir.outputs import claim_output, release_output
 from elasticir.pretraining.masking import Masker
 from elasticir.pretraining.smae import SMAE, read_head_weights
 from elasticir.pretraining.text import TokenWindows, check_text_files, resolve_text_file
-from elasticir.results.store import claim_output, release_output
 
 METADATA = "elastic_pretrain.json"
 STARTED = "pretrain_config.json"

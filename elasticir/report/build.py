@@ -21,13 +21,13 @@ import pandas as pd
 from elasticir.cells import Cell
 from elasticir.data.beir import judged_query_texts
 from elasticir.data.sts import load_sts
+from elasticir.encoders.cost import EncoderShape, cell_costs, encode_flops_per_token, mean_token_length
 from elasticir.errors import ElasticIRError
+from elasticir.evaluation.significance import compare_mean, compare_runs, describe
 from elasticir.report import figures, tables
-from elasticir.report.cost import EncoderShape, cell_costs, encode_flops_per_token, mean_token_length
 from elasticir.report.funnels import write_funnel_section
 from elasticir.report.precision import write_precision_facet
 from elasticir.report.rundir import RunData, load_run, unique_labels
-from elasticir.report.significance import compare_mean, compare_runs, describe
 
 COSTS = ("flops", "latency", "bytes")
 DEFAULT_SEQ_LEN = 32

@@ -24,6 +24,7 @@ from matplotlib import colors
 from matplotlib.patches import Rectangle
 
 from elasticir.cells import Cell
+from elasticir.evaluation.significance import pareto_front
 
 OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "h"]
@@ -255,25 +256,6 @@ def place_labels(ax, points: list[tuple[float, float, str, str]], fontsize: floa
                             color=colour, ha="left" if dx > 0 else "right", va="bottom", zorder=6)
                 break
     return occupied
-
-
-def pareto_front(costs: Sequence[float], values: Sequence[float], rel_tol: float = 0.01) -> list[int]:
-    """Indices of the Pareto-optimal points, ordered by cost.
-
-    A point is dominated when another costs at most (1 + rel_tol) times as much and is strictly better, or costs
-    strictly less and is as good. Costs within rel_tol count as equal, so a cell that is 0.1% cheaper (e.g. a
-    smaller d at the same layer when the cost is encoder FLOPs) does not make the front on that alone.
-    """
-    costs, values = np.asarray(costs, dtype=float), np.asarray(values, dtype=float)
-    valid = np.flatnonzero(np.isfinite(costs) & np.isfinite(values))
-    front = []
-    for i in valid:
-        near = costs[valid] <= costs[i] * (1 + rel_tol)
-        better = values[valid] > values[i]
-        cheaper_as_good = (costs[valid] < costs[i]) & (values[valid] >= values[i])
-        if not np.any(near & better) and not np.any(cheaper_as_good):
-            front.append(int(i))
-    return sorted(front, key=lambda i: (costs[i], values[i]))
 
 
 def pareto(series: list[dict], stem: Path, *, title: str, xlabel: str, ylabel: str, reference: dict | None = None,

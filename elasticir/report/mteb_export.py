@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from elasticir.report.cost import EncoderShape, params_touched
+from elasticir.encoders.cost import EncoderShape, params_touched
 from elasticir.report.rundir import RunData, load_run
 
 # elasticir dataset name -> (MTEB task name, dataset revision, split, languages); revisions from mteb 2.26

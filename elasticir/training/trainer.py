@@ -29,7 +29,7 @@ from elasticir.encoders import (
 )
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write, provenance
-from elasticir.results.store import claim_output, release_output
+from elasticir.outputs import claim_output, release_output
 from elasticir.training.data import TrainingData, check_specs, load_training_data
 from elasticir.training.losses import (
     ElasticLoss,

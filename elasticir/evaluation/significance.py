@@ -13,6 +13,7 @@ p_holm < alpha; it controls the family-wise error rate. Cells absent from either
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import product
 
 import numpy as np
@@ -311,3 +312,22 @@ def _bootstrap_deltas(run, baseline, dataset: str, cells, n_resamples: int, seed
         diff = (joined.iloc[:, 0] - joined.iloc[:, 1]).reindex(queries).to_numpy()
         out[cell] = diff @ weights / len(queries)
     return out
+
+
+def pareto_front(costs: Sequence[float], values: Sequence[float], rel_tol: float = 0.01) -> list[int]:
+    """Indices of the Pareto-optimal points, ordered by cost.
+
+    A point is dominated when another costs at most (1 + rel_tol) times as much and is strictly better, or costs
+    strictly less and is as good. Costs within rel_tol count as equal, so a cell that is 0.1% cheaper (e.g. a
+    smaller d at the same layer when the cost is encoder FLOPs) does not make the front on that alone.
+    """
+    costs, values = np.asarray(costs, dtype=float), np.asarray(values, dtype=float)
+    valid = np.flatnonzero(np.isfinite(costs) & np.isfinite(values))
+    front = []
+    for i in valid:
+        near = costs[valid] <= costs[i] * (1 + rel_tol)
+        better = values[valid] > values[i]
+        cheaper_as_good = (costs[valid] < costs[i]) & (values[valid] >= values[i])
+        if not np.any(near & better) and not np.any(cheaper_as_good):
+            front.append(int(i))
+    return sorted(front, key=lambda i: (costs[i], values[i]))
