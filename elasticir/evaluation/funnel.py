@@ -28,7 +28,8 @@ import pandas as pd
 from elasticir.cells import Cell, validate_cells
 from elasticir.encoders import truncate
 from elasticir.errors import ElasticIRError
-from elasticir.index.quantized import PRECISIONS, RESCORE_MULTIPLIER, build_index, check_precisions
+from elasticir.index.precisions import check_precisions, lookup, precision_slug
+from elasticir.index.quantized import build_index
 
 AUTO_KS = (50, 100, 200, 500, 1000)
 TOLERANCE = 0.005  # "as good as the full cell": main metric within this of it
@@ -50,16 +51,14 @@ class Funnel:
 
     @property
     def slug(self) -> str:
-        p1 = "" if self.precision1 == "float32" else "_" + self.precision1.replace("+", "-")
-        return f"funnel_L{self.layer1}_d{self.dim1}{p1}_K{self.k}_L{self.layer2}_d{self.dim2}"
+        return (f"funnel_L{self.layer1}_d{self.dim1}{precision_slug(self.precision1)}_K{self.k}"
+                f"_L{self.layer2}_d{self.dim2}")
 
     def search_madds(self, n_docs: int) -> float:
-        stage1 = {"binary": 0, "binary+rescore": RESCORE_MULTIPLIER * self.k * self.dim1}.get(self.precision1,
-                                                                                            n_docs * self.dim1)
-        return float(stage1 + self.k * self.dim2)
+        return lookup(self.precision1).search_madds(n_docs, self.k, self.dim1) + float(self.k * self.dim2)
 
     def hamming_bits(self, n_docs: int) -> float:
-        return float(n_docs * self.dim1) if self.precision1.startswith("binary") else 0.0
+        return lookup(self.precision1).hamming_bits(n_docs, self.dim1)
 
 
 def parse_funnel(text: str) -> Funnel:
@@ -266,7 +265,7 @@ def write_per_query(path, per_query: pd.DataFrame) -> None:
     atomic_write(path, gzip.compress(per_query.to_csv(index=False).encode()))
 
 
-__all__ = ["AUTO_KS", "PRECISIONS", "TOLERANCE", "Funnel", "check_funnel_flags", "check_funnels_fit",
+__all__ = ["AUTO_KS", "TOLERANCE", "Funnel", "check_funnel_flags", "check_funnels_fit",
            "evaluate_funnels", "parse_funnel", "rescore", "resolve_funnels"]
 
 

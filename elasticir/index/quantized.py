@@ -10,6 +10,8 @@ The precisions practitioners combine with Matryoshka truncation:
   query against the documents' +-1 vectors (the documents stay binary in memory; the recipe of the
   sentence-transformers quantisation guide).
 
+Each precision is registered here (elasticir/index/precisions.py holds the registry: name, report order, file
+token, cost counts, bytes per vector); QuantizedIndex dispatches to the registered codes of its precision.
 Quantised points are always exact search over the quantised vectors (whatever --index says for float32), so a
 difference from the float32 cell is the quantisation's alone.
 Integer scores (int8, binary) tie often, so ties are broken exactly as trec_eval orders them (score descending,
@@ -26,34 +28,10 @@ import torch
 from elasticir.encoders import truncate
 from elasticir.errors import ElasticIRError
 from elasticir.index.dense import TIE_MARGIN, order_hits, search_depth
+from elasticir.index.precisions import Precision, check_precisions, lookup, names, precision_slug, register
 
-PRECISIONS = ("float32", "float16", "int8", "binary", "binary+rescore")
 RESCORE_MULTIPLIER = 4  # binary+rescore: candidates rescored per result kept (k=1000 -> 4000 candidates)
 CHUNK = 1 << 16
-
-
-def check_precisions(precisions, flag: str = "--precisions") -> list[str]:
-    """The precision list, or one error naming the unknown names and the known ones."""
-    precisions = list(precisions or [])
-    if not precisions:
-        raise ElasticIRError(f"{flag} is empty; give a comma list of {', '.join(PRECISIONS)}")
-    if any(not isinstance(p, str) or not p.strip() for p in precisions):
-        raise ElasticIRError(f"{flag}: an item is empty; give a comma list of {', '.join(PRECISIONS)} "
-                             "without empty items")
-    unknown = [p for p in precisions if p not in PRECISIONS]
-    if unknown:
-        raise ElasticIRError(f"{flag}: unknown precision(s) {', '.join(map(repr, unknown))}; "
-                             f"use a comma list of {', '.join(PRECISIONS)}")
-    if len(set(precisions)) != len(precisions):
-        twice = sorted({p for p in precisions if precisions.count(p) > 1})
-        raise ElasticIRError(f"{flag} {','.join(precisions)}: {', '.join(twice)} listed twice; give each "
-                             "precision once")
-    return precisions
-
-
-def precision_slug(precision: str) -> str:
-    """The precision as a file-name token ('' for float32, so float32 run files keep their names)."""
-    return "" if precision == "float32" else "_" + precision.replace("+", "-")
 
 
 def int_topk(key_fn, n: int, fetch: int, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
@@ -71,74 +49,55 @@ def int_topk(key_fn, n: int, fetch: int, chunk: int = CHUNK) -> tuple[np.ndarray
     return best_k.numpy(), best_i.numpy()
 
 
-class QuantizedIndex:
-    """Same interface as CellIndex (search, latency_ms, nbytes, build_s, backend) for one quantised cell."""
+class Float16Codes:
+    """Documents in half precision (faiss ScalarQuantizer QT_fp16), float queries, inner product."""
 
-    def __init__(self, docs_full: np.ndarray, dim: int, precision: str, *, normalize: bool,
-                 chunk: int = CHUNK) -> None:
+    def __init__(self, docs_full: np.ndarray, dim: int, normalize: bool, chunk: int) -> None:
         import faiss
-        from sentence_transformers.util.quantization import quantize_embeddings
 
-        if precision not in PRECISIONS[1:]:
-            raise ElasticIRError(f"precision {precision!r}: use one of {', '.join(PRECISIONS[1:])} here")
-        self.dim, self.precision, self.normalize, self.n = dim, precision, normalize, len(docs_full)
-        start = time.perf_counter()
-        if precision == "float16":
-            self.index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-            for c0 in range(0, self.n, chunk):
-                self.index.add(truncate(docs_full[c0:c0 + chunk], dim, normalize))
-            self.nbytes = len(faiss.serialize_index(self.index))
-            self.backend = "faiss SQfp16"
-        elif precision == "int8":
-            # calibration: per-coordinate min/max over the whole corpus, as sentence-transformers computes them
-            lo = np.full(dim, np.inf, dtype=np.float32)
-            hi = np.full(dim, -np.inf, dtype=np.float32)
-            for c0 in range(0, self.n, chunk):
-                part = truncate(docs_full[c0:c0 + chunk], dim, normalize)
-                lo, hi = np.minimum(lo, part.min(0)), np.maximum(hi, part.max(0))
-            self.ranges = np.vstack([lo, hi])
-            self.codes = np.concatenate([quantize_embeddings(truncate(docs_full[c0:c0 + chunk], dim, normalize),
-                                                             "int8", ranges=self.ranges)
-                                         for c0 in range(0, self.n, chunk)])
-            self.nbytes = self.codes.nbytes + self.ranges.nbytes
-            self.backend = "int8 (sentence-transformers quantize_embeddings) exact int8 inner product"
-        else:
-            self.index = faiss.IndexBinaryFlat(8 * ((dim + 7) // 8))
-            for c0 in range(0, self.n, chunk):
-                self.index.add(quantize_embeddings(truncate(docs_full[c0:c0 + chunk], dim, normalize), "ubinary"))
-            self.nbytes = len(faiss.serialize_index_binary(self.index))
-            self.backend = "faiss IndexBinaryFlat (Hamming)" + (
-                f" + float rescoring of {RESCORE_MULTIPLIER}x k" if precision == "binary+rescore" else "")
-        self.build_s = time.perf_counter() - start
+        self.index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        for c0 in range(0, len(docs_full), chunk):
+            self.index.add(truncate(docs_full[c0:c0 + chunk], dim, normalize))
+        self.nbytes = len(faiss.serialize_index(self.index))
+        self.backend = "faiss SQfp16"
 
-    # --- queries ------------------------------------------------------------------------------------------------
-    def encode_queries(self, queries_full: np.ndarray) -> np.ndarray:
-        """Queries in the index's code: float (float16), int8 with the corpus ranges, or packed sign bits."""
-        from sentence_transformers.util.quantization import quantize_embeddings
-
-        queries = truncate(queries_full, self.dim, self.normalize)
-        if self.precision == "int8":
-            return quantize_embeddings(queries, "int8", ranges=self.ranges)
-        if self.precision.startswith("binary"):
-            return quantize_embeddings(queries, "ubinary")
+    def encode(self, queries: np.ndarray) -> np.ndarray:
         return queries
 
-    def _raw_search(self, codes: np.ndarray, fetch: int, tie_rank: np.ndarray,
-                    floats: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) of the `fetch` best per query in trec_eval order (float16: best by score only)."""
-        fetch = search_depth(fetch, self.n)
-        if self.precision == "float16":
-            scores, ids = self.index.search(np.ascontiguousarray(codes, dtype=np.float32), fetch)
-            return scores, ids.astype(np.int64)
-        if self.precision == "int8":
-            return self._int8_search(codes, fetch, tie_rank)
-        scores, ids = self._hamming_search(codes, fetch if self.precision == "binary"
-                                           else search_depth(fetch * RESCORE_MULTIPLIER, self.n), tie_rank)
-        if self.precision == "binary+rescore":
-            scores, ids = self._rescore(floats, ids, tie_rank, fetch)
-        return scores, ids
+    def search(self, codes: np.ndarray, fetch: int, tie_rank: np.ndarray,
+               floats: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Best `fetch` by score only (the caller fetched TIE_MARGIN more and orders ties)."""
+        scores, ids = self.index.search(np.ascontiguousarray(codes, dtype=np.float32), fetch)
+        return scores, ids.astype(np.int64)
 
-    def _int8_search(self, codes: np.ndarray, fetch: int, tie_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+
+class Int8Codes:
+    """sentence-transformers int8 codes with per-coordinate corpus ranges; exact int8 x int8 inner product."""
+
+    def __init__(self, docs_full: np.ndarray, dim: int, normalize: bool, chunk: int) -> None:
+        from sentence_transformers.util.quantization import quantize_embeddings
+
+        self.dim, self.n = dim, len(docs_full)
+        # calibration: per-coordinate min/max over the whole corpus, as sentence-transformers computes them
+        lo = np.full(dim, np.inf, dtype=np.float32)
+        hi = np.full(dim, -np.inf, dtype=np.float32)
+        for c0 in range(0, self.n, chunk):
+            part = truncate(docs_full[c0:c0 + chunk], dim, normalize)
+            lo, hi = np.minimum(lo, part.min(0)), np.maximum(hi, part.max(0))
+        self.ranges = np.vstack([lo, hi])
+        self.codes = np.concatenate([quantize_embeddings(truncate(docs_full[c0:c0 + chunk], dim, normalize),
+                                                         "int8", ranges=self.ranges)
+                                     for c0 in range(0, self.n, chunk)])
+        self.nbytes = self.codes.nbytes + self.ranges.nbytes
+        self.backend = "int8 (sentence-transformers quantize_embeddings) exact int8 inner product"
+
+    def encode(self, queries: np.ndarray) -> np.ndarray:
+        from sentence_transformers.util.quantization import quantize_embeddings
+
+        return quantize_embeddings(queries, "int8", ranges=self.ranges)
+
+    def search(self, codes: np.ndarray, fetch: int, tie_rank: np.ndarray,
+               floats: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         # int8 products summed in float32 are exact while |sum| <= d * 128^2 < 2^24 (d <= 1024; float64 beyond),
         # and the key score * n + (n - 1 - tie_rank) is unique per row and orders exactly as trec_eval does
         exact = torch.float32 if self.dim <= 1024 else torch.float64
@@ -152,6 +111,36 @@ class QuantizedIndex:
 
         best, ids = int_topk(keys, self.n, fetch)
         return (best // self.n).astype(np.float32), ids  # floor division undoes the key (tie part in [0, n))
+
+
+class BinaryCodes:
+    """Packed sign bits in a faiss IndexBinaryFlat, Hamming search scored d - 2 * hamming; with `rescore`, the
+    RESCORE_MULTIPLIER x k Hamming candidates are rescored by the float query against the +-1 documents."""
+
+    def __init__(self, docs_full: np.ndarray, dim: int, normalize: bool, chunk: int, *, rescore: bool) -> None:
+        import faiss
+        from sentence_transformers.util.quantization import quantize_embeddings
+
+        self.dim, self.n, self.rescore = dim, len(docs_full), rescore
+        self.index = faiss.IndexBinaryFlat(8 * ((dim + 7) // 8))
+        for c0 in range(0, self.n, chunk):
+            self.index.add(quantize_embeddings(truncate(docs_full[c0:c0 + chunk], dim, normalize), "ubinary"))
+        self.nbytes = len(faiss.serialize_index_binary(self.index))
+        self.backend = "faiss IndexBinaryFlat (Hamming)" + (
+            f" + float rescoring of {RESCORE_MULTIPLIER}x k" if rescore else "")
+        self._packed = None
+
+    def encode(self, queries: np.ndarray) -> np.ndarray:
+        from sentence_transformers.util.quantization import quantize_embeddings
+
+        return quantize_embeddings(queries, "ubinary")
+
+    def search(self, codes: np.ndarray, fetch: int, tie_rank: np.ndarray,
+               floats: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if not self.rescore:
+            return self._hamming_search(codes, fetch, tie_rank)
+        _, ids = self._hamming_search(codes, search_depth(fetch * RESCORE_MULTIPLIER, self.n), tie_rank)
+        return self._rescore(floats, ids, tie_rank, fetch)
 
     def _hamming_search(self, codes: np.ndarray, fetch: int, tie_rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """faiss Hamming top-`fetch`; queries whose boundary distance ties beyond the fetched margin get every
@@ -184,12 +173,39 @@ class QuantizedIndex:
             scores[row] = signs @ floats[row]
         return order_hits(scores, ids, tie_rank, fetch)
 
+
+class QuantizedIndex:
+    """Same interface as CellIndex (search, latency_ms, nbytes, build_s, backend) for one quantised cell: the
+    codes are the registered precision's (`Precision.store`), the query path and tie order are shared."""
+
+    def __init__(self, docs_full: np.ndarray, dim: int, precision: str, *, normalize: bool,
+                 chunk: int = CHUNK) -> None:
+        quantised = [name for name in names() if lookup(name).store is not None]
+        if precision not in quantised:
+            raise ElasticIRError(f"precision {precision!r}: use one of {', '.join(quantised)} here")
+        self.dim, self.precision, self.normalize, self.n = dim, precision, normalize, len(docs_full)
+        self.spec = lookup(precision)
+        start = time.perf_counter()
+        self.store = self.spec.store(docs_full, dim, normalize, chunk)
+        self.nbytes, self.backend = self.store.nbytes, self.store.backend
+        self.build_s = time.perf_counter() - start
+
+    # --- queries ------------------------------------------------------------------------------------------------
+    def encode_queries(self, queries_full: np.ndarray) -> np.ndarray:
+        """Queries in the index's code (float16: float, int8: with the corpus ranges, binary: packed sign bits)."""
+        return self.store.encode(truncate(queries_full, self.dim, self.normalize))
+
+    def _raw_search(self, codes: np.ndarray, fetch: int, tie_rank: np.ndarray,
+                    floats: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) of the `fetch` best per query in trec_eval order (float16: best by score only)."""
+        return self.store.search(codes, search_depth(fetch, self.n), tie_rank, floats)
+
     def search(self, queries_full: np.ndarray, k: int, tie_rank: np.ndarray,
                exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
         """Top-k (scores, corpus rows) per query in trec_eval order, and the batched search seconds."""
         codes = self.encode_queries(queries_full)
         floats = truncate(queries_full, self.dim, self.normalize)
-        extra = (1 if exclude is not None else 0) + (TIE_MARGIN if self.precision == "float16" else 0)
+        extra = (1 if exclude is not None else 0) + self.spec.tie_margin
         start = time.perf_counter()
         scores, ids = self._raw_search(codes, search_depth(k, self.n, extra), tie_rank, floats)
         seconds = time.perf_counter() - start
@@ -211,9 +227,45 @@ class QuantizedIndex:
 
 def build_index(docs_full: np.ndarray, dim: int, precision: str, *, normalize: bool, index: str = "flat",
                 flat_backend: str = "torch", device: str = "cpu"):
-    """The index of one (cell, precision): today's CellIndex for float32, a QuantizedIndex otherwise."""
-    if precision == "float32":
-        from elasticir.index.dense import CellIndex
+    """The index of one (cell, precision), built as the registered precision builds it (float32: CellIndex)."""
+    return lookup(precision).build(docs_full, dim, normalize=normalize, index=index, flat_backend=flat_backend,
+                                   device=device)
 
-        return CellIndex(docs_full, dim, normalize=normalize, index=index, flat_backend=flat_backend, device=device)
-    return QuantizedIndex(docs_full, dim, precision, normalize=normalize)
+
+def _dense(docs_full: np.ndarray, dim: int, *, normalize: bool, index: str, flat_backend: str, device: str):
+    from elasticir.index.dense import CellIndex
+
+    return CellIndex(docs_full, dim, normalize=normalize, index=index, flat_backend=flat_backend, device=device)
+
+
+def _quantised(name: str):
+    """The builder of a quantised precision: exact search over its codes, whatever --index says for float32."""
+    def build(docs_full: np.ndarray, dim: int, *, normalize: bool, **_float32_only) -> QuantizedIndex:
+        return QuantizedIndex(docs_full, dim, name, normalize=normalize)
+    return build
+
+
+def _full_scan(n_docs: int, k: int, dim: int) -> float:
+    return float(n_docs * dim)  # every document scored at d multiply-adds
+
+
+def _sign_bits(dim: int) -> float:
+    return float((dim + 7) // 8)
+
+
+def _hamming(n_docs: int, dim: int) -> float:
+    return float(n_docs * dim)  # every document's d bits compared
+
+
+register(Precision("float32", 0, "float32", _dense, lambda dim: 4.0 * dim, _full_scan))
+register(Precision("float16", 1, "float16", _quantised("float16"), lambda dim: 2.0 * dim, _full_scan,
+                   store=Float16Codes, tie_margin=TIE_MARGIN))
+register(Precision("int8", 2, "int8", _quantised("int8"), float, _full_scan, store=Int8Codes))
+register(Precision("binary", 4, "binary", _quantised("binary"), _sign_bits, lambda n, k, dim: 0.0, _hamming,
+                   store=lambda docs, dim, normalize, chunk: BinaryCodes(docs, dim, normalize, chunk, rescore=False)))
+register(Precision("binary+rescore", 3, "binary-rescore", _quantised("binary+rescore"), _sign_bits,
+                   lambda n, k, dim: float(RESCORE_MULTIPLIER * k * dim), _hamming,
+                   store=lambda docs, dim, normalize, chunk: BinaryCodes(docs, dim, normalize, chunk, rescore=True)))
+
+__all__ = ["CHUNK", "RESCORE_MULTIPLIER", "BinaryCodes", "Float16Codes", "Int8Codes", "QuantizedIndex",
+           "build_index", "check_precisions", "int_topk", "precision_slug"]

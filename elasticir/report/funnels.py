@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from elasticir.report import figures
-from elasticir.report.precision import PRECISION_ORDER
+from elasticir.report.precision import precision_rank
 
 AXES = {"search_madds": ("thousand search multiply-adds per query", ("analytic: N d1 + K d2 (binary stage 1: K d2 only, its "
                          "N d1 Hamming bit operations not counted)")),
@@ -34,7 +34,7 @@ def funnel_series(table: pd.DataFrame, cells: pd.DataFrame, metric: str, cost: s
     series = [{"label": "single cells (float32)", "cost": single_cost, "value": cells[metric].to_numpy(),
                "cells": [(int(r.layer), int(r.dim)) for r in cells.itertuples()], "full": full}]
     funnels = table[table.selected != "full cell"]
-    for precision in sorted(funnels.precision1.unique(), key=lambda p: PRECISION_ORDER.index(p)):
+    for precision in sorted(funnels.precision1.unique(), key=precision_rank):
         rows = funnels[funnels.precision1 == precision]
         series.append({"label": f"funnels, stage 1 {precision}", "cost": rows[cost].to_numpy(float) * scale,
                        "value": rows[metric].to_numpy(), "full": None,

@@ -11,14 +11,19 @@ from pathlib import Path
 import pandas as pd
 
 from elasticir.cells import Cell
+from elasticir.index import precisions as registry
 from elasticir.report import figures, tables
 
-PRECISION_ORDER = ("float32", "float16", "int8", "binary+rescore", "binary")
+
+def precision_rank(precision: str) -> int:
+    """A precision's place in report order (the registry's); one the registry does not know comes last."""
+    order = registry.report_order()
+    return order.index(precision) if precision in order else len(order)
 
 
 def precisions_of(points: pd.DataFrame) -> list[str]:
     found = [p if isinstance(p, str) else "float32" for p in points.precision.unique()]
-    return sorted(set(found), key=lambda p: PRECISION_ORDER.index(p) if p in PRECISION_ORDER else 99)
+    return sorted(set(found), key=precision_rank)
 
 
 def precision_grid(points: pd.DataFrame, precision: str, metric: str) -> pd.DataFrame:
@@ -68,7 +73,7 @@ def write_precision_facet(run, writer, fig_dir: Path, tag: str = "") -> None:
             continue
         metric = run.metric(dataset)
         for precision in [p for p in precisions_of(points) if p != "float32"]:  # float32: the grid heatmap
-            slug = precision.replace("+", "-")
+            slug = registry.lookup(precision).slug
             paths = figures.heatmap(precision_grid(points, precision, metric),
                                     fig_dir / f"heatmap_{dataset}_{slug}", title=f"{run.label}: {dataset}, {precision}"
                                     + tag, colorbar_label=metric, pairs=run.pairs)
