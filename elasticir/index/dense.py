@@ -20,8 +20,8 @@ import torch
 
 from elasticir.encoders import truncate
 from elasticir.errors import ElasticIRError
+from elasticir.index.kinds import FACTORY, IndexKind, check_index, lookup, register
 
-INDEX_ALIASES = {"flat": "Flat", "hnsw": "HNSW32", "sq8": "SQ8"}  # "ivfpq" depends on n and d, see below
 TIE_MARGIN = 16  # extra candidates fetched so ties at the k-th score are ordered by doc id, not by chance
 CHUNK = 1 << 16
 GPU_MAX_K = 1024  # the smallest top-k limit of faiss GPU indexes across versions
@@ -39,14 +39,21 @@ def search_depth(k: int, n_docs: int, extra: int = 0) -> int:
 
 
 def factory_string(index: str, n: int, dim: int) -> str:
-    """A FAISS index-factory string for an alias (flat, hnsw, sq8, ivfpq) or a raw factory string."""
-    if index == "ivfpq":
-        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
-        m = max(1, dim // 4)
-        while dim % m:
-            m -= 1
-        return f"IVF{nlist},PQ{m}x8"
-    return INDEX_ALIASES.get(index, index)
+    """The FAISS index-factory string of an --index value: its kind's (flat, hnsw, sq8, ivfpq; a raw factory
+    string as given)."""
+    kind = lookup(index)
+    if kind.factory is None:
+        raise ElasticIRError(f"--index {index!r} is not a FAISS index; it has no factory string")
+    return kind.factory(index, n, dim)
+
+
+def ivfpq_factory(n: int, dim: int) -> str:
+    """IVF-PQ sized to the corpus and dim: about 4 sqrt(n) lists, d/4 sub-quantisers (a divisor of d)."""
+    nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))  # faiss wants >= 39 training points per list
+    m = max(1, dim // 4)
+    while dim % m:
+        m -= 1
+    return f"IVF{nlist},PQ{m}x8"
 
 
 def bytes_per_vector(factory: str, dim: int) -> float:
@@ -193,12 +200,10 @@ def _faiss_reason(exc: Exception) -> str:
     return text.split("failed: ", 1)[-1]
 
 
-def check_index(index: str, dims: Sequence[int], n_docs: int | None = None, *, flat_backend: str = "torch") -> None:
-    """Refuse an index the grid cannot build, before any encoding: a factory string FAISS does not parse, a
-    product quantiser whose sub-quantiser count does not divide a dim, or (when the corpus size is known) an
-    index that needs more training vectors than the corpus has (IVF lists, PQ centroids per sub-quantiser)."""
-    if not isinstance(index, str) or not index.strip():
-        raise ElasticIRError("--index is empty; use flat, hnsw, sq8, ivfpq or a FAISS factory string")
+def check_faiss(index: str, dims: Sequence[int], n_docs: int | None = None, *, flat_backend: str = "torch") -> None:
+    """The check of every FAISS kind: refuse a factory string FAISS does not parse, a product quantiser whose
+    sub-quantiser count does not divide a dim, or (when the corpus size is known) an index that needs more
+    training vectors than the corpus has (IVF lists, PQ centroids per sub-quantiser)."""
     if factory_string(index, n_docs or 1_000_000, max(dims)) == "Flat" and flat_backend == "torch":
         return
     import faiss
@@ -232,3 +237,19 @@ def _nlist(index) -> int:
         return faiss.extract_index_ivf(index).nlist
     except RuntimeError:
         return 0
+
+
+def _cell_index(docs_full: np.ndarray, dim: int, *, normalize: bool, index: str, flat_backend: str,
+                device: str) -> CellIndex:
+    return CellIndex(docs_full, dim, normalize=normalize, index=index, flat_backend=flat_backend, device=device)
+
+
+register(IndexKind("flat", _cell_index, check_faiss, lambda index, n, dim: "Flat"))  # torch matmul or faiss Flat
+register(IndexKind("hnsw", _cell_index, check_faiss, lambda index, n, dim: "HNSW32"))
+register(IndexKind("sq8", _cell_index, check_faiss, lambda index, n, dim: "SQ8"))
+register(IndexKind("ivfpq", _cell_index, check_faiss, lambda index, n, dim: ivfpq_factory(n, dim)))
+register(IndexKind(FACTORY, _cell_index, check_faiss, lambda index, n, dim: index))  # any other --index string
+
+__all__ = ["CHUNK", "GPU_MAX_K", "K_MAX", "TIE_MARGIN", "CellIndex", "bytes_per_vector", "check_faiss",
+           "check_index", "exact_search", "factory_string", "ivfpq_factory", "order_hits", "search_depth",
+           "tie_ranks"]  # check_index re-exported from index.kinds: the runner and the config checks import it here

@@ -27,6 +27,7 @@ import torch
 
 from elasticir.encoders import truncate
 from elasticir.errors import ElasticIRError
+from elasticir.index import kinds
 from elasticir.index.dense import TIE_MARGIN, order_hits, search_depth
 from elasticir.index.precisions import Precision, check_precisions, lookup, names, precision_slug, register
 
@@ -233,9 +234,8 @@ def build_index(docs_full: np.ndarray, dim: int, precision: str, *, normalize: b
 
 
 def _dense(docs_full: np.ndarray, dim: int, *, normalize: bool, index: str, flat_backend: str, device: str):
-    from elasticir.index.dense import CellIndex
-
-    return CellIndex(docs_full, dim, normalize=normalize, index=index, flat_backend=flat_backend, device=device)
+    """float32: the index of the kind --index names (index.kinds)."""
+    return kinds.build(docs_full, dim, normalize=normalize, index=index, flat_backend=flat_backend, device=device)
 
 
 def _quantised(name: str):
