@@ -2,7 +2,8 @@
 
 A preset fills each recipe key the user did not set; a key the user set overrides it and is recorded as an
 override, so `elastic.json` says both which recipe a model follows and where it departs from it. Without
-`preset`, the method's own default recipe applies (`METHOD_PRESETS`), so every default is a named preset.
+`preset`, the method's own default recipe applies (the `preset` it is registered with, training.losses), so
+every default is a named preset.
 
 - starbucks-sts: the Starbucks STS code (`StarbucksLoss` on sentence-transformers): the model's pooling,
   cosine base loss (MNRL scale 20 for pairs/triplets, CoSENT for scored pairs), the embedding KL on the
@@ -22,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from elasticir.errors import ElasticIRError
+from elasticir.training import losses
 
 RECIPE_KEYS = ("method", "pooling", "similarity", "scale", "normalize", "kl", "kl_point", "kl_weight",
                "temperature", "detach", "layer_weighting", "schedule", "negatives")
@@ -39,12 +41,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "sortednet": {**_STS, "method": "sortednet", "kl": "none", "kl_weight": None, "detach": None},
 }
 DEFAULT_PRESET = "starbucks-sts"
-METHOD_PRESETS = {"srl": "starbucks-sts", "srl-grid": "starbucks-sts", "2dmse": "2dmse-st6",
-                  "sortednet": "sortednet", "mrl": "starbucks-sts", "plain": "starbucks-sts"}
-# keys only some methods read: set explicitly for another method they would be silently ignored
-USED_BY = {"kl": {"srl", "srl-grid", "2dmse"}, "kl_point": {"srl", "srl-grid", "2dmse"},
-           "kl_weight": {"srl", "srl-grid", "2dmse"}, "temperature": {"srl", "srl-grid", "2dmse"},
-           "detach": {"srl", "srl-grid", "2dmse"}, "layer_weighting": {"2dmse"}, "schedule": {"sortednet"}}
 
 
 def resolve_recipe(explicit: dict[str, Any], preset: str | None) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -53,7 +49,7 @@ def resolve_recipe(explicit: dict[str, Any], preset: str | None) -> tuple[str, d
     `explicit`: the recipe keys the user set (flags or YAML), None meaning unset."""
     given = {key: value for key, value in explicit.items() if value is not None}
     if preset is None:
-        preset = METHOD_PRESETS[given["method"]] if "method" in given else DEFAULT_PRESET
+        preset = losses.lookup(given["method"]).preset if "method" in given else DEFAULT_PRESET
     if preset not in PRESETS:
         raise ElasticIRError(f"preset {preset!r} is not a recipe; choose one of {', '.join(PRESETS)}")
     values = {**PRESETS[preset], **given}
@@ -66,9 +62,10 @@ def check_recipe(values: dict[str, Any], given: dict[str, Any] | None = None, da
     """Refuse choices that disagree with each other, each with its reason (before any work is started)."""
     given = given or {}
     method, kl = values["method"], values["kl"]
-    for key in given:
-        if key in USED_BY and method not in USED_BY[key]:
-            raise ElasticIRError(f"{key} is not used by method {method!r} (only by {', '.join(sorted(USED_BY[key]))}); "
+    for key in given:  # keys only some methods read (their loss configs declare them): elsewhere silently unused
+        users = losses.used_by(key)
+        if users and method not in users:
+            raise ElasticIRError(f"{key} is not used by method {method!r} (only by {', '.join(sorted(users))}); "
                                  "remove it or choose that method")
     if kl == "scores":
         if method == "2dmse":

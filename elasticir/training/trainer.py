@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from elasticir.cells import Cell, Grid, validate_cells
+from elasticir.cells import Cell, validate_cells
 from elasticir.checks import check_device, check_positive
 from elasticir.encoders import (
     DEFAULT_MODEL,
@@ -30,21 +30,13 @@ from elasticir.encoders import (
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write, provenance
 from elasticir.outputs import claim_output, release_output
+from elasticir.training import losses
 from elasticir.training.data import TrainingData, check_specs, load_training_data
-from elasticir.training.losses import (
-    ElasticLoss,
-    FullGridSRLLoss,
-    MRLLoss,
-    PlainLoss,
-    SortedNetLoss,
-    SRLLoss,
-    TwoDMSELoss,
-)
+from elasticir.training.losses import ElasticLoss, LossConfig
 from elasticir.training.recipes import RECIPE_KEYS, check_recipe, resolve_recipe
 
 METADATA = "elastic.json"
-METHODS = ("srl", "srl-grid", "2dmse", "sortednet", "mrl", "plain")
-Method = Literal["srl", "srl-grid", "2dmse", "sortednet", "mrl", "plain"]
+METHODS = losses.names()  # the built-in methods (a loss registered later is accepted as well)
 Preset = Literal["starbucks-sts", "starbucks-retrieval", "2dmse-st5", "2dmse-st6", "sortednet"]
 
 
@@ -52,12 +44,14 @@ class TrainConfig(BaseModel):
     """Every key of `elasticir train` (flags and YAML); what changes the trained weights is all here.
 
     The recipe keys (RECIPE_KEYS: method, pooling, similarity, ... negatives) left None are filled from
-    `preset` (default: the method's own preset, starbucks-sts without a method) by `resolved()`."""
+    `preset` (default: the method's own preset, starbucks-sts without a method) by `resolved()`.
+    The keys stay flat (flags, YAML files, the `config` recorded in elastic.json); the keys a loss reads are
+    validated by that loss's own config model (`loss_config()`, training.losses)."""
 
     model_config = ConfigDict(extra="forbid")
 
     preset: Preset | None = None
-    method: Method | None = None
+    method: str | None = None  # a registered loss (training.losses): srl, srl-grid, 2dmse, sortednet, mrl, plain
     base: str = DEFAULT_MODEL
     data: list[str]
     out: str
@@ -93,6 +87,18 @@ class TrainConfig(BaseModel):
     device: str | None = None
     recompute: bool = False
 
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, method: str | None) -> str | None:
+        if method is not None and method not in losses.names():
+            raise ValueError(f"method {method!r} is not a loss; choose one of {', '.join(losses.names())}")
+        return method
+
+    def loss_config(self) -> LossConfig:
+        """The chosen loss's own config from the flat keys it declares (of a resolved config: method set),
+        validated by the loss's model; the keys other methods read are not its business."""
+        return losses.lookup(self.method).settings(self.model_dump())
+
     def resolved(self) -> tuple[TrainConfig, dict]:
         """This config with every recipe key filled from its preset, and the record of which preset and
         which overrides (for elastic.json); refuses choices that disagree."""
@@ -119,29 +125,11 @@ def build_base_loss(config: TrainConfig, model, kind: str):
 
 
 def build_loss(config: TrainConfig, model, data: TrainingData) -> ElasticLoss:
-    """The method's loss around the base loss, from a resolved config (every recipe key set)."""
+    """The method's loss around the base loss, from a resolved config (every recipe key set): the registered
+    loss of `method`, built from its own config."""
     check_recipe(config.model_dump(), data_kind=data.kind)
     base = build_base_loss(config, model, data.kind)
-    shape = model[0].auto_model.config
-    width = output_width(model)
-    common = {"normalize": config.normalize, "kl_point": config.kl_point}
-    kl = {"kl": config.kl, "kl_weight": config.kl_weight, "temperature": config.temperature,
-          "detach": config.detach, **common}
-    if config.method == "srl":
-        return SRLLoss(model, base, config.pairs, **kl)
-    if config.method == "srl-grid":
-        grid = Grid.for_model(shape.num_hidden_layers, width, config.layers, config.dims)
-        return FullGridSRLLoss(model, base, grid, cells_per_step=config.cells_per_step, seed=config.seed, **kl)
-    if config.method == "2dmse":
-        return TwoDMSELoss(model, base, config.layers, config.dims, layers_per_step=config.layers_per_step,
-                           dims_per_step=config.dims_per_step, layer_weighting=config.layer_weighting,
-                           seed=config.seed, **{key: value for key, value in kl.items() if value is not None})
-    if config.method == "sortednet":
-        return SortedNetLoss(model, base, config.pairs, schedule=config.schedule, seed=config.seed, **common)
-    if config.method == "mrl":
-        return MRLLoss(model, base, config.dims, **common)
-    return PlainLoss(model, base, config.cell, **common)
-
+    return losses.lookup(config.method).build(model, base, config.loss_config())
 
 def load_base(config: TrainConfig):
     """The base model as a SentenceTransformer with the recipe's pooling, cut to the trained cell's layers for
@@ -214,6 +202,7 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
     config, recipe = config.resolved()
     out = Path(config.out)
     _check_budget(config)
+    config.loss_config()  # the loss's keys checked before the model loads
     check_specs(config.data, config.data_root)
     if claim_output(out, config.numeric(), started="train_config.json", finished=METADATA, what="training",
                     recompute=config.recompute) == "finished":
