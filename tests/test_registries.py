@@ -83,6 +83,13 @@ def test_a_registered_precision_runs_in_a_retrieval_evaluation(rounded, tiny_enc
     assert (outcome.dir / "retrieval" / "toyir" / "runs" / "L4_d8_rounded-q.trec.gz").is_file()
 
 
+def test_bytes_per_vector_describes_every_built_in_index():
+    docs = np.random.default_rng(0).standard_normal((4000, 64)).astype(np.float32)
+    for name in ("float32", "float16", "int8", "binary", "binary+rescore"):
+        measured = build_index(docs, 64, name, normalize=True).nbytes / len(docs)
+        assert measured == pytest.approx(precisions.lookup(name).bytes_per_vector(64), rel=0.005), name
+
+
 def test_an_unregistered_precision_is_refused_again(rounded):
     precisions.unregister("rounded")
     with pytest.raises(ElasticIRError, match="unknown precision.*'rounded'.*float32, float16"):
@@ -177,10 +184,11 @@ def test_a_registered_loss_trains_and_is_recorded(first_layer, tiny_model_dir, t
     assert meta["method"] == "first-layer" and meta["loss"]["class"] == "FirstLayerLoss"
     assert meta["trained_cells"] == [[1, 8], [1, 16]] and meta["recipe"]["preset"] == "starbucks-sts"
     assert len(meta["log_history"]) == 2 and weights_sha256(folder) != weights_sha256(tiny_model_dir)
+    assert TrainConfig(**meta["config"], out="again").numeric() == meta["config"]  # the record loads back as is
     with pytest.raises(ElasticIRError, match="method 'first-layer': dims: List should have at least 1 item"):
         train(TrainConfig(method="first-layer", dims=[], out=str(tmp_path / "empty"), **common))
     with pytest.raises(ElasticIRError, match="schedule is not used by method 'first-layer' .only by sortednet"):
         train(TrainConfig(method="first-layer", schedule="cyclic", out=str(tmp_path / "cyclic"), **common))
     losses.unregister("first-layer")
-    with pytest.raises(ValueError, match="method 'first-layer' is not a loss; choose one of srl, srl-grid, 2dmse"):
+    with pytest.raises(ValueError, match="not a registered loss; choose one of srl, srl-grid, 2dmse"):
         TrainConfig(method="first-layer", out="o", data=["x"])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic_core import PydanticCustomError
 
 from elasticir.cells import Cell, validate_cells
 from elasticir.checks import check_device, check_positive
@@ -91,7 +92,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def _registered_method(cls, method: str | None) -> str | None:
         if method is not None and method not in losses.names():
-            raise ValueError(f"method {method!r} is not a loss; choose one of {', '.join(losses.names())}")
+            raise PydanticCustomError("method", f"not a registered loss; choose one of {', '.join(losses.names())}")
         return method
 
     def loss_config(self) -> LossConfig:
