@@ -6,6 +6,8 @@ Ties are broken deterministically as trec_eval and pytrec_eval order them: score
 descending, so the rank column of our run files agrees with what trec_eval evaluates.
 Indexes are filled chunk by chunk from the full-width store (prefix slice + optional re-normalisation per chunk),
 so building never holds more than the index itself plus one chunk.
+The --index kinds these indexes serve (flat, hnsw, sq8, ivfpq, any other FAISS factory string) are registered
+at the bottom, each with its FAISS factory string and its up-front check (index.kinds holds the registry).
 """
 
 from __future__ import annotations
