@@ -18,7 +18,13 @@ from elasticir.errors import ElasticIRError
 from elasticir.evaluation.funnel import Funnel
 from elasticir.index import kinds, precisions
 from elasticir.index.dense import TIE_MARGIN, exact_search, order_hits, search_depth, tie_ranks
-from elasticir.index.quantized import QuantizedIndex, build_index, check_precisions, precision_slug
+from elasticir.index.quantized import (
+    QuantizedIndex,
+    build_index,
+    check_precisions,
+    precision_slug,
+    quantised_build,
+)
 from elasticir.report.precision import precisions_of
 from elasticir.runner import RunConfig, run
 from elasticir.training import ElasticLoss, losses
@@ -49,10 +55,8 @@ class RoundedCodes:
 @pytest.fixture
 def rounded():
     spec = precisions.register(precisions.Precision(
-        "rounded", 9, "rounded-q", lambda docs, dim, *, normalize, **_: QuantizedIndex(docs, dim, "rounded",
-                                                                                       normalize=normalize),
-        bytes_per_vector=float, search_madds=lambda n, k, dim: float(n * dim) / 2, store=RoundedCodes,
-        tie_margin=TIE_MARGIN))
+        "rounded", order=9, slug="rounded-q", build=quantised_build("rounded"), bytes_per_vector=float,
+        search_madds=lambda n_docs, k, dim: float(n_docs * dim) / 2, store=RoundedCodes, tie_margin=TIE_MARGIN))
     yield spec
     precisions.unregister("rounded")
 

@@ -238,8 +238,9 @@ def _dense(docs_full: np.ndarray, dim: int, *, normalize: bool, index: str, flat
     return kinds.build(docs_full, dim, normalize=normalize, index=index, flat_backend=flat_backend, device=device)
 
 
-def _quantised(name: str):
-    """The builder of a quantised precision: exact search over its codes, whatever --index says for float32."""
+def quantised_build(name: str):
+    """The `build` of a quantised precision: a QuantizedIndex over the precision's registered codes (exact
+    search, whatever --index says for float32)."""
     def build(docs_full: np.ndarray, dim: int, *, normalize: bool, **_float32_only) -> QuantizedIndex:
         return QuantizedIndex(docs_full, dim, name, normalize=normalize)
     return build
@@ -257,15 +258,23 @@ def _hamming(n_docs: int, dim: int) -> float:
     return float(n_docs * dim)  # every document's d bits compared
 
 
-register(Precision("float32", 0, "float32", _dense, lambda dim: 4.0 * dim, _full_scan))
-register(Precision("float16", 1, "float16", _quantised("float16"), lambda dim: 2.0 * dim, _full_scan,
-                   store=Float16Codes, tie_margin=TIE_MARGIN))
-register(Precision("int8", 2, "int8", _quantised("int8"), float, _full_scan, store=Int8Codes))
-register(Precision("binary", 4, "binary", _quantised("binary"), _sign_bits, lambda n, k, dim: 0.0, _hamming,
-                   store=lambda docs, dim, normalize, chunk: BinaryCodes(docs, dim, normalize, chunk, rescore=False)))
-register(Precision("binary+rescore", 3, "binary-rescore", _quantised("binary+rescore"), _sign_bits,
-                   lambda n, k, dim: float(RESCORE_MULTIPLIER * k * dim), _hamming,
-                   store=lambda docs, dim, normalize, chunk: BinaryCodes(docs, dim, normalize, chunk, rescore=True)))
+def _binary(rescore: bool):
+    return lambda docs, dim, normalize, chunk: BinaryCodes(docs, dim, normalize, chunk, rescore=rescore)
+
+
+# the built-in precisions; registration order is how --precisions lists them, `order` how reports sort them
+register(Precision("float32", order=0, slug="float32", build=_dense, bytes_per_vector=lambda dim: 4.0 * dim,
+                   search_madds=_full_scan))
+register(Precision("float16", order=1, slug="float16", build=quantised_build("float16"),
+                   bytes_per_vector=lambda dim: 2.0 * dim, search_madds=_full_scan, store=Float16Codes,
+                   tie_margin=TIE_MARGIN))
+register(Precision("int8", order=2, slug="int8", build=quantised_build("int8"), bytes_per_vector=float,
+                   search_madds=_full_scan, store=Int8Codes))
+register(Precision("binary", order=4, slug="binary", build=quantised_build("binary"), bytes_per_vector=_sign_bits,
+                   search_madds=lambda n_docs, k, dim: 0.0, hamming_bits=_hamming, store=_binary(False)))
+register(Precision("binary+rescore", order=3, slug="binary-rescore", build=quantised_build("binary+rescore"),
+                   bytes_per_vector=_sign_bits, hamming_bits=_hamming, store=_binary(True),
+                   search_madds=lambda n_docs, k, dim: float(RESCORE_MULTIPLIER * k * dim)))  # the rescoring
 
 __all__ = ["CHUNK", "RESCORE_MULTIPLIER", "BinaryCodes", "Float16Codes", "Int8Codes", "QuantizedIndex",
-           "build_index", "check_precisions", "int_topk", "precision_slug"]
+           "build_index", "check_precisions", "int_topk", "precision_slug", "quantised_build"]
