@@ -183,6 +183,26 @@ def test_ray_executor_with_a_precision_axis(ray_cluster, tiny_encoder, data_root
     assert runs == sorted(p.name for p in (tmp_path / "p-local").glob("*/retrieval/toyscale/runs/*.trec.gz"))
 
 
+@pytest.mark.slow
+def test_ray_executor_runs_funnels_as_tasks_with_the_local_numbers(ray_cluster, tiny_encoder, data_root, tmp_path):
+    """Funnel points (the full cell, each stage-1 group) are tasks of the actors: same rows, same metrics, same
+    paired tests and the explicit funnels' run files, as the local executor gives."""
+    import pandas as pd
+
+    extra = {"sts": [], "funnels": ["1:8/20/4:32", "1:8:binary/20/4:32", "1:32/30/4:32"], "latency_samples": 2}
+    tables, runs = {}, {}
+    for name, scale in (("f-local", {}), ("f-ray", {"executor": "ray", "workers": 2})):
+        outcome = run(config(data_root, tmp_path, name, **extra, **scale), tiny_encoder)
+        part = outcome.dir / "retrieval" / "toyscale"
+        tables[name] = pd.read_csv(part / "funnels.csv")
+        runs[name] = {p.name: p.read_bytes() for p in (part / "runs").glob("funnel_*.trec.gz")}
+    numbers = ["K", "nDCG@10", "RR@10", "R@100", "search_madds", "stage1_bytes", "p", "p_holm"]
+    local, remote = tables["f-local"], tables["f-ray"]
+    assert list(local.funnel) == list(remote.funnel) and len(local) == 4
+    assert np.allclose(local[numbers].to_numpy(float), remote[numbers].to_numpy(float), atol=1e-9, equal_nan=True)
+    assert len(runs["f-local"]) == 3 and runs["f-local"].keys() == runs["f-ray"].keys()
+
+
 def test_a_reader_never_maps_a_layer_file_a_wider_run_has_just_recreated(tiny_encoder, tmp_path, monkeypatch):
     """A reader checks meta.json, then another run (wider dims, same key) unlists the layer and replaces its file
     with a zero-filled one: the reader must still get the stored rows, not the new file's zeros."""

@@ -126,3 +126,28 @@ def _fail(point, searched, scoring):
     if point == 2:
         raise ValueError("point 2")
     return searched
+
+
+@pytest.mark.slow
+def test_a_ray_executor_shuts_down_the_cluster_it_started_and_only_that(tiny_encoder):
+    """Without a Ray session, the executor starts a local cluster at its first work and shuts it down at
+    close(); with the caller's session it stops only its actors and leaves the session up."""
+    ray = pytest.importorskip("ray")
+    from elasticir.execution.ray import RayExecutor
+
+    assert not ray.is_initialized()
+    texts = ["a guitar", "a cat", "the market"]
+    expected = tiny_encoder.encode(texts, [2], show_progress=False)[2]
+    with RayExecutor(tiny_encoder, workers=1) as executor:
+        assert "not joined" in executor.describe()
+        got = executor.encode_texts(texts, [2], batch_size=2, show_progress=False)[2]
+        assert executor.started_ray and ray.is_initialized()
+    assert np.allclose(got, expected, atol=1e-6) and not ray.is_initialized()
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING")
+    try:
+        with RayExecutor(tiny_encoder, workers=1) as executor:
+            executor.encode_texts(texts, [2], batch_size=2, show_progress=False)
+            assert not executor.started_ray
+        assert ray.is_initialized() and not executor._actors
+    finally:
+        ray.shutdown()

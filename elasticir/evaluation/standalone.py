@@ -5,19 +5,18 @@ outlives the call. To run on Ray, call elasticir.evaluation.sts / .retrieval wit
 
 from __future__ import annotations
 
+from elasticir.evaluation import retrieval, sts
 from elasticir.evaluation.result import GridResult
-from elasticir.evaluation.retrieval import evaluate_retrieval as _evaluate_retrieval
-from elasticir.evaluation.sts import evaluate_sts as _evaluate_sts
 from elasticir.execution.local import LocalExecutor
 
 
 def evaluate_sts(encoder, pairs, grid, **options) -> GridResult:
     """elasticir.evaluation.sts.evaluate_sts on this process (see there for the options)."""
     with LocalExecutor(encoder) as executor:
-        return _evaluate_sts(encoder, pairs, grid, executor=executor, **options)
+        return sts.evaluate_sts(encoder, pairs, grid, executor=executor, **options)
 
 
 def evaluate_retrieval(encoder, data, grid, **options) -> GridResult:
     """elasticir.evaluation.retrieval.evaluate_retrieval on this process (see there for the options)."""
     with LocalExecutor(encoder) as executor:
-        return _evaluate_retrieval(encoder, data, grid, executor=executor, **options)
+        return retrieval.evaluate_retrieval(encoder, data, grid, executor=executor, **options)
