@@ -85,15 +85,24 @@ def one_run(name: str, encoder, data_root: Path, tmp: Path, workers: int | None,
                        latency_texts=0, latency_samples=0, data_root=str(data_root), out=str(out / "runs"),
                        cache_dir=str(out / "cache"), show_progress=False,
                        executor="local" if workers is None else "ray", workers=workers)
-    started = time.perf_counter()
-    outcome = run(config, encoder)
-    wall = time.perf_counter() - started
+    from elasticir.execution.ray import RayExecutor
+
+    startups, close = [], RayExecutor.close
+
+    def recording_close(executor):  # the run's executor is closed inside run(): read its actor start-up first
+        startups.extend(executor.startup_s)
+        close(executor)
+
+    RayExecutor.close = recording_close
+    try:
+        started = time.perf_counter()
+        outcome = run(config, encoder)
+        wall = time.perf_counter() - started
+    finally:
+        RayExecutor.close = close
     timings = {t.stage: t.seconds for t in outcome.leaderboard.timings if t.dataset == "msmarco-like"}
     if workers is not None:
-        from elasticir import distributed
-
-        timings["actor_startup"] = sum(sum(e.startup_s) for _, e in distributed._EXECUTORS.values())
-        distributed._EXECUTORS.clear()
+        timings["actor_startup"] = sum(startups)
     cells = outcome.cells.sort_values(["layer", "dim"])
     return {"config": name, "wall_s": wall, "timings": timings,
             "metrics": cells[["layer", "dim", "nDCG@10", "RR@10", "R@100"]].to_dict("records")}

@@ -74,7 +74,7 @@ from elasticir.cells import Grid
 from elasticir.data.catalog import DEFAULT_DATA_ROOT, sts_path
 from elasticir.data.sts import StsPairs, load_sts
 from elasticir.encoders import ElasticEncoder
-from elasticir.evaluation.sts import evaluate_sts
+from elasticir.evaluation.standalone import evaluate_sts
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "all-MiniLM-L6-v2"

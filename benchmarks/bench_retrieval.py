@@ -57,12 +57,12 @@ from elasticir.cells import Grid
 from elasticir.data.beir import RetrievalData, load_beir
 from elasticir.encoders import ElasticEncoder, EmbeddingStore, truncate
 from elasticir.evaluation.retrieval import (
-    evaluate_retrieval,
     evaluate_run,
     measures_for,
     to_run,
     write_trec_run,
 )
+from elasticir.evaluation.standalone import evaluate_retrieval
 from elasticir.index.dense import TIE_MARGIN, CellIndex, exact_search, order_hits, tie_ranks
 
 TARGET = 1.2

@@ -15,7 +15,7 @@ from elasticir.cells import Grid, parse_pairs
 from elasticir.data.catalog import data_root
 from elasticir.data.sts import load_sts
 from elasticir.encoders import ElasticEncoder
-from elasticir.evaluation.sts import evaluate_sts
+from elasticir.evaluation.standalone import evaluate_sts
 
 
 def main() -> int:

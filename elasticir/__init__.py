@@ -28,8 +28,8 @@ _EXPORTS = {
     "load_sts": "elasticir.data.sts",
     "load_beir": "elasticir.data.beir",
     "GridResult": "elasticir.evaluation",
-    "evaluate_sts": "elasticir.evaluation",
-    "evaluate_retrieval": "elasticir.evaluation",
+    "evaluate_sts": "elasticir.evaluation.standalone",  # each call on a fresh local executor, closed at return
+    "evaluate_retrieval": "elasticir.evaluation.standalone",
     "RunConfig": "elasticir.runner",
     "RunOutcome": "elasticir.runner",
     "run": "elasticir.runner",
@@ -94,7 +94,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from elasticir.data.sts import load_sts
     from elasticir.encoders import ElasticEncoder, EmbeddingStore, truncate
     from elasticir.errors import ElasticIRError
-    from elasticir.evaluation import GridResult, evaluate_retrieval, evaluate_sts
+    from elasticir.evaluation import GridResult
+    from elasticir.evaluation.standalone import evaluate_retrieval, evaluate_sts
     from elasticir.report.build import write_report
     from elasticir.results.schema import load_leaderboard
     from elasticir.runner import RunConfig, RunOutcome, run

@@ -122,7 +122,8 @@ def check_scale(config) -> None:
     if config.executor == "ray":
         import os
 
-        from elasticir.distributed import probe_address, require_ray
+        from elasticir.execution.ray import require_ray
+        from elasticir.network import probe_address
 
         probe_address(config.ray_address or os.environ.get("RAY_ADDRESS"),
                       "--ray-address" if config.ray_address else "$RAY_ADDRESS")

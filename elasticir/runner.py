@@ -34,7 +34,6 @@ from elasticir.data.beir import beir_files, first_documents, load_beir
 from elasticir.data.catalog import DatasetSpec, data_root, locate, spec_for
 from elasticir.data.sts import load_sts
 from elasticir.data.subset import describe, subset_retrieval, subset_sts
-from elasticir.distributed import executor_for, release_executors
 from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
 from elasticir.encoders.prompts import Prompt, dataset_prompts
 from elasticir.errors import ElasticIRError
@@ -42,6 +41,7 @@ from elasticir.evaluation.funnel import check_funnel_flags, check_funnels_fit
 from elasticir.evaluation.latency import layer_encode_latency
 from elasticir.evaluation.retrieval import evaluate_retrieval
 from elasticir.evaluation.sts import evaluate_sts
+from elasticir.execution import Executor, executor_for
 from elasticir.index.quantized import check_precisions
 from elasticir.io import atomic_write, file_checksum, provenance
 from elasticir.progress import stage
@@ -140,14 +140,14 @@ class Part:
     funnels: list[dict] = field(default_factory=list)
 
 
-Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path, dict[str, Prompt]], Part]
+Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path, dict[str, Prompt], Executor], Part]
 
 
-def _evaluate_sts(encoder, spec, path, grid, config, part_dir, prompts) -> Part:
+def _evaluate_sts(encoder, spec, path, grid, config, part_dir, prompts, executor) -> Part:
     pairs = subset_sts(load_sts(path), config.limit_queries, config.seed)
     cells, cosines, timings = evaluate_sts(encoder, pairs, grid, batch_size=config.batch_size, prompt=prompts["text"].text,
                                            show_progress=config.show_progress, desc=f"sts {spec.name}",
-                                           executor=executor_for(config, encoder))
+                                           executor=executor)
     buffer = io.BytesIO()  # per-pair cosines of every cell + gold scores: what a bootstrap test resamples
     np.savez_compressed(buffer, cosines=cosines.astype(np.float32), gold=pairs.scores,
                         cells=np.array(grid.cells, dtype=np.int64))
@@ -161,7 +161,7 @@ def store_width(config: RunConfig, grid: Grid, encoder: ElasticEncoder) -> int:
     return encoder.hidden_size if config.funnels else max(grid.dims)
 
 
-def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir, prompts) -> Part:
+def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir, prompts, executor) -> Part:
     data = load_beir(path, spec.split)
     if config.limit_queries or config.limit_corpus:
         data = subset_retrieval(data, config.limit_queries, config.limit_corpus, config.seed)
@@ -172,7 +172,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir, prompts) ->
         batch_size=config.batch_size, latency_samples=config.latency_samples, show_progress=config.show_progress,
         name=spec.name, precisions=tuple(config.precisions), store_dtype=config.store_dtype,
         store_width=store_width(config, grid, encoder),
-        executor=executor_for(config, encoder),
+        executor=executor,
     )
     atomic_write(part_dir / "per_query.csv.gz", gzip.compress(per_query.to_csv(index=False).encode()))
     notes = data.notes + [f"{spec.name}: dense search backend {', '.join(sorted(set(cells.backend)))}"]
@@ -180,7 +180,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir, prompts) ->
     if config.funnels:
         from elasticir.evaluation.funnel import run_funnels
 
-        funnels, funnel_notes = run_funnels(encoder, data, grid, config, part_dir,
+        funnels, funnel_notes = run_funnels(encoder, data, grid, config, part_dir, executor=executor,
                                             remove_self_hits=spec.remove_self_hits, name=spec.name,
                                             query_prompt=prompts["query"].text, doc_prompt=prompts["document"].text)
         notes += funnel_notes
@@ -365,7 +365,7 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
 
 
 def evaluate_or_reuse(jobs: list[Job], encoder: ElasticEncoder, grid: Grid, numeric: dict, config: RunConfig,
-                      store: RunStore) -> list[str]:
+                      store: RunStore, executor: Executor) -> list[str]:
     """Each job's part, under its lock: reused when a finished part has the same content key, else evaluated.
     Returns the names of the reused datasets. Under the Ray executor the datasets proceed concurrently (one
     driver thread each, sharing the actors), so one dataset's encoding overlaps another's grid."""
@@ -373,15 +373,15 @@ def evaluate_or_reuse(jobs: list[Job], encoder: ElasticEncoder, grid: Grid, nume
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=len(jobs)) as threads:
-            done = list(threads.map(lambda job: _evaluate_or_reuse_one(job, encoder, grid, numeric, config, store),
-                                    jobs))
+            done = list(threads.map(lambda job: _evaluate_or_reuse_one(job, encoder, grid, numeric, config, store,
+                                                                        executor), jobs))
     else:
-        done = [_evaluate_or_reuse_one(job, encoder, grid, numeric, config, store) for job in jobs]
+        done = [_evaluate_or_reuse_one(job, encoder, grid, numeric, config, store, executor) for job in jobs]
     return [job.name for job, reused in zip(jobs, done) if reused]
 
 
 def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeric: dict, config: RunConfig,
-                           store: RunStore) -> bool:
+                           store: RunStore, executor: Executor) -> bool:
     """One job of evaluate_or_reuse; True if its finished part was reused."""
     key = part_key(numeric, job.task, job.name, job.spec.split, job.data_sha256, job.options(config))
     with store.lock(job.task, job.name):
@@ -397,14 +397,14 @@ def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeri
         subset = " on a subset" if numeric.get("subset") else ""
         stage(f"{job.task} {job.name}: {len(grid.cells)} cells ({len(grid.layers)} layers x {len(grid.dims)} "
               f"dims){subset}")
-        _evaluate_part(job, encoder, grid, config, store, key)
+        _evaluate_part(job, encoder, grid, config, store, key, executor)
     return False
 
 
 def _evaluate_part(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunConfig, store: RunStore,
-                   key: str) -> None:
+                   key: str, executor: Executor) -> None:
     part = EVALUATORS[job.task](encoder, job.spec, job.path, grid, config, store.dir / job.task / job.name,
-                                job.prompts)
+                                job.prompts, executor)
     cells = part.cells
     cells.insert(0, "dataset", job.name)
     files = [file_checksum(p) for p in part.files]
@@ -532,20 +532,21 @@ def encode_shard(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder, gr
     plain command later finds the shards marked done and encodes only what no shard covered. STS sets are
     encoded in memory (small) by the plain command."""
     from elasticir.evaluation.retrieval import corpus_stores
-    from elasticir.sharding import parse_shard
 
-    index, count = parse_shard(config.shard)
-    for job in (j for j in jobs if j.task == "retrieval"):
-        data = load_beir(job.path, job.spec.split)
-        if config.limit_queries or config.limit_corpus:
-            data = subset_retrieval(data, config.limit_queries, config.limit_corpus, config.seed)
-        for store, what in zip(corpus_stores(encoder, data, config.cache / "embeddings", store_width(config, grid, encoder),
-                                             query_prompt=job.prompts["query"].text,
-                                             doc_prompt=job.prompts["document"].text,
-                                             store_dtype=config.store_dtype), ("corpus", "queries")):
-            store.encode_shard(grid.layers, index, count, batch_size=config.batch_size,
-                               show_progress=config.show_progress, desc=f"{job.name} {what}")
-    stage(f"shard {index}/{count} encoded; run the command without --shard once every shard is done")
+    with executor_for(config, encoder) as executor:  # the shard executor (elasticir.execution.shard)
+        for job in (j for j in jobs if j.task == "retrieval"):
+            data = load_beir(job.path, job.spec.split)
+            if config.limit_queries or config.limit_corpus:
+                data = subset_retrieval(data, config.limit_queries, config.limit_corpus, config.seed)
+            for store, what in zip(corpus_stores(encoder, data, config.cache / "embeddings",
+                                                 store_width(config, grid, encoder),
+                                                 query_prompt=job.prompts["query"].text,
+                                                 doc_prompt=job.prompts["document"].text,
+                                                 store_dtype=config.store_dtype), ("corpus", "queries")):
+                executor.encode_store(store, grid.layers, batch_size=config.batch_size,
+                                      show_progress=config.show_progress, desc=f"{job.name} {what}")
+    stage(f"shard {executor.index}/{executor.count} encoded; run the command without --shard once every shard "
+          "is done")
 
 
 def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome | None:
@@ -577,11 +578,8 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome 
     if config.shard:
         return encode_shard(config, jobs, encoder, grid)
     store = RunStore(Path(config.out), run_id(encoder.info.name, numeric))
-    try:
-        skipped = evaluate_or_reuse(jobs, encoder, grid, numeric, config, store)
-    finally:
-        if config.executor == "ray":
-            release_executors()
+    with executor_for(config, encoder) as executor:  # this run's only executor: closed (pools, actors) here
+        skipped = evaluate_or_reuse(jobs, encoder, grid, numeric, config, store, executor)
     encode_latency, notes, timings = measure_encode_latency(config, jobs, encoder, grid)
     with store.summary_lock():
         summary = summarise(store, jobs)

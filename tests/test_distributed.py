@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from conftest import write_sts
 
-from elasticir import distributed
 from elasticir.encoders import store as store_module
 from elasticir.errors import ElasticIRError
 from elasticir.runner import RunConfig, run
@@ -23,14 +22,6 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield
     ray.shutdown()
-
-
-@pytest.fixture(autouse=True)
-def fresh_executors():
-    distributed._EXECUTORS.clear()  # each test's executor sees the environment the test sets
-    yield
-    distributed.release_executors()
-    distributed._EXECUTORS.clear()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +73,9 @@ def test_ray_executor_gives_the_local_metrics_even_when_a_worker_is_killed(
     """One Ray run (STS + BEIR grid, 2 CPU actors) in which an actor exits mid-piece: Ray restarts it and retries
     the piece, and every metric equals the local executor's to 1e-6."""
     fault = tmp_path / "killed-once"
-    monkeypatch.setenv(distributed.FAULT_ENV, str(fault))
+    from elasticir.execution.ray import FAULT_ENV
+
+    monkeypatch.setenv(FAULT_ENV, str(fault))
     outcome = run(config(data_root, tmp_path, "ray", executor="ray", workers=2), tiny_encoder)
     assert fault.exists()  # an actor did exit after its first batch
     assert_same(metrics(outcome), local_reference)
@@ -190,6 +183,26 @@ def test_ray_executor_with_a_precision_axis(ray_cluster, tiny_encoder, data_root
     assert runs == sorted(p.name for p in (tmp_path / "p-local").glob("*/retrieval/toyscale/runs/*.trec.gz"))
 
 
+@pytest.mark.slow
+def test_ray_executor_runs_funnels_as_tasks_with_the_local_numbers(ray_cluster, tiny_encoder, data_root, tmp_path):
+    """Funnel points (the full cell, each stage-1 group) are tasks of the actors: same rows, same metrics, same
+    paired tests and the explicit funnels' run files, as the local executor gives."""
+    import pandas as pd
+
+    extra = {"sts": [], "funnels": ["1:8/20/4:32", "1:8:binary/20/4:32", "1:32/30/4:32"], "latency_samples": 2}
+    tables, runs = {}, {}
+    for name, scale in (("f-local", {}), ("f-ray", {"executor": "ray", "workers": 2})):
+        outcome = run(config(data_root, tmp_path, name, **extra, **scale), tiny_encoder)
+        part = outcome.dir / "retrieval" / "toyscale"
+        tables[name] = pd.read_csv(part / "funnels.csv")
+        runs[name] = {p.name: p.read_bytes() for p in (part / "runs").glob("funnel_*.trec.gz")}
+    numbers = ["K", "nDCG@10", "RR@10", "R@100", "search_madds", "stage1_bytes", "p", "p_holm"]
+    local, remote = tables["f-local"], tables["f-ray"]
+    assert list(local.funnel) == list(remote.funnel) and len(local) == 4
+    assert np.allclose(local[numbers].to_numpy(float), remote[numbers].to_numpy(float), atol=1e-9, equal_nan=True)
+    assert len(runs["f-local"]) == 3 and runs["f-local"].keys() == runs["f-ray"].keys()
+
+
 def test_a_reader_never_maps_a_layer_file_a_wider_run_has_just_recreated(tiny_encoder, tmp_path, monkeypatch):
     """A reader checks meta.json, then another run (wider dims, same key) unlists the layer and replaces its file
     with a zero-filled one: the reader must still get the stored rows, not the new file's zeros."""
@@ -216,36 +229,48 @@ def test_a_reader_never_maps_a_layer_file_a_wider_run_has_just_recreated(tiny_en
     assert not armed and np.array_equal(np.asarray(got)[:, :8], expected)
 
 
-def test_cell_task_parses_each_datasets_qrels_not_the_previous_one(tiny_encoder, tmp_path):
-    """Ray unpickles the qrels for every cell task: a freed copy's id comes back for the next dataset's qrels,
-    so an evaluator cached by id would score that dataset against the previous one's judgements."""
+@pytest.mark.slow
+def test_an_actor_scores_each_work_against_its_own_qrels(ray_cluster, tiny_encoder, tmp_path):
+    """An actor keeps each PointWork's context (parsed qrels) by the work's key: a second dataset whose qrels
+    object is the first one's, mutated (as a freed copy's id comes back), is scored against its own
+    judgements, and a forgotten work is prepared again."""
     import ir_measures
 
     from elasticir.encoders import EmbeddingStore
-    from elasticir.evaluation.retrieval import tie_ranks
+    from elasticir.evaluation.retrieval import (
+        CellsData,
+        open_cells,
+        score_point,
+        scoring_context,
+        search_point,
+    )
+    from elasticir.execution import PointWork
+    from elasticir.execution.ray import EncoderSpec, ShardEncoder
+    from elasticir.index.dense import tie_ranks
 
     doc_ids = ["d0", "d1", "d2", "d3"]
     docs = EmbeddingStore(tmp_path, tiny_encoder, doc_ids, ["guitar music", "cat sofa", "stock market", "onion"])
     queries = EmbeddingStore(tmp_path, tiny_encoder, ["q0"], ["music guitar"])
     for store in (docs, queries):
         store.ensure([2], show_progress=False)
-    search = {"normalize": True, "index": "flat", "flat_backend": "torch", "device": "cpu", "k": 4,
-              "tie_rank": tie_ranks(doc_ids), "exclude": None, "latency_samples": 0}
+    search = {"normalize": True, "index": "flat", "flat_backend": "torch", "k": 4, "tie_rank": tie_ranks(doc_ids),
+              "exclude": None, "latency_samples": 0}
     qrels = {"q0": {"d0": 1}}  # one object, mutated: the same id with other contents, as after a reuse
+    actor = ShardEncoder(EncoderSpec.of(tiny_encoder), "cpu", 1, {})  # the actor's body, in this process
 
-    def rr(key):
-        context = {"query_ids": ["q0"], "doc_ids": np.asarray(doc_ids, dtype=object), "qrels": qrels,
-                   "measures": [ir_measures.RR], "evaluator_key": key}
-        row, _ = distributed.cell_task(str(docs.dir), str(queries.dir), (2, 8, "float32", False), search, context,
-                                       str(tmp_path / key))
-        return row[str(ir_measures.RR)]
+    def rr(name):
+        data = CellsData(str(docs.dir), str(queries.dir), search, ["q0"], np.asarray(doc_ids, dtype=object), qrels,
+                         [ir_measures.RR], str(tmp_path / name), False)
+        work = PointWork([(2, 8, "float32")], data, open_cells, search_point, scoring_context, score_point)
+        _, (row, _) = actor.point(work.key, [ray.put(work)], 0, (2, 8, "float32"))
+        return work.key, row[str(ir_measures.RR)]
 
-    distributed._EVALUATORS.clear()
-    first = rr("dataset-a")
+    key, first = rr("dataset-a")
     qrels["q0"] = {doc: 1 for doc in doc_ids if doc != "d0"}
-    second = rr("dataset-b")
-    distributed._EVALUATORS.clear()
-    assert second == rr("dataset-b-fresh") != first
+    other, second = rr("dataset-b")
+    assert other != key and second != first and set(actor.works) == {key, other}
+    actor.forget(key)
+    assert set(actor.works) == {other}
 
 
 def test_a_piece_written_into_a_file_a_wider_run_replaced_is_not_marked_done(tiny_encoder, tmp_path):

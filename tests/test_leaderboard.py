@@ -123,7 +123,7 @@ def test_mteb_scores_a_tiny_cell_like_we_do(tiny_encoder, tiny_data_root):
     from elasticir.cells import Grid
     from elasticir.data.sts import load_sts
     from elasticir.encoders.mteb import ElasticCellModel, OfflineSTSBenchmark, evaluate_cell_with_mteb
-    from elasticir.evaluation.sts import evaluate_sts
+    from elasticir.evaluation.standalone import evaluate_sts
 
     path = tiny_data_root / "sts" / "toy-a" / "test.jsonl.gz"
     ours = evaluate_sts(tiny_encoder, load_sts(path), Grid.for_model(4, 32, [2], [8]), show_progress=False)

@@ -13,7 +13,7 @@ from elasticir.cells import Grid
 from elasticir.data.catalog import CATALOG
 from elasticir.encoders import ElasticEncoder
 from elasticir.encoders.prompts import dataset_prompts
-from elasticir.evaluation.sts import evaluate_sts
+from elasticir.evaluation.standalone import evaluate_sts
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,8 @@ from elasticir.cells import Grid
 from elasticir.data.beir import load_beir
 from elasticir.encoders import EmbeddingStore
 from elasticir.errors import InputFormatError
-from elasticir.evaluation.retrieval import evaluate_retrieval, evaluate_run
+from elasticir.evaluation.retrieval import evaluate_run
+from elasticir.evaluation.standalone import evaluate_retrieval
 from elasticir.index.dense import CellIndex, bytes_per_vector, exact_search, tie_ranks
 from elasticir.runner import RunConfig, run
 

@@ -7,7 +7,7 @@ kept per layer (the widest dim the grid reads; a later run that needs more colum
 are written batch by batch as they are encoded, so memory stays bounded for corpora of any size (MS MARCO's
 8.8M passages).
 
-Sharded: the rows are encoded in row ranges ("pieces"), by this process, by Ray actors (elasticir.distributed)
+Sharded: the rows are encoded in row ranges ("pieces"), by this process, by Ray actors (elasticir.execution.ray)
 or by separate `--shard i/n` processes, each writing its rows in place into the layer files. A piece counts as
 written only when its marker `shards/L<layer>.<start>-<stop>.done` exists, created after its rows are flushed,
 so a killed writer's piece is simply encoded again; a re-run encodes only the rows no marker covers (whatever cut wrote them).
@@ -114,6 +114,20 @@ def wait_for_layer(folder: Path, layer: int) -> np.ndarray | None:
     return array
 
 
+class StoredLayers:
+    """A store's layers by folder alone: what a worker process reads (it holds paths, not an EmbeddingStore)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.dir = Path(folder)
+
+    def layer(self, layer: int) -> np.ndarray:
+        """A read-only memmap of a stored layer (see wait_for_layer), or KeyError if the store lacks it."""
+        array = wait_for_layer(self.dir, layer)
+        if array is None:
+            raise KeyError(f"layer {layer} is no longer stored in {self.dir}")
+        return array
+
+
 def write_rows(folder: Path, encoder: ElasticEncoder, texts: Sequence[str], piece: Piece, *, prompt: str,
                batch_size: int, show_progress: bool = False, desc: str = "encoding",
                after_batch: Callable[[], None] | None = None) -> None:
@@ -141,6 +155,14 @@ def write_rows(folder: Path, encoder: ElasticEncoder, texts: Sequence[str], piec
         atomic_write(marker, "")
         if _inode(folder / f"layer_{layer}.npy") != inodes[layer]:
             marker.unlink(missing_ok=True)  # at worst a valid marker of the new file: its rows are encoded again
+
+
+def write_pieces(store: EmbeddingStore, pieces: Sequence[Piece], batch_size: int, *, show_progress: bool = True,
+                 desc: str = "encoding") -> None:
+    """Every piece of `store` encoded in this process, one after the other (EmbeddingStore.ensure's default)."""
+    for piece in pieces:
+        write_rows(store.dir, store.encoder, store.texts[piece.start:piece.stop], piece, prompt=store.prompt,
+                   batch_size=batch_size, show_progress=show_progress, desc=desc)
 
 
 _HASHES: dict[tuple, str] = {}
@@ -219,11 +241,11 @@ class EmbeddingStore:
         return len(set(layers)) * len(self.texts) * self.width * self.dtype.itemsize
 
     def ensure(self, layers: Sequence[int], *, batch_size: int = 64, show_progress: bool = True,
-               desc: str = "encoding", shards: int = 1, encode_pieces: Callable[..., None] | None = None) -> bool:
+               desc: str = "encoding", shards: int = 1, encode_pieces: Callable[..., None] = write_pieces) -> bool:
         """Encode what is not stored yet; True if anything was encoded. The missing rows are cut into `shards`
-        pieces, each encoded in one early-exiting pass, here or by
-        `encode_pieces(store, pieces, batch_size, show_progress=..., desc=...)`
-        (the Ray executor's actors)."""
+        pieces, each encoded in one early-exiting pass by
+        `encode_pieces(store, pieces, batch_size, show_progress=..., desc=...)`: in this process by default,
+        by actors under the Ray executor (elasticir.execution)."""
         if not self.missing(layers):
             return False
         with exclusive(lock_path(self.dir), f"the embedding cache {self.dir}"):
@@ -232,12 +254,8 @@ class EmbeddingStore:
                 return False
             self.prepare(todo, desc=desc)
             pieces = self.pending(todo, shards)
-            if pieces and encode_pieces is not None:
+            if pieces:
                 encode_pieces(self, pieces, batch_size, show_progress=show_progress, desc=desc)
-            else:
-                for piece in pieces:
-                    write_rows(self.dir, self.encoder, self.texts[piece.start:piece.stop], piece, prompt=self.prompt,
-                               batch_size=batch_size, show_progress=show_progress, desc=desc)
             self._finish(todo)
         return True
 

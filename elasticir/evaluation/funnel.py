@@ -12,6 +12,10 @@ stage 1: N x d1 bit operations of Hamming work instead, counted apart, plus 4K x
 bytes each stage keeps, and measured latency: one query at a time, funnel and full cell timed side by side
 (interleaved per query). Every funnel is tested against the full cell, paired per query (evaluation.significance,
 Holm over the funnels of a dataset).
+
+The full cell and each group of funnels sharing a stage-1 point are points of the run's executor
+(elasticir.execution): one after the other in this process, or Ray tasks, each worker building the full cell's
+index once for the latency comparison.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import re
 import time
 from dataclasses import dataclass
 from itertools import groupby
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,8 +34,12 @@ import pandas as pd
 from elasticir.cells import Cell, validate_cells
 from elasticir.encoders import truncate
 from elasticir.errors import ElasticIRError
+from elasticir.execution import PointWork
 from elasticir.index.precisions import check_precisions, lookup, precision_slug
 from elasticir.index.quantized import build_index
+
+if TYPE_CHECKING:
+    from elasticir.execution import Executor
 
 AUTO_KS = (50, 100, 200, 500, 1000)
 TOLERANCE = 0.005  # "as good as the full cell": main metric within this of it
@@ -133,12 +143,33 @@ def rescore(docs_full: np.ndarray, queries_full: np.ndarray, shortlist: np.ndarr
     return scores, ids
 
 
+@dataclass(frozen=True)
+class FunnelData:
+    """What every funnel point of one dataset reads, as plain data an executor can ship: the store folders,
+    tie order, self-hit exclusion, the scoring inputs, the full cell, the latency samples and run files."""
+
+    docs_dir: str
+    queries_dir: str
+    tie_rank: np.ndarray
+    exclude: np.ndarray | None
+    normalize: bool
+    k: int
+    query_ids: list[str]
+    doc_ids: np.ndarray
+    qrels: dict[str, dict[str, int]]
+    measures: list
+    full: Cell
+    samples: int
+    run_dir: str
+    explicit: frozenset  # the funnels given by name: they get run files
+
+
 @dataclass
 class FunnelInputs:
     """What every funnel of one dataset reads: the stores, the scoring context and the full cell."""
 
-    docs: object  # EmbeddingStore of the corpus
-    queries: object  # EmbeddingStore of the judged queries
+    docs: object  # the corpus layers (StoredLayers)
+    queries: object  # the judged queries' layers (StoredLayers)
     tie_rank: np.ndarray
     exclude: np.ndarray | None
     normalize: bool
@@ -146,11 +177,52 @@ class FunnelInputs:
     score: object  # (ids, scores, run_path or None, tag) -> (aggregate, per-query table)
 
 
-def _full_cell(inputs: FunnelInputs, full: Cell, device: str):
-    index = build_index(inputs.docs.layer(full.layer), full.dim, "float32", normalize=inputs.normalize,
-                        device=device)
-    scores, ids, seconds = index.search(inputs.queries.layer(full.layer), inputs.k, inputs.tie_rank, inputs.exclude)
-    return index, inputs.score(ids, scores, None, f"elasticir-{full.slug}"), seconds
+@dataclass
+class FunnelContext:
+    """A worker's context for funnel points: the inputs and the full cell's index, built once per worker
+    (every funnel's latency is timed against it)."""
+
+    inputs: FunnelInputs
+    full_index: object
+    data: FunnelData
+    device: str
+
+
+FULL = "full"  # the point that is the full cell itself (its metrics, index bytes and search time)
+
+
+def funnel_context(data: FunnelData, device: str) -> FunnelContext:
+    """Open the stores by path, parse the qrels once, and build the full cell's index."""
+    import ir_measures
+
+    from elasticir.encoders.store import StoredLayers
+    from elasticir.evaluation.retrieval import evaluate_run, to_run, write_trec_run
+
+    evaluator = ir_measures.evaluator(data.measures, data.qrels)
+
+    def score(ids, scores, run_path, tag):
+        run = to_run(data.query_ids, data.doc_ids, ids, scores)
+        if run_path is not None:
+            write_trec_run(run_path, run, tag)
+        return evaluate_run(data.qrels, run, data.measures, evaluator)
+
+    inputs = FunnelInputs(StoredLayers(data.docs_dir), StoredLayers(data.queries_dir), data.tie_rank, data.exclude,
+                          data.normalize, data.k, score)
+    full_index = build_index(inputs.docs.layer(data.full.layer), data.full.dim, "float32",
+                             normalize=inputs.normalize, device=device)
+    return FunnelContext(inputs, full_index, data, device)
+
+
+def funnel_point(point, context: FunnelContext):
+    """FULL: the full cell's ((aggregate, per-query values), search seconds, index bytes); a group of funnels
+    sharing a stage-1 point: their rows (evaluate_group)."""
+    inputs, data, full = context.inputs, context.data, context.data.full
+    if point == FULL:
+        scores, ids, seconds = context.full_index.search(inputs.queries.layer(full.layer), inputs.k, inputs.tie_rank,
+                                                         inputs.exclude)
+        return inputs.score(ids, scores, None, f"elasticir-{full.slug}"), seconds, context.full_index.nbytes
+    return evaluate_group(inputs, list(point), full, context.full_index, data.samples, context.device,
+                          Path(data.run_dir), data.explicit)
 
 
 def _latencies(inputs: FunnelInputs, funnel: Funnel, index, full: Cell, full_index,
@@ -205,20 +277,19 @@ def evaluate_group(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, full
     return rows
 
 
-def evaluate_funnels(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, *, encode_flops, samples: int,
-                     device: str, run_dir, metric: str, explicit_funnels=(), show_progress: bool = True,
-                     name: str = "funnel") -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_funnels(data: FunnelData, funnels: list[Funnel], *, executor: Executor, encode_flops, metric: str,
+                     show_progress: bool = True, name: str = "funnel") -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per funnel (metrics, costs, ratios to the full cell, paired test) and the per-query values.
-    Run files are written for the explicit funnels (an automatic search's hundreds would not be read)."""
-    from elasticir.progress import progress
-
-    full_index, (full_aggregate, full_values), full_s = _full_cell(inputs, full, device)
-    n = len(inputs.tie_rank)
-    rows = []
+    The full cell and each group of funnels sharing a stage-1 point are points `executor` runs. Run files are
+    written for the explicit funnels (an automatic search's hundreds would not be read)."""
+    full, n = data.full, len(data.tie_rank)
     key = lambda f: (f.layer1, f.dim1, f.precision1)  # the stage-1 point
-    groups = [list(g) for _, g in groupby(sorted(funnels, key=key), key=key)]
-    for group in progress(groups, desc=f"{name}: funnels per stage-1 point", unit="point", enabled=show_progress):
-        rows += evaluate_group(inputs, group, full, full_index, samples, device, run_dir, set(explicit_funnels))
+    groups = [tuple(g) for _, g in groupby(sorted(funnels, key=key), key=key)]
+    work = PointWork([FULL, *groups], data, prepare=funnel_context, search=funnel_point)
+    (full_scored, full_s, full_bytes), *grouped = executor.run_points(
+        work, show_progress=show_progress, desc=f"{name}: funnels per stage-1 point", unit="point").results
+    full_aggregate, full_values = full_scored
+    rows = [row for group_rows in grouped for row in group_rows]
     per_query = [full_values.assign(funnel=f"full {full}")]
     for row in rows:
         per_query.append(row.pop("_values").assign(funnel=row["funnel"]))
@@ -230,7 +301,7 @@ def evaluate_funnels(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, *,
     table = _test_against_full(table, pd.concat(per_query, ignore_index=True), metric, f"full {full}")
     full_row = {"funnel": f"full {full}", "layer1": full.layer, "dim1": full.dim, "precision1": "float32", "K": n,
                 "layer2": full.layer, "dim2": full.dim, **full_aggregate, "search_madds": float(n * full.dim),
-                "hamming_bits": 0.0, "stage1_bytes": full_index.nbytes, "stage2_bytes": 0, "search_s": full_s,
+                "hamming_bits": 0.0, "stage1_bytes": full_bytes, "stage2_bytes": 0, "search_s": full_s,
                 "encode_flops": encode_flops(full.layer), f"delta_{metric}": 0.0, "madds_ratio": 1.0,
                 "latency_ratio": 1.0, "selected": "full cell"}
     table = pd.concat([pd.DataFrame([full_row]), table], ignore_index=True)
@@ -281,23 +352,23 @@ def query_encode_flops(encoder, texts: list[str]):
     return lambda layer: float(encode_flops_per_token(shape, int(layer), seq, encoder.info.pooling) * seq), seq
 
 
-def run_funnels(encoder, data, grid, config, part_dir, *, remove_self_hits: bool, name: str,
+def run_funnels(encoder, data, grid, config, part_dir, *, executor: Executor, remove_self_hits: bool, name: str,
                 query_prompt: str | None = None, doc_prompt: str | None = None) -> tuple[list[dict], list[str]]:
-    """Evaluate the config's funnels on one dataset; writes funnels.csv and funnel_per_query.csv.gz in the part
-    folder (the part is finished only when its meta is written after them) and returns the leaderboard records."""
+    """Evaluate the config's funnels on one dataset through `executor` (which encodes the stores and runs the
+    points); writes funnels.csv and funnel_per_query.csv.gz in the part folder (the part is finished only when
+    its meta is written after them) and returns the leaderboard records."""
     from elasticir.io import atomic_write
 
     full = Cell(encoder.num_layers, encoder.hidden_size)
     funnels = resolve_funnels(config.funnels, grid.cells, list(config.precisions), full, len(data.doc_ids))
-    explicit = [parse_funnel(s) for s in config.funnels if s != "auto"]
+    explicit = frozenset(parse_funnel(s) for s in config.funnels if s != "auto")
     layers = sorted({f.layer1 for f in funnels} | {f.layer2 for f in funnels} | {full.layer})
-    inputs = _inputs(encoder, data, config, layers, remove_self_hits=remove_self_hits, name=name,
-                     query_prompt=query_prompt, doc_prompt=doc_prompt)
+    inputs = _funnel_data(encoder, data, config, layers, full, part_dir, explicit, executor=executor,
+                          remove_self_hits=remove_self_hits, name=name, query_prompt=query_prompt,
+                          doc_prompt=doc_prompt)
     encode_flops, seq = query_encode_flops(encoder, data.query_texts)
     metric = "nDCG@10"
-    table, per_query = evaluate_funnels(inputs, funnels, full, encode_flops=encode_flops,
-                                        samples=config.latency_samples, device=str(encoder.device),
-                                        run_dir=part_dir / "runs", metric=metric, explicit_funnels=explicit,
+    table, per_query = evaluate_funnels(inputs, funnels, executor=executor, encode_flops=encode_flops, metric=metric,
                                         show_progress=config.show_progress, name=name)
     write_per_query(part_dir / "funnel_per_query.csv.gz", per_query)
     atomic_write(part_dir / "funnels.csv", table.to_csv(index=False))
@@ -309,43 +380,25 @@ def run_funnels(encoder, data, grid, config, part_dir, *, remove_self_hits: bool
     return funnel_records(table, metric), notes
 
 
-def _inputs(encoder, data, config, layers: list[int], *, remove_self_hits: bool, name: str,
-            query_prompt: str | None = None, doc_prompt: str | None = None) -> FunnelInputs:
-    """The corpus and query stores (the same cache entries the grid evaluation uses), the tie order, self-hit
-    exclusion and a scorer (ir-measures, optional run file)."""
-    import ir_measures
-
-    from elasticir.evaluation.retrieval import (
-        corpus_stores,
-        evaluate_run,
-        measures_for,
-        to_run,
-        write_trec_run,
-    )
+def _funnel_data(encoder, data, config, layers: list[int], full: Cell, part_dir, explicit: frozenset, *,
+                 executor: Executor, remove_self_hits: bool, name: str, query_prompt: str | None = None,
+                 doc_prompt: str | None = None) -> FunnelData:
+    """The corpus and query stores (the same cache entries the grid evaluation uses) encoded at `layers`, and
+    what the funnel points read: the tie order, self-hit exclusion and the scoring inputs."""
+    from elasticir.evaluation.retrieval import corpus_stores, measures_for, self_hits
     from elasticir.index.dense import tie_ranks
 
     stores = corpus_stores(encoder, data, config.cache / "embeddings", encoder.hidden_size,  # stage 2: full width
                            query_prompt=query_prompt, doc_prompt=doc_prompt,
                            store_dtype=config.store_dtype)
     for store, what in zip(stores, ("corpus", "queries")):
-        store.ensure(layers, batch_size=config.batch_size, show_progress=config.show_progress,
-                     desc=f"{name} funnel {what}")
-    measures = measures_for(data.qrels)
-    evaluator = ir_measures.evaluator(measures, data.qrels)
-    doc_ids = np.asarray(data.doc_ids, dtype=object)
-
-    def score(ids, scores, run_path, tag):
-        run = to_run(data.query_ids, doc_ids, ids, scores)
-        if run_path is not None:
-            write_trec_run(run_path, run, tag)
-        return evaluate_run(data.qrels, run, measures, evaluator)
-
-    exclude = None
-    if remove_self_hits:
-        row_of = {doc: row for row, doc in enumerate(data.doc_ids)}
-        exclude = np.array([row_of.get(qid, -1) for qid in data.query_ids])
+        executor.encode_store(store, layers, batch_size=config.batch_size, show_progress=config.show_progress,
+                              desc=f"{name} funnel {what}")
     normalize = encoder.info.normalize if config.normalize is None else config.normalize
-    return FunnelInputs(stores[0], stores[1], tie_ranks(data.doc_ids), exclude, normalize, config.k, score)
+    return FunnelData(str(stores[0].dir), str(stores[1].dir), tie_ranks(data.doc_ids),
+                      self_hits(data) if remove_self_hits else None, normalize, config.k, data.query_ids,
+                      np.asarray(data.doc_ids, dtype=object), data.qrels, measures_for(data.qrels), full,
+                      config.latency_samples, str(part_dir / "runs"), explicit)
 
 
 def _threads() -> int:

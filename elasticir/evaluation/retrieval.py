@@ -7,11 +7,10 @@ and cost numbers (index bytes, build time, batched search throughput, single-que
 from __future__ import annotations
 
 import gzip
-import multiprocessing as mp
-import os
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ir_measures
 import numpy as np
@@ -22,11 +21,15 @@ from elasticir.cells import Cell, Grid
 from elasticir.data.beir import RetrievalData
 from elasticir.encoders import ElasticEncoder, EmbeddingStore
 from elasticir.encoders.prompts import dataset_prompts
+from elasticir.encoders.store import StoredLayers
 from elasticir.evaluation.result import GridResult
+from elasticir.execution import PointWork
 from elasticir.index.dense import tie_ranks
 from elasticir.index.quantized import build_index, precision_slug
 from elasticir.io import atomic_write
-from elasticir.progress import progress
+
+if TYPE_CHECKING:
+    from elasticir.execution import Executor
 
 MEASURES = [nDCG @ 10, RR @ 10, R @ 100, R @ 1000]
 GRADED_EXTRA = [R(rel=2) @ 1000]  # TREC DL: recall counts grade >= 2 as relevant
@@ -70,19 +73,19 @@ def write_trec_run(path: Path, run: dict[str, dict[str, float]], tag: str) -> No
 
 
 def evaluate_retrieval(
-    encoder: ElasticEncoder, data: RetrievalData, grid: Grid, *, part_dir: Path, cache_dir: Path,
+    encoder: ElasticEncoder, data: RetrievalData, grid: Grid, *, executor: Executor, part_dir: Path, cache_dir: Path,
     remove_self_hits: bool = False, index: str = "flat", flat_backend: str = "torch", k: int = 1000,
     normalize: bool | None = None, query_prompt: str | None = None, doc_prompt: str | None = None,
     batch_size: int = 64, latency_samples: int = 100, show_progress: bool = True, name: str = "retrieval",
-    precisions: tuple[str, ...] = ("float32",), store_dtype: str = "float32", executor=None,
-    store_width: int | None = None,
+    precisions: tuple[str, ...] = ("float32",), store_dtype: str = "float32", store_width: int | None = None,
 ) -> GridResult:
     """Per-cell table (layer, dim, metrics, costs), per-query values of every cell, and stage timings.
 
     Other precisions than float32 add one point per (cell, precision) and a `precision` column (absent from
     float32-only runs, whose tables and run files stay as they were).
-    `executor`: None (this process) or an elasticir.distributed.RayExecutor (encoding actors, cell tasks).
-    `store_width`: the columns the stores keep (default the grid's widest dim; see runner.store_width)."""
+    `executor` (elasticir.execution) encodes the stores and runs every (cell, precision) point: search, score
+    and run file. `store_width`: the columns the stores keep (default the grid's widest dim; see
+    runner.store_width)."""
     encoder.check_cells(grid.cells)
     normalize = encoder.info.normalize if normalize is None else normalize
     timings: dict[str, float] = {}
@@ -90,58 +93,78 @@ def evaluate_retrieval(
     docs, queries = corpus_stores(encoder, data, cache_dir, store_width or max(grid.dims), query_prompt=query_prompt,
                                   doc_prompt=doc_prompt, store_dtype=store_dtype)
     for store, what in ((docs, "corpus"), (queries, "queries")):
-        store.ensure(grid.layers, batch_size=batch_size, show_progress=show_progress, desc=f"{name} {what}",
-                     **(executor.ensure_options() if executor else {}))
+        executor.encode_store(store, grid.layers, batch_size=batch_size, show_progress=show_progress,
+                              desc=f"{name} {what}")
     timings["encode"] = time.perf_counter() - start
 
-    doc_ids = np.asarray(data.doc_ids, dtype=object)
-    tie_rank = tie_ranks(data.doc_ids)
-    exclude = None
-    if remove_self_hits:
-        row_of = {doc: row for row, doc in enumerate(data.doc_ids)}
-        exclude = np.array([row_of.get(qid, -1) for qid in data.query_ids])
-    device = str(encoder.device)
-    context = (data.query_ids, doc_ids, data.qrels, measures_for(data.qrels))
-    search = {"normalize": normalize, "index": index, "flat_backend": flat_backend, "device": device, "k": k,
-              "tie_rank": tie_rank, "exclude": exclude, "latency_samples": latency_samples}
-    if executor is not None:  # every cell a task: search, score and write its run file on any free worker
-        rows, per_query = executor.run_cells(docs.dir, queries.dir, grid, search, context, part_dir,
-                                             precisions=tuple(precisions), show_progress=show_progress,
-                                             desc=f"{name}: index + search per cell")
-        timings.update(index=sum(r["build_s"] for r in rows), search=sum(r.pop("search_s") for r in rows),
-                       evaluate=sum(r.pop("evaluate_s") for r in rows))
-        return GridResult(_ordered(pd.DataFrame(rows)), pd.concat(per_query, ignore_index=True), timings)
-    rows, per_query = _search_locally(docs, queries, grid, precisions, search, context, part_dir, timings,
-                                      show_progress=show_progress, desc=f"{name}: index + search per cell")
-    return GridResult(_ordered(pd.DataFrame(rows)), pd.concat(per_query, ignore_index=True), timings)
+    search = {"normalize": normalize, "index": index, "flat_backend": flat_backend, "k": k,
+              "tie_rank": tie_ranks(data.doc_ids), "exclude": self_hits(data) if remove_self_hits else None,
+              "latency_samples": latency_samples}
+    cells = CellsData(str(docs.dir), str(queries.dir), search, data.query_ids, np.asarray(data.doc_ids, dtype=object),
+                      data.qrels, measures_for(data.qrels), str(part_dir), tuple(precisions) != ("float32",))
+    work = PointWork([(*cell, p) for cell in grid.cells for p in precisions], cells, prepare=open_cells,
+                     search=search_point, prepare_scoring=scoring_context, score=score_point, overlap=True)
+    ran = executor.run_points(work, show_progress=show_progress, desc=f"{name}: index + search per cell", unit="cell")
+    rows = [row for row, _ in ran.results]
+    timings.update(index=sum(r["build_s"] for r in rows), search=sum(r.pop("search_s") for r in rows),
+                   evaluate=sum(r.pop("evaluate_s") for r in rows), evaluate_wait=ran.score_wait_s)
+    per_query = pd.concat([values for _, values in ran.results], ignore_index=True)
+    return GridResult(_ordered(pd.DataFrame(rows)), per_query, timings)
 
 
-def _search_locally(docs: EmbeddingStore, queries: EmbeddingStore, grid: Grid, precisions, search: dict,
-                    context: tuple, part_dir: Path, timings: dict, *, show_progress: bool,
-                    desc: str) -> tuple[list[dict], list[pd.DataFrame]]:
-    """Every (cell, precision) point in this process: searches in order, scoring overlapped in worker processes."""
-    rows, per_query, pending = [], [], {}
-    timings.update(index=0.0, search=0.0, evaluate=0.0)
-    with _scoring_pool(context) as pool:
-        points = [(*cell, p) for cell in grid.cells for p in precisions]
-        bar = progress(points, desc=desc, unit="cell", enabled=show_progress)
-        for layer, dim, precision in bar:
-            row, ids, scores = _search_cell(docs.layer(layer), queries.layer(layer), layer, dim, precision, **search)
-            slug = Cell(layer, dim).slug + precision_slug(precision)
-            pending[(layer, dim, precision)] = pool.submit(_score_cell, ids, scores,
-                                                           part_dir / "runs" / f"{slug}.trec.gz", f"elasticir-{slug}")
-            timings["index"] += row["build_s"]
-            timings["search"] += row.pop("search_s")
-            rows.append(row | ({"precision": precision} if tuple(precisions) != ("float32",) else {}))
-        started = time.perf_counter()
-        for row in rows:
-            aggregate, values, seconds = pending[(row["layer"], row["dim"], row.get("precision", "float32"))].result()
-            row.update(aggregate)
-            timings["evaluate"] += seconds
-            per_query.append(values.assign(layer=row["layer"], dim=row["dim"],
-                                           **({"precision": row["precision"]} if "precision" in row else {})))
-        timings["evaluate_wait"] = time.perf_counter() - started  # scoring not hidden behind the searches
-    return rows, per_query
+def self_hits(data: RetrievalData) -> np.ndarray:
+    """Per query the corpus row of the document with the query's id (-1 if none): hits to exclude where the
+    queries are documents of the corpus (ArguAna, Quora)."""
+    row_of = {doc: row for row, doc in enumerate(data.doc_ids)}
+    return np.array([row_of.get(qid, -1) for qid in data.query_ids])
+
+
+@dataclass(frozen=True)
+class CellsData:
+    """What every grid point of one dataset reads, as plain data an executor can ship: the store folders,
+    the search settings, the scoring inputs and the part folder for the run files."""
+
+    docs_dir: str
+    queries_dir: str
+    search: dict  # normalize, index, flat_backend, k, tie_rank, exclude, latency_samples
+    query_ids: list[str]
+    doc_ids: np.ndarray
+    qrels: dict[str, dict[str, int]]
+    measures: list
+    part_dir: str
+    labelled: bool  # a precision axis: rows and per-query tables carry a `precision` column
+
+
+def open_cells(data: CellsData, device: str) -> dict:
+    """A worker's search context: the stores' layers by path, the search settings and the device."""
+    return {"docs": StoredLayers(data.docs_dir), "queries": StoredLayers(data.queries_dir), "search": data.search,
+            "device": device}
+
+
+def search_point(point: tuple, prepared: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One (layer, dim, precision) point searched: its cost row (with `search_s`), hit ids and scores."""
+    layer, dim, precision = point
+    return _search_cell(prepared["docs"].layer(layer), prepared["queries"].layer(layer), layer, dim, precision,
+                        device=prepared["device"], **prepared["search"])
+
+
+def scoring_context(data: CellsData) -> dict:
+    """A scoring worker's context: the qrels parsed once (ir-measures) for all its points."""
+    return {"query_ids": data.query_ids, "doc_ids": data.doc_ids, "qrels": data.qrels, "measures": data.measures,
+            "evaluator": ir_measures.evaluator(data.measures, data.qrels), "part_dir": Path(data.part_dir),
+            "labelled": data.labelled}
+
+
+def score_point(point: tuple, searched: tuple, scoring: dict) -> tuple[dict, pd.DataFrame]:
+    """One searched point scored: its row (costs, metrics, `search_s`, `evaluate_s`) and per-query values;
+    its run file written."""
+    layer, dim, precision = point
+    row, ids, scores = searched
+    slug = Cell(layer, dim).slug + precision_slug(precision)
+    aggregate, values, seconds = score_cell(scoring, ids, scores, scoring["part_dir"] / "runs" / f"{slug}.trec.gz",
+                                            f"elasticir-{slug}")
+    label = {"precision": precision} if scoring["labelled"] else {}
+    return row | label | aggregate | {"evaluate_s": seconds}, values.assign(layer=layer, dim=dim, **label)
 
 
 def _ordered(table: pd.DataFrame) -> pd.DataFrame:
@@ -170,8 +193,7 @@ def _search_cell(docs_full: np.ndarray, queries_full: np.ndarray, layer: int, di
                  normalize: bool, index: str, flat_backend: str, device: str, k: int, tie_rank: np.ndarray,
                  exclude: np.ndarray | None, latency_samples: int) -> tuple[dict, np.ndarray, np.ndarray]:
     """One cell at one precision: build its index from the stored layer, search every query, time single
-    queries. Returns its cost row (with `search_s`), the hit ids and scores. Called by the local loop and by
-    the Ray cell task."""
+    queries. Returns its cost row (with `search_s`), the hit ids and scores."""
     cell = build_index(docs_full, dim, precision, normalize=normalize, index=index, flat_backend=flat_backend,
                        device=device)
     scores, ids, search_s = cell.search(queries_full, k, tie_rank, exclude)
@@ -182,35 +204,11 @@ def _search_cell(docs_full: np.ndarray, queries_full: np.ndarray, layer: int, di
     return row, ids, scores
 
 
-# Scoring a cell (run dict, ir-measures, run file) is CPU work in Python that would otherwise serialise behind
-# the searches; worker processes overlap it with the next cells' searches (on a GPU the searches take
-# milliseconds and scoring would dominate). Workers get the query ids, doc ids and qrels once, at start.
-_WORKER: dict = {}
-
-
-def _init_worker(query_ids, doc_ids, qrels, measures) -> None:
-    _WORKER.update(query_ids=query_ids, doc_ids=doc_ids, qrels=qrels, measures=measures,
-                   evaluator=ir_measures.evaluator(measures, qrels))
-
-
-def _score_cell(ids: np.ndarray, scores: np.ndarray, run_path: Path, tag: str):
-    return score_cell(_WORKER, ids, scores, run_path, tag)
-
-
 def score_cell(context: dict, ids: np.ndarray, scores: np.ndarray, run_path: Path, tag: str):
-    """Metrics and per-query values of one cell's hits, its run file written; `context` as `_init_worker` sets."""
+    """Metrics and per-query values of one cell's hits, its run file written; `context` as scoring_context
+    builds it."""
     started = time.perf_counter()
     run = to_run(context["query_ids"], context["doc_ids"], ids, scores)
     aggregate, values = evaluate_run(context["qrels"], run, context["measures"], context.get("evaluator"))
     write_trec_run(run_path, run, tag)
     return aggregate, values, time.perf_counter() - started
-
-
-def _scoring_pool(context: tuple) -> Executor:
-    """Processes (forked: no re-import, nothing but numpy and ir-measures used in them) or, on one core, a thread."""
-    workers = min(4, (os.cpu_count() or 1) - 1)
-    if workers < 1 or "fork" not in mp.get_all_start_methods():
-        _init_worker(*context)
-        return ThreadPoolExecutor(max_workers=1)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"), initializer=_init_worker,
-                               initargs=context)
