@@ -32,22 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from elasticir.errors import ElasticIRError
-from elasticir.network import PROBE_TIMEOUT_S, probe_address  # noqa: F401 (PROBE_TIMEOUT_S: re-exported)
+from elasticir.network import PROBE_TIMEOUT_S, probe_address, require_ray  # noqa: F401 (re-exported)
 from elasticir.progress import progress
 
-EXTRA = "pip install 'elasticir[distributed]'"
 PIECES_PER_WORKER = 4  # more pieces than workers: a retried piece costs little and slow workers balance out
 FAULT_ENV = "ELASTICIR_FAULT_EXIT_ONCE"
-
-
-def require_ray():
-    """The ray module, or one clear error naming the extra to install."""
-    try:
-        import ray
-    except ImportError:
-        raise ElasticIRError(f"--executor ray needs Ray, which is not installed here: {EXTRA} "
-                             "(or use --executor local)") from None
-    return ray
 
 
 @dataclass(frozen=True)
