@@ -60,8 +60,11 @@ def leaf_fields(kind: type[BaseModel]) -> dict[str, Any]:
 
 def _owners(kind: type[BaseModel]) -> dict[str, str]:
     """Each flat option name -> the field of `kind` that holds it (its group, or itself)."""
-    return {leaf: name for name, field in kind.model_fields.items()
-            for leaf in (leaf_fields(group) if (group := group_type(field)) else (name,))}
+    owners = {}
+    for name, field in kind.model_fields.items():
+        group = group_type(field)
+        owners |= dict.fromkeys(leaf_fields(group) if group else (name,), name)
+    return owners
 
 
 class Grouped(BaseModel):
@@ -400,15 +403,11 @@ def check_ray(config: RunConfig) -> None:
     """With --executor ray: a cluster answers at the address given (or none is given) and Ray is installed."""
     if config.executor != "ray":
         return
-    from elasticir.network import probe_address
+    from elasticir.network import probe_address, require_ray
 
     probe_address(config.ray_address or os.environ.get("RAY_ADDRESS"),
                   "--ray-address" if config.ray_address else "$RAY_ADDRESS")
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise ElasticIRError("--executor ray needs Ray, which is not installed here: pip install "
-                             "'elasticir[distributed]' (or use --executor local)") from None
+    require_ray()
 
 
 def check(config: RunConfig) -> None:

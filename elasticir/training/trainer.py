@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from elasticir.cells import Cell, Grid, validate_cells
-from elasticir.checks import check_device, check_positive
+from elasticir.config import check_device, check_positive
 from elasticir.encoders import (
     DEFAULT_MODEL,
     load_sentence_transformer,
