@@ -449,8 +449,8 @@ def reproduce_grid(board: Leaderboard, out: Path, data_root=None, device=None) -
     protocol, into `out`; returns the new grid's leaderboard."""
     from types import SimpleNamespace
 
-    from elasticir.reproduce import find_model
     from elasticir.config import RunConfig
+    from elasticir.reproduce import find_model
 
     recorded = board.config["baseline_grid"]
     members = []
