@@ -24,11 +24,8 @@ from elasticir.cli_support import (
 )
 from elasticir.config import RunConfig
 
-# help renders literally: "[distributed]" is text, not markup
-app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None)
-eval_app = typer.Typer(help="Run one evaluation stage over the (layer, dim) grid.", no_args_is_help=True,
-                       rich_markup_mode=None)
+app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, pretty_exceptions_enable=False)
+eval_app = typer.Typer(help="Run one evaluation stage over the (layer, dim) grid.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 # long output paths stay on one line when piped (rich would wrap them at 80); paths and dataset names may
 # contain [brackets], which are text, not markup
@@ -48,7 +45,7 @@ REPORT = extra_option("report", Annotated[bool, typer.Option(
 DATASET = extra_option("dataset", Annotated[str | None, typer.Option(
     "--dataset", "--datasets", help="BEIR dataset(s), comma list (folder names).")])
 FUNNEL = extra_option("funnel", Annotated[list[str] | None, typer.Option(
-    "--funnel", help="L1:d1[:precision]/K/L2:d2, e.g. 2:64/100/6:384 or 2:64:binary/100/6:384 (repeatable). "
+    "--funnel", help=r"L1:d1\[:precision]/K/L2:d2, e.g. 2:64/100/6:384 or 2:64:binary/100/6:384 (repeatable). "
     "Default: every grid cell (at each --precisions) x K in 50,100,200,500,1000, stage 2 the full cell.")])
 # the options of each command: `run` takes every field; `eval` every field of the parts that apply to its stage
 RUN_OPTIONS = config_options(RunConfig)

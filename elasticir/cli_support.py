@@ -191,7 +191,10 @@ def config_options(kind: type, *, without: tuple[str, ...] = ()) -> list[inspect
 
 
 def _annotation(name: str, field):
-    return Annotated[_cli_type(field.annotation) | None, typer.Option(*_decls(name, field), help=field.description)]
+    """The option's type and flags; its help escaped, since typer reads help as rich markup (`[distributed]`
+    and `MODEL[@L:D]` are text)."""
+    return Annotated[_cli_type(field.annotation) | None,
+                     typer.Option(*_decls(name, field), help=escape(field.description or ""))]
 
 
 def field_option(kind: type, name: str):

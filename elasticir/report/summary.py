@@ -1,7 +1,8 @@
 """A finished run, summarised for the terminal: each dataset's grid of its main metric, with the index speed,
 quantised points, baselines and selected funnels beside it.
 
-The command line prints it after a run; `out` is its console (markup off: paths and names are text).
+The command line prints it after a run, on its console `out` (default: stdout; markup off either way, as
+paths and dataset names may contain [brackets]).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from rich.table import Table
 
 from elasticir.cells import Cell
 
+# long output paths stay on one line when piped (rich would wrap them at 80)
+STDOUT = Console(soft_wrap=True, markup=False)
 
-def print_outcome(outcome, out: Console) -> None:
+
+def print_outcome(outcome, out: Console = STDOUT) -> None:
     """Each dataset's grid of the main metric, then the costs, precisions, baselines, funnels and notes."""
     board = outcome.leaderboard
     for dataset in board.datasets:
@@ -44,7 +48,7 @@ def print_outcome(outcome, out: Console) -> None:
     out.print(f"leaderboard:      {outcome.dir / 'leaderboard.json'}")
 
 
-def print_precisions(board, points, metric: str, out: Console) -> None:
+def print_precisions(board, points, metric: str, out: Console = STDOUT) -> None:
     """Quantised points on the diagonal and the full cell, each with its index size against float32's."""
     if "precision" not in points:
         return
@@ -58,7 +62,7 @@ def print_precisions(board, points, metric: str, out: Console) -> None:
         out.print(f"  {precision} {metric}: " + "; ".join(values))
 
 
-def print_funnels(board, out: Console) -> None:
+def print_funnels(board, out: Console = STDOUT) -> None:
     """The selected funnels (cheapest within tolerance per stage-1 precision, Pareto front) against the full cell."""
     for f in (f for f in board.funnels if f.selected):
         metric = board.main_metric.get("retrieval", "nDCG@10")
@@ -69,7 +73,7 @@ def print_funnels(board, out: Console) -> None:
                   f"search multiply-adds x{ratio:.3f}, latency x{latency:.2f} of the full cell {p} [{f.selected}]")
 
 
-def print_ann_costs(board, cells, out: Console) -> None:
+def print_ann_costs(board, cells, out: Console = STDOUT) -> None:
     """Approximate indexes trade quality for speed: show the speed (QPS, p50) next to the quality table."""
     if board.config.get("index", "flat") == "flat" or "search_qps" not in cells:
         return
