@@ -16,6 +16,7 @@ error that elasticir.cli_support formats the same way, so a wrong flag costs sec
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -46,6 +47,7 @@ def group_type(field) -> type[Grouped] | None:
     return kind if isinstance(kind, type) and issubclass(kind, Grouped) else None
 
 
+@functools.cache
 def leaf_fields(kind: type[BaseModel]) -> dict[str, Any]:
     """Every option of a config, however deeply its groups nest: flat name -> pydantic FieldInfo."""
     leaves: dict[str, Any] = {}
@@ -58,6 +60,7 @@ def leaf_fields(kind: type[BaseModel]) -> dict[str, Any]:
     return leaves
 
 
+@functools.cache
 def _owners(kind: type[BaseModel]) -> dict[str, str]:
     """Each flat option name -> the field of `kind` that holds it (its group, or itself)."""
     owners = {}
