@@ -30,7 +30,7 @@ _EXPORTS = {
     "GridResult": "elasticir.evaluation",
     "evaluate_sts": "elasticir.evaluation.standalone",  # each call on a fresh local executor, closed at return
     "evaluate_retrieval": "elasticir.evaluation.standalone",
-    "RunConfig": "elasticir.runner",
+    "RunConfig": "elasticir.config",
     "RunOutcome": "elasticir.runner",
     "run": "elasticir.runner",
     "write_report": "elasticir.report.build",
@@ -90,6 +90,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from elasticir.cells import Cell, Grid
+    from elasticir.config import RunConfig
     from elasticir.data.beir import load_beir
     from elasticir.data.sts import load_sts
     from elasticir.encoders import ElasticEncoder, EmbeddingStore, truncate
@@ -98,7 +99,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from elasticir.evaluation.standalone import evaluate_retrieval, evaluate_sts
     from elasticir.report.build import write_report
     from elasticir.results.schema import load_leaderboard
-    from elasticir.runner import RunConfig, RunOutcome, run
+    from elasticir.runner import RunOutcome, run
     from elasticir.training import (
         ElasticLoss,
         FullGridSRLLoss,

@@ -417,7 +417,7 @@ def _assemble_per_query(members, outcomes, dataset: str, part: Path) -> None:
 def baseline_for_report(spec: str | Path, run_dir: str | Path) -> Path:
     """The baseline directory for `report RUN --baseline SPEC`: a run as is; a grid evaluated (what is missing)
     with the recorded protocol of RUN, into RUN's parent folder."""
-    from elasticir.runner import RunConfig
+    from elasticir.config import RunConfig
 
     parsed = parse_spec(spec)
     if parsed.kind == "run":
@@ -449,8 +449,8 @@ def reproduce_grid(board: Leaderboard, out: Path, data_root=None, device=None) -
     protocol, into `out`; returns the new grid's leaderboard."""
     from types import SimpleNamespace
 
+    from elasticir.config import RunConfig
     from elasticir.reproduce import find_model
-    from elasticir.runner import RunConfig
 
     recorded = board.config["baseline_grid"]
     members = []

@@ -1,4 +1,8 @@
-"""The `elasticir` command line: `run` is the main job, `eval <stage>` runs one stage on its own."""
+"""The `elasticir` command line: `run` is the main job, `eval <stage>` runs one stage on its own.
+
+The options of `run` and `eval` are generated from the run config's fields (elasticir.config): one declaration
+per option, and every command takes every option of the config parts that apply to it.
+"""
 
 from __future__ import annotations
 
@@ -9,186 +13,73 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from elasticir.cells import Cell, parse_pairs
-from elasticir.cli_support import friendly_errors, load_config
+from elasticir.cells import parse_pairs
+from elasticir.cli_support import (
+    config_options,
+    extra_option,
+    field_option,
+    friendly_errors,
+    load_config,
+    with_options,
+)
+from elasticir.config import RunConfig
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, pretty_exceptions_enable=False)
 eval_app = typer.Typer(help="Run one evaluation stage over the (layer, dim) grid.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 # long output paths stay on one line when piped (rich would wrap them at 80); paths and dataset names may
 # contain [brackets], which are text, not markup
 out = Console(soft_wrap=True, markup=False)
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hub id, local folder, or a folder name under $ELASTICIR_MODELS "
-                                                    "(default: sentence-transformers/all-MiniLM-L6-v2).")]
-LayersOpt = Annotated[str | None, typer.Option(help="Comma list of layers, e.g. 1,2,6 (default: every layer).")]
-DimsOpt = Annotated[str | None, typer.Option(help="Comma list of dims, e.g. 64,384 (default: 32,64,.. up to the width).")]
-PairsOpt = Annotated[str | None, typer.Option(help="Pair list LAYER:DIM,... (default derived from the model shape).")]
-DataRootOpt = Annotated[Path | None, typer.Option(help="Data root (default: $ELASTICIR_DATA, else ~/.cache/elasticir/data).")]
-OutOpt = Annotated[Path, typer.Option("--out", help="Folder for run directories (default: results).")]
-CacheDirOpt = Annotated[Path | None, typer.Option(help="Embedding (and ONNX) cache, content-keyed and safe to share "
-                                                  "between runs and nodes (default: OUT/_cache).")]
-BatchOpt = Annotated[int, typer.Option(help="Encoding batch size (the cap, with --max-tokens-per-batch).")]
-TokensOpt = Annotated[int | None, typer.Option(help="Form encoding batches by this many tokens (padded tokens "
-                                                    "on padded attention) instead of a fixed count.")]
-MaxLenOpt = Annotated[int | None, typer.Option(help="Max tokens (default: the model's own setting).")]
-PoolingOpt = Annotated[str | None, typer.Option(help="Replace the model's Pooling mode: mean, cls, max, lasttoken, "
-                                                 "weightedmean, mean_sqrt_len_tokens (default: the model's own).")]
-PromptNameOpt = Annotated[str | None, typer.Option(help="One of the model's prompts for every text (none: no prompt). "
-                                                   "Default: the prompt MTEB selects for each dataset's task.")]
-QueryPromptOpt = Annotated[str | None, typer.Option(help="Literal prefix for retrieval queries (default: as MTEB "
-                                                    "selects from the model's prompts).")]
-DocPromptOpt = Annotated[str | None, typer.Option(help="Literal prefix for retrieval documents (default: as MTEB "
-                                                  "selects from the model's prompts).")]
-TrustOpt = Annotated[bool | None, typer.Option("--trust-remote-code", help="Load a model whose repository ships its "
-                                               "own Python code (refused by default).")]
-DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda when present).")]
-BackendOpt = Annotated[str | None, typer.Option(help="torch (default) or onnx (onnxruntime on the CPU, BERT models).")]
-RecomputeOpt = Annotated[bool, typer.Option("--recompute", help="Recompute datasets an earlier run already finished.")]
-SeedOpt = Annotated[int, typer.Option(help="Random seed recorded in the leaderboard.")]
 ConfigOpt = Annotated[Path | None, typer.Option(help="YAML file with any of these options (flags win).")]
-IndexOpt = Annotated[str | None, typer.Option(help="flat (exact), hnsw, sq8, ivfpq, or a FAISS factory string.")]
-FlatOpt = Annotated[str | None, typer.Option(help="Exact search backend: torch (matmul+topk) or faiss.")]
-PrecisionsOpt = Annotated[str | None, typer.Option(
-    help="Retrieval precisions, comma list of float32 (always evaluated, the reference), float16, int8, binary, binary+rescore "
-    "(binary Hamming search, then float rescoring of 4x k candidates); one point per (layer, dim, precision).")]
-KOpt = Annotated[int | None, typer.Option("--k", help="Retrieval depth (default 1000).")]
-Bm25Opt = Annotated[bool | None, typer.Option("--bm25/--no-bm25", help="Add the pyserini BM25 baseline.")]
-SmokeOpt = Annotated[bool, typer.Option("--smoke", help="Check a config in a minute or two: --limit-queries 50 "
-                                        "--limit-corpus 300 unless given. Marked as a subset everywhere.")]
-LimitQueriesOpt = Annotated[int | None, typer.Option(help="Keep N queries (STS: pairs) per dataset, seeded; the run "
-                                                     "is a subset, never mixed with full results.")]
-LimitCorpusOpt = Annotated[int | None, typer.Option(help="Keep N documents per corpus: every judged one of the kept "
-                                                    "queries plus a seeded sample.")]
-BaselineOpt = Annotated[str | None, typer.Option(help="Baseline SPEC: a run directory (or leaderboard JSON), a "
-                                                "train-separate folder, or a YAML mapping cells to models "
-                                                "(\"4:256\": MODEL[@L:D]); missing member evaluations are run.")]
-LatencyTextsOpt = Annotated[int | None, typer.Option(help="Texts timed per layer for the measured encode cost "
-                                                     "(default 32; 0 = skip the probe; --smoke: 0).")]
-ExecutorOpt = Annotated[str | None, typer.Option(help="local (this process) or ray (encoding actors + cell tasks on "
-                                                 "a Ray cluster; needs the [distributed] extra).")]
-RayAddressOpt = Annotated[str | None, typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else a local one).")]
-WorkersOpt = Annotated[int | None, typer.Option(help="Ray encoding actors (default: one per GPU, else one per CPU).")]
-ShardOpt = Annotated[str | None, typer.Option(help="i/n: encode shard i of n of every corpus into the store and "
-                                              "exit (SLURM arrays); the plain command then reuses the shards.")]
-StoreDtypeOpt = Annotated[str | None, typer.Option(help="Embedding store dtype: float32 (default) or float16 "
-                                                   "(half the disk).")]
+# run-config options that the other commands share: the same flag and help as on `run`
+BaselineOpt, DataRootOpt, DeviceOpt, LayersOpt, DimsOpt, PairsOpt, MaxLenOpt = (
+    field_option(RunConfig, name) for name in ("baseline", "data_root", "device", "layers", "dims", "pairs",
+                                               "max_length"))
+SMOKE = extra_option("smoke", Annotated[bool, typer.Option(
+    "--smoke", help="Check a config in a minute or two: --limit-queries 50 --limit-corpus 300 unless given. "
+    "Marked as a subset everywhere.")], False)
+CONFIG = extra_option("config", ConfigOpt)
+REPORT = extra_option("report", Annotated[bool, typer.Option(
+    "--report/--no-report", help="End with the run's figures and tables.")], True)
+DATASET = extra_option("dataset", Annotated[str | None, typer.Option(
+    "--dataset", "--datasets", help="BEIR dataset(s), comma list (folder names).")])
+FUNNEL = extra_option("funnel", Annotated[list[str] | None, typer.Option(
+    "--funnel", help=r"L1:d1\[:precision]/K/L2:d2, e.g. 2:64/100/6:384 or 2:64:binary/100/6:384 (repeatable). "
+    "Default: every grid cell (at each --precisions) x K in 50,100,200,500,1000, stage 2 the full cell.")])
+# the options of each command: `run` takes every field; `eval` every field of the parts that apply to its stage
+RUN_OPTIONS = config_options(RunConfig)
+STS_OPTIONS = config_options(RunConfig, without=("datasets", "search"))
+RETRIEVAL_OPTIONS = config_options(RunConfig, without=("datasets",))
+FUNNEL_OPTIONS = config_options(RunConfig, without=("datasets", "funnels"))
 
 
-def _scale(executor, ray_address, workers, shard=None, store_dtype=None) -> dict:
-    return {"executor": executor, "ray_address": ray_address, "workers": workers, "shard": shard,
-            "store_dtype": store_dtype}
-
-
-def _prompts(prompt_name=None, query_prompt=None, doc_prompt=None, trust_remote_code=None) -> dict:
-    return {"prompt_name": prompt_name, "query_prompt": query_prompt, "doc_prompt": doc_prompt,
-            "trust_remote_code": trust_remote_code}
-
-
-def _limits(smoke: bool, limit_queries: int | None, limit_corpus: int | None) -> dict:
-    """The subset flags; --smoke fills in what the limits leave out."""
-    from elasticir.data.subset import SMOKE
+def _run_config(config_file: Path | None, smoke: bool, **flags) -> RunConfig:
+    """A RunConfig from an optional YAML file, overridden by the flags that were given; --smoke fills in the
+    subset limits the flags leave out and skips the encode-latency probe unless --latency-texts asks for it."""
+    from elasticir.config import check_dataset_names
+    from elasticir.data.subset import SMOKE as SMOKE_LIMITS
 
     if smoke:
-        limit_queries = limit_queries or SMOKE["limit_queries"]
-        limit_corpus = limit_corpus or SMOKE["limit_corpus"]
-    return {"limit_queries": limit_queries, "limit_corpus": limit_corpus}
-
-
-def _latency_texts(smoke: bool, latency_texts: int | None) -> int | None:
-    """--smoke skips the encode-latency probe unless --latency-texts asks for it (a smoke run checks a config)."""
-    return 0 if smoke and latency_texts is None else latency_texts
-
-
-def _config(config_file: Path | None, kind: type | None = None, **flags):
-    """A RunConfig (or `kind`) from an optional YAML file, overridden by the flags that were given."""
-    from elasticir.runner import RunConfig
-
-    config = load_config(kind or RunConfig, config_file, **flags)
-    if kind is None and config_file:  # a dataset name from the YAML: the error names the file and key
-        from elasticir.checks import check_dataset_names
-
+        for key, value in SMOKE_LIMITS.items():
+            flags[key] = flags.get(key) or value
+        if flags.get("latency_texts") is None:
+            flags["latency_texts"] = 0
+    config = load_config(RunConfig, config_file, **flags)
+    if config_file:  # a dataset name from the YAML: the error names the file and key
         check_dataset_names(config, {task: f"{config_file}: key {task}" for task in ("sts", "retrieval")
                                      if flags.get(task) is None})
     return config
 
 
-def _print_outcome(outcome) -> None:
-    board = outcome.leaderboard
-    for dataset in board.datasets:
-        metric = board.main_metric[dataset.task]
-        cells = outcome.cells[outcome.cells.dataset == dataset.name]
-        points = cells
-        if "precision" in cells:  # the table shows the float32 points; every point is in cells.csv
-            cells = cells[cells.precision.fillna("float32") == "float32"]
-        grid = cells.pivot(index="layer", columns="dim", values=metric)
-        subset = " — SUBSET, not comparable with full runs" if board.subset else ""
-        table = Table(title=f"{dataset.name} ({dataset.task}, {metric}, {dataset.n_examples} examples){subset}")
-        table.add_column("layer \\ dim", justify="right")
-        for dim in grid.columns:
-            table.add_column(str(dim), justify="right")
-        for layer, row in grid.iterrows():
-            table.add_row(str(layer), *(f"{value:.4f}" for value in row))
-        out.print(table)
-        _print_ann_costs(board, cells)
-        _print_precisions(board, points, metric)
-    for baseline in board.baselines:
-        shown = ", ".join(f"{name} {value:.4f}" for name, value in baseline.metrics.items())
-        out.print(f"{baseline.dataset} {baseline.name}: {shown}")
-    _print_funnels(board)
-    for note in board.notes:
-        out.print(f"note: {note}")
-    if outcome.skipped:
-        out.print(f"reused finished results for: {', '.join(outcome.skipped)} (pass --recompute to redo)")
-    out.print(f"per-cell metrics: {outcome.dir / 'cells.csv'}")
-    out.print(f"leaderboard:      {outcome.dir / 'leaderboard.json'}")
-
-
-def _print_precisions(board, points, metric: str) -> None:
-    """Quantised points on the diagonal and the full cell, each with its index size against float32's."""
-    if "precision" not in points:
-        return
-    shown = [Cell(*p) for p in board.grid.pairs] + [Cell(board.model.num_layers, board.model.hidden_size)]
-    by_point = points.assign(precision=points.precision.fillna("float32")).set_index(["layer", "dim", "precision"])
-    for precision in [p for p in dict.fromkeys(by_point.index.get_level_values(2)) if p != "float32"]:
-        values = [f"{cell} {by_point.loc[(*cell, precision), metric]:.4f} "
-                  f"(float32 {by_point.loc[(*cell, 'float32'), metric]:.4f}, index "
-                  f"x{by_point.loc[(*cell, precision), 'index_bytes'] / by_point.loc[(*cell, 'float32'), 'index_bytes']:.3f})"
-                  for cell in dict.fromkeys(shown) if (*cell, precision) in by_point.index]
-        out.print(f"  {precision} {metric}: " + "; ".join(values))
-
-
-def _print_funnels(board) -> None:
-    """The selected funnels (cheapest within tolerance per stage-1 precision, Pareto front) against the full cell."""
-    for f in (f for f in board.funnels if f.selected):
-        metric = board.main_metric.get("retrieval", "nDCG@10")
-        ratio = f.costs.get("madds_ratio", float("nan"))
-        latency = f.costs.get("latency_ratio", float("nan"))
-        p = f"p_holm {f.p_holm:.3g}" if f.p_holm is not None else ""
-        out.print(f"{f.dataset} funnel {f.funnel}: {metric} {f.metrics.get(metric, float('nan')):.4f}, "
-                  f"search multiply-adds x{ratio:.3f}, latency x{latency:.2f} of the full cell {p} [{f.selected}]")
-
-
-def _print_ann_costs(board, cells) -> None:
-    """Approximate indexes trade quality for speed: show the speed (QPS, p50) next to the quality table."""
-    if board.config.get("index", "flat") == "flat" or "search_qps" not in cells:
-        return
-    shown = {tuple(p) for p in board.grid.pairs} | {(board.model.num_layers, board.model.hidden_size)}
-    out.print(f"  {board.config['index']} search speed on the diagonal (every cell: cells.csv):")
-    for row in cells.dropna(subset=["search_qps"]).to_dict("records"):
-        if (row["layer"], row["dim"]) not in shown:
-            continue
-        out.print(f"  {Cell(row['layer'], row['dim'])} {board.config['index']}: {row['search_qps']:.0f} QPS, "
-                  f"p50 {row.get('latency_p50_ms', float('nan')):.2f} ms")
-
-
-def _run(config, report: bool = False) -> None:
+def _run(config: RunConfig, report: bool = False) -> None:
+    from elasticir.report.summary import print_outcome
     from elasticir.runner import run
 
     outcome = run(config)
     if outcome is None:  # --shard: encoded one shard, nothing evaluated
         return
-    _print_outcome(outcome)
+    print_outcome(outcome, out)
     if outcome.baseline:
         out.print(f"baseline: evaluated {len(outcome.baseline.evaluated)} member datasets, reused "
                   f"{len(outcome.baseline.reused)}; {outcome.baseline.dir / 'leaderboard.json'}")
@@ -204,181 +95,40 @@ def _run(config, report: bool = False) -> None:
 
 @app.command("run")
 @friendly_errors
-def run_command(
-    model: ModelOpt = None,
-    layers: LayersOpt = None,
-    dims: DimsOpt = None,
-    pairs: PairsOpt = None,
-    sts: Annotated[str | None, typer.Option(help="STS datasets (default: stsbenchmark,sts12,sickr).")] = None,
-    retrieval: Annotated[str | None, typer.Option(help="Retrieval datasets (default: scifact).")] = None,
-    index: IndexOpt = None,
-    flat_backend: FlatOpt = None,
-    precisions: PrecisionsOpt = None,
-    k: KOpt = None,
-    bm25: Bm25Opt = None,
-    data_root: DataRootOpt = None,
-    out_dir: OutOpt = None,
-    cache_dir: CacheDirOpt = None,
-    batch_size: BatchOpt = None,
-    max_tokens_per_batch: TokensOpt = None,
-    max_length: MaxLenOpt = None,
-    pooling: PoolingOpt = None,
-    device: DeviceOpt = None,
-    backend: BackendOpt = None,
-    seed: SeedOpt = None,
-    recompute: RecomputeOpt = None,
-    smoke: SmokeOpt = False,
-    limit_queries: LimitQueriesOpt = None,
-    limit_corpus: LimitCorpusOpt = None,
-    latency_texts: LatencyTextsOpt = None,
-    report: Annotated[bool, typer.Option("--report/--no-report", help="End with the run's figures and tables.")] = True,
-    executor: ExecutorOpt = None,
-    ray_address: RayAddressOpt = None,
-    workers: WorkersOpt = None,
-    shard: ShardOpt = None,
-    store_dtype: StoreDtypeOpt = None,
-    baseline: BaselineOpt = None,
-    prompt_name: PromptNameOpt = None,
-    query_prompt: QueryPromptOpt = None,
-    doc_prompt: DocPromptOpt = None,
-    trust_remote_code: TrustOpt = None,
-    config: ConfigOpt = None,
-) -> None:
+@with_options(RUN_OPTIONS, [SMOKE, REPORT, CONFIG])
+def run_command(config: Path | None = None, smoke: bool = False, report: bool = True, **flags) -> None:
     """The main job: every (layer, dim) cell on STS (STSb, STS12, SICK-R) and SciFact (dense grid + BM25)."""
-    _run(_config(
-        config, model=model, layers=layers, dims=dims, pairs=pairs, sts=sts, retrieval=retrieval, index=index,
-        flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25, data_root=data_root, out=out_dir, cache_dir=cache_dir,
-        batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, max_length=max_length,
-        pooling=pooling, device=device, backend=backend, seed=seed, recompute=recompute,
-        latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
-        **_scale(executor, ray_address, workers, shard, store_dtype),
-        **_prompts(prompt_name, query_prompt, doc_prompt, trust_remote_code),
-        baseline=baseline,
-    ), report=report)
+    _run(_run_config(config, smoke, **flags), report=report)
 
 
 @eval_app.command("sts")
 @friendly_errors
-def eval_sts(
-    model: ModelOpt = None,
-    layers: LayersOpt = None,
-    dims: DimsOpt = None,
-    datasets: Annotated[str | None, typer.Option(help="Comma list of STS datasets (folder names).")] = None,
-    data_root: DataRootOpt = None,
-    out_dir: OutOpt = None,
-    cache_dir: CacheDirOpt = None,
-    batch_size: BatchOpt = None,
-    max_tokens_per_batch: TokensOpt = None,
-    max_length: MaxLenOpt = None,
-    pooling: PoolingOpt = None,
-    device: DeviceOpt = None,
-    backend: BackendOpt = None,
-    recompute: RecomputeOpt = None,
-    latency_texts: LatencyTextsOpt = None,
-    executor: ExecutorOpt = None,
-    ray_address: RayAddressOpt = None,
-    workers: WorkersOpt = None,
-    prompt_name: PromptNameOpt = None,
-    trust_remote_code: TrustOpt = None,
-    config: ConfigOpt = None,
-) -> None:
+@with_options(STS_OPTIONS, [extra_option("datasets", Annotated[str | None, typer.Option(
+    help="Comma list of STS datasets (folder names).")]), SMOKE, CONFIG])
+def eval_sts(datasets: str | None = None, config: Path | None = None, smoke: bool = False, **flags) -> None:
     """STS only: Spearman and Pearson of cosine for every cell (MTEB protocol)."""
-    _run(_config(
-        config, model=model, layers=layers, dims=dims, sts=datasets, retrieval=[], data_root=data_root,
-        out=out_dir, cache_dir=cache_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
-        max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
-        latency_texts=latency_texts,
-        **_scale(executor, ray_address, workers), **_prompts(prompt_name, trust_remote_code=trust_remote_code),
-    ))
+    _run(_run_config(config, smoke, sts=datasets, retrieval=[], **flags))
 
 
 @eval_app.command("retrieval")
 @friendly_errors
-def eval_retrieval(
-    model: ModelOpt = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", "--datasets",
-                                                   help="BEIR dataset(s), comma list (folder names).")] = None,
-    layers: LayersOpt = None,
-    dims: DimsOpt = None,
-    index: IndexOpt = None,
-    flat_backend: FlatOpt = None,
-    precisions: PrecisionsOpt = None,
-    k: KOpt = None,
-    bm25: Bm25Opt = None,
-    prompt_name: PromptNameOpt = None,
-    query_prompt: QueryPromptOpt = None,
-    doc_prompt: DocPromptOpt = None,
-    trust_remote_code: TrustOpt = None,
-    data_root: DataRootOpt = None,
-    out_dir: OutOpt = None,
-    cache_dir: CacheDirOpt = None,
-    batch_size: BatchOpt = None,
-    max_tokens_per_batch: TokensOpt = None,
-    max_length: MaxLenOpt = None,
-    pooling: PoolingOpt = None,
-    device: DeviceOpt = None,
-    backend: BackendOpt = None,
-    recompute: RecomputeOpt = None,
-    smoke: SmokeOpt = False,
-    limit_queries: LimitQueriesOpt = None,
-    limit_corpus: LimitCorpusOpt = None,
-    latency_texts: LatencyTextsOpt = None,
-    executor: ExecutorOpt = None,
-    ray_address: RayAddressOpt = None,
-    workers: WorkersOpt = None,
-    shard: ShardOpt = None,
-    store_dtype: StoreDtypeOpt = None,
-    config: ConfigOpt = None,
-) -> None:
+@with_options(RETRIEVAL_OPTIONS, [DATASET, SMOKE, CONFIG])
+def eval_retrieval(dataset: str | None = None, config: Path | None = None, smoke: bool = False, **flags) -> None:
     """Retrieval only: index every cell, search, evaluate with ir-measures (nDCG@10, RR@10, R@100, R@1000)."""
-    _run(_config(
-        config, model=model, layers=layers, dims=dims, sts=[], retrieval=dataset, index=index,
-        flat_backend=flat_backend, precisions=precisions, k=k, bm25=bm25,
-        **_prompts(prompt_name, query_prompt, doc_prompt, trust_remote_code), data_root=data_root, out=out_dir, cache_dir=cache_dir, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch,
-        max_length=max_length, pooling=pooling, device=device, backend=backend, recompute=recompute,
-        latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
-        **_scale(executor, ray_address, workers, shard, store_dtype),
-    ))
+    _run(_run_config(config, smoke, sts=[], retrieval=dataset, **flags))
 
 
 @eval_app.command("funnel")
 @friendly_errors
-def eval_funnel(
-    model: ModelOpt = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", "--datasets",
-                                                   help="BEIR dataset(s), comma list (folder names).")] = None,
-    funnel: Annotated[list[str] | None, typer.Option(
-        "--funnel", help="L1:d1[:precision]/K/L2:d2, e.g. 2:64/100/6:384 or 2:64:binary/100/6:384 (repeatable). "
-        "Default: every grid cell (at each --precisions) x K in 50,100,200,500,1000, stage 2 the full cell.")] = None,
-    precisions: PrecisionsOpt = None,
-    layers: LayersOpt = None,
-    dims: DimsOpt = None,
-    k: KOpt = None,
-    data_root: DataRootOpt = None,
-    out_dir: OutOpt = None,
-    cache_dir: CacheDirOpt = None,
-    batch_size: BatchOpt = None,
-    device: DeviceOpt = None,
-    recompute: RecomputeOpt = None,
-    smoke: SmokeOpt = False,
-    limit_queries: LimitQueriesOpt = None,
-    limit_corpus: LimitCorpusOpt = None,
-    latency_texts: LatencyTextsOpt = None,
-    prompt_name: PromptNameOpt = None,
-    query_prompt: QueryPromptOpt = None,
-    doc_prompt: DocPromptOpt = None,
-    trust_remote_code: TrustOpt = None,
-    config: ConfigOpt = None,
-) -> None:
+@with_options(FUNNEL_OPTIONS, [DATASET, FUNNEL, SMOKE, CONFIG])
+def eval_funnel(dataset: str | None = None, funnel: list[str] | None = None, config: Path | None = None,
+                smoke: bool = False, **flags) -> None:
     """Funnel retrieval: shortlist K per query with a small cell, rescore the shortlist with a larger one; every
-    funnel against the full cell (quality, search work, latency, paired test), next to the grid's cells."""
-    _run(_config(
-        config, model=model, sts=[], retrieval=dataset, funnels=list(funnel) if funnel else ["auto"],
-        precisions=precisions, layers=layers, dims=dims, k=k, bm25=False, data_root=data_root, out=out_dir,
-        cache_dir=cache_dir, batch_size=batch_size, device=device, recompute=recompute,
-        latency_texts=_latency_texts(smoke, latency_texts), **_limits(smoke, limit_queries, limit_corpus),
-        **_prompts(prompt_name, query_prompt, doc_prompt, trust_remote_code),
-    ))
+    funnel against the full cell (quality, search work, latency, paired test), next to the grid's cells. BM25
+    only with --bm25."""
+    flags["bm25"] = flags.get("bm25") or False
+    _run(_run_config(config, smoke, sts=[], retrieval=dataset, funnels=list(funnel) if funnel else ["auto"],
+                     **flags))
 
 
 @app.command("report")
@@ -537,8 +287,8 @@ def train_command(
     """Fine-tune an elastic encoder; an interrupted run resumes from its last checkpoint when re-run."""
     from elasticir.training.trainer import TrainConfig, train
 
-    folder = train(_config(
-        config, TrainConfig, preset=preset, method=method, base=base, data=data, out=out_dir, max_steps=max_steps,
+    folder = train(load_config(
+        TrainConfig, config, preset=preset, method=method, base=base, data=data, out=out_dir, max_steps=max_steps,
         batch_size=batch_size, lr=lr, seed=seed, pairs=pairs, layers=layers, dims=dims, kl=kl, kl_point=kl_point,
         kl_weight=kl_weight, temperature=temperature, detach=detach, pooling=pooling, similarity=similarity,
         scale=scale, normalize=normalize, layer_weighting=layer_weighting, schedule=schedule, negatives=negatives,
@@ -574,8 +324,8 @@ def train_separate_command(
     """Separately trained baselines: one plain model per cell, same data, steps and seed."""
     from elasticir.training.trainer import TrainConfig, train_separate
 
-    folders = train_separate(_config(
-        config, TrainConfig, method="plain", base=base, data=data, out=out_dir, max_steps=max_steps, batch_size=batch_size, lr=lr,
+    folders = train_separate(load_config(
+        TrainConfig, config, method="plain", base=base, data=data, out=out_dir, max_steps=max_steps, batch_size=batch_size, lr=lr,
         seed=seed, negatives=negatives, miner=miner, max_length=max_length, checkpoint_steps=checkpoint_steps,
         data_root=data_root, device=device, recompute=recompute), parse_pairs(cells), variant=variant)
     for folder in folders:

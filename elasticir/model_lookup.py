@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # what a run evaluates when no model is named
 _HF_CACHE = re.compile(r"models--([^/]+)--([^/]+)")
 
 

@@ -1,5 +1,5 @@
-"""Is the network usable, and does a Ray address answer? Answered fast, so offline runs and wrong addresses fail
-in seconds instead of retrying for minutes."""
+"""Is the network (or a Ray cluster) usable? Answered fast, so offline runs and wrong addresses fail in seconds
+instead of retrying for minutes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 from elasticir.errors import ElasticIRError
 
+RAY_EXTRA = "pip install 'elasticir[distributed]'"
 OFFLINE_VARIABLES = ("ELASTICIR_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
@@ -60,3 +61,13 @@ def probe_address(address: str | None, flag: str = "--ray-address", timeout: flo
         raise ElasticIRError(f"{flag} {address}: no Ray cluster answers there (probe of {host}:{port} failed "
                              f"within {timeout:g} s: {reason}). Fix: start it with `ray start --head --port {port}` "
                              f"on {host}, correct the address, or leave {flag} out for a local cluster") from None
+
+
+def require_ray():
+    """The ray module, or one clear error naming the extra to install."""
+    try:
+        import ray
+    except ImportError:
+        raise ElasticIRError(f"--executor ray needs Ray, which is not installed here: {RAY_EXTRA} "
+                             "(or use --executor local)") from None
+    return ray

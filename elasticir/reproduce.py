@@ -180,7 +180,8 @@ def reproduce(path: str | Path, *, tolerance: float = 1e-4, out: str | Path | No
     """
     from pydantic import ValidationError
 
-    from elasticir.runner import RunConfig, run
+    from elasticir.config import RunConfig
+    from elasticir.runner import run
 
     path = resolve_path(path)
     board = load_leaderboard(path)

@@ -17,24 +17,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
 from rich.console import Console
 from rich.markup import escape
 
 from elasticir.baselines import evaluate as evaluate_baseline
 from elasticir.baselines import parse_spec, widen_dims
 from elasticir.cells import Cell, Grid, default_dims, default_pairs, validate_cells
-from elasticir.checks import check_run_config
+from elasticir.config import RunConfig, check
 from elasticir.data.beir import beir_files, first_documents, load_beir
 from elasticir.data.catalog import DatasetSpec, data_root, locate, spec_for
 from elasticir.data.sts import load_sts
-from elasticir.data.subset import describe, subset_retrieval, subset_sts
-from elasticir.encoders import DEFAULT_MODEL, ElasticEncoder
+from elasticir.data.subset import subset_retrieval, subset_sts
+from elasticir.encoders import ElasticEncoder
 from elasticir.encoders.prompts import Prompt, dataset_prompts
 from elasticir.errors import ElasticIRError
 from elasticir.evaluation.funnel import check_funnel_flags, check_funnels_fit
@@ -50,72 +49,8 @@ from elasticir.results.store import RunStore, part_key, run_id
 
 console = Console(stderr=True)
 
-DEFAULT_STS = ("stsbenchmark", "sts12", "sickr")
-DEFAULT_RETRIEVAL = ("scifact",)
 MAIN_METRIC = {"sts": "spearman", "retrieval": "nDCG@10"}
 COST_COLUMNS = ("index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms")
-
-
-class RunConfig(BaseModel):
-    """Everything a run needs; the CLI flags and YAML configs map onto these fields."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = DEFAULT_MODEL
-    layers: list[int] | None = None
-    dims: list[int] | None = None
-    pairs: list[tuple[int, int]] | None = None
-    sts: list[str] = list(DEFAULT_STS)
-    retrieval: list[str] = list(DEFAULT_RETRIEVAL)
-    index: str = "flat"  # flat | hnsw | sq8 | ivfpq | any FAISS factory string
-    flat_backend: Literal["torch", "faiss"] = "torch"
-    precisions: list[str] = ["float32"]  # + float16, int8, binary, binary+rescore: one point per (cell, precision)
-    funnels: list[str] | None = None  # funnel retrieval: L1:d1[:p1]/K/L2:d2 each, or ["auto"] (see evaluation.funnel)
-    k: int = 1000
-    bm25: bool = True
-    normalize: bool | None = None  # re-normalise truncated vectors (default: as the model does)
-    # prompts: by default each dataset's texts get the model's prompt that MTEB selects for the task (see
-    # encoders.prompts); prompt_name replaces that choice on every side ("none": no prompt), query_prompt /
-    # doc_prompt are literal texts for retrieval queries / documents
-    prompt_name: str | None = None
-    query_prompt: str | None = None
-    doc_prompt: str | None = None
-    trust_remote_code: bool = False  # load a model whose repository ships its own code
-    latency_samples: int = 100
-    latency_texts: int = 32  # real texts timed per layer for the measured encode cost (0 = skip); one batch
-    limit_queries: int | None = None  # smoke test: queries (STS: pairs) kept per dataset, seeded
-    limit_corpus: int | None = None  # smoke test: documents kept (every judged one of the kept queries first)
-    data_root: str | None = None
-    out: str = "results"
-    cache_dir: str | None = None  # default <out>/_cache
-    batch_size: int = 64  # texts per batch; with max_tokens_per_batch, the cap
-    max_tokens_per_batch: int | None = None  # batches by a token budget instead of a fixed count
-    max_length: int | None = None
-    pooling: str | None = None
-    device: str | None = None
-    backend: Literal["torch", "onnx"] = "torch"  # onnx: onnxruntime on the CPU, same numbers to ~1e-6
-    seed: int = 0
-    recompute: bool = False
-    show_progress: bool = True
-    # scale: where the work runs and what the embedding store keeps (see elasticir.distributed / encoders.store)
-    executor: Literal["local", "ray"] = "local"
-    ray_address: str | None = None  # join this Ray cluster (else $RAY_ADDRESS, else start a local one)
-    workers: int | None = None  # Ray encoding actors (default: one per GPU of the cluster, else one per CPU)
-    shard: str | None = None  # "i/n": encode shard i of n of every corpus and exit (SLURM arrays; no Ray)
-    store_dtype: Literal["float32", "float16"] = "float32"  # float16 halves the store's disk
-    baseline: str | None = None  # a baseline SPEC (run dir, train-separate folder, YAML), evaluated after the run
-
-    @field_validator("precisions")
-    @classmethod
-    def _float32_first(cls, value: list[str]) -> list[str]:
-        """float32 is always evaluated, first: the reference every grid table, figure and comparison reads."""
-        if not value or len(set(value)) != len(value):
-            return value  # empty or with a duplicate: check_precisions refuses it, one rule for every precision
-        return ["float32"] + [p for p in value if p != "float32"]
-
-    @property
-    def cache(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir else Path(self.out) / "_cache"
 
 
 @dataclass
@@ -345,22 +280,10 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
                       f"{list(grid.dims)}); the diagonal shows the other {len(pairs) - len(outside)}. Add the "
                       "dims with --dims to evaluate them.", soft_wrap=True, highlight=False, markup=False)
     info = encoder.info
-    numeric = {  # what changes the numbers; datasets and output paths do not
+    numeric = config.numeric({  # what the loaded model and the grid resolved; the config adds its parts' shares
         "weights_sha256": info.weights_sha256, "pooling": info.pooling, "normalize": info.normalize,
         "max_length": info.max_length, "dtype": str(encoder.dtype), "layers": list(grid.layers),
-        "dims": list(grid.dims), "retrieval": {key: getattr(config, key) for key in
-                                               ("index", "flat_backend", "k", "normalize", "query_prompt", "doc_prompt")},
-    }
-    if config.prompt_name is not None:  # only then: runs with the MTEB-selected prompts keep their run ids
-        numeric["prompt_name"] = config.prompt_name
-    if config.store_dtype != "float32":  # only then: float32 runs keep their run ids
-        numeric["store_dtype"] = config.store_dtype
-    if config.precisions != ["float32"]:  # only then: float32-only runs keep their run ids
-        numeric["retrieval"]["precisions"] = list(config.precisions)
-    if config.funnels:
-        numeric["retrieval"]["funnels"] = list(config.funnels)
-    if subset := describe(config.limit_queries, config.limit_corpus, config.seed):
-        numeric["subset"] = subset  # only then: full runs keep their run ids
+        "dims": list(grid.dims)})
     return grid, pairs, numeric
 
 
@@ -554,7 +477,7 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome 
     `--shard i/n`, which only encodes its shard)."""
     started = time.perf_counter()
     seed_everything(config.seed)
-    check_run_config(config)
+    check(config)
     check_precisions(config.precisions)
     check_funnel_flags(config.funnels)
     jobs = locate_datasets(config)

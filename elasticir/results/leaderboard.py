@@ -331,7 +331,7 @@ def render_leaderboards(paths: Iterable[str | Path] | None = None, *, page: bool
 
 def write_leaderboards(paths: Iterable[str | Path] | None, out_dir: str | Path) -> tuple[Path, Path]:
     """Write leaderboard.md and leaderboard.html into out_dir."""
-    from elasticir.checks import check_output_dir
+    from elasticir.config import check_output_dir
 
     out_dir = Path(out_dir)
     blocker = next((p for p in [out_dir, *out_dir.parents] if p.exists() and not p.is_dir()), None)

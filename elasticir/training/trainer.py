@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
 from elasticir.cells import Cell, validate_cells
-from elasticir.checks import check_device, check_positive
+from elasticir.config import check_device, check_positive
 from elasticir.encoders import (
     DEFAULT_MODEL,
     load_sentence_transformer,
