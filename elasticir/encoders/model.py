@@ -11,6 +11,7 @@ its layer-wise training (AdaptiveLayerLoss) computes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,9 @@ import torch
 from elasticir.cells import Cell, validate_cells, validate_dim
 from elasticir.encoders import batching, stack, tokens, varlen
 from elasticir.encoders.onnx import OnnxLayers, check_backend
+from elasticir.encoders.precision import EncoderPrecision
+from elasticir.encoders.precision import name_of as precision_name_of
+from elasticir.encoders.precision import resolve as resolve_precision
 from elasticir.encoders.stack import (  # noqa: F401 - re-exported: the package's public names
     ModuleStack,
     StopForward,
@@ -181,6 +185,7 @@ class ElasticEncoder:
         backend: str = "torch",
         onnx_cache: str | Path | None = None,
         trust_remote_code: bool = False,
+        precision: str | None = None,
     ) -> None:
         """`pooling` replaces the Pooling module's mode (any of sentence-transformers'); `normalize` overrides
         whether truncated prefixes are re-normalised for scoring (default: when the model's similarity is
@@ -189,11 +194,18 @@ class ElasticEncoder:
         which ran and why. `max_tokens_per_batch`: encode in batches of at most this many tokens (padded tokens
         when padded) instead of a fixed count; the count passed to `encode` stays a cap. `backend`: "torch", or
         "onnx" (onnxruntime on the CPU, the graph cached under `onnx_cache`; see encoders.onnx).
-        `trust_remote_code`: load a model whose repository ships its own code."""
+        `trust_remote_code`: load a model whose repository ships its own code. `precision`: float32, bfloat16,
+        float16 or int8 (see encoders.precision; int8 runs the quantized ONNX graph whatever `backend` says);
+        default: the device's dtype (`dtype`, else float32 on the CPU and bfloat16 on CUDA)."""
         folder, revision = resolve_model_path(model)
-        cpu_only = backend == "onnx"  # the ONNX backend is a CPU one: no device given means the CPU there
+        cpu_only = backend == "onnx" or precision == "int8"  # CPU runtimes: no device given means the CPU there
         self.device = torch.device(device) if device is not None else torch.device("cpu") if cpu_only else default_device()
-        self.dtype = dtype or default_dtype(self.device)
+        if precision is None:
+            self.dtype = dtype or default_dtype(self.device)
+            self.precision = EncoderPrecision(precision_name_of(self.dtype), self.dtype)
+        else:
+            self.precision = resolve_precision(precision, self.device)
+            self.dtype, backend = self.precision.weights, self.precision.backend or backend
         self.trust_remote_code, self.pooling_override = trust_remote_code, pooling
         self.st = stack.load_sentence_transformer(folder, device=self.device, dtype=self.dtype,
                                                   trust_remote_code=trust_remote_code)
@@ -231,7 +243,7 @@ class ElasticEncoder:
             raise ElasticIRError(f"--backend onnx pools mean or CLS over all tokens; this model's stack pools "
                                  f"{self.stack.pooling_described}; use --backend torch")
         self.backend = backend  # how a padded batch runs: the torch pass, or onnxruntime on the cut graph
-        self._onnx = OnnxLayers(self, onnx_cache) if backend == "onnx" else None
+        self._onnx = OnnxLayers(self, onnx_cache, quantize=self.precision.quantized) if backend == "onnx" else None
         self.packed, self.attention_note = self._choose_attention(attention)
         if self._onnx and self.packed:
             raise ElasticIRError("--backend onnx runs padded batches only; use attention 'padded' or 'auto'")
@@ -351,6 +363,18 @@ class ElasticEncoder:
                        packed: bool | None = None, features: dict | None = None) -> torch.Tensor:
         """[layers, batch, width] float32 on the device for one batch of token ids, padded (on the tokenizer's
         padding side, as sentence-transformers pads) or packed."""
+        with self._autocast():
+            return self._forward_batch_run(sequences, layers, packed, features)
+
+    def _autocast(self):
+        """torch.autocast for a precision that runs its matrix multiplies below the weights' dtype (bfloat16 on
+        the CPU), else nothing."""
+        if self.precision.autocast is None or self._onnx:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.precision.autocast)
+
+    def _forward_batch_run(self, sequences, layers: Sequence[int], packed: bool | None,
+                           features: dict | None) -> torch.Tensor:
         if self.packed if packed is None else packed:
             pooled = self.forward_packed(batching.to_device(batching.pack(sequences), self.device), layers)
         else:

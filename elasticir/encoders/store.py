@@ -51,8 +51,10 @@ def store_key(encoder: ElasticEncoder, ids: Sequence[str], texts: Sequence[str],
     head = ["|".join(info.head)] if info.head else []
     # "output": the rows are the model's output embedding (after every module, Normalize included); stores
     # written before held the pooled vector, so they are not reused
+    # a precision whose vectors the dtype does not tell apart (CPU autocast, int8) adds its tag: float32 keys stay
+    tag = [encoder.precision.tag] if encoder.precision.tag else []
     for part in ("output", info.weights_sha256, info.pooling, str(info.max_length), prompt, str(encoder.dtype), dtype,
-                 *head):
+                 *head, *tag):
         digest.update(part.encode() + b"\0")
     for doc_id, text in zip(ids, texts):
         digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
