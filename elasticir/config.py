@@ -154,11 +154,31 @@ class EncodeConfig(Grouped):
                                      "(refused by default).")
     latency_texts: int = option(32, "Texts timed per layer for the measured encode cost, one batch "
                                 "(default 32; 0 = skip the probe; --smoke: 0).", ge=0)
+    encoder_precisions: list[str] | None = option(
+        None, "Encoder precisions, comma list of float32 (the reference, always evaluated first), bfloat16 (GPU, "
+        "or a CPU with AVX512-BF16 / AMX: autocast), float16 (GPU), int8 (CPU: ONNX Runtime dynamic "
+        "quantization); one point per (layer, dim, encoder precision), each against float32. Default: the "
+        "device's own (float32 on the CPU, bfloat16 on a GPU).")
+
+    @field_validator("encoder_precisions")
+    @classmethod
+    def _reference_first(cls, value: list[str] | None) -> list[str] | None:
+        """Known names, none twice, float32 first: the reference every difference is taken against."""
+        if value is None:
+            return None
+        from elasticir.encoders.precision import check_precisions
+
+        check_precisions(value)
+        return ["float32"] + [p for p in value if p != "float32"]
 
     def numeric(self) -> dict:
         """Its share of the run id: a prompt name only when given, so runs with the MTEB-selected prompts keep
-        their ids (model settings enter through the loaded model, which the runner records)."""
-        return {"prompt_name": self.prompt_name} if self.prompt_name is not None else {}
+        their ids (model settings enter through the loaded model, which the runner records); the encoder
+        precisions only when there is more than the reference (its dtype is recorded with the model)."""
+        part = {"prompt_name": self.prompt_name} if self.prompt_name is not None else {}
+        if self.encoder_precisions and len(self.encoder_precisions) > 1:
+            part["encoder_precisions"] = list(self.encoder_precisions)
+        return part
 
 
 class GridConfig(Grouped):
@@ -325,6 +345,15 @@ class RunConfig(Grouped):
         "latency_samples", "latency_texts", "limit_queries", "limit_corpus", "data_root", "out", "cache_dir",
         "batch_size", "max_tokens_per_batch", "max_length", "pooling", "device", "backend", "seed", "recompute",
         "show_progress", "executor", "ray_address", "workers", "shard", "store_dtype", "baseline")
+
+    @model_validator(mode="after")
+    def _one_encoder_per_shard(self) -> RunConfig:
+        """`--shard` encodes the stores of one encoder; the other encoder precisions' stores are encoded by the
+        plain command."""
+        if self.shard is not None and self.encoder_precisions and len(self.encoder_precisions) > 1:
+            raise ElasticIRError("--shard encodes the reference encoder's stores only; leave --encoder-precisions "
+                                 "out of the shard jobs (the plain command with it encodes the other precisions)")
+        return self
 
     @property
     def cache(self) -> Path:

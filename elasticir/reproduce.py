@@ -96,10 +96,15 @@ def compare_leaderboards(recorded: Leaderboard, reproduced: Leaderboard, *, tole
         """A quantised point's metrics carry its precision in their names, so a difference says which point."""
         return metrics if metrics is None or precision is None else {f"{precision} {m}": v for m, v in metrics.items()}
 
-    new_cells = {(c.dataset, c.layer, c.dim, c.precision): c.metrics for c in reproduced.results}
+    def point(cell) -> str | None:
+        """The point's precisions beyond the cell: the index's (as before) and the encoder's, when not the reference."""
+        encoder = f"encoder {cell.encoder_precision}" if cell.encoder_precision not in (None, "float32") else None
+        return " ".join(p for p in (encoder, cell.precision) if p) or None
+
+    new_cells = {(c.dataset, c.layer, c.dim, point(c)): c.metrics for c in reproduced.results}
     for cell in recorded.results:
-        compare("metric", cell.dataset, cell.layer, cell.dim, named(cell.precision, cell.metrics),
-                named(cell.precision, new_cells.pop((cell.dataset, cell.layer, cell.dim, cell.precision), None)))
+        compare("metric", cell.dataset, cell.layer, cell.dim, named(point(cell), cell.metrics),
+                named(point(cell), new_cells.pop((cell.dataset, cell.layer, cell.dim, point(cell)), None)))
     for (dataset, layer, dim, precision) in sorted(new_cells, key=str):
         diffs.append(Difference("extra", dataset, layer, dim, precision, None, "reproduced"))
     new_baselines = {(b.dataset, b.name): b.metrics for b in reproduced.baselines}

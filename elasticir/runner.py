@@ -8,6 +8,7 @@ is rebuilt from every finished part in the run directory; the leaderboard is wri
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -51,6 +52,7 @@ console = Console(stderr=True)
 
 MAIN_METRIC = {"sts": "spearman", "retrieval": "nDCG@10"}
 COST_COLUMNS = ("index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms")
+POINT_COLUMNS = ("backend", "precision", "encoder_precision")  # what names a point, not a metric
 
 
 @dataclass
@@ -324,10 +326,53 @@ def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeri
     return False
 
 
+ENCODER_POINTS_FOLDER = "encoder-{}"  # inside a part folder: what an encoder precision other than the reference wrote
+
+
+def precision_encoder(encoder: ElasticEncoder, name: str, config: RunConfig) -> ElasticEncoder:
+    """The run's model at encoder precision `name`: the reference encoder itself, or a second encoder of the same
+    model and settings made once per run (held by the reference encoder, which lives as long as the run)."""
+    if name == encoder.precision.name:
+        return encoder
+    variants = encoder.__dict__.setdefault("precision_variants", {})
+    if name not in variants:
+        stage(f"loading model {config.model} at encoder precision {name}")
+        variants[name] = ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
+                                        device=config.device, max_tokens_per_batch=config.max_tokens_per_batch,
+                                        backend=config.backend, onnx_cache=config.cache / "onnx",
+                                        trust_remote_code=config.trust_remote_code, precision=name)
+    return variants[name]
+
+
+def evaluate_encoder_points(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunConfig, part_dir: Path,
+                            executor: Executor) -> Part:
+    """The part at the reference encoder precision and, with --encoder-precisions, at every other one: the same
+    grid (and index precisions) evaluated from that encoder's own store, its files in a folder of their own, its
+    cells marked by an `encoder_precision` column. BM25 and funnels run once, at the reference."""
+    evaluate = EVALUATORS[job.task]
+    part = evaluate(encoder, job.spec, job.path, grid, config, part_dir, job.prompts, executor)
+    extra = (config.encoder_precisions or [])[1:]
+    if not extra:
+        return part
+    cells = [part.cells.assign(encoder_precision=config.encoder_precisions[0])]
+    points_config = config.model_copy(update={"bm25": False, "funnels": None})
+    for name in extra:
+        variant = precision_encoder(encoder, name, config)
+        folder = part_dir / ENCODER_POINTS_FOLDER.format(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        stage(f"{job.task} {job.name}: the grid at encoder precision {name}")
+        with executor_for(config, variant) if config.executor == "ray" else contextlib.nullcontext(executor) as ex:
+            point = evaluate(variant, job.spec, job.path, grid, points_config, folder, job.prompts, ex)
+        cells.append(point.cells.assign(encoder_precision=name))
+        part.timings.update({f"{stage_name} [{name}]": s for stage_name, s in point.timings.items()})
+        part.notes.extend(note for note in point.notes if note not in part.notes)
+    part.cells = pd.concat(cells, ignore_index=True)
+    return part
+
+
 def _evaluate_part(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunConfig, store: RunStore,
                    key: str, executor: Executor) -> None:
-    part = EVALUATORS[job.task](encoder, job.spec, job.path, grid, config, store.dir / job.task / job.name,
-                                job.prompts, executor)
+    part = evaluate_encoder_points(job, encoder, grid, config, store.dir / job.task / job.name, executor)
     cells = part.cells
     cells.insert(0, "dataset", job.name)
     files = [file_checksum(p) for p in part.files]
@@ -403,9 +448,14 @@ def measure_encode_latency(config: RunConfig, jobs: list[Job], encoder: ElasticE
     stage(f"encode latency probe: {config.latency_texts} texts of {job.name} per layer (--latency-texts 0 skips it)")
     texts = (load_sts(job.path).sentence1[: config.latency_texts] if job.task == "sts"
              else first_documents(job.files[0], config.latency_texts))  # not the whole corpus: MS MARCO is 8.8M
-    latency = layer_encode_latency(encoder, texts, grid.layers)
+    names = config.encoder_precisions or [encoder.precision.name]
+    encoders = {name: precision_encoder(encoder, name, config) for name in names}
+    latency = layer_encode_latency(encoders, texts, grid.layers)
+    if len(names) == 1:
+        latency = [{k: v for k, v in record.items() if k != "encoder_precision"} for record in latency]
     note = (f"encode latency per layer measured on the first {len(texts)} "
-            f"texts of {job.name} ({latency[0]['device']})")
+            f"texts of {job.name} ({latency[0]['device']})"
+            + (f", encoder precisions {', '.join(names)} timed side by side" if len(names) > 1 else ""))
     timing = {"dataset": job.name, "stage": "encode_latency_probe", "seconds": time.perf_counter() - started}
     return latency, [note], [timing]
 
@@ -418,9 +468,10 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
     results = [
         {"dataset": row["dataset"], "layer": int(row["layer"]), "dim": int(row["dim"]),
          **({"precision": row["precision"]} if isinstance(row.get("precision"), str) else {}),
+         **({"encoder_precision": row["encoder_precision"]} if isinstance(row.get("encoder_precision"), str)
+            else {}),
          "metrics": {m: float(row[m]) for m in table.columns
-                     if m not in keys and m not in COST_COLUMNS and m not in ("backend", "precision")
-                     and pd.notna(row[m])},
+                     if m not in keys and m not in COST_COLUMNS and m not in POINT_COLUMNS and pd.notna(row[m])},
          "costs": {c: float(row[c]) for c in COST_COLUMNS if c in row and pd.notna(row[c])}}
         for row in table.to_dict("records")
     ]
@@ -488,7 +539,10 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome 
     encoder = encoder or ElasticEncoder(config.model, pooling=config.pooling, max_length=config.max_length,
                                         device=config.device, max_tokens_per_batch=config.max_tokens_per_batch,
                                         backend=config.backend, onnx_cache=config.cache / "onnx",
-                                        trust_remote_code=config.trust_remote_code)
+                                        trust_remote_code=config.trust_remote_code,
+                                        precision=(config.encoder_precisions or [None])[0])
+    for name in (config.encoder_precisions or [])[1:]:  # each loads (and is checked) before any encoding
+        precision_encoder(encoder, name, config)
     job_prompts(jobs, config, encoder)
     check_similarity(jobs, encoder)
     config = widen_dims(config, spec, encoder)  # the elastic grid covers the baseline's cells

@@ -22,6 +22,9 @@ def print_outcome(outcome, out: Console = STDOUT) -> None:
     for dataset in board.datasets:
         metric = board.main_metric[dataset.task]
         cells = outcome.cells[outcome.cells.dataset == dataset.name]
+        if "encoder_precision" in cells:  # the tables show the reference encoder; its other points below
+            print_encoder_precisions(board, cells, metric, out)
+            cells = cells[cells.encoder_precision.fillna("float32") == "float32"]
         points = cells
         if "precision" in cells:  # the table shows the float32 points; every point is in cells.csv
             cells = cells[cells.precision.fillna("float32") == "float32"]
@@ -84,3 +87,22 @@ def print_ann_costs(board, cells, out: Console = STDOUT) -> None:
             continue
         out.print(f"  {Cell(row['layer'], row['dim'])} {board.config['index']}: {row['search_qps']:.0f} QPS, "
                   f"p50 {row.get('latency_p50_ms', float('nan')):.2f} ms")
+
+
+def print_encoder_precisions(board, points, metric: str, out: Console = STDOUT) -> None:
+    """Per encoder precision other than float32: the diagonal and the full cell against float32, and the full
+    model's measured encode speed against float32's (the probe times them side by side)."""
+    if "precision" in points:
+        points = points[points.precision.fillna("float32") == "float32"]
+    by_point = points.assign(encoder_precision=points.encoder_precision.fillna("float32")).set_index(
+        ["layer", "dim", "encoder_precision"])
+    shown = [Cell(*p) for p in board.grid.pairs] + [Cell(board.model.num_layers, board.model.hidden_size)]
+    speed = {(r.encoder_precision, r.layer): r.tokens_per_s for r in board.encode_latency}
+    full = board.model.num_layers
+    for precision in [p for p in dict.fromkeys(by_point.index.get_level_values(2)) if p != "float32"]:
+        values = [f"{cell} {by_point.loc[(*cell, precision), metric]:.4f} "
+                  f"({by_point.loc[(*cell, precision), metric] - by_point.loc[(*cell, 'float32'), metric]:+.4f})"
+                  for cell in dict.fromkeys(shown) if (*cell, precision) in by_point.index]
+        ratio = (f"; encode x{speed[(precision, full)] / speed[('float32', full)]:.2f} the float32 speed"
+                 if (precision, full) in speed and ("float32", full) in speed else "")
+        out.print(f"  encoder {precision} {metric} (vs float32): " + "; ".join(values) + ratio)

@@ -99,6 +99,7 @@ class CellResult(_Strict):
     layer: int
     dim: int
     precision: str | None = None  # retrieval with --precisions: float32, float16, int8, binary, binary+rescore
+    encoder_precision: str | None = None  # with --encoder-precisions: float32 (the reference), bfloat16, int8, ...
     metrics: dict[str, float]
     costs: dict[str, float] = {}  # index bytes, build seconds, search throughput, latency
     member: MemberRecord | None = None  # in a baseline grid: the model this cell comes from
@@ -146,6 +147,7 @@ class EncodeLatency(_Strict):
     texts: int
     tokens: int
     device: str
+    encoder_precision: str | None = None  # with --encoder-precisions: each precision timed side by side
 
 
 class MachineRecord(_Strict):
