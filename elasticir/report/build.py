@@ -25,6 +25,7 @@ from elasticir.encoders.cost import EncoderShape, cell_costs, encode_flops_per_t
 from elasticir.errors import ElasticIRError
 from elasticir.evaluation.significance import compare_mean, compare_runs, describe
 from elasticir.report import figures, tables
+from elasticir.report.check import write_check_section
 from elasticir.report.funnels import write_funnel_section
 from elasticir.report.precision import write_precision_facet
 from elasticir.report.rundir import RunData, load_run, unique_labels
@@ -215,6 +216,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
         raise ElasticIRError(f"cost must be one of {', '.join(COSTS)}; got {cost!r}")
     report = _open_report(run_dir, baseline_dir, extra_runs, Path(out_dir), alpha)
     _write_header(report)
+    write_check_section(report.run, report.writer)  # published references for this model
     _compare_with_baseline(report, test=test, n_resamples=n_resamples, seed=seed)
     _write_heatmaps(report)
     write_precision_facet(report.run, report.writer, report.fig_dir, report.tag)  # only runs with --precisions
