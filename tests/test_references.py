@@ -126,3 +126,29 @@ def test_fresh_minilm_run_on_stsbenchmark_matches_mteb(shared_data, tmp_path):
     result = CliRunner().invoke(app, ["check", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "mteb: 2 matches" in result.output
+
+
+def test_the_sections_list_compared_references_and_count_the_rest(references):
+    from elasticir.report.check import markdown_section
+    from elasticir.results.references import references_html
+
+    board = load_leaderboard(MINILM)
+    text = markdown_section(check_board(board, references))
+    assert text.startswith("## Published references") and "mteb: 7 matches, 33 not run" in text
+    assert text.count("| matches |") == 10 and "| not run |" not in text
+    html = "\n".join(references_html([board], ["MiniLM"]))
+    assert "<h3>MiniLM: mteb: 7 matches" in html and html.count("<td>matches</td>") == 10
+
+
+@pytest.mark.slow
+def test_report_and_leaderboard_page_carry_the_check(tmp_path):
+    from elasticir.report.build import write_report
+    from elasticir.results.leaderboard import render_leaderboards
+
+    _, page = render_leaderboards([MINILM])
+    assert "<h2>Published references</h2>" in page and "mteb: 7 matches, 33 not run" in page
+    write_report(MINILM, tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Published references" in text and "| matches | mteb | sentence-transformers/all-MiniLM-L6-v2 " \
+        "stsbenchmark/test L6 d384 spearman | 0.8203 | 0.8203 |" in text
+    assert "## Anomalies" in text and "| scifact | L6 d384 | below-bm25 |" in text

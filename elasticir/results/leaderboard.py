@@ -285,7 +285,8 @@ def heatmap_png(board: Leaderboard, dataset: str, metric: str, title: str) -> by
     frame = pd.Series(values).unstack().sort_index().sort_index(axis=1)
     with tempfile.TemporaryDirectory() as folder:
         (png,) = figures.heatmap(frame, Path(folder) / "heatmap", title=title, colorbar_label=metric,
-                                 pairs=[tuple(p) for p in board.grid.pairs], formats=("png",))
+                                 pairs=[tuple(p) for p in board.grid.pairs], formats=("png",),
+                                 marks=[(a.layer, a.dim) for a in board.anomalies if a.dataset == dataset])
         return png.read_bytes()
 
 

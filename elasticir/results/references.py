@@ -222,7 +222,7 @@ def references_html(boards: list[Leaderboard], labels: list[str], e=None) -> lis
         if compared:
             parts.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in ROW_HEADER[:-1])
                          + "</tr></thead><tbody>")
-            parts += ["<tr>" + "".join(f'<td class="{"num" if 3 <= j <= 5 else ""}">{e(c)}</td>'
+            parts += ["<tr>" + "".join(f'<td class="num">{e(c)}</td>' if 3 <= j <= 5 else f"<td>{e(c)}</td>"
                                        for j, c in enumerate(row[:-1])) + "</tr>" for row in compared]
             parts.append("</tbody></table>")
     return parts
