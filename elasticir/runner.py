@@ -529,6 +529,8 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
 
     # flags read the parts' per-query files already on disk; they never change a number
     leaderboard.anomalies = [AnomalyRecord(**a.as_dict()) for a in find_anomalies(RunData(store.dir, leaderboard, table))]
+    if leaderboard.anomalies:
+        stage(f"{len(leaderboard.anomalies)} anomaly flag(s) in leaderboard.json (numbers unchanged; see report)")
     atomic_write(store.dir / "leaderboard.json", leaderboard.model_dump_json(indent=2))
     return leaderboard
 

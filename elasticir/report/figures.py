@@ -145,9 +145,11 @@ def heatmap(grid: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str, 
         bar.set_label(colorbar_label)
         bar.ax.tick_params(labelsize=6)
         ax.set_title(title)
-        if note or outlined:
+        flagged = any(layer in layers and dim in dims for layer, dim in marks)
+        if note or outlined or flagged:
             text = (note + " " if note else "") + ("Outlined: pair-list (diagonal) cells." if outlined else "")
-            _text_below(fig, ax, _wrap(text, int(width * 17)))
+            text += " !: flagged anomaly (values unchanged)." if flagged else ""
+            _text_below(fig, ax, _wrap(text.strip(), int(width * 17)))
         return save(fig, stem, formats)
 
 
