@@ -181,6 +181,22 @@ def leaderboard_command(
     out.print(f"wrote {md_path} and {html_path}")
 
 
+@app.command("check")
+@friendly_errors
+def check_command(
+    target: Annotated[Path, typer.Argument(help="A run directory or leaderboard.json.")],
+    references: Annotated[Path | None, typer.Option(help="A references YAML file or a folder of them "
+                                                    "(default: the repository's references/).")] = None,
+) -> None:
+    """Compare every cell that has a published number with it: matches / differs / not run (exit 1 on differs)."""
+    from elasticir.report.check import check_results, format_check
+
+    results = check_results(target, references)
+    typer.echo(format_check(results), nl=False)
+    if any(r.status == "differs" for r in results):
+        raise typer.Exit(1)
+
+
 @app.command("reproduce")
 @friendly_errors
 def reproduce_command(

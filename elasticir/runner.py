@@ -446,6 +446,14 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
     )
     stage(f"writing {store.dir / 'leaderboard.json'}")
     store.write_table("cells.csv", table)
+    from elasticir.report.anomalies import find_anomalies
+    from elasticir.report.rundir import RunData
+    from elasticir.results.schema import AnomalyRecord
+
+    # flags read the parts' per-query files already on disk; they never change a number
+    leaderboard.anomalies = [AnomalyRecord(**a.as_dict()) for a in find_anomalies(RunData(store.dir, leaderboard, table))]
+    if leaderboard.anomalies:
+        stage(f"{len(leaderboard.anomalies)} anomaly flag(s) in leaderboard.json (numbers unchanged; see report)")
     atomic_write(store.dir / "leaderboard.json", leaderboard.model_dump_json(indent=2))
     return leaderboard
 

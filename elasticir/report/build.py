@@ -25,6 +25,8 @@ from elasticir.encoders.cost import EncoderShape, cell_costs, encode_flops_per_t
 from elasticir.errors import ElasticIRError
 from elasticir.evaluation.significance import compare_mean, compare_runs, describe
 from elasticir.report import figures, tables
+from elasticir.report.anomalies import marks_for, write_anomaly_section
+from elasticir.report.check import write_check_section
 from elasticir.report.funnels import write_funnel_section
 from elasticir.report.precision import write_precision_facet
 from elasticir.report.rundir import RunData, load_run, unique_labels
@@ -215,6 +217,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
         raise ElasticIRError(f"cost must be one of {', '.join(COSTS)}; got {cost!r}")
     report = _open_report(run_dir, baseline_dir, extra_runs, Path(out_dir), alpha)
     _write_header(report)
+    write_check_section(report.run, report.writer)  # published references for this model
     _compare_with_baseline(report, test=test, n_resamples=n_resamples, seed=seed)
     _write_heatmaps(report)
     write_precision_facet(report.run, report.writer, report.fig_dir, report.tag)  # only runs with --precisions
@@ -296,11 +299,13 @@ def _compare_with_baseline(report: _Report, *, test: str, n_resamples: int, seed
 def _write_heatmaps(report: _Report) -> None:
     """One layer x dim heatmap per dataset, then the means over each task's datasets (and over all)."""
     run, writer = report.run, report.writer
+    flagged = write_anomaly_section(run, writer)  # marked "!" on the heatmaps, listed in report.md
     writer.text("## Layer x dim grids")
     for dataset in run.datasets:
         metric = run.metric(dataset)
         paths = figures.heatmap(run.grid(dataset), report.fig_dir / f"heatmap_{dataset}",
-                                title=f"{run.label}: {dataset}", colorbar_label=metric, pairs=run.pairs)
+                                title=f"{run.label}: {dataset}", colorbar_label=metric, pairs=run.pairs,
+                                marks=marks_for(flagged, dataset))
         writer.figure(paths, f"{run.label} on {dataset} ({run.tasks[dataset]}, {run.n_examples(dataset)} "
                              f"{'queries' if run.tasks[dataset] == 'retrieval' else 'pairs'}): {metric} of every "
                              f"cell (layer L runs the first L layers, d keeps the first d dims). Outlined: the "

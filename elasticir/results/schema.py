@@ -131,6 +131,16 @@ class FunnelResult(_Strict):
     selected: str = ""
 
 
+class AnomalyRecord(_Strict):
+    """A cell flagged after the run (elasticir.report.anomalies): kind and why; its numbers are unchanged."""
+
+    dataset: str
+    layer: int
+    dim: int
+    kind: str
+    detail: str
+
+
 class Timing(_Strict):
     dataset: str
     stage: str
@@ -170,6 +180,7 @@ class Leaderboard(_Strict):
     funnels: list[FunnelResult] = []  # funnel retrieval (eval funnel / funnels in the config); older files: none
     encode_latency: list[EncodeLatency] = []
     notes: list[str] = []
+    anomalies: list[AnomalyRecord] = []  # flagged cells (order breaks, NaN, near chance, ...); older files: none
     subset: dict[str, Any] | None = None  # smoke-test limits (queries, corpus, seed); None: the full datasets
     library_versions: dict[str, str]
     seed: int
