@@ -174,7 +174,7 @@ def _latencies(inputs: FunnelInputs, funnel: Funnel, index, full: Cell, full_ind
 
 
 def evaluate_group(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, full_index, samples: int,
-                   device: str, run_dir, explicit: set) -> list[dict]:
+                   device: str, part_dir, explicit: set) -> list[dict]:
     """The funnels sharing one stage-1 point: one stage-1 index and search (shortlists are prefixes of the
     deepest K), then per funnel stage 2, scoring, and latency interleaved with the full cell's."""
     first = funnels[0]
@@ -190,7 +190,7 @@ def evaluate_group(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, full
         scores, ids = rescore(docs2, q2, shortlist[:, : funnel.k], funnel.dim2, normalize=inputs.normalize,
                               tie_rank=inputs.tie_rank, keep=keep)
         stage2_s = time.perf_counter() - started
-        run_path = run_dir / f"{funnel.slug}.trec.gz" if funnel in explicit else None
+        run_path = part_dir.run_file(funnel.slug) if funnel in explicit else None
         aggregate, values = inputs.score(ids, scores, run_path, f"elasticir-{funnel.slug}")
 
         times, full_times = _latencies(inputs, funnel, index, full, full_index, samples)
@@ -207,7 +207,7 @@ def evaluate_group(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, full
 
 
 def evaluate_funnels(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, *, encode_flops, samples: int,
-                     device: str, run_dir, metric: str, explicit_funnels=(), show_progress: bool = True,
+                     device: str, part_dir, metric: str, explicit_funnels=(), show_progress: bool = True,
                      name: str = "funnel") -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per funnel (metrics, costs, ratios to the full cell, paired test) and the per-query values.
     Run files are written for the explicit funnels (an automatic search's hundreds would not be read)."""
@@ -219,7 +219,7 @@ def evaluate_funnels(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, *,
     key = lambda f: (f.layer1, f.dim1, f.precision1)  # the stage-1 point
     groups = [list(g) for _, g in groupby(sorted(funnels, key=key), key=key)]
     for group in progress(groups, desc=f"{name}: funnels per stage-1 point", unit="point", enabled=show_progress):
-        rows += evaluate_group(inputs, group, full, full_index, samples, device, run_dir, set(explicit_funnels))
+        rows += evaluate_group(inputs, group, full, full_index, samples, device, part_dir, set(explicit_funnels))
     per_query = [full_values.assign(funnel=f"full {full}")]
     for row in rows:
         per_query.append(row.pop("_values").assign(funnel=row["funnel"]))
@@ -298,10 +298,10 @@ def run_funnels(encoder, data, grid, config, part_dir, *, remove_self_hits: bool
     metric = "nDCG@10"
     table, per_query = evaluate_funnels(inputs, funnels, full, encode_flops=encode_flops,
                                         samples=config.latency_samples, device=str(encoder.device),
-                                        run_dir=part_dir / "runs", metric=metric, explicit_funnels=explicit,
+                                        part_dir=part_dir, metric=metric, explicit_funnels=explicit,
                                         show_progress=config.show_progress, name=name)
-    write_per_query(part_dir / "funnel_per_query.csv.gz", per_query)
-    atomic_write(part_dir / "funnels.csv", table.to_csv(index=False))
+    write_per_query(part_dir.funnel_per_query, per_query)
+    atomic_write(part_dir.funnels, table.to_csv(index=False))
     notes = [(f"{name}: {len(funnels)} funnels against the full cell {full} (stage 2 rescoring the shortlist; "
               f"encode FLOPs for {seq}-token queries, the mean test-query length; search multiply-adds N d1 + K d2, "
               "binary stage 1 as Hamming bit operations apart (selection and Pareto count 64 bits as one "

@@ -12,6 +12,7 @@ import os
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ir_measures
 import numpy as np
@@ -27,6 +28,9 @@ from elasticir.index.dense import tie_ranks
 from elasticir.index.quantized import build_index, precision_slug
 from elasticir.io import atomic_write
 from elasticir.progress import progress
+
+if TYPE_CHECKING:
+    from elasticir.results.store import PartFolder
 
 MEASURES = [nDCG @ 10, RR @ 10, R @ 100, R @ 1000]
 GRADED_EXTRA = [R(rel=2) @ 1000]  # TREC DL: recall counts grade >= 2 as relevant
@@ -70,7 +74,7 @@ def write_trec_run(path: Path, run: dict[str, dict[str, float]], tag: str) -> No
 
 
 def evaluate_retrieval(
-    encoder: ElasticEncoder, data: RetrievalData, grid: Grid, *, part_dir: Path, cache_dir: Path,
+    encoder: ElasticEncoder, data: RetrievalData, grid: Grid, *, part_dir: PartFolder, cache_dir: Path,
     remove_self_hits: bool = False, index: str = "flat", flat_backend: str = "torch", k: int = 1000,
     normalize: bool | None = None, query_prompt: str | None = None, doc_prompt: str | None = None,
     batch_size: int = 64, latency_samples: int = 100, show_progress: bool = True, name: str = "retrieval",
@@ -117,7 +121,7 @@ def evaluate_retrieval(
 
 
 def _search_locally(docs: EmbeddingStore, queries: EmbeddingStore, grid: Grid, precisions, search: dict,
-                    context: tuple, part_dir: Path, timings: dict, *, show_progress: bool,
+                    context: tuple, part_dir: PartFolder, timings: dict, *, show_progress: bool,
                     desc: str) -> tuple[list[dict], list[pd.DataFrame]]:
     """Every (cell, precision) point in this process: searches in order, scoring overlapped in worker processes."""
     rows, per_query, pending = [], [], {}
@@ -129,7 +133,7 @@ def _search_locally(docs: EmbeddingStore, queries: EmbeddingStore, grid: Grid, p
             row, ids, scores = _search_cell(docs.layer(layer), queries.layer(layer), layer, dim, precision, **search)
             slug = Cell(layer, dim).slug + precision_slug(precision)
             pending[(layer, dim, precision)] = pool.submit(_score_cell, ids, scores,
-                                                           part_dir / "runs" / f"{slug}.trec.gz", f"elasticir-{slug}")
+                                                           part_dir.run_file(slug), f"elasticir-{slug}")
             timings["index"] += row["build_s"]
             timings["search"] += row.pop("search_s")
             rows.append(row | ({"precision": precision} if tuple(precisions) != ("float32",) else {}))
