@@ -9,7 +9,7 @@ import pytest
 
 import elasticir
 from elasticir.errors import ElasticIRError
-from elasticir.results.store import PartFolder, RunFolder
+from elasticir.results.store import RunFolder
 
 PACKAGE = Path(elasticir.__file__).parent
 OWNER = PACKAGE / "results" / "store.py"
@@ -89,3 +89,14 @@ def test_the_corpus_size_is_recorded_and_the_report_reads_it(tiny_encoder, toy_r
     assert _n_docs(loaded, "toyir") == 4  # read from the record, not inferred
     loaded.board.datasets[0] = record.model_copy(update={"n_docs": None})  # a leaderboard from before the field
     assert _n_docs(loaded, "toyir") == 5  # inferred from the flat index's bytes, as before
+
+
+def test_one_builder_makes_every_leaderboard():
+    """A model's run and a baseline grid are stamped and written by results.assemble alone: no other module
+    constructs a Leaderboard (loading and validating one is another matter)."""
+    builders = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Leaderboard":
+                builders.add(str(path.relative_to(PACKAGE)))
+    assert builders == {"results/assemble.py"}
