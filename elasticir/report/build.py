@@ -62,14 +62,18 @@ def _texts(run: RunData, dataset: str) -> list[str]:
 
 
 def _n_docs(run: RunData, dataset: str) -> int | None:
-    """Corpus size from the flat index bytes (4 d bytes per vector), else from the corpus file."""
+    """The corpus size the part recorded (documents searched, after any subset). Leaderboards written before it
+    was recorded lack it: for those only, it is inferred from a flat index's bytes (4 d bytes per vector; the
+    backend named in the table says which cells are flat), else counted in the corpus file."""
+    record = next(d for d in run.board.datasets if d.name == dataset)
+    if record.n_docs is not None:
+        return record.n_docs
     rows = run.table(dataset)
     if "index_bytes" in rows and "backend" in rows:
         flat = rows[rows.backend.astype(str).str.contains("torch|Flat", regex=True)]
         if len(flat):
             row = flat.iloc[0]
             return int(np.rint(row.index_bytes / (4 * row.dim)))
-    record = next(d for d in run.board.datasets if d.name == dataset)
     corpus = next((Path(f.path) for f in record.files if Path(f.path).name.startswith("corpus")), None)
     try:
         with open(corpus, "rb") as handle:

@@ -12,6 +12,7 @@ import pandas as pd
 from elasticir.cells import Cell, Grid
 from elasticir.errors import ElasticIRError
 from elasticir.results.schema import Leaderboard, check_table_values, load_leaderboard
+from elasticir.results.store import PartFolder, RunFolder
 
 
 def read_csv_any(path: Path) -> pd.DataFrame:
@@ -112,24 +113,21 @@ class RunData:
         return None
 
     # --- per-example files (for significance tests) -----------------------------------------------------------
-    def part_dir(self, dataset: str) -> Path:
-        return self.dir / self.tasks[dataset] / dataset
+    def part(self, dataset: str) -> PartFolder:
+        return RunFolder(self.dir).part(self.tasks[dataset], dataset)
 
-    def example_file(self, dataset: str, name: str, *, expected: bool = True) -> Path | None:
-        """A per-example file of a part (`name` under its folder), checked: None when the run did not keep it
+    def part_dir(self, dataset: str) -> Path:
+        return self.part(dataset).dir
+
+    def example_file(self, dataset: str, path: Path, *, expected: bool = True) -> Path | None:
+        """A per-example file of a part (`path`, one of its PartFolder's), checked: None when the run did not keep it
         (a published leaderboard JSON, or a file the part never wrote); an error when the part's finished mark
         records it (or, for a mark without a record, the part's folder exists and `expected`) but it is missing
         or changed, so a damaged part is not silently reported without its significance tests."""
-        import json
-
         from elasticir.io import file_checksum
 
-        path = self.part_dir(dataset) / name
-        mark = self.dir / self.tasks[dataset] / f"{dataset}.json"
-        try:
-            recorded = json.loads(mark.read_text()).get("files_sha256") if mark.is_file() else None
-        except (OSError, ValueError):
-            recorded = None
+        name = self.part(dataset).name_of(path)
+        recorded = RunFolder(self.dir).recorded_files(self.tasks[dataset], dataset)
         fix = (f"re-run the command that produced the {dataset} part into {self.dir.parent} (it recomputes the "
                "part), or report the leaderboard.json alone (no significance tests)")
         if isinstance(recorded, dict):
@@ -150,7 +148,7 @@ class RunData:
         """query_id x (layer, dim) table of one measure, or None when the run did not keep per-query values."""
         key = ("pq", dataset, measure)
         if key not in self._cache:
-            path = self.example_file(dataset, "per_query.csv.gz")
+            path = self.example_file(dataset, self.part(dataset).per_query)
             if path is None:
                 self._cache[key] = None
             else:
@@ -162,7 +160,7 @@ class RunData:
         return self._cache[key]
 
     def bm25_per_query(self, dataset: str, measure: str) -> pd.Series | None:
-        path = self.example_file(dataset, "bm25_per_query.csv.gz", expected=self.bm25(dataset) is not None)
+        path = self.example_file(dataset, self.part(dataset).bm25_per_query, expected=self.bm25(dataset) is not None)
         if path is None:
             return None
         frame = read_csv_any(path)
@@ -170,7 +168,7 @@ class RunData:
 
     def pair_scores(self, dataset: str) -> tuple[np.ndarray, np.ndarray, list[Cell]] | None:
         """(cosines [cells, pairs], gold [pairs], cells) of an STS dataset, or None when not kept."""
-        path = self.example_file(dataset, "pair_scores.npz")
+        path = self.example_file(dataset, self.part(dataset).pair_scores)
         if path is None:
             return None
         with np.load(path) as data:
@@ -192,8 +190,9 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunData:
         board = load_leaderboard(run_dir)
         run_dir, cells = run_dir.with_suffix(""), cells_from_leaderboard(board)  # no part files under it
     else:
-        board = load_leaderboard(run_dir / "leaderboard.json")
-        cells_path = run_dir / "cells.csv"
+        folder = RunFolder(run_dir)
+        board = load_leaderboard(folder.leaderboard)
+        cells_path = folder.cells
         if not cells_path.is_file():
             raise ElasticIRError(f"{run_dir}: no cells.csv; is this a finished elasticir run directory?")
         cells = pd.read_csv(cells_path)

@@ -92,6 +92,8 @@ class DatasetRecord(_Strict):
     # one (absent: no prompt anywhere)
     prompts: dict[str, PromptRecord] | None = None
     settings: dict[str, Any] | None = None  # what the command that produced this part ran (reproduce replays it)
+    # retrieval: the documents searched (after any subset); absent in leaderboards written before it was recorded
+    n_docs: int | None = None
 
 
 class CellResult(_Strict):

@@ -26,18 +26,13 @@ from elasticir.cells import Cell
 from elasticir.errors import ElasticIRError
 from elasticir.results.references import references_html
 from elasticir.results.schema import Leaderboard, load_leaderboard
+from elasticir.results.store import resolve_path
 
 MISSING = "–"
 DEFAULT_FOLDER = Path("leaderboards")
 
 
 # ----------------------------------------------------------------------------------------------- loading
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A leaderboard.json, or a run directory holding one."""
-    path = Path(path)
-    return path / "leaderboard.json" if path.is_dir() else path
 
 
 def default_files(folder: Path = DEFAULT_FOLDER) -> list[Path]:
@@ -279,7 +274,7 @@ def heatmap_png(board: Leaderboard, dataset: str, metric: str, title: str) -> by
     """A run's layer x dim heatmap of one dataset as PNG bytes (the report's own heatmap, PNG only)."""
     import pandas as pd
 
-    from elasticir.report import figures
+    from elasticir.report import figures  # matplotlib only when a page is rendered
 
     values = _values(board, dataset, metric)
     frame = pd.Series(values).unstack().sort_index().sort_index(axis=1)
