@@ -38,6 +38,7 @@ from elasticir.encoders import DEFAULT_MODEL
 from elasticir.report.build import write_report
 from elasticir.report.rundir import load_run
 from elasticir.results.portable import make_portable
+from elasticir.results.store import RunFolder
 from elasticir.runner import RunConfig, run
 from elasticir.training.trainer import TrainConfig, train, train_separate
 
@@ -154,7 +155,7 @@ def _publish(args, runs: dict, baseline: Path | None, report: list[Path], summar
     boards = target / "leaderboards"
     boards.mkdir(parents=True, exist_ok=True)
     for name, path in {**runs, **({"separate": baseline} if baseline else {})}.items():
-        board = make_portable(json.loads((path / "leaderboard.json").read_text()))  # no paths of this machine
+        board = make_portable(json.loads(RunFolder(path).leaderboard.read_text()))  # no paths of this machine
         (boards / f"{name}.json").write_text(json.dumps(board, indent=2))
     summary = {**summary, "settings": {**summary["settings"], "out": args.out.name, "cache_dir": None}}
     (target / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -64,6 +64,7 @@ from elasticir.evaluation.retrieval import (
 )
 from elasticir.evaluation.standalone import evaluate_retrieval
 from elasticir.index.dense import TIE_MARGIN, CellIndex, exact_search, order_hits, tie_ranks
+from elasticir.results.store import PartFolder
 
 TARGET = 1.2
 K = 1000
@@ -139,7 +140,7 @@ def encode_deepest(encoder, data, layer: int, batch_size: int, device: str) -> t
 def run_grid(encoder, data, grid, cache: Path, latency: int, batch_size: int, device: str):
     with tempfile.TemporaryDirectory(prefix="bench_part_") as part:
         wall, cpu, (table, _, timings) = timed(lambda: evaluate_retrieval(
-            encoder, data, grid, part_dir=Path(part), cache_dir=cache, latency_samples=latency,
+            encoder, data, grid, part_dir=PartFolder(Path(part)), cache_dir=cache, latency_samples=latency,
             batch_size=batch_size, show_progress=False, name="bench"), device)
     return wall, cpu, table, timings
 

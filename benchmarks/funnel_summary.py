@@ -38,7 +38,7 @@ def _pick(rows: pd.DataFrame, by: list[str]) -> dict | None:
 
 
 def dataset_summary(run, dataset: str) -> dict:
-    table = pd.read_csv(run.part_dir(dataset) / "funnels.csv")
+    table = pd.read_csv(run.part(dataset).funnels)
     full = table[table.selected == "full cell"].iloc[0]
     funnels = table[table.selected != "full cell"]
     funnels = funnels.assign(work=funnels.search_madds + funnels.hamming_bits / 64)  # as evaluation.funnel counts
@@ -71,7 +71,7 @@ def latency_ratios(runs: list[Path], dataset: str) -> dict[str, list[float]]:
     """funnel -> its latency ratio to the full cell in each latency run (side by side, interleaved per query)."""
     ratios: dict[str, list[float]] = {}
     for run_dir in runs:
-        table = pd.read_csv(load_run(run_dir).part_dir(dataset) / "funnels.csv")
+        table = pd.read_csv(load_run(run_dir).part(dataset).funnels)
         for row in table[table.selected != "full cell"].itertuples():
             ratios.setdefault(row.funnel, []).append(float(row.latency_ratio))
     return ratios

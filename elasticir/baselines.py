@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +29,11 @@ import pandas as pd
 
 from elasticir.cells import Cell, cell_range_error, default_dims
 from elasticir.errors import ElasticIRError
-from elasticir.io import atomic_write, provenance
+from elasticir.io import atomic_write
 from elasticir.progress import stage
+from elasticir.results.assemble import write_leaderboard
 from elasticir.results.schema import Leaderboard, load_leaderboard
-from elasticir.results.store import run_id
+from elasticir.results.store import RunFolder, run_id
 
 MANIFEST = "separate.json"
 
@@ -83,6 +83,10 @@ class Outcome:
     evaluated: list[str]
     reused: list[str]
 
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.dir)
+
 
 # --- parsing ----------------------------------------------------------------------------------------------------
 def parse_spec(spec: str | Path) -> Spec:
@@ -92,7 +96,7 @@ def parse_spec(spec: str | Path) -> Spec:
         return Spec(path, "run")
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         return _parse_yaml(path)
-    if path.is_dir() and (path / "leaderboard.json").is_file():
+    if path.is_dir() and RunFolder(path).is_run():
         return Spec(path, "run")
     if path.is_dir():
         return _parse_separate(path)
@@ -264,6 +268,26 @@ def _note(text: str) -> None:
 
 
 # --- evaluation -------------------------------------------------------------------------------------------------
+def run_with_baseline(config, encoder=None):
+    """runner.run, then the baseline `config.baseline` names, evaluated with the run's protocol on its grid.
+
+    The SPEC is parsed first (a broken one stops before any work) and the elastic grid is widened to the
+    baseline's cells once the model is known; the outcome's `baseline` is the assembled baseline directory."""
+    from elasticir.runner import run
+
+    spec = parse_spec(config.baseline) if config.baseline else None
+    widened = {}
+
+    def widen(config, encoder):
+        widened["config"] = widen_dims(config, spec, encoder)
+        return widened["config"]
+
+    outcome = run(config, encoder, widen=widen)
+    if outcome is not None and spec is not None:
+        outcome.baseline = evaluate(spec, widened["config"], list(outcome.leaderboard.grid.dims))
+    return outcome
+
+
 def evaluate(spec: Spec, config, dims: list[int] | None = None) -> Outcome:
     """Evaluate what is missing of every member with `config`'s protocol and assemble the baseline run directory.
 
@@ -313,23 +337,23 @@ def assemble(spec: Spec, members: list[Member], outcomes: dict, config) -> Path:
     identity = [(tuple(m.cell), tuple(m.source), boards[m.model].model.weights_sha256, boards[m.model].run_id)
                 for m in sorted(members, key=lambda m: m.cell)]
     combined = hashlib.sha256(json.dumps(identity).encode()).hexdigest()
-    directory = Path(config.out) / run_id(f"baseline-{spec.name}", {"members": identity})
+    folder = RunFolder(Path(config.out) / run_id(f"baseline-{spec.name}", {"members": identity}))
+    directory = folder.dir
     stage(f"baseline grid: assembling {len(members)} cells into {directory}")
     wanted = set(config.sts) | set(config.retrieval)  # a member folder may hold other datasets of earlier runs
     datasets = [d for d in first.datasets if d.name in wanted]
     for record in datasets:
         _check_same_data(record, boards, spec)
-        part = directory / record.task / record.name
-        part.mkdir(parents=True, exist_ok=True)
+        part = folder.part(record.task, record.name)
+        part.dir.mkdir(parents=True, exist_ok=True)
         if record.task == "sts":
             _assemble_pair_scores(members, outcomes, record.name, part)
         else:
             _assemble_per_query(members, outcomes, record.name, part)
     table, results = _assemble_cells(members, outcomes, boards, wanted)
-    atomic_write(directory / "cells.csv", table.to_csv(index=False))
     cells = sorted({m.cell for m in members})
-    board = Leaderboard(
-        created_at=datetime.now(UTC), run_id=directory.name,
+    write_leaderboard(
+        folder, table, run_id=directory.name,
         model={"name": spec.name, "path": str(spec.path), "hub_id": None, "revision": None,
                "weights_sha256": combined, "num_layers": max(c.layer for c in cells),
                "hidden_size": max(c.dim for c in cells), "pooling": first.model.pooling,
@@ -350,8 +374,7 @@ def assemble(spec: Spec, members: list[Member], outcomes: dict, config) -> Path:
                f"(sha256 {boards[m.model].model.weights_sha256[:12]}, {boards[m.model].model.num_layers} x "
                f"{boards[m.model].model.hidden_size}) at its cell {m.source}" for m in members],
         subset=first.subset, seed=config.seed,
-        timings=[t for b in boards.values() for t in b.timings if t.stage != "total"], **provenance())
-    atomic_write(directory / "leaderboard.json", board.model_dump_json(indent=2))
+        timings=[t for b in boards.values() for t in b.timings if t.stage != "total"])
     return directory
 
 
@@ -385,10 +408,10 @@ def _assemble_cells(members, outcomes, boards, wanted: set[str]) -> tuple[pd.Dat
     return table, results
 
 
-def _assemble_pair_scores(members, outcomes, dataset: str, part: Path) -> None:
+def _assemble_pair_scores(members, outcomes, dataset: str, part) -> None:
     cosines, gold = [], None
     for member in members:
-        path = outcomes[member.model].dir / "sts" / dataset / "pair_scores.npz"
+        path = outcomes[member.model].folder.part("sts", dataset).pair_scores
         with np.load(path) as data:
             cells = [tuple(int(v) for v in c) for c in data["cells"]]
             cosines.append(data["cosines"][cells.index(tuple(member.source))])
@@ -398,19 +421,19 @@ def _assemble_pair_scores(members, outcomes, dataset: str, part: Path) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, cosines=np.stack(cosines), gold=gold,
                         cells=np.array([tuple(m.cell) for m in members], dtype=np.int64))
-    atomic_write(part / "pair_scores.npz", buffer.getvalue())
+    atomic_write(part.pair_scores, buffer.getvalue())
 
 
-def _assemble_per_query(members, outcomes, dataset: str, part: Path) -> None:
+def _assemble_per_query(members, outcomes, dataset: str, part) -> None:
     from elasticir.report.rundir import read_csv_any
 
     frames = []
     for member in members:
-        frame = read_csv_any(outcomes[member.model].dir / "retrieval" / dataset / "per_query.csv.gz")
+        frame = read_csv_any(outcomes[member.model].folder.part("retrieval", dataset).per_query)
         frame = frame[(frame.layer == member.source.layer) & (frame.dim == member.source.dim)].copy()
         frame["layer"], frame["dim"] = member.cell.layer, member.cell.dim
         frames.append(frame)
-    atomic_write(part / "per_query.csv.gz", gzip.compress(pd.concat(frames).to_csv(index=False).encode()))
+    atomic_write(part.per_query, gzip.compress(pd.concat(frames).to_csv(index=False).encode()))
 
 
 # --- report and reproduce ---------------------------------------------------------------------------------------
@@ -422,7 +445,7 @@ def baseline_for_report(spec: str | Path, run_dir: str | Path) -> Path:
     parsed = parse_spec(spec)
     if parsed.kind == "run":
         return parsed.path
-    board = load_leaderboard(Path(run_dir) / "leaderboard.json")
+    board = load_leaderboard(RunFolder(run_dir).leaderboard)
     check_cells_fit(parsed, board.model.num_layers, board.model.hidden_size,
                     f"the run {run_dir} (layers {list(board.grid.layers)}, dims {list(board.grid.dims)})",
                     "re-run the elastic model with --layers/--dims covering the baseline's cells (or run it with "
@@ -430,10 +453,10 @@ def baseline_for_report(spec: str | Path, run_dir: str | Path) -> Path:
                     layers=board.grid.layers, dims=board.grid.dims)
     values = {k: v for k, v in board.config.items() if k not in ("numeric", "baseline", "baseline_grid")}
     values["out"] = str(Path(run_dir).parent)
-    return evaluate(parsed, _run_config(RunConfig, values, run_dir), list(board.grid.dims)).dir
+    return evaluate(parsed, run_config(RunConfig, values, run_dir), list(board.grid.dims)).dir
 
 
-def _run_config(kind, values: dict, where) -> object:
+def run_config(kind, values: dict, where) -> object:
     """The recorded config as a RunConfig, or one error naming the leaderboard it came from."""
     from pydantic import ValidationError
 
@@ -442,28 +465,3 @@ def _run_config(kind, values: dict, where) -> object:
     except ValidationError as exc:
         raise ElasticIRError(f"{where}: the recorded config is not a valid run config for this elasticir "
                              f"(re-run it with this version):\n{exc}") from None
-
-
-def reproduce_grid(board: Leaderboard, out: Path, data_root=None, device=None) -> Leaderboard:
-    """Re-run a baseline grid: each member found by its identity (hub id / name + weights sha256), the recorded
-    protocol, into `out`; returns the new grid's leaderboard."""
-    from types import SimpleNamespace
-
-    from elasticir.config import RunConfig
-    from elasticir.reproduce import find_model
-
-    recorded = board.config["baseline_grid"]
-    members = []
-    for entry in recorded["members"]:
-        record = SimpleNamespace(weights_sha256=entry["weights_sha256"], hub_id=entry.get("hub_id"),
-                                 name=entry["name"], path=entry["model"])
-        model, _ = find_model(SimpleNamespace(model=record, config={"model": entry["model"]}))
-        members.append(Member(Cell(*entry["cell"]), model, Cell(*entry["source"]), model))
-    values = {k: v for k, v in board.config.items() if k not in ("numeric", "baseline_grid", "baseline")}
-    values.update(out=str(out), cache_dir=None, recompute=False, model=members[0].model)
-    if data_root is not None:
-        values["data_root"] = str(data_root)
-    if device is not None:
-        values["device"] = device
-    spec = Spec(Path(recorded["spec"]), recorded["kind"], members)
-    return load_leaderboard(evaluate(spec, _run_config(RunConfig, values, recorded["spec"])).dir / "leaderboard.json")

@@ -73,24 +73,24 @@ def _run_config(config_file: Path | None, smoke: bool, **flags) -> RunConfig:
 
 
 def _run(config: RunConfig, report: bool = False) -> None:
+    from elasticir.baselines import run_with_baseline
     from elasticir.report.summary import print_outcome
-    from elasticir.runner import run
 
-    outcome = run(config)
+    outcome = run_with_baseline(config)
     if outcome is None:  # --shard: encoded one shard, nothing evaluated
         return
     print_outcome(outcome, out)
     if outcome.baseline:
         out.print(f"baseline: evaluated {len(outcome.baseline.evaluated)} member datasets, reused "
-                  f"{len(outcome.baseline.reused)}; {outcome.baseline.dir / 'leaderboard.json'}")
+                  f"{len(outcome.baseline.reused)}; {outcome.baseline.folder.leaderboard}")
     if report:
         from elasticir.progress import stage
         from elasticir.report.build import write_report
 
-        stage(f"report: figures and tables into {outcome.dir / 'report'}")
+        stage(f"report: figures and tables into {outcome.folder.report}")
         baseline = outcome.baseline.dir if outcome.baseline else None
-        paths = write_report(outcome.dir, outcome.dir / "report", baseline_dir=baseline)
-        out.print(f"report:           {outcome.dir / 'report' / 'report.md'} ({len(paths)} files)")
+        paths = write_report(outcome.dir, outcome.folder.report, baseline_dir=baseline)
+        out.print(f"report:           {outcome.folder.report / 'report.md'} ({len(paths)} files)")
 
 
 @app.command("run")
@@ -148,8 +148,9 @@ def report_command(
 ) -> None:
     """Paper report: heatmaps, difference maps with significance, Pareto plots, LaTeX/Markdown tables."""
     from elasticir.report.build import write_report
+    from elasticir.results.store import RunFolder
 
-    target = out_dir or run_dir / "report"
+    target = out_dir or RunFolder(run_dir).report
     if baseline:
         from elasticir.baselines import baseline_for_report
 
@@ -172,13 +173,29 @@ def leaderboard_command(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write leaderboard.md and leaderboard.html here (default: print the Markdown).")] = None,
 ) -> None:
     """Compare runs: the full model per dataset, each run's diagonal, and every cell (HTML: with heatmaps)."""
-    from elasticir.results.leaderboard import render_leaderboards, write_leaderboards
+    from elasticir.report.leaderboard import render_leaderboards, write_leaderboards
 
     if out_dir is None:
         typer.echo(render_leaderboards(files or None, page=False)[0], nl=False)  # not rich: it would wrap the table rows
         return
     md_path, html_path = write_leaderboards(files or None, out_dir)
     out.print(f"wrote {md_path} and {html_path}")
+
+
+@app.command("check")
+@friendly_errors
+def check_command(
+    target: Annotated[Path, typer.Argument(help="A run directory or leaderboard.json.")],
+    references: Annotated[Path | None, typer.Option(help="A references YAML file or a folder of them "
+                                                    "(default: the repository's references/).")] = None,
+) -> None:
+    """Compare every cell that has a published number with it: matches / differs / not run (exit 1 on differs)."""
+    from elasticir.report.check import check_results, format_check
+
+    results = check_results(target, references)
+    typer.echo(format_check(results), nl=False)
+    if any(r.status == "differs" for r in results):
+        raise typer.Exit(1)
 
 
 @app.command("reproduce")

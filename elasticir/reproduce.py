@@ -18,8 +18,8 @@ from pathlib import Path
 from elasticir.errors import ElasticIRError
 from elasticir.model_lookup import models_root, root_candidates
 from elasticir.progress import stage
-from elasticir.results.leaderboard import resolve_path
 from elasticir.results.schema import Leaderboard, load_leaderboard
+from elasticir.results.store import RunFolder, resolve_path
 
 DEFAULT_OUT = Path("results") / "reproduce"
 
@@ -191,8 +191,6 @@ def reproduce(path: str | Path, *, tolerance: float = 1e-4, out: str | Path | No
     path = resolve_path(path)
     board = load_leaderboard(path)
     if "baseline_grid" in board.config:  # cells from several models: each member re-run, the grid re-assembled
-        from elasticir.baselines import reproduce_grid
-
         new = reproduce_grid(board, Path(out) if out is not None else DEFAULT_OUT, data_root, device)
         return compare_leaderboards(board, new, tolerance=tolerance)
     values = {k: v for k, v in board.config.items() if k not in ("numeric", "baseline")}
@@ -241,3 +239,29 @@ def format_differences(differences: Sequence[Difference], tolerance: float = 1e-
     if not differences:
         return f"reproduced: every metric within {tolerance:g} of the recorded value"
     return f"{len(differences)} difference(s) beyond {tolerance:g}:\n" + "\n".join(f"  {d}" for d in differences)
+
+
+def reproduce_grid(board: Leaderboard, out: Path, data_root=None, device=None) -> Leaderboard:
+    """Re-run a baseline grid: each member found by its identity (hub id / name + weights sha256), the recorded
+    protocol, into `out`; returns the new grid's leaderboard."""
+    from types import SimpleNamespace
+
+    from elasticir.baselines import Member, Spec, evaluate, run_config
+    from elasticir.cells import Cell
+    from elasticir.runner import RunConfig
+
+    recorded = board.config["baseline_grid"]
+    members = []
+    for entry in recorded["members"]:
+        record = SimpleNamespace(weights_sha256=entry["weights_sha256"], hub_id=entry.get("hub_id"),
+                                 name=entry["name"], path=entry["model"])
+        model, _ = find_model(SimpleNamespace(model=record, config={"model": entry["model"]}))
+        members.append(Member(Cell(*entry["cell"]), model, Cell(*entry["source"]), model))
+    values = {k: v for k, v in board.config.items() if k not in ("numeric", "baseline_grid", "baseline")}
+    values.update(out=str(out), cache_dir=None, recompute=False, model=members[0].model)
+    if data_root is not None:
+        values["data_root"] = str(data_root)
+    if device is not None:
+        values["device"] = device
+    spec = Spec(Path(recorded["spec"]), recorded["kind"], members)
+    return load_leaderboard(RunFolder(evaluate(spec, run_config(RunConfig, values, recorded["spec"])).dir).leaderboard)

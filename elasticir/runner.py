@@ -8,7 +8,6 @@ is rebuilt from every finished part in the run directory; the leaderboard is wri
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -16,9 +15,8 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,8 +24,6 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from elasticir.baselines import evaluate as evaluate_baseline
-from elasticir.baselines import parse_spec, widen_dims
 from elasticir.cells import Cell, Grid, default_dims, default_pairs, validate_cells
 from elasticir.config import RunConfig, check
 from elasticir.data.beir import beir_files, first_documents, load_beir
@@ -43,16 +39,19 @@ from elasticir.evaluation.retrieval import evaluate_retrieval
 from elasticir.evaluation.sts import evaluate_sts
 from elasticir.execution import Executor, executor_for
 from elasticir.index.quantized import check_precisions
-from elasticir.io import atomic_write, file_checksum, provenance
+from elasticir.io import atomic_write, file_checksum
 from elasticir.progress import stage
+from elasticir.results.assemble import cell_results
+from elasticir.results.assemble import write_leaderboard as write_summary
 from elasticir.results.schema import Leaderboard
-from elasticir.results.store import RunStore, part_key, run_id
+from elasticir.results.store import RunFolder, RunStore, part_key, run_id
+
+if TYPE_CHECKING:
+    from elasticir.results.store import PartFolder
 
 console = Console(stderr=True)
 
 MAIN_METRIC = {"sts": "spearman", "retrieval": "nDCG@10"}
-COST_COLUMNS = ("index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms")
-POINT_COLUMNS = ("backend", "precision", "encoder_precision")  # what names a point, not a metric
 
 
 @dataclass
@@ -61,7 +60,12 @@ class RunOutcome:
     leaderboard: Leaderboard
     cells: pd.DataFrame
     skipped: list[str]
-    baseline: Any = None  # baselines.Outcome when the config names a baseline
+    baseline: Any = None  # baselines.Outcome when the config names a baseline (set by run_with_baseline)
+
+    @property
+    def folder(self) -> RunFolder:
+        """The run directory's paths (leaderboard, cells table, report folder, parts)."""
+        return RunFolder(self.dir)
 
 
 @dataclass
@@ -75,9 +79,11 @@ class Part:
     baselines: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     funnels: list[dict] = field(default_factory=list)
+    n_docs: int | None = None  # retrieval: documents searched (after a subset), recorded for the report's costs
 
 
-Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, Path, dict[str, Prompt], Executor], Part]
+Evaluator = Callable[[ElasticEncoder, DatasetSpec, Path, Grid, RunConfig, "PartFolder", dict[str, Prompt], Executor],
+                     Part]
 
 
 def _evaluate_sts(encoder, spec, path, grid, config, part_dir, prompts, executor) -> Part:
@@ -88,7 +94,7 @@ def _evaluate_sts(encoder, spec, path, grid, config, part_dir, prompts, executor
     buffer = io.BytesIO()  # per-pair cosines of every cell + gold scores: what a bootstrap test resamples
     np.savez_compressed(buffer, cosines=cosines.astype(np.float32), gold=pairs.scores,
                         cells=np.array(grid.cells, dtype=np.int64))
-    atomic_write(part_dir / "pair_scores.npz", buffer.getvalue())
+    atomic_write(part_dir.pair_scores, buffer.getvalue())
     return Part(cells, timings, len(pairs), [path])
 
 
@@ -111,7 +117,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir, prompts, ex
         store_width=store_width(config, grid, encoder),
         executor=executor,
     )
-    atomic_write(part_dir / "per_query.csv.gz", gzip.compress(per_query.to_csv(index=False).encode()))
+    atomic_write(part_dir.per_query, gzip.compress(per_query.to_csv(index=False).encode()))
     notes = data.notes + [f"{spec.name}: dense search backend {', '.join(sorted(set(cells.backend)))}"]
     funnels = []
     if config.funnels:
@@ -129,7 +135,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir, prompts, ex
         stage(f"{spec.name}: BM25 baseline (pyserini)")
         baselines.append(run_bm25(data, part_dir, config.cache / "bm25", spec, k=config.k))
         timings["bm25"] = time.perf_counter() - started
-    return Part(cells, timings, len(data.query_ids), data.files, baselines, notes, funnels)
+    return Part(cells, timings, len(data.query_ids), data.files, baselines, notes, funnels, len(data.doc_ids))
 
 
 EVALUATORS: dict[str, Evaluator] = {"sts": _evaluate_sts, "retrieval": _evaluate_retrieval}
@@ -312,7 +318,7 @@ def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeri
     with store.lock(job.task, job.name):
         if not config.recompute and store.reusable(job.task, job.name, key) is not None:
             console.print(f"[dim]{job.task} {escape(job.name)}: finished earlier from the same data, model "
-                          f"and settings; reusing {escape(str(store.dir / job.task / job.name))}.csv[/dim]",
+                          f"and settings; reusing {escape(str(store.part_table(job.task, job.name)))}[/dim]",
                           soft_wrap=True)
             return True
         if (reason := store.stale_reason(job.task, job.name, key)) and not config.recompute:
@@ -324,9 +330,6 @@ def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeri
               f"dims){subset}")
         _evaluate_part(job, encoder, grid, config, store, key, executor)
     return False
-
-
-ENCODER_POINTS_FOLDER = "encoder-{}"  # inside a part folder: what an encoder precision other than the reference wrote
 
 
 def precision_encoder(encoder: ElasticEncoder, name: str, config: RunConfig) -> ElasticEncoder:
@@ -344,7 +347,7 @@ def precision_encoder(encoder: ElasticEncoder, name: str, config: RunConfig) -> 
     return variants[name]
 
 
-def evaluate_encoder_points(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunConfig, part_dir: Path,
+def evaluate_encoder_points(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunConfig, part_dir: PartFolder,
                             executor: Executor) -> Part:
     """The part at the reference encoder precision and, with --encoder-precisions, at every other one: the same
     grid (and index precisions) evaluated from that encoder's own store, its files in a folder of their own, its
@@ -358,11 +361,11 @@ def evaluate_encoder_points(job: Job, encoder: ElasticEncoder, grid: Grid, confi
     points_config = config.model_copy(update={"bm25": False, "funnels": None})
     for name in extra:
         variant = precision_encoder(encoder, name, config)
-        folder = part_dir / ENCODER_POINTS_FOLDER.format(name)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = part_dir.encoder_points(name)
+        folder.dir.mkdir(parents=True, exist_ok=True)
         stage(f"{job.task} {job.name}: the grid at encoder precision {name}")
-        with executor_for(config, variant) if config.executor == "ray" else contextlib.nullcontext(executor) as ex:
-            point = evaluate(variant, job.spec, job.path, grid, points_config, folder, job.prompts, ex)
+        with executor_for(config, variant) as own:  # an executor encodes with its own encoder
+            point = evaluate(variant, job.spec, job.path, grid, points_config, folder, job.prompts, own)
         cells.append(point.cells.assign(encoder_precision=name))
         part.timings.update({f"{stage_name} [{name}]": s for stage_name, s in point.timings.items()})
         part.notes.extend(note for note in point.notes if note not in part.notes)
@@ -372,7 +375,7 @@ def evaluate_encoder_points(job: Job, encoder: ElasticEncoder, grid: Grid, confi
 
 def _evaluate_part(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunConfig, store: RunStore,
                    key: str, executor: Executor) -> None:
-    part = evaluate_encoder_points(job, encoder, grid, config, store.dir / job.task / job.name, executor)
+    part = evaluate_encoder_points(job, encoder, grid, config, store.part(job.task, job.name), executor)
     cells = part.cells
     cells.insert(0, "dataset", job.name)
     files = [file_checksum(p) for p in part.files]
@@ -381,7 +384,8 @@ def _evaluate_part(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunCon
     meta = {
         "key": key,
         "dataset": {"name": job.name, "task": job.task, "split": job.spec.split, "n_examples": part.n_examples,
-                    **_sources(job.spec, files), "files": files, "settings": part_settings(config), **prompts},
+                    **_sources(job.spec, files), "files": files, "settings": part_settings(config), **prompts,
+                    **({"n_docs": part.n_docs} if part.n_docs is not None else {})},
         "timings": [{"dataset": job.name, "stage": stage, "seconds": s} for stage, s in part.timings.items()],
         "baselines": [{"dataset": job.name, **b} for b in part.baselines],
         "notes": part.notes,
@@ -464,20 +468,10 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
                       numeric: dict, summary: Summary, encode_latency: list[dict]) -> Leaderboard:
     """The validated leaderboard of every part in the folder, and cells.csv beside it. The recorded config
     lists every summarised dataset, so `reproduce` re-runs all of them."""
-    table, keys = summary.table, ("task", "dataset", "layer", "dim")
-    results = [
-        {"dataset": row["dataset"], "layer": int(row["layer"]), "dim": int(row["dim"]),
-         **({"precision": row["precision"]} if isinstance(row.get("precision"), str) else {}),
-         **({"encoder_precision": row["encoder_precision"]} if isinstance(row.get("encoder_precision"), str)
-            else {}),
-         "metrics": {m: float(row[m]) for m in table.columns
-                     if m not in keys and m not in COST_COLUMNS and m not in POINT_COLUMNS and pd.notna(row[m])},
-         "costs": {c: float(row[c]) for c in COST_COLUMNS if c in row and pd.notna(row[c])}}
-        for row in table.to_dict("records")
-    ]
     recorded = config.model_dump(mode="json") | {task: summary.names.get(task, []) for task in EVALUATORS}
-    leaderboard = Leaderboard(
-        created_at=datetime.now(UTC),
+    stage(f"writing {store.leaderboard}")
+    return write_summary(
+        store, summary.table, lambda board: flag_anomalies(store, board, summary.table),
         run_id=store.run_id,
         model={**encoder.info.as_dict(), "dtype": str(encoder.dtype).removeprefix("torch."),
                "device": str(encoder.device)},
@@ -485,7 +479,7 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
         grid={"layers": list(grid.layers), "dims": list(grid.dims), "pairs": [tuple(p) for p in pairs]},
         datasets=summary.records,
         main_metric={task: MAIN_METRIC[task] for task in summary.tasks},
-        results=results,
+        results=cell_results(summary.table),
         baselines=summary.baselines,
         funnels=summary.funnels,
         encode_latency=encode_latency,
@@ -493,12 +487,18 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
         subset=numeric.get("subset"),
         seed=config.seed,
         timings=summary.timings,
-        **provenance(),
     )
-    stage(f"writing {store.dir / 'leaderboard.json'}")
-    store.write_table("cells.csv", table)
-    atomic_write(store.dir / "leaderboard.json", leaderboard.model_dump_json(indent=2))
-    return leaderboard
+
+
+def flag_anomalies(store: RunStore, board: Leaderboard, table: pd.DataFrame) -> None:
+    """The board's anomaly flags, read from the parts' per-query files already on disk; never a changed number."""
+    from elasticir.report.anomalies import find_anomalies
+    from elasticir.report.rundir import RunData
+    from elasticir.results.schema import AnomalyRecord
+
+    board.anomalies = [AnomalyRecord(**a.as_dict()) for a in find_anomalies(RunData(store.dir, board, table))]
+    if board.anomalies:
+        stage(f"{len(board.anomalies)} anomaly flag(s) in leaderboard.json (numbers unchanged; see report)")
 
 
 def encode_shard(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder, grid: Grid) -> None:
@@ -523,16 +523,25 @@ def encode_shard(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder, gr
           "is done")
 
 
-def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome | None:
+Widen = Callable[[RunConfig, ElasticEncoder], RunConfig]
+
+
+def run(config: RunConfig, encoder: ElasticEncoder | None = None, *, widen: Widen | None = None) -> RunOutcome | None:
     """Evaluate every cell of the grid on every dataset in the config and write the run directory (None for
-    `--shard i/n`, which only encodes its shard)."""
+    `--shard i/n`, which only encodes its shard).
+
+    `widen` (given by baselines.run_with_baseline, which evaluates `config.baseline` after the run) adjusts the
+    config once the model is loaded, before the grid is built: the elastic grid then covers the baseline's cells.
+    The baseline itself is not this module's: the runner sits below the baselines that run it per member."""
+    if config.baseline and widen is None:
+        raise ElasticIRError(f"baseline {config.baseline}: runner.run does not evaluate a baseline; call "
+                             "elasticir.baselines.run_with_baseline(config) (what `elasticir run --baseline` does)")
     started = time.perf_counter()
     seed_everything(config.seed)
     check(config)
     check_precisions(config.precisions)
     check_funnel_flags(config.funnels)
     jobs = locate_datasets(config)
-    spec = parse_spec(config.baseline) if config.baseline else None  # a broken SPEC stops before any work
     if encoder is None:
         check_shape_early(config)
         stage(f"loading model {config.model}")
@@ -545,7 +554,7 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome 
         precision_encoder(encoder, name, config)
     job_prompts(jobs, config, encoder)
     check_similarity(jobs, encoder)
-    config = widen_dims(config, spec, encoder)  # the elastic grid covers the baseline's cells
+    config = widen(config, encoder) if widen else config
     grid, pairs, numeric = build_grid(config, encoder)
     check_index_fits(config, jobs, grid)
     if config.funnels:  # cells the model has, K within every corpus: before any encoding
@@ -564,5 +573,4 @@ def run(config: RunConfig, encoder: ElasticEncoder | None = None) -> RunOutcome 
         summary.timings.extend(timings)
         summary.timings.append({"dataset": "*", "stage": "total", "seconds": time.perf_counter() - started})
         leaderboard = write_leaderboard(store, config, encoder, grid, pairs, numeric, summary, encode_latency)
-    baseline = evaluate_baseline(spec, config, list(grid.dims)) if spec else None
-    return RunOutcome(store.dir, leaderboard, summary.table, skipped, baseline)
+    return RunOutcome(store.dir, leaderboard, summary.table, skipped)

@@ -73,3 +73,73 @@ def test_bfloat16_on_the_cpu_autocasts_or_is_refused(tiny_model_dir):
     assert cosine.min() > 0.99 and not np.allclose(ours, theirs, atol=1e-6)
     ids = [str(i) for i in range(len(TEXTS))]
     assert store_key(bf16, ids, TEXTS, "", "float32") != store_key(reference, ids, TEXTS, "", "float32")
+
+
+def _toy_config(tiny_model_dir, root, out, **values):
+    from elasticir.config import RunConfig
+
+    return RunConfig(**{"model": str(tiny_model_dir), "sts": ["toy-a"], "retrieval": ["toyir"], "bm25": False,
+                        "layers": [2, 4], "dims": [8, 32], "data_root": str(root), "out": str(out),
+                        "show_progress": False, "latency_samples": 2, "latency_texts": 4, "device": "cpu"} | values)
+
+
+@pytest.fixture
+def toy_root(tmp_path):
+    from tests.conftest import write_sts
+    from tests.test_retrieval import write_beir
+
+    root = tmp_path / "data"
+    write_sts(root / "sts" / "toy-a" / "test.jsonl.gz")
+    write_beir(root / "beir" / "toyir")
+    return root
+
+
+def test_the_encoder_precision_axis_adds_points_next_to_unchanged_float32_ones(tiny_model_dir, toy_root, tmp_path):
+    from elasticir.report.build import write_report
+    from elasticir.reproduce import compare_leaderboards
+    from elasticir.runner import run
+
+    plain = run(_toy_config(tiny_model_dir, toy_root, tmp_path / "plain"))
+    axis = run(_toy_config(tiny_model_dir, toy_root, tmp_path / "axis", encoder_precisions=["int8"],
+                           precisions=["float32", "binary"]))
+    assert plain.leaderboard.run_id != axis.leaderboard.run_id
+    assert axis.leaderboard.config["encoder_precisions"] == ["float32", "int8"]
+    cells = axis.cells
+    assert set(cells.encoder_precision) == {"float32", "int8"}
+    # the reference points are the run without the axis (same store, same numbers)
+    reference = cells[(cells.encoder_precision == "float32") & (cells.precision.fillna("float32") == "float32")]
+    for metric in ("spearman", "nDCG@10"):
+        ours = reference.dropna(subset=[metric]).set_index(["dataset", "layer", "dim"])[metric].sort_index()
+        theirs = plain.cells.dropna(subset=[metric]).set_index(["dataset", "layer", "dim"])[metric].sort_index()
+        assert np.array_equal(ours.to_numpy(), theirs.to_numpy())
+    int8 = cells[cells.encoder_precision == "int8"]
+    assert len(int8) == len(cells) // 2 and set(int8.precision.dropna()) == {"float32", "binary"}  # they compose
+    part = axis.dir / "sts" / "toy-a"
+    with np.load(part / "pair_scores.npz") as ours, np.load(part / "encoder-int8" / "pair_scores.npz") as theirs:
+        gap = np.abs(ours["cosines"] - theirs["cosines"])  # its own vectors: close, not equal
+        assert 0 < gap.max() < 0.1 and np.array_equal(ours["gold"], theirs["gold"])
+    results = axis.leaderboard.results
+    assert {r.encoder_precision for r in results} == {"float32", "int8"}
+    assert {r.encoder_precision for r in axis.leaderboard.encode_latency} == {"float32", "int8"}
+    assert (axis.dir / "retrieval" / "toyir" / "encoder-int8" / "per_query.csv.gz").is_file()
+    assert compare_leaderboards(axis.leaderboard, axis.leaderboard) == []
+    changed = axis.leaderboard.model_copy(deep=True)
+    point = next(r for r in changed.results if r.encoder_precision == "int8" and "spearman" in r.metrics)
+    point.metrics["spearman"] += 0.5
+    (difference,) = compare_leaderboards(axis.leaderboard, changed)
+    assert difference.metric == "encoder int8 spearman"
+    names = {p.name for p in write_report(axis.dir, tmp_path / "report")}
+    assert {"encoder_int8_toy-a.png", "encoder_int8_toyir.png", "pareto_toyir_encoder_precision.png"} <= names
+    assert "## Encoder precision axis (float32, int8)" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_encoder_precision_flags_are_checked_before_any_encoding(tiny_model_dir, toy_root, tmp_path):
+    from elasticir.config import RunConfig
+
+    with pytest.raises(Exception, match="not known"):
+        RunConfig(encoder_precisions=["int4"])
+    with pytest.raises(Exception, match="--shard encodes the reference"):
+        RunConfig(encoder_precisions=["int8"], shard="0/2")
+    assert RunConfig(encoder_precisions=["int8", "float32"]).encoder_precisions == ["float32", "int8"]
+    numeric = RunConfig(encoder_precisions=["float32"]).encoder.numeric()
+    assert "encoder_precisions" not in numeric  # the reference alone: the run id of a plain run

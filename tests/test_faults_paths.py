@@ -478,7 +478,7 @@ def test_leaderboard_out_on_an_existing_file_is_one_clean_error(world, finished_
 
 
 def test_leaderboard_markdown_escapes_names(world, finished_run):
-    from elasticir.results.leaderboard import md_text, render_leaderboards
+    from elasticir.report.leaderboard import md_text, render_leaderboards
 
     run = world["tmp"] / "named"
     shutil.copytree(finished_run, run)

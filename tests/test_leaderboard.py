@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from elasticir.errors import ElasticIRError
+from elasticir.report.leaderboard import render_leaderboards, write_leaderboards
 from elasticir.reproduce import Difference, find_model, reproduce
-from elasticir.results.leaderboard import render_leaderboards, write_leaderboards
 from elasticir.results.schema import load_leaderboard
 from elasticir.runner import RunConfig, run
 

@@ -135,8 +135,8 @@ def test_run_records_one_point_per_precision(tiny_encoder, beir_root, tmp_path):
 
 def _reproduce_and_leaderboard_see_precisions(outcome):
     """reproduce compares each (cell, precision) point with its own; the leaderboard shows the float32 ones."""
+    from elasticir.report.leaderboard import _values, render_leaderboards
     from elasticir.reproduce import compare_leaderboards
-    from elasticir.results.leaderboard import _values, render_leaderboards
 
     board = outcome.leaderboard
     assert compare_leaderboards(board, board) == []

@@ -12,6 +12,7 @@ from elasticir.errors import InputFormatError
 from elasticir.evaluation.retrieval import evaluate_run
 from elasticir.evaluation.standalone import evaluate_retrieval
 from elasticir.index.dense import CellIndex, bytes_per_vector, exact_search, tie_ranks
+from elasticir.results.store import PartFolder
 from elasticir.runner import RunConfig, run
 
 DOCS = {
@@ -87,7 +88,7 @@ def test_duplicate_ids_and_bad_qrels_name_file_and_line(tmp_path):
 def test_self_hits_and_ties(tiny_encoder, beir_root, tmp_path):
     data = load_beir(beir_root / "beir" / "toyir")
     grid = Grid.for_model(4, 32, [4], [32])
-    kwargs = {"part_dir": tmp_path / "part", "cache_dir": tmp_path / "cache", "show_progress": False, "latency_samples": 3}
+    kwargs = {"part_dir": PartFolder(tmp_path / "part"), "cache_dir": tmp_path / "cache", "show_progress": False, "latency_samples": 3}
     kept = evaluate_retrieval(tiny_encoder, data, grid, **kwargs)
     run_file = tmp_path / "part" / "runs" / "L4_d32.trec.gz"
     lines = [line.split() for line in gzip.decompress(run_file.read_bytes()).decode().splitlines()]

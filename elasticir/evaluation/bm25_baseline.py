@@ -5,16 +5,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from elasticir.data.beir import RetrievalData
 from elasticir.data.catalog import DatasetSpec
 from elasticir.evaluation.retrieval import evaluate_run, measures_for, trec_order, write_trec_run
 from elasticir.io import atomic_write
 
+if TYPE_CHECKING:
+    from elasticir.results.store import PartFolder
+
 K1, B = 0.9, 0.4
 
 
-def run_bm25(data: RetrievalData, part_dir: Path, cache_dir: Path, spec: DatasetSpec, *, k: int = 1000) -> dict:
+def run_bm25(data: RetrievalData, part_dir: PartFolder, cache_dir: Path, spec: DatasetSpec, *, k: int = 1000) -> dict:
     """Index the corpus (once per corpus content), search the judged queries, evaluate like the dense cells."""
     from elasticir.index.bm25 import bm25_search, build_bm25_index
 
@@ -25,9 +29,9 @@ def run_bm25(data: RetrievalData, part_dir: Path, cache_dir: Path, spec: Dataset
     run = trec_order(bm25_search(index_dir, dict(zip(data.query_ids, data.query_texts)), k=k, k1=K1, b=B,
                                  remove_self_hits=spec.remove_self_hits, n_docs=len(data.doc_ids)))
     aggregate, per_query = evaluate_run(data.qrels, run, measures_for(data.qrels))
-    run_file = part_dir / "runs" / "bm25-flat.trec.gz"
+    run_file = part_dir.bm25_run
     write_trec_run(run_file, run, "bm25-flat")
-    atomic_write(part_dir / "bm25_per_query.csv.gz", gzip.compress(per_query.to_csv(index=False).encode()))
+    atomic_write(part_dir.bm25_per_query, gzip.compress(per_query.to_csv(index=False).encode()))
     return {"name": "bm25-flat", "params": {"k1": K1, "b": B, "fields": "title+text", "k": k,
                                             "remove_self_hits": spec.remove_self_hits},
             "metrics": aggregate, "run_file": str(run_file)}

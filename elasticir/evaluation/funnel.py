@@ -25,7 +25,6 @@ import re
 import time
 from dataclasses import dataclass
 from itertools import groupby
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,6 +39,7 @@ from elasticir.index.quantized import build_index
 
 if TYPE_CHECKING:
     from elasticir.execution import Executor
+    from elasticir.results.store import PartFolder
 
 AUTO_KS = (50, 100, 200, 500, 1000)
 TOLERANCE = 0.005  # "as good as the full cell": main metric within this of it
@@ -181,7 +181,7 @@ class FunnelData:
     measures: list
     full: Cell
     samples: int
-    run_dir: str
+    part_dir: PartFolder  # picklable: where the explicit funnels' run files go
     explicit: frozenset  # the funnels given by name: they get run files
 
 
@@ -243,7 +243,7 @@ def funnel_point(point, context: FunnelContext):
                                                          inputs.exclude)
         return inputs.score(ids, scores, None, f"elasticir-{full.slug}"), seconds, context.full_index.nbytes
     return evaluate_group(inputs, list(point), full, context.full_index, data.samples, context.device,
-                          Path(data.run_dir), data.explicit)
+                          data.part_dir, data.explicit)
 
 
 def _latencies(inputs: FunnelInputs, funnels: list[Funnel], index, full: Cell, full_index,
@@ -275,7 +275,7 @@ def _latencies(inputs: FunnelInputs, funnels: list[Funnel], index, full: Cell, f
 
 
 def evaluate_group(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, full_index, samples: int,
-                   device: str, run_dir, explicit: set) -> list[dict]:
+                   device: str, part_dir, explicit: set) -> list[dict]:
     """The funnels sharing one stage-1 point: one stage-1 index and search at the largest K (each shortlist is a
     prefix of it), stage-2 scores once per stage-2 cell over that widest shortlist (each funnel ranks its
     prefix), then per funnel its scoring, and the latencies of all of them interleaved with the full cell's."""
@@ -296,7 +296,7 @@ def evaluate_group(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, full
         started = time.perf_counter()
         scores, ids = rank_prefix(stage2, shortlist, funnel.k, tie_rank=inputs.tie_rank, keep=min(funnel.k, inputs.k))
         stage2_s = stage2_s * funnel.k / shortlist.shape[1] + time.perf_counter() - started  # its share of the products
-        run_path = run_dir / f"{funnel.slug}.trec.gz" if funnel in explicit else None
+        run_path = part_dir.run_file(funnel.slug) if funnel in explicit else None
         aggregate, per_query = inputs.score(ids, scores, run_path, f"elasticir-{funnel.slug}")
         rows.append({"funnel": str(funnel), "layer1": funnel.layer1, "dim1": funnel.dim1,
                      "precision1": funnel.precision1, "K": funnel.k, "layer2": funnel.layer2, "dim2": funnel.dim2,
@@ -406,8 +406,8 @@ def run_funnels(encoder, data, grid, config, part_dir, *, executor: Executor, re
     metric = "nDCG@10"
     table, per_query = evaluate_funnels(inputs, funnels, executor=executor, encode_flops=encode_flops, metric=metric,
                                         show_progress=config.show_progress, name=name)
-    write_per_query(part_dir / "funnel_per_query.csv.gz", per_query)
-    atomic_write(part_dir / "funnels.csv", table.to_csv(index=False))
+    write_per_query(part_dir.funnel_per_query, per_query)
+    atomic_write(part_dir.funnels, table.to_csv(index=False))
     notes = [(f"{name}: {len(funnels)} funnels against the full cell {full} (stage 2 rescoring the shortlist; "
               f"encode FLOPs for {seq}-token queries, the mean test-query length; search multiply-adds N d1 + K d2, "
               "binary stage 1 as Hamming bit operations apart (selection and Pareto count 64 bits as one "
@@ -434,7 +434,7 @@ def _funnel_data(encoder, data, config, layers: list[int], full: Cell, part_dir,
     return FunnelData(str(stores[0].dir), str(stores[1].dir), tie_ranks(data.doc_ids),
                       self_hits(data) if remove_self_hits else None, normalize, config.k, data.query_ids,
                       np.asarray(data.doc_ids, dtype=object), data.qrels, measures_for(data.qrels), full,
-                      config.latency_samples, str(part_dir / "runs"), explicit)
+                      config.latency_samples, part_dir, explicit)
 
 
 def _threads() -> int:

@@ -30,6 +30,7 @@ from elasticir.io import atomic_write
 
 if TYPE_CHECKING:
     from elasticir.execution import Executor
+    from elasticir.results.store import PartFolder
 
 MEASURES = [nDCG @ 10, RR @ 10, R @ 100, R @ 1000]
 GRADED_EXTRA = [R(rel=2) @ 1000]  # TREC DL: recall counts grade >= 2 as relevant
@@ -73,7 +74,7 @@ def write_trec_run(path: Path, run: dict[str, dict[str, float]], tag: str) -> No
 
 
 def evaluate_retrieval(
-    encoder: ElasticEncoder, data: RetrievalData, grid: Grid, *, executor: Executor, part_dir: Path, cache_dir: Path,
+    encoder: ElasticEncoder, data: RetrievalData, grid: Grid, *, executor: Executor, part_dir: PartFolder, cache_dir: Path,
     remove_self_hits: bool = False, index: str = "flat", flat_backend: str = "torch", k: int = 1000,
     normalize: bool | None = None, query_prompt: str | None = None, doc_prompt: str | None = None,
     batch_size: int = 64, latency_samples: int = 100, show_progress: bool = True, name: str = "retrieval",
@@ -101,7 +102,7 @@ def evaluate_retrieval(
               "tie_rank": tie_ranks(data.doc_ids), "exclude": self_hits(data) if remove_self_hits else None,
               "latency_samples": latency_samples}
     cells = CellsData(str(docs.dir), str(queries.dir), search, data.query_ids, np.asarray(data.doc_ids, dtype=object),
-                      data.qrels, measures_for(data.qrels), str(part_dir), tuple(precisions) != ("float32",))
+                      data.qrels, measures_for(data.qrels), part_dir, tuple(precisions) != ("float32",))
     work = PointWork([(*cell, p) for cell in grid.cells for p in precisions], cells, prepare=open_cells,
                      search=search_point, prepare_scoring=scoring_context, score=score_point, overlap=True)
     ran = executor.run_points(work, show_progress=show_progress, desc=f"{name}: index + search per cell", unit="cell")
@@ -131,7 +132,7 @@ class CellsData:
     doc_ids: np.ndarray
     qrels: dict[str, dict[str, int]]
     measures: list
-    part_dir: str
+    part_dir: PartFolder  # picklable: where the run files go
     labelled: bool  # a precision axis: rows and per-query tables carry a `precision` column
 
 
@@ -151,7 +152,7 @@ def search_point(point: tuple, prepared: dict) -> tuple[dict, np.ndarray, np.nda
 def scoring_context(data: CellsData) -> dict:
     """A scoring worker's context: the qrels parsed once (ir-measures) for all its points."""
     return {"query_ids": data.query_ids, "doc_ids": data.doc_ids, "qrels": data.qrels, "measures": data.measures,
-            "evaluator": ir_measures.evaluator(data.measures, data.qrels), "part_dir": Path(data.part_dir),
+            "evaluator": ir_measures.evaluator(data.measures, data.qrels), "part_dir": data.part_dir,
             "labelled": data.labelled}
 
 
@@ -161,7 +162,7 @@ def score_point(point: tuple, searched: tuple, scoring: dict) -> tuple[dict, pd.
     layer, dim, precision = point
     row, ids, scores = searched
     slug = Cell(layer, dim).slug + precision_slug(precision)
-    aggregate, values, seconds = score_cell(scoring, ids, scores, scoring["part_dir"] / "runs" / f"{slug}.trec.gz",
+    aggregate, values, seconds = score_cell(scoring, ids, scores, scoring["part_dir"].run_file(slug),
                                             f"elasticir-{slug}")
     label = {"precision": precision} if scoring["labelled"] else {}
     return row | label | aggregate | {"evaluate_s": seconds}, values.assign(layer=layer, dim=dim, **label)

@@ -25,6 +25,9 @@ from elasticir.encoders.cost import EncoderShape, cell_costs, encode_flops_per_t
 from elasticir.errors import ElasticIRError
 from elasticir.evaluation.significance import compare_mean, compare_runs, describe
 from elasticir.report import figures, tables
+from elasticir.report.anomalies import marks_for, write_anomaly_section
+from elasticir.report.check import write_check_section
+from elasticir.report.encoder_precision import write_encoder_precision_facet
 from elasticir.report.funnels import write_funnel_section
 from elasticir.report.precision import write_precision_facet
 from elasticir.report.rundir import RunData, load_run, unique_labels
@@ -60,14 +63,18 @@ def _texts(run: RunData, dataset: str) -> list[str]:
 
 
 def _n_docs(run: RunData, dataset: str) -> int | None:
-    """Corpus size from the flat index bytes (4 d bytes per vector), else from the corpus file."""
+    """The corpus size the part recorded (documents searched, after any subset). Leaderboards written before it
+    was recorded lack it: for those only, it is inferred from a flat index's bytes (4 d bytes per vector; the
+    backend named in the table says which cells are flat), else counted in the corpus file."""
+    record = next(d for d in run.board.datasets if d.name == dataset)
+    if record.n_docs is not None:
+        return record.n_docs
     rows = run.table(dataset)
     if "index_bytes" in rows and "backend" in rows:
         flat = rows[rows.backend.astype(str).str.contains("torch|Flat", regex=True)]
         if len(flat):
             row = flat.iloc[0]
             return int(np.rint(row.index_bytes / (4 * row.dim)))
-    record = next(d for d in run.board.datasets if d.name == dataset)
     corpus = next((Path(f.path) for f in record.files if Path(f.path).name.startswith("corpus")), None)
     try:
         with open(corpus, "rb") as handle:
@@ -215,9 +222,11 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
         raise ElasticIRError(f"cost must be one of {', '.join(COSTS)}; got {cost!r}")
     report = _open_report(run_dir, baseline_dir, extra_runs, Path(out_dir), alpha)
     _write_header(report)
+    write_check_section(report.run, report.writer)  # published references for this model
     _compare_with_baseline(report, test=test, n_resamples=n_resamples, seed=seed)
     _write_heatmaps(report)
     write_precision_facet(report.run, report.writer, report.fig_dir, report.tag)  # only runs with --precisions
+    write_encoder_precision_facet(report.run, report.writer, report.fig_dir, report.tag)  # --encoder-precisions
     _write_differences(report)
     _write_pareto(report, cost)
     write_funnel_section(report.run, report.writer, report.fig_dir, report.tag)  # only runs with funnels
@@ -296,11 +305,13 @@ def _compare_with_baseline(report: _Report, *, test: str, n_resamples: int, seed
 def _write_heatmaps(report: _Report) -> None:
     """One layer x dim heatmap per dataset, then the means over each task's datasets (and over all)."""
     run, writer = report.run, report.writer
+    flagged = write_anomaly_section(run, writer)  # marked "!" on the heatmaps, listed in report.md
     writer.text("## Layer x dim grids")
     for dataset in run.datasets:
         metric = run.metric(dataset)
         paths = figures.heatmap(run.grid(dataset), report.fig_dir / f"heatmap_{dataset}",
-                                title=f"{run.label}: {dataset}", colorbar_label=metric, pairs=run.pairs)
+                                title=f"{run.label}: {dataset}", colorbar_label=metric, pairs=run.pairs,
+                                marks=marks_for(flagged, dataset))
         writer.figure(paths, f"{run.label} on {dataset} ({run.tasks[dataset]}, {run.n_examples(dataset)} "
                              f"{'queries' if run.tasks[dataset] == 'retrieval' else 'pairs'}): {metric} of every "
                              f"cell (layer L runs the first L layers, d keeps the first d dims). Outlined: the "

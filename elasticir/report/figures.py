@@ -118,9 +118,10 @@ def _outline(ax, layers, dims, cells, colour="black") -> int:
 
 def heatmap(grid: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str, pairs: Sequence = (),
             note: str | None = None, cmap: str = VALUE_CMAP, digits: int = 3,
-            formats: Sequence[str] = ("pdf", "png")) -> list[Path]:
+            formats: Sequence[str] = ("pdf", "png"), marks: Sequence = ()) -> list[Path]:
     """Layer x dim heatmap (layers bottom to top, dims left to right), value printed in every cell, pair-list
-    cells outlined. `grid`: index = layers, columns = dims."""
+    cells outlined, a red "!" in the corner of every (layer, dim) in `marks` (flagged anomalies).
+    `grid`: index = layers, columns = dims."""
     layers, dims = list(grid.index), list(grid.columns)
     values = grid.to_numpy(dtype=float)
     width = max(SINGLE_COLUMN, 0.62 * len(dims) + 1.4)
@@ -136,13 +137,19 @@ def heatmap(grid: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str, 
             ax.text(col, row, fmt_value(value, digits), ha="center", va="center", fontsize=7, color=colour, zorder=5)
         _grid_axes(ax, layers, dims)
         outlined = _outline(ax, layers, dims, pairs)
+        for layer, dim in marks:
+            if layer in layers and dim in dims:
+                ax.text(dims.index(dim) + 0.42, layers.index(layer) + 0.4, "!", ha="right", va="top", fontsize=8,
+                        fontweight="bold", color="#d62728", zorder=6)
         bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
         bar.set_label(colorbar_label)
         bar.ax.tick_params(labelsize=6)
         ax.set_title(title)
-        if note or outlined:
+        flagged = any(layer in layers and dim in dims for layer, dim in marks)
+        if note or outlined or flagged:
             text = (note + " " if note else "") + ("Outlined: pair-list (diagonal) cells." if outlined else "")
-            _text_below(fig, ax, _wrap(text, int(width * 17)))
+            text += " !: flagged anomaly (values unchanged)." if flagged else ""
+            _text_below(fig, ax, _wrap(text.strip(), int(width * 17)))
         return save(fig, stem, formats)
 
 

@@ -13,14 +13,15 @@ import pandas as pd
 
 from elasticir.report import figures
 from elasticir.report.precision import precision_rank
+from elasticir.results.store import PartFolder
 
 AXES = {"search_madds": ("thousand search multiply-adds per query", ("analytic: N d1 + K d2 (binary stage 1: K d2 only, its "
                          "N d1 Hamming bit operations not counted)")),
         "latency_p50_ms": ("search latency p50 (ms)", "measured one query at a time, query encoding excluded")}
 
 
-def load_funnels(part_dir: Path) -> pd.DataFrame | None:
-    path = Path(part_dir) / "funnels.csv"
+def load_funnels(part: PartFolder) -> pd.DataFrame | None:
+    path = part.funnels
     return pd.read_csv(path) if path.is_file() else None
 
 
@@ -60,7 +61,7 @@ def selected_table(table: pd.DataFrame, metric: str) -> str:
 
 def write_funnel_section(run, writer, fig_dir: Path, tag: str = "") -> None:
     """Per retrieval dataset with funnels: two Pareto plots (multiply-adds, latency) and the selected table."""
-    found = [(d, load_funnels(run.part_dir(d))) for d in run.datasets if run.tasks[d] == "retrieval"]
+    found = [(d, load_funnels(run.part(d))) for d in run.datasets if run.tasks[d] == "retrieval"]
     found = [(d, t) for d, t in found if t is not None]
     if not found:
         return

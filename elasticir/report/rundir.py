@@ -12,6 +12,7 @@ import pandas as pd
 from elasticir.cells import Cell, Grid
 from elasticir.errors import ElasticIRError
 from elasticir.results.schema import Leaderboard, check_table_values, load_leaderboard
+from elasticir.results.store import PartFolder, RunFolder
 
 
 def read_csv_any(path: Path) -> pd.DataFrame:
@@ -31,9 +32,16 @@ class RunData:
     _cache: dict = field(default_factory=dict, repr=False)
     points: pd.DataFrame | None = None  # every (cell, precision) point when the run has a precision axis
 
+    encoder_points: pd.DataFrame | None = None  # every (cell[, precision], encoder precision) point, if an axis
+
     def __post_init__(self) -> None:
-        """With --precisions, `cells` keeps the float32 points (what every grid figure and table reads, unchanged)
-        and `points` all of them (the precision facet)."""
+        """With --encoder-precisions, `cells` keeps the reference encoder's points and `encoder_points` all of them
+        (the encoder-precision facet); then, with --precisions, `cells` keeps the float32 points (what every grid
+        figure and table reads, unchanged) and `points` all of them (the precision facet)."""
+        if "encoder_precision" in self.cells.columns and self.encoder_points is None:
+            self.encoder_points = self.cells
+            reference = self.cells.encoder_precision.isna() | (self.cells.encoder_precision == "float32")
+            self.cells = self.cells[reference].drop(columns="encoder_precision").reset_index(drop=True)
         if "precision" in self.cells.columns and self.points is None:
             self.points = self.cells
             float32 = self.cells.precision.isna() | (self.cells.precision == "float32")
@@ -112,24 +120,22 @@ class RunData:
         return None
 
     # --- per-example files (for significance tests) -----------------------------------------------------------
-    def part_dir(self, dataset: str) -> Path:
-        return self.dir / self.tasks[dataset] / dataset
+    def part(self, dataset: str) -> PartFolder:
+        return RunFolder(self.dir).part(self.tasks[dataset], dataset)
 
-    def example_file(self, dataset: str, name: str, *, expected: bool = True) -> Path | None:
-        """A per-example file of a part (`name` under its folder), checked: None when the run did not keep it
+    def part_dir(self, dataset: str) -> Path:
+        return self.part(dataset).dir
+
+    def example_file(self, dataset: str, path: Path, *, expected: bool = True) -> Path | None:
+        """A per-example file of a part (`path`, one of its PartFolder's), checked: None when the run did not keep it
         (a published leaderboard JSON, or a file the part never wrote); an error when the part's finished mark
         records it (or, for a mark without a record, the part's folder exists and `expected`) but it is missing
         or changed, so a damaged part is not silently reported without its significance tests."""
-        import json
-
         from elasticir.io import file_checksum
 
-        path = self.part_dir(dataset) / name
-        mark = self.dir / self.tasks[dataset] / f"{dataset}.json"
-        try:
-            recorded = json.loads(mark.read_text()).get("files_sha256") if mark.is_file() else None
-        except (OSError, ValueError):
-            recorded = None
+        folder = RunFolder(self.dir)
+        name = folder.part(self.tasks[dataset], dataset).name_of(path)  # as the part's mark records it
+        recorded = folder.recorded_files(self.tasks[dataset], dataset)
         fix = (f"re-run the command that produced the {dataset} part into {self.dir.parent} (it recomputes the "
                "part), or report the leaderboard.json alone (no significance tests)")
         if isinstance(recorded, dict):
@@ -150,7 +156,7 @@ class RunData:
         """query_id x (layer, dim) table of one measure, or None when the run did not keep per-query values."""
         key = ("pq", dataset, measure)
         if key not in self._cache:
-            path = self.example_file(dataset, "per_query.csv.gz")
+            path = self.example_file(dataset, self.part(dataset).per_query)
             if path is None:
                 self._cache[key] = None
             else:
@@ -162,7 +168,7 @@ class RunData:
         return self._cache[key]
 
     def bm25_per_query(self, dataset: str, measure: str) -> pd.Series | None:
-        path = self.example_file(dataset, "bm25_per_query.csv.gz", expected=self.bm25(dataset) is not None)
+        path = self.example_file(dataset, self.part(dataset).bm25_per_query, expected=self.bm25(dataset) is not None)
         if path is None:
             return None
         frame = read_csv_any(path)
@@ -170,7 +176,7 @@ class RunData:
 
     def pair_scores(self, dataset: str) -> tuple[np.ndarray, np.ndarray, list[Cell]] | None:
         """(cosines [cells, pairs], gold [pairs], cells) of an STS dataset, or None when not kept."""
-        path = self.example_file(dataset, "pair_scores.npz")
+        path = self.example_file(dataset, self.part(dataset).pair_scores)
         if path is None:
             return None
         with np.load(path) as data:
@@ -180,7 +186,9 @@ class RunData:
 def cells_from_leaderboard(board: Leaderboard) -> pd.DataFrame:
     """The per-cell table a run directory keeps in cells.csv, rebuilt from the leaderboard's results."""
     return pd.DataFrame([{"dataset": c.dataset, "layer": c.layer, "dim": c.dim,
-                          **({"precision": c.precision} if c.precision else {}), **c.metrics, **c.costs}
+                          **({"precision": c.precision} if c.precision else {}),
+                          **({"encoder_precision": c.encoder_precision} if c.encoder_precision else {}),
+                          **c.metrics, **c.costs}
                          for c in board.results])
 
 
@@ -192,8 +200,9 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunData:
         board = load_leaderboard(run_dir)
         run_dir, cells = run_dir.with_suffix(""), cells_from_leaderboard(board)  # no part files under it
     else:
-        board = load_leaderboard(run_dir / "leaderboard.json")
-        cells_path = run_dir / "cells.csv"
+        folder = RunFolder(run_dir)
+        board = load_leaderboard(folder.leaderboard)
+        cells_path = folder.cells
         if not cells_path.is_file():
             raise ElasticIRError(f"{run_dir}: no cells.csv; is this a finished elasticir run directory?")
         cells = pd.read_csv(cells_path)
@@ -210,3 +219,23 @@ def unique_labels(runs: list[RunData]) -> None:
     for run in runs:
         if seen[run.label] > 1:
             run.label = f"{run.label} [{run.board.run_id.rsplit('-', 1)[-1]}]"
+
+
+@dataclass
+class EncoderPrecisionRun(RunData):
+    """A run's points at one encoder precision other than the reference, read like a run of its own: its cells
+    and, from its part folders' `encoder_points` folder, its per-query values (what the paired tests compare)."""
+
+    precision: str = "float32"
+
+    def part(self, dataset: str) -> PartFolder:
+        return super().part(dataset).encoder_points(self.precision)
+
+
+def encoder_precision_run(run: RunData, precision: str) -> EncoderPrecisionRun:
+    """`run` at encoder precision `precision` (float32 points of the index-precision axis only)."""
+    points = run.encoder_points[run.encoder_points.encoder_precision == precision].drop(columns="encoder_precision")
+    if "precision" in points.columns:
+        points = points[points.precision.isna() | (points.precision == "float32")].drop(columns="precision")
+    return EncoderPrecisionRun(run.dir, run.board, points.reset_index(drop=True), f"{run.label} {precision}",
+                               precision=precision)

@@ -47,8 +47,8 @@ def print_outcome(outcome, out: Console = STDOUT) -> None:
         out.print(f"note: {note}")
     if outcome.skipped:
         out.print(f"reused finished results for: {', '.join(outcome.skipped)} (pass --recompute to redo)")
-    out.print(f"per-cell metrics: {outcome.dir / 'cells.csv'}")
-    out.print(f"leaderboard:      {outcome.dir / 'leaderboard.json'}")
+    out.print(f"per-cell metrics: {outcome.folder.cells}")
+    out.print(f"leaderboard:      {outcome.folder.leaderboard}")
 
 
 def print_precisions(board, points, metric: str, out: Console = STDOUT) -> None:

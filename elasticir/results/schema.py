@@ -92,6 +92,8 @@ class DatasetRecord(_Strict):
     # one (absent: no prompt anywhere)
     prompts: dict[str, PromptRecord] | None = None
     settings: dict[str, Any] | None = None  # what the command that produced this part ran (reproduce replays it)
+    # retrieval: the documents searched (after any subset); absent in leaderboards written before it was recorded
+    n_docs: int | None = None
 
 
 class CellResult(_Strict):
@@ -130,6 +132,16 @@ class FunnelResult(_Strict):
     p_value: float | None = None
     p_holm: float | None = None
     selected: str = ""
+
+
+class AnomalyRecord(_Strict):
+    """A cell flagged after the run (elasticir.report.anomalies): kind and why; its numbers are unchanged."""
+
+    dataset: str
+    layer: int
+    dim: int
+    kind: str
+    detail: str
 
 
 class Timing(_Strict):
@@ -172,6 +184,7 @@ class Leaderboard(_Strict):
     funnels: list[FunnelResult] = []  # funnel retrieval (eval funnel / funnels in the config); older files: none
     encode_latency: list[EncodeLatency] = []
     notes: list[str] = []
+    anomalies: list[AnomalyRecord] = []  # flagged cells (order breaks, NaN, near chance, ...); older files: none
     subset: dict[str, Any] | None = None  # smoke-test limits (queries, corpus, seed); None: the full datasets
     library_versions: dict[str, str]
     seed: int

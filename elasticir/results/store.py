@@ -1,10 +1,17 @@
 """A run directory: per-dataset parts written atomically, so an interrupted run keeps what it finished.
 
+This module is the one place that names the files of a run directory (`RunFolder`, `PartFolder`): the runner,
+the evaluators, the baseline grid, the report and reproduce all take their paths from here, so the layout below
+is written down once.
+
 Layout of `results/<run id>/`:
   <task>/<dataset>.csv        per-cell metrics (dataset, layer, dim, one column per metric)
   <task>/<dataset>.json       that part's dataset record and timings; written last, it marks the part finished
+  <task>/<dataset>/           the part's own files: per_query.csv.gz (retrieval) or pair_scores.npz (STS),
+                              runs/<cell>.trec.gz, bm25_per_query.csv.gz, funnels.csv, funnel_per_query.csv.gz
   cells.csv                   every part in one table
   leaderboard.json            the validated summary (see schema.py)
+  report/                     the default folder of the run's report
 The run id hashes everything that changes the numbers (weights, pooling, length, dtype, grid, task options), so
 re-running the same config finds its finished parts. A part is reused only when the `key` recorded in its
 `.json` equals the key of what would produce it now (`part_key`: that numeric config plus the sha256 of every
@@ -25,6 +32,7 @@ import io
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -56,14 +64,137 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class RunStore:
+LEADERBOARD = "leaderboard.json"
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A leaderboard.json, or a run directory holding one."""
+    path = Path(path)
+    return RunFolder(path).leaderboard if path.is_dir() else path
+
+
+@dataclass(frozen=True)
+class PartFolder:
+    """The files of one dataset's part, `<run>/<task>/<dataset>/`: what significance tests, run files and
+    funnels read back. Plain paths, picklable (a Ray worker is handed one); `os.fspath` gives the folder."""
+
+    dir: Path
+
+    def __fspath__(self) -> str:
+        return str(self.dir)
+
+    def __str__(self) -> str:
+        return str(self.dir)
+
+    @property
+    def per_query(self) -> Path:
+        """Retrieval: one row per (query, measure, cell[, precision])."""
+        return self.dir / "per_query.csv.gz"
+
+    @property
+    def pair_scores(self) -> Path:
+        """STS: every cell's per-pair cosines and the gold scores."""
+        return self.dir / "pair_scores.npz"
+
+    @property
+    def bm25_per_query(self) -> Path:
+        return self.dir / "bm25_per_query.csv.gz"
+
+    @property
+    def funnels(self) -> Path:
+        return self.dir / "funnels.csv"
+
+    @property
+    def funnel_per_query(self) -> Path:
+        return self.dir / "funnel_per_query.csv.gz"
+
+    @property
+    def runs(self) -> Path:
+        return self.dir / "runs"
+
+    def run_file(self, slug: str) -> Path:
+        """The TREC run file of one ranking (`slug`: a cell and precision, a funnel, or bm25-flat)."""
+        return self.runs / f"{slug}.trec.gz"
+
+    @property
+    def bm25_run(self) -> Path:
+        return self.run_file("bm25-flat")
+
+    def encoder_points(self, precision: str) -> PartFolder:
+        """Where the grid at an encoder precision other than the reference writes its per-query values and run
+        files: a part folder of its own inside this one (hashed and removed with it)."""
+        return PartFolder(self.dir / f"encoder-{precision}")
+
+    def name_of(self, path: Path) -> str:
+        """A file's name as the finished mark records it (`files_sha256`): relative to the part folder."""
+        return Path(path).relative_to(self.dir).as_posix()
+
+
+class RunFolder:
+    """The paths of one run directory (see the module docstring for the layout)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.dir = Path(folder)
+
+    @property
+    def leaderboard(self) -> Path:
+        return self.dir / LEADERBOARD
+
+    @property
+    def cells(self) -> Path:
+        return self.dir / "cells.csv"
+
+    @property
+    def report(self) -> Path:
+        """Where the run's report goes unless --out says otherwise."""
+        return self.dir / "report"
+
+    def write_summary(self, table: pd.DataFrame, leaderboard_json: str) -> None:
+        """cells.csv, then leaderboard.json (last: a run directory with a leaderboard has its table)."""
+        atomic_write(self.cells, table.to_csv(index=False))
+        atomic_write(self.leaderboard, leaderboard_json)
+
+    def is_run(self) -> bool:
+        """A finished run directory: its leaderboard is there."""
+        return self.leaderboard.is_file()
+
+    def part(self, task: str, dataset: str) -> PartFolder:
+        check_dataset_name(dataset)  # a part's files stay inside the run directory
+        return PartFolder(self.dir / task / dataset)
+
+    def part_table(self, task: str, dataset: str) -> Path:
+        check_dataset_name(dataset)
+        return self.dir / task / f"{dataset}.csv"
+
+    def part_mark(self, task: str, dataset: str) -> Path:
+        """The part's finished mark (its meta JSON)."""
+        check_dataset_name(dataset)
+        return self.dir / task / f"{dataset}.json"
+
+    def marked_datasets(self, task: str) -> list[str]:
+        """Names of the datasets of `task` with a finished mark, sorted."""
+        return [path.stem for path in sorted((self.dir / task).glob("*.json"))]
+
+    def recorded_files(self, task: str, dataset: str) -> dict | None:
+        """The part folder's file checksums its finished mark records (None: no mark, unreadable, or a mark
+        from an older elasticir that records none)."""
+        mark = self.part_mark(task, dataset)
+        try:
+            recorded = json.loads(mark.read_text()).get("files_sha256") if mark.is_file() else None
+        except (OSError, ValueError):
+            return None
+        return recorded if isinstance(recorded, dict) else None
+
+
+class RunStore(RunFolder):
+    """A run directory being written: parts under their locks, checked for reuse, then the summary."""
+
     def __init__(self, root: Path, run_id: str) -> None:
-        self.dir = Path(root) / run_id
+        super().__init__(Path(root) / run_id)
         self.run_id = run_id
 
     def _paths(self, task: str, dataset: str) -> tuple[Path, Path]:
-        check_dataset_name(dataset)  # a part's files stay inside the run directory
-        return self.dir / task / f"{dataset}.csv", self.dir / task / f"{dataset}.json"
+        return self.part_table(task, dataset), self.part_mark(task, dataset)
 
     def lock(self, task: str, dataset: str):
         """Context manager: the part's writer lock (waits for, or refuses, a second writer)."""
@@ -72,10 +203,6 @@ class RunStore:
 
     def summary_lock(self):
         return exclusive(self.dir / "summary.lock", f"the summary of {self.dir}")
-
-    def part_dir(self, task: str, dataset: str) -> Path:
-        """The part's own files: per_query.csv.gz / pair_scores.npz, runs/, BM25 and funnel files."""
-        return self.dir / task / dataset
 
     def reusable(self, task: str, dataset: str, key: str) -> tuple[pd.DataFrame, dict] | None:
         """The finished part (cells, meta) if it was produced by exactly `key` and is whole, else None."""
@@ -107,7 +234,7 @@ class RunStore:
         recorded = meta.get("files_sha256")
         if not isinstance(recorded, dict):
             return "its finished mark records no checksums of the part's files (an older elasticir)"
-        folder = self.part_dir(task, dataset)
+        folder = self.part(task, dataset).dir
         for name, sha in recorded.items():
             try:
                 if file_checksum(folder / name)["sha256"] != sha:
@@ -135,7 +262,7 @@ class RunStore:
         """Remove the finished mark before a part is rewritten, then the part's old files (a file the new
         settings do not write, e.g. BM25's after --no-bm25, must not be taken for theirs). Under the part's lock."""
         self._paths(task, dataset)[1].unlink(missing_ok=True)
-        folder = self.part_dir(task, dataset)
+        folder = self.part(task, dataset).dir
         if folder.is_dir():
             shutil.rmtree(folder)
 
@@ -145,7 +272,7 @@ class RunStore:
         csv_path, meta_path = self._paths(task, dataset)
         text = cells.to_csv(index=False)
         atomic_write(csv_path, text)
-        folder = self.part_dir(task, dataset)
+        folder = self.part(task, dataset).dir
         files = {str(path.relative_to(folder)): file_checksum(path)["sha256"]
                  for path in sorted(folder.rglob("*")) if path.is_file() and not path.name.endswith(".tmp")}
         atomic_write(meta_path, json.dumps({**meta, "cells_sha256": _sha(text), "files_sha256": files}, indent=2,
@@ -164,20 +291,15 @@ class RunStore:
 
         found = []
         for task in TASKS:
-            for meta_path in sorted((self.dir / task).glob("*.json")):
-                if self._load(task, meta_path.stem) is not None:
-                    found.append((task, meta_path.stem))
+            for name in self.marked_datasets(task):
+                if self._load(task, name) is not None:
+                    found.append((task, name))
                     continue
                 try:
-                    reason = self.damage(task, meta_path.stem, json.loads(meta_path.read_text()))
+                    reason = self.damage(task, name, json.loads(self.part_mark(task, name).read_text()))
                 except (OSError, ValueError):
                     reason = "its finished mark is unreadable"
-                stage(f"note: {task} {meta_path.stem} in {self.dir} is left out of the summary ({reason or 'not whole'}); "
+                stage(f"note: {task} {name} in {self.dir} is left out of the summary ({reason or 'not whole'}); "
                       "re-run its command to recompute it")
         return found
 
-    def write_table(self, name: str, table: pd.DataFrame) -> Path:
-        buffer = io.StringIO()
-        table.to_csv(buffer, index=False)
-        atomic_write(self.dir / name, buffer.getvalue())
-        return self.dir / name

@@ -24,19 +24,15 @@ from pathlib import Path
 
 from elasticir.cells import Cell
 from elasticir.errors import ElasticIRError
+from elasticir.results.references import references_html
 from elasticir.results.schema import Leaderboard, load_leaderboard
+from elasticir.results.store import resolve_path
 
 MISSING = "–"
 DEFAULT_FOLDER = Path("leaderboards")
 
 
 # ----------------------------------------------------------------------------------------------- loading
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A leaderboard.json, or a run directory holding one."""
-    path = Path(path)
-    return path / "leaderboard.json" if path.is_dir() else path
 
 
 def default_files(folder: Path = DEFAULT_FOLDER) -> list[Path]:
@@ -278,13 +274,14 @@ def heatmap_png(board: Leaderboard, dataset: str, metric: str, title: str) -> by
     """A run's layer x dim heatmap of one dataset as PNG bytes (the report's own heatmap, PNG only)."""
     import pandas as pd
 
-    from elasticir.report import figures
+    from elasticir.report import figures  # matplotlib only when a page is rendered
 
     values = _values(board, dataset, metric)
     frame = pd.Series(values).unstack().sort_index().sort_index(axis=1)
     with tempfile.TemporaryDirectory() as folder:
         (png,) = figures.heatmap(frame, Path(folder) / "heatmap", title=title, colorbar_label=metric,
-                                 pairs=[tuple(p) for p in board.grid.pairs], formats=("png",))
+                                 pairs=[tuple(p) for p in board.grid.pairs], formats=("png",),
+                                 marks=[(a.layer, a.dim) for a in board.anomalies if a.dataset == dataset])
         return png.read_bytes()
 
 
@@ -311,6 +308,7 @@ def _html(tables: Sequence[Table], sources: Sequence[tuple[Path, Leaderboard]], 
             parts.append(f'<div class="pair"><div><h3>{e(label)}</h3>{_html_table(table)}</div>'
                          f'<figure><img alt="{e(label)} {e(dataset)} layer x dim heatmap" '
                          f'src="data:image/png;base64,{image}"></figure></div>')
+    parts += references_html(boards, list(labels))  # published numbers for each run
     parts.append("<h2>Runs</h2><table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in RUNS_HEADER)
                  + "</tr></thead><tbody>")
     for row in _runs_rows(sources, labels):
