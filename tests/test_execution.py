@@ -13,6 +13,7 @@ from elasticir.evaluation.retrieval import evaluate_retrieval
 from elasticir.evaluation.sts import evaluate_sts
 from elasticir.execution import Executor, PointWork, executor_for
 from elasticir.execution.local import LocalExecutor
+from elasticir.results.store import PartFolder
 from elasticir.runner import RunConfig
 from tests.test_funnel import corpus_root  # noqa: F401  (a fixture: 60 documents, 8 queries)
 
@@ -62,7 +63,7 @@ def test_a_new_executor_receives_every_sts_retrieval_and_funnel_point(tiny_encod
 
         counting.points.clear()
         data = load_beir(corpus_root / "beir" / "toyfunnel")
-        result = evaluate_retrieval(tiny_encoder, data, grid, executor=counting, part_dir=tmp_path / "part",
+        result = evaluate_retrieval(tiny_encoder, data, grid, executor=counting, part_dir=PartFolder(tmp_path / "part"),
                                     cache_dir=tmp_path / "cache", show_progress=False, latency_samples=0,
                                     precisions=("float32", "int8"))
         assert counting.points == [(*cell, p) for cell in grid.cells for p in ("float32", "int8")]
@@ -72,7 +73,7 @@ def test_a_new_executor_receives_every_sts_retrieval_and_funnel_point(tiny_encod
         counting.points.clear()
         config = RunConfig(model="unused", funnels=["2:8/20/4:32", "2:8/40/4:32", "2:32:binary/20/4:32"],
                            cache_dir=str(tmp_path / "cache"), show_progress=False, latency_samples=2)
-        records, _ = run_funnels(tiny_encoder, data, grid, config, tmp_path / "part", executor=counting,
+        records, _ = run_funnels(tiny_encoder, data, grid, config, PartFolder(tmp_path / "part"), executor=counting,
                                  remove_self_hits=False, name="toyfunnel")
         one, two, binary = (parse_funnel(s) for s in config.funnels)
         assert counting.points == [FULL, (one, two), (binary,)]  # groups share a stage-1 point

@@ -63,10 +63,11 @@ def test_the_folder_objects_give_the_documented_layout(tmp_path):
 
 
 def test_the_runner_alone_refuses_a_baseline_it_would_not_evaluate():
-    from elasticir.runner import RunConfig, run
+    from elasticir.config import RunConfig
+    from elasticir.runner import run
 
     with pytest.raises(ElasticIRError, match="run_with_baseline"):
-        run(RunConfig(baseline="some/baseline.yaml", sts=[], retrieval=[]))
+        run(RunConfig(baseline="some/baseline.yaml", sts=["stsbenchmark"], retrieval=[]))
 
 
 def test_the_corpus_size_is_recorded_and_the_report_reads_it(tiny_encoder, toy_root, tmp_path):
