@@ -39,7 +39,6 @@ _REGISTRY: dict[str, IndexKind] = {}
 
 def register(kind: IndexKind) -> IndexKind:
     """Add an index kind (refused if the name is taken)."""
-    _builtins()
     if kind.name in _REGISTRY:
         raise ElasticIRError(f"index kind {kind.name!r} is already registered; give it a name of its own")
     _REGISTRY[kind.name] = kind
@@ -53,7 +52,6 @@ def unregister(name: str) -> None:
 
 def names() -> tuple[str, ...]:
     """The named kinds, in registration order (the factory kind, which takes any other string, not listed)."""
-    _builtins()
     return tuple(name for name in _REGISTRY if name != FACTORY)
 
 
@@ -64,7 +62,6 @@ def choices() -> str:
 
 def lookup(index: str) -> IndexKind:
     """The kind of an --index value: its registered name, or else the FAISS factory-string kind."""
-    _builtins()
     return _REGISTRY.get(index, _REGISTRY[FACTORY])
 
 
@@ -80,10 +77,3 @@ def check_index(index: str, dims: Sequence[int], n_docs: int | None = None, *, f
     if not isinstance(index, str) or not index.strip():
         raise ElasticIRError(f"--index is empty; use {choices()}")
     lookup(index).check(index, dims, n_docs, flat_backend=flat_backend)
-
-
-def _builtins() -> None:
-    """Load the built-in kinds once: dense.py registers them and imports this module, so the registry fills
-    itself on first use whichever of the two is imported first."""
-    if not _REGISTRY:
-        import elasticir.index.dense  # noqa: F401  (registers flat, hnsw, sq8, ivfpq, factory)

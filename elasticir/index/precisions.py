@@ -45,7 +45,6 @@ DEFAULT = "float32"  # the unquantised precision: its run files keep names witho
 
 def register(precision: Precision) -> Precision:
     """Add a precision (refused if its name or slug is taken: two precisions would share run files)."""
-    _builtins()
     taken = [p.name for p in _REGISTRY.values() if precision.slug == p.slug or precision.name == p.name]
     if taken:
         raise ElasticIRError(f"precision {precision.name!r} (slug {precision.slug!r}) is already registered as "
@@ -61,19 +60,16 @@ def unregister(name: str) -> None:
 
 def names() -> tuple[str, ...]:
     """Every precision in registration order (float32 first): how errors and help list them."""
-    _builtins()
     return tuple(_REGISTRY)
 
 
 def report_order() -> tuple[str, ...]:
     """Every precision in report order (float32, float16, int8, binary+rescore, binary, then added ones)."""
-    _builtins()
     return tuple(sorted(_REGISTRY, key=lambda name: _REGISTRY[name].order))
 
 
 def lookup(name: str) -> Precision:
     """The precision called `name`, or one error naming the known ones."""
-    _builtins()
     if name not in _REGISTRY:
         raise ElasticIRError(f"precision {name!r}: use one of {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
@@ -101,10 +97,3 @@ def check_precisions(precisions, flag: str = "--precisions") -> list[str]:
         raise ElasticIRError(f"{flag} {','.join(precisions)}: {', '.join(twice)} listed twice; give each "
                              "precision once")
     return precisions
-
-
-def _builtins() -> None:
-    """Load the built-in precisions once: they are registered next to their indexes (index.quantized), which
-    imports this module, so the registry fills itself on first use whichever module is imported first."""
-    if not _REGISTRY:
-        import elasticir.index.quantized  # noqa: F401  (registers float32 ... binary+rescore)
