@@ -195,7 +195,6 @@ class FunnelInputs:
     exclude: np.ndarray | None
     normalize: bool
     k: int
-    score: object  # (ids, scores, run_path or None, tag) -> (aggregate, per-query table)
 
 
 @dataclass
@@ -213,10 +212,21 @@ FULL = "full"  # the point that is the full cell itself (its metrics, index byte
 
 
 def funnel_context(data: FunnelData, device: str) -> FunnelContext:
-    """Open the stores by path, parse the qrels once, and build the full cell's index."""
+    """Open the stores by path and build the full cell's index."""
+    from elasticir.encoders.store import StoredLayers
+
+    inputs = FunnelInputs(StoredLayers(data.docs_dir), StoredLayers(data.queries_dir), data.tie_rank, data.exclude,
+                          data.normalize, data.k)
+    full_index = build_index(inputs.docs.layer(data.full.layer), data.full.dim, "float32",
+                             normalize=inputs.normalize, device=device)
+    return FunnelContext(inputs, full_index, data, device)
+
+
+def funnel_scoring(data: FunnelData):
+    """A scoring worker's scorer: (ids, scores, run path or None, tag) -> (aggregate, per-query values), the
+    qrels parsed once (ir-measures) for every funnel it scores."""
     import ir_measures
 
-    from elasticir.encoders.store import StoredLayers
     from elasticir.evaluation.retrieval import evaluate_run, to_run, write_trec_run
 
     evaluator = ir_measures.evaluator(data.measures, data.qrels)
@@ -227,23 +237,33 @@ def funnel_context(data: FunnelData, device: str) -> FunnelContext:
             write_trec_run(run_path, run, tag)
         return evaluate_run(data.qrels, run, data.measures, evaluator)
 
-    inputs = FunnelInputs(StoredLayers(data.docs_dir), StoredLayers(data.queries_dir), data.tie_rank, data.exclude,
-                          data.normalize, data.k, score)
-    full_index = build_index(inputs.docs.layer(data.full.layer), data.full.dim, "float32",
-                             normalize=inputs.normalize, device=device)
-    return FunnelContext(inputs, full_index, data, device)
+    return score
 
 
 def funnel_point(point, context: FunnelContext):
-    """FULL: the full cell's ((aggregate, per-query values), search seconds, index bytes); a group of funnels
-    sharing a stage-1 point: their rows (evaluate_group)."""
+    """The search side of a point. FULL: the full cell's hits, search seconds and index bytes; a group of funnels
+    sharing a stage-1 point: per funnel its row without metrics and its hits (search_group)."""
     inputs, data, full = context.inputs, context.data, context.data.full
     if point == FULL:
         scores, ids, seconds = context.full_index.search(inputs.queries.layer(full.layer), inputs.k, inputs.tie_rank,
                                                          inputs.exclude)
-        return inputs.score(ids, scores, None, f"elasticir-{full.slug}"), seconds, context.full_index.nbytes
-    return evaluate_group(inputs, list(point), full, context.full_index, data.samples, context.device,
-                          data.part_dir, data.explicit)
+        return ids, scores, seconds, context.full_index.nbytes, f"elasticir-{full.slug}"
+    return search_group(inputs, list(point), full, context.full_index, data.samples, context.device,
+                        data.part_dir, data.explicit)
+
+
+def score_funnel_point(point, searched, score):
+    """The scoring side of a point (CPU work the executor may overlap with the next point's search). FULL:
+    ((aggregate, per-query values), search seconds, index bytes); a group: its funnels' rows, metrics placed
+    after the stages as before, per-query values under `_values`."""
+    if point == FULL:
+        ids, scores, seconds, nbytes, tag = searched
+        return score(ids, scores, None, tag), seconds, nbytes
+    rows = []
+    for head, tail, ids, scores, run_path, tag in searched:
+        aggregate, per_query = score(ids, scores, run_path, tag)
+        rows.append(head | aggregate | tail | {"_values": per_query})
+    return rows
 
 
 def _latencies(inputs: FunnelInputs, funnels: list[Funnel], index, full: Cell, full_index,
@@ -274,11 +294,12 @@ def _latencies(inputs: FunnelInputs, funnels: list[Funnel], index, full: Cell, f
     return times, full_times
 
 
-def evaluate_group(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, full_index, samples: int,
-                   device: str, part_dir, explicit: set) -> list[dict]:
+def search_group(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, full_index, samples: int,
+                 device: str, part_dir, explicit: set) -> list[tuple]:
     """The funnels sharing one stage-1 point: one stage-1 index and search at the largest K (each shortlist is a
     prefix of it), stage-2 scores once per stage-2 cell over that widest shortlist (each funnel ranks its
-    prefix), then per funnel its scoring, and the latencies of all of them interleaved with the full cell's."""
+    prefix), and the latencies of all of them interleaved with the full cell's. Per funnel: its row before and
+    after the metrics, its hits, its run file (explicit funnels only) and run tag, for score_funnel_point."""
     first = funnels[0]
     q1, n = inputs.queries.layer(first.layer1), len(inputs.tie_rank)
     index = build_index(inputs.docs.layer(first.layer1), first.dim1, first.precision1, normalize=inputs.normalize,
@@ -290,21 +311,20 @@ def evaluate_group(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, full
         values[(layer2, dim2)] = (stage2_values(inputs.docs.layer(layer2), inputs.queries.layer(layer2), shortlist,
                                                 dim2, normalize=inputs.normalize), time.perf_counter() - started)
     times, full_times = _latencies(inputs, funnels, index, full, full_index, samples)
-    rows = []
+    searched = []
     for funnel in funnels:
         stage2, stage2_s = values[(funnel.layer2, funnel.dim2)]
         started = time.perf_counter()
         scores, ids = rank_prefix(stage2, shortlist, funnel.k, tie_rank=inputs.tie_rank, keep=min(funnel.k, inputs.k))
         stage2_s = stage2_s * funnel.k / shortlist.shape[1] + time.perf_counter() - started  # its share of the products
+        head = {"funnel": str(funnel), "layer1": funnel.layer1, "dim1": funnel.dim1, "precision1": funnel.precision1,
+                "K": funnel.k, "layer2": funnel.layer2, "dim2": funnel.dim2}
+        tail = {"search_madds": funnel.search_madds(n), "hamming_bits": funnel.hamming_bits(n),
+                "stage1_bytes": index.nbytes, "stage2_bytes": n * funnel.dim2 * 4, "search_s": stage1_s + stage2_s,
+                **_percentiles(times[funnel], full_times)}
         run_path = part_dir.run_file(funnel.slug) if funnel in explicit else None
-        aggregate, per_query = inputs.score(ids, scores, run_path, f"elasticir-{funnel.slug}")
-        rows.append({"funnel": str(funnel), "layer1": funnel.layer1, "dim1": funnel.dim1,
-                     "precision1": funnel.precision1, "K": funnel.k, "layer2": funnel.layer2, "dim2": funnel.dim2,
-                     **aggregate, "search_madds": funnel.search_madds(n), "hamming_bits": funnel.hamming_bits(n),
-                     "stage1_bytes": index.nbytes, "stage2_bytes": n * funnel.dim2 * 4,
-                     "search_s": stage1_s + stage2_s, **_percentiles(times[funnel], full_times),
-                     "_values": per_query})
-    return rows
+        searched.append((head, tail, ids, scores, run_path, f"elasticir-{funnel.slug}"))
+    return searched
 
 
 def _percentiles(times: list[float], full_times: list[float]) -> dict[str, float]:
@@ -321,7 +341,8 @@ def evaluate_funnels(data: FunnelData, funnels: list[Funnel], *, executor: Execu
     full, n = data.full, len(data.tie_rank)
     key = lambda f: (f.layer1, f.dim1, f.precision1)  # the stage-1 point
     groups = [tuple(g) for _, g in groupby(sorted(funnels, key=key), key=key)]
-    work = PointWork([FULL, *groups], data, prepare=funnel_context, search=funnel_point)
+    work = PointWork([FULL, *groups], data, prepare=funnel_context, search=funnel_point,
+                     prepare_scoring=funnel_scoring, score=score_funnel_point, overlap=True)
     (full_scored, full_s, full_bytes), *grouped = executor.run_points(
         work, show_progress=show_progress, desc=f"{name}: funnels per stage-1 point", unit="point").results
     full_aggregate, full_values = full_scored

@@ -23,6 +23,9 @@ from functools import partial
 from elasticir.execution.base import Executor, PointResults, PointWork
 from elasticir.progress import progress
 
+# searched points whose hits wait for a scoring process: more only holds more hits in memory (a funnel group's
+# or a grid cell's hits are queries x k ids and scores), fewer would leave the scoring processes idle
+MAX_WAITING_POINTS = 8
 MAX_SCORING_PROCESSES = 4
 
 # Set only inside a forked scoring process, by its initializer: the scoring context its PointWork's
@@ -67,10 +70,16 @@ class LocalExecutor(Executor):
             scoring = work.prepare_scoring(work.data)
             return PointResults([work.run_one(point, prepared, scoring) for point in bar])
         with self._scoring_pool(work) as (pool, score):
-            pending = [pool.submit(score, point, work.search(point, prepared)) for point in bar]
+            pending, results, waited = [], [], 0.0
+            for point in bar:
+                pending.append(pool.submit(score, point, work.search(point, prepared)))
+                started = time.perf_counter()
+                while len(pending) - len(results) > MAX_WAITING_POINTS:  # bounded memory: hits waiting for scoring
+                    results.append(pending[len(results)].result())
+                waited += time.perf_counter() - started
             started = time.perf_counter()
-            results = [future.result() for future in pending]
-            return PointResults(results, time.perf_counter() - started)
+            results += [future.result() for future in pending[len(results):]]
+            return PointResults(results, waited + time.perf_counter() - started)
 
     @contextmanager
     def _scoring_pool(self, work: PointWork):
