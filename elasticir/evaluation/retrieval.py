@@ -20,6 +20,7 @@ from ir_measures import RR, R, nDCG
 
 from elasticir.cells import Cell, Grid
 from elasticir.data.beir import RetrievalData
+from elasticir.data.corpus import DocIds, id_array, rows_of
 from elasticir.encoders import ElasticEncoder, EmbeddingStore
 from elasticir.encoders.prompts import dataset_prompts
 from elasticir.evaluation.result import GridResult
@@ -51,9 +52,14 @@ def evaluate_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, floa
     return table.groupby("measure", sort=False)["value"].mean().to_dict(), table
 
 
-def to_run(query_ids: list[str], doc_ids: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> dict:
-    return {qid: {doc_ids[i]: float(s) for i, s in zip(row_ids, row_scores) if i >= 0}
-            for qid, row_ids, row_scores in zip(query_ids, ids, scores)}
+def to_run(query_ids: list[str], doc_ids, ids: np.ndarray, scores: np.ndarray) -> dict:
+    """{qid: {doc id: score}} of hit rows (-1: no hit); `doc_ids` an object array or DocIds, indexed by an
+    array of rows per query (one look-up of the names, not one per hit)."""
+    run = {}
+    for qid, row_ids, row_scores in zip(query_ids, ids, scores):
+        found = np.asarray(row_ids) >= 0
+        run[qid] = dict(zip(doc_ids[np.asarray(row_ids)[found]], np.asarray(row_scores)[found].tolist()))
+    return run
 
 
 def trec_order(run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -94,12 +100,9 @@ def evaluate_retrieval(
                      **(executor.ensure_options() if executor else {}))
     timings["encode"] = time.perf_counter() - start
 
-    doc_ids = np.asarray(data.doc_ids, dtype=object)
-    tie_rank = tie_ranks(data.doc_ids)
-    exclude = None
-    if remove_self_hits:
-        row_of = {doc: row for row, doc in enumerate(data.doc_ids)}
-        exclude = np.array([row_of.get(qid, -1) for qid in data.query_ids])
+    doc_ids = id_array(data.doc_ids)  # on-disk ids stay on disk: run files look names up per query
+    tie_rank = data.doc_ids.tie_ranks() if isinstance(data.doc_ids, DocIds) else tie_ranks(data.doc_ids)
+    exclude = rows_of(data.doc_ids, data.query_ids) if remove_self_hits else None
     device = str(encoder.device)
     context = (data.query_ids, doc_ids, data.qrels, measures_for(data.qrels))
     search = {"normalize": normalize, "index": index, "flat_backend": flat_backend, "device": device, "k": k,
