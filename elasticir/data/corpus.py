@@ -150,6 +150,11 @@ class DocIds(CorpusView):
     def arrow(self) -> pa.Array:
         return self.index.ids if self.rows is None else self.index.ids.take(pa.array(self.rows))
 
+    def __reduce__(self):
+        """Pickled (for Ray tasks, perhaps on another node without this cache) as the names themselves: an
+        object array, what the evaluation shipped before, from the compact Arrow column."""
+        return _object_array, (self.arrow(),)
+
     def __getitem__(self, key):
         if isinstance(key, slice):
             return self._slice(key)
@@ -166,7 +171,7 @@ class DocIds(CorpusView):
             yield from column.slice(start, _CHUNK).to_pylist()
 
     def __contains__(self, name) -> bool:
-        return bool(self.isin([name])[0])
+        return isinstance(name, str) and bool(self.isin([name]).any())
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return np.array(self.arrow().to_pylist(), dtype=object)
@@ -187,6 +192,10 @@ class DocIds(CorpusView):
         ranks = np.empty(len(order), dtype=np.int64)
         ranks[order] = np.arange(len(order))
         return ranks
+
+
+def _object_array(column: pa.Array) -> np.ndarray:
+    return np.array(column.to_pylist(), dtype=object)
 
 
 def open_corpus(path: Path, cache: Path | None = None) -> CorpusIndex:
