@@ -57,7 +57,9 @@ class CorpusIndex:
         self.folder, self.data_file = Path(folder), Path(data_file)
         spans = np.load(self.folder / "offsets.npy", mmap_mode="r")
         self.starts, self.sizes = spans[:, 0], spans[:, 1]
-        self.ids = ipc.open_file(pa.memory_map(str(self.folder / "ids.arrow"))).read_all().column(0).combine_chunks()
+        column = ipc.open_file(pa.memory_map(str(self.folder / "ids.arrow"))).read_all().column(0)
+        # one record batch is written: its chunk is a zero-copy view of the mapped file (combining would copy)
+        self.ids = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
         self.meta = json.loads((self.folder / "meta.json").read_text())
         self._fd: int | None = None
         self._pid = -1
@@ -181,9 +183,12 @@ class DocIds(CorpusView):
         return pc.is_in(self.arrow(), value_set=pa.array(list(names), pa.large_string())).to_numpy(zero_copy_only=False)
 
     def rows_of(self, names: Sequence[str]) -> np.ndarray:
-        """Position of each name in this view, -1 where absent."""
-        found = pc.index_in(pa.array(list(names), pa.large_string()), value_set=self.arrow())
-        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        """Position of each name in this view, -1 where absent. The hash table is built over `names` (a few
+        queries or judged ids), not over the corpus: memory in the number of names."""
+        names = list(names)
+        positions = np.flatnonzero(self.isin(names))
+        found = dict(zip(self.arrow().take(pa.array(positions)).to_pylist(), positions.tolist()))
+        return np.array([found.get(name, -1) for name in names], dtype=np.int64)
 
     def tie_ranks(self) -> np.ndarray:
         """index.dense.tie_ranks without a Python string per row: Arrow sorts UTF-8 bytewise, which is code-point
