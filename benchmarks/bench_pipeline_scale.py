@@ -265,13 +265,14 @@ def write_table_and_plot(results: Path) -> None:
                 label="after: store layers (2 x N x 64 floats) + largest flat index (N x 64 floats)")
     memory.set(xscale="log", xlabel="passages in the corpus (log scale)", ylabel="MB",
                ylim=(0, 1.5 * table.peak_rss_mb.max()),  # room for the legend above the lines
-               title="Peak memory of the whole `eval retrieval` (run up to 300k)")
+               title="Peak memory of the whole `eval retrieval`")
     memory.legend(fontsize=8, loc="upper left")
     memory.grid(alpha=0.3)
     for stage, marker in (("encode", "o"), ("index", "v"), ("search", "^"), ("evaluate_wait", "s"), ("load", "D"),
                           ("total", "*")):
         column = after[f"{stage}_s"].astype(float)
-        times.plot(after.passages, column.clip(lower=1e-3), marker=marker, label=stage.replace("_wait", " (not overlapped)"))
+        name = {"evaluate_wait": "evaluate (not overlapped)", "load": "load (incl. building a new corpus index)"}
+        times.plot(after.passages, column.clip(lower=1e-3), marker=marker, label=name.get(stage, stage))
     times.set(xscale="log", yscale="log", xlabel="passages in the corpus (log scale)", ylabel="seconds (log scale)",
               title=f"Time per stage, after ({int(after.threads.max())} thread, shared CPU)")
     times.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes: no line hidden
