@@ -83,7 +83,7 @@ def retrieval_reference(model, data, prompts, dims, batch_size, similarity, remo
     import ir_measures
 
     queries = encode(model, data.query_texts, prompts["query"], batch_size)
-    docs = encode(model, data.doc_texts, prompts["document"], batch_size)
+    docs = encode(model, list(data.doc_texts), prompts["document"], batch_size)
     drift = check_truncate_dim(model, data.query_texts, prompts["query"], queries, dims, batch_size)
     scores = {}
     for dim in dims:

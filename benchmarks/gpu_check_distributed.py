@@ -80,7 +80,7 @@ def section_grid(args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="gpu-scale-"))
     data = load_beir(args.data / "data" / "beir" / "scifact")
     tokenizer = AutoTokenizer.from_pretrained(args.data / "minilm")
-    tokens = sum(len(ids) for ids in tokenizer(data.doc_texts, truncation=True, max_length=256)["input_ids"])
+    tokens = sum(len(ids) for ids in tokenizer(list(data.doc_texts), truncation=True, max_length=256)["input_ids"])
     result, cells = {"corpus_tokens_full": tokens}, {}
     for executor in ("local", "ray"):
         outcome, wall, stages = grid_run(args, executor, tmp)

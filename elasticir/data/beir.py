@@ -9,17 +9,22 @@ judged relevant) and counted in `notes`, so nothing is dropped silently.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from elasticir.data.corpus import DocIds, DocTexts, document_text, open_corpus
 from elasticir.data.jsonl import numbered_lines, read_jsonl
 from elasticir.errors import InputFormatError
 
 
 @dataclass
 class RetrievalData:
-    doc_ids: list[str]
-    doc_texts: list[str]
+    """`doc_ids` / `doc_texts`: sequences of str; from load_beir the on-disk DocIds / DocTexts of the corpus (see
+    elasticir.data.corpus), lists when built by hand. Queries and qrels are small and stay in memory."""
+
+    doc_ids: Sequence[str]
+    doc_texts: Sequence[str]
     query_ids: list[str]  # only the queries judged in the split, as BEIR evaluates
     query_texts: list[str]
     qrels: dict[str, dict[str, int]]
@@ -80,13 +85,8 @@ def _read_texts(path: Path, kind: str) -> tuple[dict[str, str], dict[str, int]]:
                 f"{path} line {number}: duplicate {kind} id {key!r} (first on line {lines[key]}); ids must be unique"
             )
         lines[key] = number
-        texts[key] = _document_text(row) if kind == "document" else (row.get("text") or "").strip()
+        texts[key] = document_text(row) if kind == "document" else (row.get("text") or "").strip()
     return texts, lines
-
-
-def _document_text(row: dict) -> str:
-    """A BEIR document as BEIR and MTEB encode it: title + " " + text."""
-    return f"{row.get('title') or ''} {row.get('text') or ''}".strip()
 
 
 def first_documents(corpus_path: Path, count: int) -> list[str]:
@@ -95,7 +95,7 @@ def first_documents(corpus_path: Path, count: int) -> list[str]:
     for _number, row in read_jsonl(corpus_path, required=("_id", "text")):
         if len(texts) >= count:
             break
-        texts.append(_document_text(row))
+        texts.append(document_text(row))
     return texts
 
 
@@ -117,16 +117,19 @@ def beir_files(folder: Path, split: str = "test") -> list[Path]:
     return [corpus_path, queries_path, qrels_path]
 
 
-def load_beir(folder: Path, split: str = "test") -> RetrievalData:
-    """Read and cross-check a BEIR folder; documents are `title + " " + text` (the BEIR/MTEB convention)."""
+def load_beir(folder: Path, split: str = "test", *, cache: Path | None = None) -> RetrievalData:
+    """Read and cross-check a BEIR folder; documents are `title + " " + text` (the BEIR/MTEB convention). The
+    corpus stays on disk (elasticir.data.corpus; its index is built once into `cache`, default beside the
+    dataset cache), so memory does not grow with its size; queries and qrels are read into memory."""
     corpus_path, queries_path, qrels_path = beir_files(folder, split)
-    corpus, _ = _read_texts(corpus_path, "document")
+    corpus = open_corpus(corpus_path, cache)
     queries, query_lines = _read_texts(queries_path, "query")
-    for found, file, kind in ((corpus, corpus_path, "documents"), (queries, queries_path, "queries")):
-        if not found:  # said first: otherwise it reads as judged ids missing from a file that has none at all
+    for count, file, kind in ((len(corpus), corpus_path, "documents"), (len(queries), queries_path, "queries")):
+        if not count:  # said first: otherwise it reads as judged ids missing from a file that has none at all
             raise InputFormatError(f"{file}: the file is empty (no {kind}); BEIR needs one JSON object per line with "
                                    "_id and text - restore or re-download it")
     qrels = read_qrels(qrels_path)
+    doc_ids, doc_texts = DocIds(corpus), DocTexts(corpus)
 
     missing_queries = [q for q in qrels if q not in queries]
     if missing_queries:
@@ -134,7 +137,8 @@ def load_beir(folder: Path, split: str = "test") -> RetrievalData:
             f"{qrels_path}: {len(missing_queries)} judged query id(s) are not in {queries_path.name}, "
             f"e.g. {missing_queries[:3]}; fix the qrels or add the queries"
         )
-    missing_docs = sorted({d for judged in qrels.values() for d in judged if d not in corpus})
+    judged = sorted({d for judgements in qrels.values() for d in judgements})
+    missing_docs = [d for d, row in zip(judged, doc_ids.rows_of(judged)) if row < 0]
     if missing_docs:
         raise InputFormatError(
             f"{qrels_path}: {len(missing_docs)} judged document id(s) are not in {corpus_path.name}, "
@@ -147,12 +151,12 @@ def load_beir(folder: Path, split: str = "test") -> RetrievalData:
             f"({len(empty_queries)} judged queries are empty); fix the text or drop it from the qrels"
         )
     notes = []
-    empty_docs = [d for d, text in corpus.items() if not text]
-    if empty_docs:
-        notes.append(f"{len(empty_docs)} document(s) with empty title and text kept (ids {', '.join(empty_docs[:5])})")
+    if corpus.meta["empty"]:
+        notes.append(f"{corpus.meta['empty']} document(s) with empty title and text kept "
+                     f"(ids {', '.join(corpus.meta['empty_ids'])})")
     query_ids = [q for q in queries if q in qrels]
     return RetrievalData(
-        doc_ids=list(corpus), doc_texts=list(corpus.values()),
+        doc_ids=doc_ids, doc_texts=doc_texts,
         query_ids=query_ids, query_texts=[queries[q] for q in query_ids],
         qrels=qrels, files=[corpus_path, queries_path, qrels_path], notes=notes,
     )

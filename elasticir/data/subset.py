@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from elasticir.data.beir import RetrievalData
+from elasticir.data.corpus import CorpusView, DocIds
 from elasticir.data.sts import StsPairs
 from elasticir.errors import ElasticIRError
 
@@ -39,17 +40,25 @@ def subset_retrieval(data: RetrievalData, queries: int | None, corpus: int | Non
     query_ids = [data.query_ids[i] for i in query_rows]
     qrels = {qid: data.qrels[qid] for qid in query_ids}
     judged = {doc for judgements in qrels.values() for doc in judgements}
-    doc_rows = list(range(len(data.doc_ids)))
-    if corpus is not None and corpus < len(doc_rows):
-        others = [i for i in doc_rows if data.doc_ids[i] not in judged]
+    n_docs = len(data.doc_ids)
+    doc_rows = list(range(n_docs))
+    if corpus is not None and corpus < n_docs:
+        is_judged = (data.doc_ids.isin(judged) if isinstance(data.doc_ids, DocIds)
+                     else np.array([doc in judged for doc in data.doc_ids], dtype=bool))
+        others = np.flatnonzero(~is_judged).tolist()
         room = max(0, corpus - len(judged))
-        keep = {i for i in doc_rows if data.doc_ids[i] in judged} | set(rng.sample(others, min(room, len(others))))
+        keep = set(np.flatnonzero(is_judged).tolist()) | set(rng.sample(others, min(room, len(others))))
         doc_rows = sorted(keep)
-    note = (f"subset: {len(query_ids)} of {len(data.query_ids)} queries, {len(doc_rows)} of {len(data.doc_ids)} "
+    note = (f"subset: {len(query_ids)} of {len(data.query_ids)} queries, {len(doc_rows)} of {n_docs} "
             f"documents (every judged document of the kept queries; seed {seed})")
-    return replace(data, doc_ids=[data.doc_ids[i] for i in doc_rows], doc_texts=[data.doc_texts[i] for i in doc_rows],
+    return replace(data, doc_ids=_take(data.doc_ids, doc_rows), doc_texts=_take(data.doc_texts, doc_rows),
                    query_ids=query_ids, query_texts=[data.query_texts[i] for i in query_rows], qrels=qrels,
                    notes=data.notes + [note])
+
+
+def _take(values, rows: list[int]):
+    """A view of the on-disk corpus (DocIds / DocTexts), a list of a list."""
+    return values.take(rows) if isinstance(values, CorpusView) else [values[i] for i in rows]
 
 
 def subset_sts(pairs: StsPairs, limit: int | None, seed: int) -> StsPairs:

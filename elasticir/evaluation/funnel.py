@@ -176,7 +176,7 @@ class FunnelData:
     normalize: bool
     k: int
     query_ids: list[str]
-    doc_ids: np.ndarray
+    doc_ids: object  # an object array or the on-disk DocIds (picklable as the names)
     qrels: dict[str, dict[str, int]]
     measures: list
     full: Cell
@@ -442,8 +442,7 @@ def _funnel_data(encoder, data, config, layers: list[int], full: Cell, part_dir,
                  doc_prompt: str | None = None) -> FunnelData:
     """The corpus and query stores (the same cache entries the grid evaluation uses) encoded at `layers`, and
     what the funnel points read: the tie order, self-hit exclusion and the scoring inputs."""
-    from elasticir.evaluation.retrieval import corpus_stores, measures_for, self_hits
-    from elasticir.index.dense import tie_ranks
+    from elasticir.evaluation.retrieval import corpus_order, corpus_stores, measures_for
 
     stores = corpus_stores(encoder, data, config.cache / "embeddings", encoder.hidden_size,  # stage 2: full width
                            query_prompt=query_prompt, doc_prompt=doc_prompt,
@@ -452,10 +451,9 @@ def _funnel_data(encoder, data, config, layers: list[int], full: Cell, part_dir,
         executor.encode_store(store, layers, batch_size=config.batch_size, show_progress=config.show_progress,
                               desc=f"{name} funnel {what}")
     normalize = encoder.info.normalize if config.normalize is None else config.normalize
-    return FunnelData(str(stores[0].dir), str(stores[1].dir), tie_ranks(data.doc_ids),
-                      self_hits(data) if remove_self_hits else None, normalize, config.k, data.query_ids,
-                      np.asarray(data.doc_ids, dtype=object), data.qrels, measures_for(data.qrels), full,
-                      config.latency_samples, part_dir, explicit)
+    tie_rank, exclude, doc_ids = corpus_order(data, remove_self_hits)
+    return FunnelData(str(stores[0].dir), str(stores[1].dir), tie_rank, exclude, normalize, config.k, data.query_ids,
+                      doc_ids, data.qrels, measures_for(data.qrels), full, config.latency_samples, part_dir, explicit)
 
 
 def _threads() -> int:

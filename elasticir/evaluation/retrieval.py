@@ -19,6 +19,7 @@ from ir_measures import RR, R, nDCG
 
 from elasticir.cells import Cell, Grid
 from elasticir.data.beir import RetrievalData
+from elasticir.data.corpus import DocIds, id_array, rows_of
 from elasticir.encoders import ElasticEncoder, EmbeddingStore
 from elasticir.encoders.prompts import dataset_prompts
 from elasticir.encoders.store import StoredLayers
@@ -55,9 +56,14 @@ def evaluate_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, floa
     return table.groupby("measure", sort=False)["value"].mean().to_dict(), table
 
 
-def to_run(query_ids: list[str], doc_ids: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> dict:
-    return {qid: {doc_ids[i]: float(s) for i, s in zip(row_ids, row_scores) if i >= 0}
-            for qid, row_ids, row_scores in zip(query_ids, ids, scores)}
+def to_run(query_ids: list[str], doc_ids, ids: np.ndarray, scores: np.ndarray) -> dict:
+    """{qid: {doc id: score}} of hit rows (-1: no hit); `doc_ids` an object array or DocIds, indexed by an
+    array of rows per query (one look-up of the names, not one per hit)."""
+    run = {}
+    for qid, row_ids, row_scores in zip(query_ids, ids, scores):
+        found = np.asarray(row_ids) >= 0
+        run[qid] = dict(zip(doc_ids[np.asarray(row_ids)[found]], np.asarray(row_scores)[found].tolist()))
+    return run
 
 
 def trec_order(run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
@@ -98,10 +104,11 @@ def evaluate_retrieval(
                               desc=f"{name} {what}")
     timings["encode"] = time.perf_counter() - start
 
+    tie_rank, exclude, doc_ids = corpus_order(data, remove_self_hits)
     search = {"normalize": normalize, "index": index, "flat_backend": flat_backend, "k": k,
-              "tie_rank": tie_ranks(data.doc_ids), "exclude": self_hits(data) if remove_self_hits else None,
-              "latency_samples": latency_samples}
-    cells = CellsData(str(docs.dir), str(queries.dir), search, data.query_ids, np.asarray(data.doc_ids, dtype=object),
+              "tie_rank": tie_rank, "exclude": exclude, "latency_samples": latency_samples}
+    # on-disk ids stay on disk: run files look names up per query
+    cells = CellsData(str(docs.dir), str(queries.dir), search, data.query_ids, doc_ids,
                       data.qrels, measures_for(data.qrels), part_dir, tuple(precisions) != ("float32",))
     work = PointWork([(*cell, p) for cell in grid.cells for p in precisions], cells, prepare=open_cells,
                      search=search_point, prepare_scoring=scoring_context, score=score_point, overlap=True)
@@ -113,11 +120,13 @@ def evaluate_retrieval(
     return GridResult(_ordered(pd.DataFrame(rows)), per_query, timings)
 
 
-def self_hits(data: RetrievalData) -> np.ndarray:
-    """Per query the corpus row of the document with the query's id (-1 if none): hits to exclude where the
-    queries are documents of the corpus (ArguAna, Quora)."""
-    row_of = {doc: row for row, doc in enumerate(data.doc_ids)}
-    return np.array([row_of.get(qid, -1) for qid in data.query_ids])
+def corpus_order(data: RetrievalData, remove_self_hits: bool) -> tuple[np.ndarray, np.ndarray | None, object]:
+    """What a search of `data`'s corpus needs of its ids: the tie order, the self-hit rows to exclude (where the
+    queries are documents of the corpus: ArguAna, Quora) and the ids for run files, computed on the on-disk ids
+    without a Python string per document."""
+    tie_rank = data.doc_ids.tie_ranks() if isinstance(data.doc_ids, DocIds) else tie_ranks(data.doc_ids)
+    exclude = rows_of(data.doc_ids, data.query_ids) if remove_self_hits else None
+    return tie_rank, exclude, id_array(data.doc_ids)
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,7 @@ class CellsData:
     queries_dir: str
     search: dict  # normalize, index, flat_backend, k, tie_rank, exclude, latency_samples
     query_ids: list[str]
-    doc_ids: np.ndarray
+    doc_ids: object  # an object array or the on-disk DocIds (picklable as the names)
     qrels: dict[str, dict[str, int]]
     measures: list
     part_dir: PartFolder  # picklable: where the run files go

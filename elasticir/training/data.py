@@ -13,6 +13,7 @@ from pathlib import Path
 
 from elasticir.data.beir import load_beir
 from elasticir.data.catalog import data_root, find_local
+from elasticir.data.corpus import DocIds, id_array, rows_of
 from elasticir.data.jsonl import read_jsonl
 from elasticir.errors import DataNotFoundError, InputFormatError
 from elasticir.io import file_checksum
@@ -112,9 +113,10 @@ def retrieval_groups(folder: Path, *, negatives: int, miner: str, depth: int, se
     """(query, positive, k negatives) rows from qrels/train.tsv; negatives are sampled from the top `depth`
     non-relevant documents of BM25 (pyserini, flat title + text) or of the model's full cell."""
     data = load_beir(folder, split="train")
-    documents = dict(zip(data.doc_ids, data.doc_texts))
     queries = dict(zip(data.query_ids, data.query_texts))
     ranked = _mine(data, miner, depth, model) if negatives and miner != "none" else {}
+    documents = _texts_of(data, {doc for judged in data.qrels.values() for doc in judged}
+                          | {doc for hits in ranked.values() for doc in hits})
     rng = random.Random(seed)
     columns: dict[str, list] = {"anchor": [], "positive": [], **{f"negative_{i + 1}": [] for i in range(negatives)}}
     dropped = 0
@@ -137,6 +139,13 @@ def retrieval_groups(folder: Path, *, negatives: int, miner: str, depth: int, se
     return columns, data.files, note
 
 
+def _texts_of(data, names: set[str]) -> dict[str, str]:
+    """{id: text} of the documents the groups use (judged or mined), not of the whole corpus."""
+    names = sorted(names)
+    rows = rows_of(data.doc_ids, names)
+    return {name: data.doc_texts[int(row)] for name, row in zip(names, rows) if row >= 0}
+
+
 def _mine(data, miner: str, depth: int, model: str | None) -> dict[str, list[str]]:
     fetch = depth + max(len(judged) for judged in data.qrels.values())
     if miner == "bm25":
@@ -148,7 +157,6 @@ def _mine(data, miner: str, depth: int, model: str | None) -> dict[str, list[str
             index = build_bm25_index(zip(data.doc_ids, data.doc_texts), Path(tmp) / "index")
             run = bm25_search(index, dict(zip(data.query_ids, data.query_texts)), k=fetch)
         return {qid: list(hits) for qid, hits in run.items()}
-    import numpy as np
 
     from elasticir.encoders import ElasticEncoder
     from elasticir.index.dense import CellIndex, tie_ranks
@@ -158,8 +166,9 @@ def _mine(data, miner: str, depth: int, model: str | None) -> dict[str, list[str
     docs = encoder.encode(data.doc_texts, [full])[full]
     queries = encoder.encode(data.query_texts, [full])[full]
     index = CellIndex(docs, encoder.hidden_size, normalize=encoder.info.normalize)
-    _, rows, _ = index.search(queries, min(fetch, len(docs)), tie_ranks(data.doc_ids))
-    ids = np.asarray(data.doc_ids)
+    ties = data.doc_ids.tie_ranks() if isinstance(data.doc_ids, DocIds) else tie_ranks(data.doc_ids)
+    _, rows, _ = index.search(queries, min(fetch, len(docs)), ties)
+    ids = id_array(data.doc_ids)
     return {qid: list(ids[hit_rows]) for qid, hit_rows in zip(data.query_ids, rows)}
 
 
