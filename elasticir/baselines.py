@@ -26,14 +26,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
 
 from elasticir.cells import Cell, cell_range_error, default_dims
+from elasticir.config import RunConfig
+from elasticir.encoders.cost import EncoderShape
+from elasticir.encoders.model import resolve_model_path, transformer_folder
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write
 from elasticir.progress import stage
+from elasticir.report.rundir import read_csv_any
 from elasticir.results.assemble import write_leaderboard
 from elasticir.results.schema import Leaderboard, load_leaderboard
 from elasticir.results.store import RunFolder, run_id
+from elasticir.runner import run
 
 MANIFEST = "separate.json"
 
@@ -106,8 +114,6 @@ def parse_spec(spec: str | Path) -> Spec:
 
 def member_shape(model: str, where: str):
     """The member's EncoderShape from its config.json (no weights loaded); an error naming `where`."""
-    from elasticir.encoders.cost import EncoderShape
-    from elasticir.encoders.model import resolve_model_path, transformer_folder
 
     try:
         folder = transformer_folder(resolve_model_path(model)[0])
@@ -139,8 +145,6 @@ def _check_unique(members: list[Member]) -> None:
 
 def _parse_yaml(path: Path) -> Spec:
     """The mapping `"L:d": model[@L:d]`, with YAML line numbers (yaml.compose keeps every node's position)."""
-    import yaml
-
     try:
         root = yaml.compose(path.read_text())
     except yaml.YAMLError as exc:
@@ -262,8 +266,6 @@ def check_cells_fit(spec: Spec, num_layers: int, hidden: int, what: str, fix: st
 
 
 def _note(text: str) -> None:
-    from rich.console import Console
-
     Console(stderr=True, soft_wrap=True, markup=False, highlight=False).print(text)
 
 
@@ -273,7 +275,6 @@ def run_with_baseline(config, encoder=None):
 
     The SPEC is parsed first (a broken one stops before any work) and the elastic grid is widened to the
     baseline's cells once the model is known; the outcome's `baseline` is the assembled baseline directory."""
-    from elasticir.runner import run
 
     spec = parse_spec(config.baseline) if config.baseline else None
     widened = {}
@@ -292,7 +293,6 @@ def evaluate(spec: Spec, config, dims: list[int] | None = None) -> Outcome:
     """Evaluate what is missing of every member with `config`'s protocol and assemble the baseline run directory.
 
     A run-directory SPEC is returned as it is. `dims`: the elastic grid's dims (full-width rows fill them)."""
-    from elasticir.runner import run
 
     if spec.kind == "run":
         return Outcome(spec.path, [], [])
@@ -319,7 +319,6 @@ def evaluate(spec: Spec, config, dims: list[int] | None = None) -> Outcome:
 
 
 def _member_record(member: Member, board: Leaderboard) -> dict:
-    from elasticir.encoders.cost import EncoderShape
 
     shape = EncoderShape.from_folder(member.model) or member_shape(member.model, member.where)
     model = board.model
@@ -425,7 +424,6 @@ def _assemble_pair_scores(members, outcomes, dataset: str, part) -> None:
 
 
 def _assemble_per_query(members, outcomes, dataset: str, part) -> None:
-    from elasticir.report.rundir import read_csv_any
 
     frames = []
     for member in members:
@@ -440,7 +438,6 @@ def _assemble_per_query(members, outcomes, dataset: str, part) -> None:
 def baseline_for_report(spec: str | Path, run_dir: str | Path) -> Path:
     """The baseline directory for `report RUN --baseline SPEC`: a run as is; a grid evaluated (what is missing)
     with the recorded protocol of RUN, into RUN's parent folder."""
-    from elasticir.config import RunConfig
 
     parsed = parse_spec(spec)
     if parsed.kind == "run":
@@ -458,7 +455,6 @@ def baseline_for_report(spec: str | Path, run_dir: str | Path) -> Path:
 
 def run_config(kind, values: dict, where) -> object:
     """The recorded config as a RunConfig, or one error naming the leaderboard it came from."""
-    from pydantic import ValidationError
 
     try:
         return kind(**values)

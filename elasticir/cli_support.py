@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -127,7 +128,6 @@ def coerce_flag(kind: type, name: str, value):
 def load_config(kind: type, config_file: Path | None, **flags):
     """A `kind` (pydantic config) from an optional YAML file, overridden by the flags that were given (converted
     by `coerce_flag`)."""
-    from pydantic import ValidationError
 
     values = {}
     if config_file:

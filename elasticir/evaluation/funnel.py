@@ -27,15 +27,30 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import TYPE_CHECKING
 
+import ir_measures
 import numpy as np
 import pandas as pd
+import torch
 
 from elasticir.cells import Cell, validate_cells
 from elasticir.encoders import truncate
+from elasticir.encoders.cost import EncoderShape, encode_flops_per_token
+from elasticir.encoders.store import StoredLayers
 from elasticir.errors import ElasticIRError
+from elasticir.evaluation.retrieval import (
+    corpus_stores,
+    evaluate_run,
+    measures_for,
+    self_hits,
+    to_run,
+    write_trec_run,
+)
+from elasticir.evaluation.significance import holm, paired_ttest, pareto_front
 from elasticir.execution import PointWork
+from elasticir.index.dense import tie_ranks
 from elasticir.index.precisions import check_precisions, lookup, precision_slug
 from elasticir.index.quantized import build_index
+from elasticir.io import atomic_write
 
 if TYPE_CHECKING:
     from elasticir.execution import Executor
@@ -213,7 +228,6 @@ FULL = "full"  # the point that is the full cell itself (its metrics, index byte
 
 def funnel_context(data: FunnelData, device: str) -> FunnelContext:
     """Open the stores by path and build the full cell's index."""
-    from elasticir.encoders.store import StoredLayers
 
     inputs = FunnelInputs(StoredLayers(data.docs_dir), StoredLayers(data.queries_dir), data.tie_rank, data.exclude,
                           data.normalize, data.k)
@@ -225,10 +239,6 @@ def funnel_context(data: FunnelData, device: str) -> FunnelContext:
 def funnel_scoring(data: FunnelData):
     """A scoring worker's scorer: (ids, scores, run path or None, tag) -> (aggregate, per-query values), the
     qrels parsed once (ir-measures) for every funnel it scores."""
-    import ir_measures
-
-    from elasticir.evaluation.retrieval import evaluate_run, to_run, write_trec_run
-
     evaluator = ir_measures.evaluator(data.measures, data.qrels)
 
     def score(ids, scores, run_path, tag):
@@ -370,7 +380,6 @@ def _test_against_full(table: pd.DataFrame, per_query: pd.DataFrame, metric: str
     funnels are selected: per stage-1 precision the cheapest within TOLERANCE of the full cell, and the Pareto
     front of search work vs the metric. Search work = multiply-adds + Hamming bits / 64 (one 64-bit XOR + popcount
     counted as one operation; a convention, stated here and in the notes), ties broken by measured latency."""
-    from elasticir.evaluation.significance import holm, paired_ttest, pareto_front
 
     values = per_query[per_query.measure == metric].pivot(index="query_id", columns="funnel", values="value")
     table["p"] = [paired_ttest(values[f], values[full_name])[1] for f in table.funnel]
@@ -388,7 +397,6 @@ def _test_against_full(table: pd.DataFrame, per_query: pd.DataFrame, metric: str
 
 
 def write_per_query(path, per_query: pd.DataFrame) -> None:
-    from elasticir.io import atomic_write
 
     atomic_write(path, gzip.compress(per_query.to_csv(index=False).encode()))
 
@@ -400,7 +408,6 @@ __all__ = ["AUTO_KS", "TOLERANCE", "Funnel", "check_funnel_flags", "check_funnel
 # --- the driver a retrieval part calls ------------------------------------------------------------------------
 def query_encode_flops(encoder, texts: list[str]):
     """layer -> analytic FLOPs to encode one query of the mean test-query length to that layer (encoders.cost)."""
-    from elasticir.encoders.cost import EncoderShape, encode_flops_per_token
 
     shape = EncoderShape.from_config(encoder.model.config)
     lengths = [len(ids) for ids in encoder.tokenizer(list(texts), truncation=True,
@@ -414,7 +421,6 @@ def run_funnels(encoder, data, grid, config, part_dir, *, executor: Executor, re
     """Evaluate the config's funnels on one dataset through `executor` (which encodes the stores and runs the
     points); writes funnels.csv and funnel_per_query.csv.gz in the part folder (the part is finished only when
     its meta is written after them) and returns the leaderboard records."""
-    from elasticir.io import atomic_write
 
     full = Cell(encoder.num_layers, encoder.hidden_size)
     funnels = resolve_funnels(config.funnels, grid.cells, list(config.precisions), full, len(data.doc_ids))
@@ -442,8 +448,6 @@ def _funnel_data(encoder, data, config, layers: list[int], full: Cell, part_dir,
                  doc_prompt: str | None = None) -> FunnelData:
     """The corpus and query stores (the same cache entries the grid evaluation uses) encoded at `layers`, and
     what the funnel points read: the tie order, self-hit exclusion and the scoring inputs."""
-    from elasticir.evaluation.retrieval import corpus_stores, measures_for, self_hits
-    from elasticir.index.dense import tie_ranks
 
     stores = corpus_stores(encoder, data, config.cache / "embeddings", encoder.hidden_size,  # stage 2: full width
                            query_prompt=query_prompt, doc_prompt=doc_prompt,
@@ -459,8 +463,6 @@ def _funnel_data(encoder, data, config, layers: list[int], full: Cell, part_dir,
 
 
 def _threads() -> int:
-    import torch
-
     return torch.get_num_threads()
 
 
