@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -50,6 +51,7 @@ from elasticir.cells import Cell
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write, current_umask, sha256_of_files
 from elasticir.locking import exclusive
+from elasticir.progress import stage
 
 BACKENDS = ("torch", "onnx")
 OPSET = 17
@@ -84,7 +86,7 @@ def check_backend(backend: str, model: torch.nn.Module, device: torch.device, dt
     if dtype != torch.float32:
         raise ElasticIRError(f"--backend onnx runs in float32 only (dtype {dtype}); use --backend torch")
     try:
-        import onnx  # noqa: F401
+        import onnx  # noqa: F401  # lazy here and below: onnx and onnxruntime are an optional extra
         import onnxruntime  # noqa: F401
     except ImportError:
         raise ElasticIRError("--backend onnx needs onnx and onnxruntime: pip install 'elasticir[onnx]'") from None
@@ -157,8 +159,6 @@ def _quantize(path: Path) -> None:
 
 def export(wrapper: PooledLayers, tokenizer, max_length: int, path: Path, fuse: bool, quantize: bool = False) -> None:
     """Export (fuse, and quantize) into a temporary file beside `path`, then rename it into place."""
-    import warnings
-
     path.parent.mkdir(parents=True, exist_ok=True)
     sample = tokenizer(["an example sentence", "two"], padding=True, truncation=True, max_length=max_length,
                        return_tensors="pt")
@@ -276,8 +276,6 @@ class OnnxLayers:
     def session(self, layers: Sequence[int]):
         """The session for this layer set: the cached graph when its checksum matches, else a fresh, checked
         export (under the graph's lock). Threads = torch's count."""
-        from elasticir.progress import stage
-
         layers = tuple(sorted(set(layers)))
         if layers not in self.sessions:
             path = self.path(layers)

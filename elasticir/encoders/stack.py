@@ -104,7 +104,7 @@ def check_remote_code(folder: Path, trust_remote_code: bool) -> None:
     config = read_json(transformer_folder(folder) / "config.json")
     if trust_remote_code or not isinstance(config, dict) or not config.get("auto_map"):
         return
-    from transformers import CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING  # lazy here and below: (sentence-)transformers are slow
 
     if config.get("model_type") not in CONFIG_MAPPING:
         raise ElasticIRError(

@@ -22,7 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from elasticir.cells import Cell
+from elasticir.config import check_output_dir
 from elasticir.errors import ElasticIRError
 from elasticir.results.references import references_html
 from elasticir.results.schema import Leaderboard, load_leaderboard
@@ -272,9 +275,7 @@ def _html_table(table: Table, e=html.escape) -> str:
 
 def heatmap_png(board: Leaderboard, dataset: str, metric: str, title: str) -> bytes:
     """A run's layer x dim heatmap of one dataset as PNG bytes (the report's own heatmap, PNG only)."""
-    import pandas as pd
-
-    from elasticir.report import figures  # matplotlib only when a page is rendered
+    from elasticir.report import figures  # lazy: matplotlib, only when a page is rendered
 
     values = _values(board, dataset, metric)
     frame = pd.Series(values).unstack().sort_index().sort_index(axis=1)
@@ -329,8 +330,6 @@ def render_leaderboards(paths: Iterable[str | Path] | None = None, *, page: bool
 
 def write_leaderboards(paths: Iterable[str | Path] | None, out_dir: str | Path) -> tuple[Path, Path]:
     """Write leaderboard.md and leaderboard.html into out_dir."""
-    from elasticir.config import check_output_dir
-
     out_dir = Path(out_dir)
     blocker = next((p for p in [out_dir, *out_dir.parents] if p.exists() and not p.is_dir()), None)
     if blocker is not None:  # before rendering: a wrong --out costs nothing

@@ -11,6 +11,7 @@ import pandas as pd
 
 from elasticir.cells import Cell, Grid
 from elasticir.errors import ElasticIRError
+from elasticir.io import file_checksum
 from elasticir.results.schema import Leaderboard, check_table_values, load_leaderboard
 from elasticir.results.store import PartFolder, RunFolder
 
@@ -131,8 +132,6 @@ class RunData:
         (a published leaderboard JSON, or a file the part never wrote); an error when the part's finished mark
         records it (or, for a mark without a record, the part's folder exists and `expected`) but it is missing
         or changed, so a damaged part is not silently reported without its significance tests."""
-        from elasticir.io import file_checksum
-
         folder = RunFolder(self.dir)
         name = folder.part(self.tasks[dataset], dataset).name_of(path)  # as the part's mark records it
         recorded = folder.recorded_files(self.tasks[dataset], dataset)

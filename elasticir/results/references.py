@@ -9,6 +9,7 @@ expected scores. Reference files are data from others: a malformed one is refuse
 
 from __future__ import annotations
 
+import html
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -206,8 +207,6 @@ ROW_HEADER = ["status", "source", "reference", "published", "ours", "delta / tol
 def references_html(boards: list[Leaderboard], labels: list[str], e=None) -> list[str]:
     """The leaderboard page's section: per run, every compared reference (matches / differs) and how many more
     were not run; nothing when no reference folder is there (an installed copy without the repository)."""
-    import html
-
     e = e or html.escape
     if not DEFAULT_REFERENCES.is_dir():
         return []

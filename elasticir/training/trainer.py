@@ -28,6 +28,7 @@ from elasticir.encoders import (
     transformer_blocks,
     weights_sha256,
 )
+from elasticir.encoders.stack import ModuleStack
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write, provenance
 from elasticir.outputs import claim_output, release_output
@@ -114,7 +115,7 @@ class TrainConfig(BaseModel):
 
 def build_base_loss(config: TrainConfig, model, kind: str):
     """The base loss the data calls for (MNRL for pairs/triplets, CoSENT for scores) on the chosen similarity."""
-    from sentence_transformers import util
+    from sentence_transformers import util  # lazy here and below: slow, only when training
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss, MultipleNegativesRankingLoss
 
     dot = config.similarity == "dot"
@@ -337,6 +338,4 @@ def _hidden_size(model: str) -> int:
 def output_width(model) -> int:
     """The width of a SentenceTransformer's output embedding (its module stack's; a Dense head sets it): the
     grid's widest dim, as the evaluation sizes it."""
-    from elasticir.encoders.stack import ModuleStack
-
     return ModuleStack.of(model).output_width(model[0].auto_model.config.hidden_size)
