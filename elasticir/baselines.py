@@ -76,7 +76,7 @@ class Spec:
         """Every member, full-width rows filled at `dims` (default: the model's default dims) up to its width."""
         members = list(self.members)
         for layer, model, where in self.rows:
-            hidden = member_shape(model, where).hidden_size
+            hidden = _member_shape(model, where).hidden_size
             for dim in [d for d in (dims or default_dims(hidden)) if d <= hidden]:
                 members.append(Member(Cell(layer, dim), model, Cell(layer, dim), where))
         _check_unique(members)
@@ -112,7 +112,7 @@ def parse_spec(spec: str | Path) -> Spec:
                          "baseline YAML (.yaml/.yml); give one of these")
 
 
-def member_shape(model: str, where: str):
+def _member_shape(model: str, where: str):
     """The member's EncoderShape from its config.json (no weights loaded); an error naming `where`."""
 
     try:
@@ -127,7 +127,7 @@ def member_shape(model: str, where: str):
 
 
 def _check_member(member: Member) -> None:
-    shape = member_shape(member.model, member.where)
+    shape = _member_shape(member.model, member.where)
     if message := cell_range_error(*member.source, shape.num_layers, shape.hidden_size):
         raise ElasticIRError(f"{member.where}: cell {member.source} is outside {member.model!r} "
                              f"({shape.num_layers} layers x {shape.hidden_size} dims): {message}. Fix: map the cell "
@@ -225,7 +225,7 @@ def widen_dims(config, spec: Spec | None, encoder):
     if spec is None or spec.kind == "run":
         return config
     num_layers, hidden = encoder.num_layers, encoder.hidden_size
-    check_cells_fit(spec, num_layers, hidden, f"the elastic model {encoder.info.name} ({num_layers} layers x "
+    _check_cells_fit(spec, num_layers, hidden, f"the elastic model {encoder.info.name} ({num_layers} layers x "
                     f"{hidden} dims)", f"map only cells the elastic model has (layers 1..{num_layers}, dims "
                     f"1..{hidden})")
     cells = [m.cell for m in spec.members]
@@ -246,7 +246,7 @@ def widen_dims(config, spec: Spec | None, encoder):
     return config.model_copy(update=update) if update else config
 
 
-def check_cells_fit(spec: Spec, num_layers: int, hidden: int, what: str, fix: str,
+def _check_cells_fit(spec: Spec, num_layers: int, hidden: int, what: str, fix: str,
                     layers=None, dims=None) -> None:
     """Every baseline cell (and full-width row) within `num_layers` x `hidden` and, when given, within the grid's
     `layers` / `dims`; else one error naming the YAML line or member folder of the first cell that is not."""
@@ -320,7 +320,7 @@ def evaluate(spec: Spec, config, dims: list[int] | None = None) -> Outcome:
 
 def _member_record(member: Member, board: Leaderboard) -> dict:
 
-    shape = EncoderShape.from_folder(member.model) or member_shape(member.model, member.where)
+    shape = EncoderShape.from_folder(member.model) or _member_shape(member.model, member.where)
     model = board.model
     return {"name": model.name, "path": model.path, "hub_id": model.hub_id, "weights_sha256": model.weights_sha256,
             "num_layers": model.num_layers, "hidden_size": model.hidden_size,
@@ -443,7 +443,7 @@ def baseline_for_report(spec: str | Path, run_dir: str | Path) -> Path:
     if parsed.kind == "run":
         return parsed.path
     board = load_leaderboard(RunFolder(run_dir).leaderboard)
-    check_cells_fit(parsed, board.model.num_layers, board.model.hidden_size,
+    _check_cells_fit(parsed, board.model.num_layers, board.model.hidden_size,
                     f"the run {run_dir} (layers {list(board.grid.layers)}, dims {list(board.grid.dims)})",
                     "re-run the elastic model with --layers/--dims covering the baseline's cells (or run it with "
                     "--baseline, which widens its grid), or drop the cell from the baseline",

@@ -190,7 +190,7 @@ def reproduce(path: str | Path, *, tolerance: float = 1e-4, out: str | Path | No
     path = resolve_path(path)
     board = load_leaderboard(path)
     if "baseline_grid" in board.config:  # cells from several models: each member re-run, the grid re-assembled
-        new = reproduce_grid(board, Path(out) if out is not None else DEFAULT_OUT, data_root, device)
+        new = _reproduce_grid(board, Path(out) if out is not None else DEFAULT_OUT, data_root, device)
         return compare_leaderboards(board, new, tolerance=tolerance)
     values = {k: v for k, v in board.config.items() if k not in ("numeric", "baseline")}
     notes: list[str] = []
@@ -240,7 +240,7 @@ def format_differences(differences: Sequence[Difference], tolerance: float = 1e-
     return f"{len(differences)} difference(s) beyond {tolerance:g}:\n" + "\n".join(f"  {d}" for d in differences)
 
 
-def reproduce_grid(board: Leaderboard, out: Path, data_root=None, device=None) -> Leaderboard:
+def _reproduce_grid(board: Leaderboard, out: Path, data_root=None, device=None) -> Leaderboard:
     """Re-run a baseline grid: each member found by its identity (hub id / name + weights sha256), the recorded
     protocol, into `out`; returns the new grid's leaderboard."""
     recorded = board.config["baseline_grid"]

@@ -44,7 +44,7 @@ def _mteb_name(name: str) -> str:
     return f"elasticir/{Path(name).name or 'model'}"
 
 
-def cell_model_meta(encoder: ElasticEncoder, layer: int, dim: int) -> ModelMeta:
+def _cell_model_meta(encoder: ElasticEncoder, layer: int, dim: int) -> ModelMeta:
     """An mteb ModelMeta for one cell: the model's name and revision, the cell as experiment kwargs."""
     info = encoder.info
     n_params = sum(p.numel() for p in encoder.model.parameters())
@@ -67,7 +67,7 @@ class ElasticCellModel(AbsEncoder):
         self.encoder.check_cells([Cell(layer, dim)])
         self.layer, self.dim, self.batch_size = layer, dim, batch_size
         self.model = self.encoder
-        self.mteb_model_meta = cell_model_meta(self.encoder, layer, dim)
+        self.mteb_model_meta = _cell_model_meta(self.encoder, layer, dim)
 
     def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type=None,
                **kwargs: Any) -> np.ndarray:

@@ -95,11 +95,11 @@ def check_backend(backend: str, model: torch.nn.Module, device: torch.device, dt
 class PooledLayers(torch.nn.Module):
     """A copy of the model cut after the deepest wanted layer, returning each wanted layer's pooled state."""
 
-    def __init__(self, model: torch.nn.Module, blocks_path: str, layers: Sequence[int], pooling: str) -> None:
+    def __init__(self, model: torch.nn.Module, _blocks_path: str, layers: Sequence[int], pooling: str) -> None:
         super().__init__()
         self.layers, self.pooling = sorted(set(layers)), pooling
         self.model = copy.deepcopy(model).float().eval()
-        del self.model.get_submodule(blocks_path)[max(self.layers):]  # early exit: no block above the deepest
+        del self.model.get_submodule(_blocks_path)[max(self.layers):]  # early exit: no block above the deepest
         self.model.config.num_hidden_layers = max(self.layers)
         self.model.set_attn_implementation("eager")  # the attention pattern the BERT fusion recognises
 
@@ -113,7 +113,7 @@ class PooledLayers(torch.nn.Module):
         return tuple((states[layer] * weights).sum(1) / count for layer in self.layers)
 
 
-def blocks_path(model: torch.nn.Module, blocks: torch.nn.ModuleList) -> str:
+def _blocks_path(model: torch.nn.Module, blocks: torch.nn.ModuleList) -> str:
     return next(name for name, module in model.named_modules() if module is blocks)
 
 
@@ -121,7 +121,7 @@ def versions() -> dict[str, str]:
     return {name: metadata.version(name) for name in ("torch", "onnx", "onnxruntime")}
 
 
-def export_key(weights_sha256: str, layers: Sequence[int], pooling: str, max_length: int, fuse: bool,
+def _export_key(weights_sha256: str, layers: Sequence[int], pooling: str, max_length: int, fuse: bool,
                quantize: bool = False) -> str:
     """Hash of everything that changes the exported graph; a different key is a different file (`quantize` is
     hashed only when set, so float32 graphs keep their keys)."""
@@ -206,7 +206,7 @@ class OnnxLayers:
 
     def path(self, layers: Sequence[int]) -> Path:
         info = self.encoder.info
-        key = export_key(info.weights_sha256, layers, info.pooling, info.max_length, self.fuse, self.quantize)
+        key = _export_key(info.weights_sha256, layers, info.pooling, info.max_length, self.fuse, self.quantize)
         return self.cache_dir / key / "model.onnx"
 
     @staticmethod
@@ -260,7 +260,7 @@ class OnnxLayers:
         only after that). Under the lock of `path`."""
         encoder = self.encoder
         for attempt in range(2):
-            wrapper = PooledLayers(encoder.model, blocks_path(encoder.model, encoder._blocks), layers,
+            wrapper = PooledLayers(encoder.model, _blocks_path(encoder.model, encoder._blocks), layers,
                                    encoder.info.pooling)
             export(wrapper, encoder.tokenizer, encoder.info.max_length, path, self.fuse, self.quantize)
             session = self._load(path)

@@ -40,7 +40,7 @@ METRIC_NAMES = {"nDCG@10": "ndcg_at_10", "RR@10": "mrr_at_10", "R@100": "recall_
                 "R(rel=2)@1000": "recall_at_1000_rel_2"}
 
 
-def experiment_name(layer: int, dim: int) -> str:
+def _experiment_name(layer: int, dim: int) -> str:
     """MTEB's folder name for experiment_kwargs {"layer": L, "embed_dim": d} (sorted key_value, '__'-joined)."""
     return f"embed_dim_{dim}__layer_{layer}"
 
@@ -115,7 +115,7 @@ def export_mteb(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
         seconds[timing.dataset] = seconds.get(timing.dataset, 0.0) + timing.seconds
     full = run.full_cell if run.full_cell in run.grid_cells else None
     written: list[Path] = []
-    targets = [(cell, base / "experiments" / experiment_name(*cell)) for cell in run.grid_cells]
+    targets = [(cell, base / "experiments" / _experiment_name(*cell)) for cell in run.grid_cells]
     if full:
         targets.append((None, base))
     for cell, folder in targets:

@@ -71,7 +71,7 @@ class ReferenceFile(BaseModel):
 
 
 @dataclass(frozen=True)
-class Sourced:
+class _Sourced:
     source: str
     reference: Reference
 
@@ -104,13 +104,13 @@ def load_reference_file(path: Path) -> ReferenceFile:
         raise ElasticIRError(f"{path}: {_entry_of(exc, data)}; fix that entry") from None
 
 
-def load_references(path: str | Path | None = None) -> list[Sourced]:
+def load_references(path: str | Path | None = None) -> list[_Sourced]:
     """Every reference of a file, or of every *.yaml under a folder (default: the repository's references/)."""
     path = Path(path) if path is not None else DEFAULT_REFERENCES
     files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
     if not files:
         raise ElasticIRError(f"{path}/: no *.yaml reference files; give --references a file or a folder of them")
-    return [Sourced(f.source, ref) for f in map(load_reference_file, files) for ref in f.references]
+    return [_Sourced(f.source, ref) for f in map(load_reference_file, files) for ref in f.references]
 
 
 # ----------------------------------------------------------------------------------------------- checking
@@ -150,7 +150,7 @@ def _applies(board: Leaderboard, ref: Reference) -> bool:
     return ref.model in _model_ids(board)
 
 
-def check_board(board: Leaderboard, references: list[Sourced]) -> list[CheckResult]:
+def check_board(board: Leaderboard, references: list[_Sourced]) -> list[CheckResult]:
     """Every reference that applies to this leaderboard, with its status. A subset run is never compared with a
     full-data reference ("subset"); a reference pinned to other weights (sha256) is not compared either."""
     splits = {d.name: d.split for d in board.datasets}
