@@ -23,8 +23,6 @@ from elasticir.cli_support import (
     with_options,
 )
 from elasticir.config import RunConfig, check_dataset_names
-from elasticir.data.catalog import CATALOG, beir_path, sts_path
-from elasticir.data.catalog import data_root as resolve_root
 from elasticir.progress import stage
 
 # each command imports its stage inside it (`# lazy: torch`): `elasticir --help` loads no torch, pandas or numpy
@@ -225,6 +223,9 @@ def reproduce_command(
 @friendly_errors
 def datasets_command(data_root: DataRootOpt = None) -> None:
     """List catalogued and local datasets and whether each is available under the data root."""
+    from elasticir.data.catalog import CATALOG, beir_path, sts_path  # lazy: ~4% of `elasticir --help`
+    from elasticir.data.catalog import data_root as resolve_root  # lazy: as above
+
     root = resolve_root(data_root)
     local = {p.parent.name for p in root.glob("sts/*/test.jsonl*")} | {p.parent.name for p in root.glob("beir/*/corpus.jsonl*")}
     table = Table(title=f"datasets (data root {root})")

@@ -24,7 +24,6 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
-from elasticir.data.catalog import check_dataset_name
 from elasticir.errors import ElasticIRError
 from elasticir.model_lookup import DEFAULT_MODEL
 from elasticir.network import probe_address, require_ray
@@ -425,6 +424,8 @@ def check_dataset_names(config: RunConfig, where: dict[str, str] | None = None) 
     """Every dataset of a run is a name (catalog entry or folder name under the data root), never a path: a
     path would be read from anywhere and the run's parts written next to it, outside --out. `where`: per task,
     where its names came from (default: the flags, DATASET_FLAGS)."""
+    from elasticir.data.catalog import check_dataset_name  # lazy: the catalog is ~4% of `elasticir --help`
+
     for task, flag in DATASET_FLAGS.items():
         for name in getattr(config, task):
             check_dataset_name(name, (where or {}).get(task, flag), config.data_root)
