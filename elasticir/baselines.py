@@ -26,14 +26,22 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
 
 from elasticir.cells import Cell, cell_range_error, default_dims
+from elasticir.config import RunConfig
+from elasticir.encoders.cost import EncoderShape
+from elasticir.encoders.model import resolve_model_path, transformer_folder
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write
 from elasticir.progress import stage
+from elasticir.report.rundir import read_csv_any
 from elasticir.results.assemble import write_leaderboard
 from elasticir.results.schema import Leaderboard, load_leaderboard
 from elasticir.results.store import RunFolder, run_id
+from elasticir.runner import run
 
 MANIFEST = "separate.json"
 
@@ -68,7 +76,7 @@ class Spec:
         """Every member, full-width rows filled at `dims` (default: the model's default dims) up to its width."""
         members = list(self.members)
         for layer, model, where in self.rows:
-            hidden = member_shape(model, where).hidden_size
+            hidden = _member_shape(model, where).hidden_size
             for dim in [d for d in (dims or default_dims(hidden)) if d <= hidden]:
                 members.append(Member(Cell(layer, dim), model, Cell(layer, dim), where))
         _check_unique(members)
@@ -104,10 +112,8 @@ def parse_spec(spec: str | Path) -> Spec:
                          "baseline YAML (.yaml/.yml); give one of these")
 
 
-def member_shape(model: str, where: str):
+def _member_shape(model: str, where: str):
     """The member's EncoderShape from its config.json (no weights loaded); an error naming `where`."""
-    from elasticir.encoders.cost import EncoderShape
-    from elasticir.encoders.model import resolve_model_path, transformer_folder
 
     try:
         folder = transformer_folder(resolve_model_path(model)[0])
@@ -121,7 +127,7 @@ def member_shape(model: str, where: str):
 
 
 def _check_member(member: Member) -> None:
-    shape = member_shape(member.model, member.where)
+    shape = _member_shape(member.model, member.where)
     if message := cell_range_error(*member.source, shape.num_layers, shape.hidden_size):
         raise ElasticIRError(f"{member.where}: cell {member.source} is outside {member.model!r} "
                              f"({shape.num_layers} layers x {shape.hidden_size} dims): {message}. Fix: map the cell "
@@ -139,8 +145,6 @@ def _check_unique(members: list[Member]) -> None:
 
 def _parse_yaml(path: Path) -> Spec:
     """The mapping `"L:d": model[@L:d]`, with YAML line numbers (yaml.compose keeps every node's position)."""
-    import yaml
-
     try:
         root = yaml.compose(path.read_text())
     except yaml.YAMLError as exc:
@@ -221,7 +225,7 @@ def widen_dims(config, spec: Spec | None, encoder):
     if spec is None or spec.kind == "run":
         return config
     num_layers, hidden = encoder.num_layers, encoder.hidden_size
-    check_cells_fit(spec, num_layers, hidden, f"the elastic model {encoder.info.name} ({num_layers} layers x "
+    _check_cells_fit(spec, num_layers, hidden, f"the elastic model {encoder.info.name} ({num_layers} layers x "
                     f"{hidden} dims)", f"map only cells the elastic model has (layers 1..{num_layers}, dims "
                     f"1..{hidden})")
     cells = [m.cell for m in spec.members]
@@ -242,7 +246,7 @@ def widen_dims(config, spec: Spec | None, encoder):
     return config.model_copy(update=update) if update else config
 
 
-def check_cells_fit(spec: Spec, num_layers: int, hidden: int, what: str, fix: str,
+def _check_cells_fit(spec: Spec, num_layers: int, hidden: int, what: str, fix: str,
                     layers=None, dims=None) -> None:
     """Every baseline cell (and full-width row) within `num_layers` x `hidden` and, when given, within the grid's
     `layers` / `dims`; else one error naming the YAML line or member folder of the first cell that is not."""
@@ -262,8 +266,6 @@ def check_cells_fit(spec: Spec, num_layers: int, hidden: int, what: str, fix: st
 
 
 def _note(text: str) -> None:
-    from rich.console import Console
-
     Console(stderr=True, soft_wrap=True, markup=False, highlight=False).print(text)
 
 
@@ -273,7 +275,6 @@ def run_with_baseline(config, encoder=None):
 
     The SPEC is parsed first (a broken one stops before any work) and the elastic grid is widened to the
     baseline's cells once the model is known; the outcome's `baseline` is the assembled baseline directory."""
-    from elasticir.runner import run
 
     spec = parse_spec(config.baseline) if config.baseline else None
     widened = {}
@@ -292,7 +293,6 @@ def evaluate(spec: Spec, config, dims: list[int] | None = None) -> Outcome:
     """Evaluate what is missing of every member with `config`'s protocol and assemble the baseline run directory.
 
     A run-directory SPEC is returned as it is. `dims`: the elastic grid's dims (full-width rows fill them)."""
-    from elasticir.runner import run
 
     if spec.kind == "run":
         return Outcome(spec.path, [], [])
@@ -319,9 +319,8 @@ def evaluate(spec: Spec, config, dims: list[int] | None = None) -> Outcome:
 
 
 def _member_record(member: Member, board: Leaderboard) -> dict:
-    from elasticir.encoders.cost import EncoderShape
 
-    shape = EncoderShape.from_folder(member.model) or member_shape(member.model, member.where)
+    shape = EncoderShape.from_folder(member.model) or _member_shape(member.model, member.where)
     model = board.model
     return {"name": model.name, "path": model.path, "hub_id": model.hub_id, "weights_sha256": model.weights_sha256,
             "num_layers": model.num_layers, "hidden_size": model.hidden_size,
@@ -425,7 +424,6 @@ def _assemble_pair_scores(members, outcomes, dataset: str, part) -> None:
 
 
 def _assemble_per_query(members, outcomes, dataset: str, part) -> None:
-    from elasticir.report.rundir import read_csv_any
 
     frames = []
     for member in members:
@@ -440,13 +438,12 @@ def _assemble_per_query(members, outcomes, dataset: str, part) -> None:
 def baseline_for_report(spec: str | Path, run_dir: str | Path) -> Path:
     """The baseline directory for `report RUN --baseline SPEC`: a run as is; a grid evaluated (what is missing)
     with the recorded protocol of RUN, into RUN's parent folder."""
-    from elasticir.config import RunConfig
 
     parsed = parse_spec(spec)
     if parsed.kind == "run":
         return parsed.path
     board = load_leaderboard(RunFolder(run_dir).leaderboard)
-    check_cells_fit(parsed, board.model.num_layers, board.model.hidden_size,
+    _check_cells_fit(parsed, board.model.num_layers, board.model.hidden_size,
                     f"the run {run_dir} (layers {list(board.grid.layers)}, dims {list(board.grid.dims)})",
                     "re-run the elastic model with --layers/--dims covering the baseline's cells (or run it with "
                     "--baseline, which widens its grid), or drop the cell from the baseline",
@@ -458,7 +455,6 @@ def baseline_for_report(spec: str | Path, run_dir: str | Path) -> Path:
 
 def run_config(kind, values: dict, where) -> object:
     """The recorded config as a RunConfig, or one error naming the leaderboard it came from."""
-    from pydantic import ValidationError
 
     try:
         return kind(**values)

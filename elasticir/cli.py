@@ -22,8 +22,10 @@ from elasticir.cli_support import (
     load_config,
     with_options,
 )
-from elasticir.config import RunConfig
+from elasticir.config import RunConfig, check_dataset_names
+from elasticir.progress import stage
 
+# each command imports its stage inside it (`# lazy: torch`): `elasticir --help` loads no torch, pandas or numpy
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, pretty_exceptions_enable=False)
 eval_app = typer.Typer(help="Run one evaluation stage over the (layer, dim) grid.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
@@ -57,8 +59,7 @@ FUNNEL_OPTIONS = config_options(RunConfig, without=("datasets", "funnels"))
 def _run_config(config_file: Path | None, smoke: bool, **flags) -> RunConfig:
     """A RunConfig from an optional YAML file, overridden by the flags that were given; --smoke fills in the
     subset limits the flags leave out and skips the encode-latency probe unless --latency-texts asks for it."""
-    from elasticir.config import check_dataset_names
-    from elasticir.data.subset import SMOKE as SMOKE_LIMITS
+    from elasticir.data.subset import SMOKE as SMOKE_LIMITS  # lazy: pulls numpy
 
     if smoke:
         for key, value in SMOKE_LIMITS.items():
@@ -73,8 +74,8 @@ def _run_config(config_file: Path | None, smoke: bool, **flags) -> RunConfig:
 
 
 def _run(config: RunConfig, report: bool = False) -> None:
-    from elasticir.baselines import run_with_baseline
-    from elasticir.report.summary import print_outcome
+    from elasticir.baselines import run_with_baseline  # lazy: torch
+    from elasticir.report.summary import print_outcome  # lazy: torch
 
     outcome = run_with_baseline(config)
     if outcome is None:  # --shard: encoded one shard, nothing evaluated
@@ -84,8 +85,7 @@ def _run(config: RunConfig, report: bool = False) -> None:
         out.print(f"baseline: evaluated {len(outcome.baseline.evaluated)} member datasets, reused "
                   f"{len(outcome.baseline.reused)}; {outcome.baseline.folder.leaderboard}")
     if report:
-        from elasticir.progress import stage
-        from elasticir.report.build import write_report
+        from elasticir.report.build import write_report  # lazy: torch
 
         stage(f"report: figures and tables into {outcome.folder.report}")
         baseline = outcome.baseline.dir if outcome.baseline else None
@@ -147,19 +147,19 @@ def report_command(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Report folder (default RUN_DIR/report).")] = None,
 ) -> None:
     """Paper report: heatmaps, difference maps with significance, Pareto plots, LaTeX/Markdown tables."""
-    from elasticir.report.build import write_report
-    from elasticir.results.store import RunFolder
+    from elasticir.report.build import write_report  # lazy: torch
+    from elasticir.results.store import RunFolder  # lazy: torch
 
     target = out_dir or RunFolder(run_dir).report
     if baseline:
-        from elasticir.baselines import baseline_for_report
+        from elasticir.baselines import baseline_for_report  # lazy: torch
 
         baseline = baseline_for_report(baseline, run_dir)
     paths = write_report(run_dir, target, baseline_dir=baseline, cost=cost, extra_runs=(*(also or ()), *(compare or ())),
                          test=test, reference=reference)
     out.print(f"wrote {len(paths)} files; see {target / 'report.md'}")
     if mteb:
-        from elasticir.report.mteb_export import export_mteb
+        from elasticir.report.mteb_export import export_mteb  # lazy: torch
 
         export_mteb(run_dir, mteb)
         out.print(f"MTEB results layout: {mteb}")
@@ -173,7 +173,7 @@ def leaderboard_command(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write leaderboard.md and leaderboard.html here (default: print the Markdown).")] = None,
 ) -> None:
     """Compare runs: the full model per dataset, each run's diagonal, and every cell (HTML: with heatmaps)."""
-    from elasticir.report.leaderboard import render_leaderboards, write_leaderboards
+    from elasticir.report.leaderboard import render_leaderboards, write_leaderboards  # lazy: torch
 
     if out_dir is None:
         typer.echo(render_leaderboards(files or None, page=False)[0], nl=False)  # not rich: it would wrap the table rows
@@ -190,7 +190,7 @@ def check_command(
                                                     "(default: the repository's references/).")] = None,
 ) -> None:
     """Compare every cell that has a published number with it: matches / differs / not run (exit 1 on differs)."""
-    from elasticir.report.check import check_results, format_check
+    from elasticir.report.check import check_results, format_check  # lazy: torch
 
     results = check_results(target, references)
     typer.echo(format_check(results), nl=False)
@@ -211,7 +211,7 @@ def reproduce_command(
                                               "by hub id and weights sha256, also under $ELASTICIR_MODELS).")] = None,
 ) -> None:
     """Re-run a leaderboard's recorded config and compare every metric (exit 1 when something differs)."""
-    from elasticir.reproduce import format_differences, reproduce
+    from elasticir.reproduce import format_differences, reproduce  # lazy: torch
 
     differences = reproduce(file, tolerance=tolerance, out=out_dir, data_root=data_root, device=device, model=model)
     out.print(format_differences(differences, tolerance), markup=False, highlight=False)
@@ -223,8 +223,8 @@ def reproduce_command(
 @friendly_errors
 def datasets_command(data_root: DataRootOpt = None) -> None:
     """List catalogued and local datasets and whether each is available under the data root."""
-    from elasticir.data.catalog import CATALOG, beir_path, sts_path
-    from elasticir.data.catalog import data_root as resolve_root
+    from elasticir.data.catalog import CATALOG, beir_path, sts_path  # lazy: ~4% of `elasticir --help`
+    from elasticir.data.catalog import data_root as resolve_root  # lazy: as above
 
     root = resolve_root(data_root)
     local = {p.parent.name for p in root.glob("sts/*/test.jsonl*")} | {p.parent.name for p in root.glob("beir/*/corpus.jsonl*")}
@@ -302,7 +302,7 @@ def train_command(
     config: ConfigOpt = None,
 ) -> None:
     """Fine-tune an elastic encoder; an interrupted run resumes from its last checkpoint when re-run."""
-    from elasticir.training.trainer import TrainConfig, train
+    from elasticir.training.trainer import TrainConfig, train  # lazy: torch
 
     folder = train(load_config(
         TrainConfig, config, preset=preset, method=method, base=base, data=data, out=out_dir, max_steps=max_steps,
@@ -339,7 +339,7 @@ def train_separate_command(
     config: ConfigOpt = None,
 ) -> None:
     """Separately trained baselines: one plain model per cell, same data, steps and seed."""
-    from elasticir.training.trainer import TrainConfig, train_separate
+    from elasticir.training.trainer import TrainConfig, train_separate  # lazy: torch
 
     folders = train_separate(load_config(
         TrainConfig, config, method="plain", base=base, data=data, out=out_dir, max_steps=max_steps, batch_size=batch_size, lr=lr,
@@ -374,7 +374,7 @@ def pretrain_command(
     config: ConfigOpt = None,
 ) -> None:
     """Pre-train an encoder with SMAE or MLM; an interrupted run resumes from its checkpoint when re-run."""
-    from elasticir.pretraining.pretrain import PretrainConfig, pretrain
+    from elasticir.pretraining.pretrain import PretrainConfig, pretrain  # lazy: torch
 
     folder = pretrain(load_config(
         PretrainConfig, config, method=method, base=base, data=data, out=out_dir, max_steps=max_steps, batch_size=batch_size, lr=lr,

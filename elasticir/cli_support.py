@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -30,7 +31,7 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
                       errno.EISDIR, errno.EMFILE, errno.ENFILE, errno.ENAMETOOLONG}
 
 
-def print_error(message: str) -> None:
+def _print_error(message: str) -> None:
     """One `error:` line; the message is escaped, so a path like `[/data]` is printed, not read as markup."""
     err.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)  # paths stay whole
 
@@ -44,20 +45,20 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except ElasticIRError as exc:
-            print_error(str(exc))
+            _print_error(str(exc))
             raise typer.Exit(2) from None
         except OSError as exc:
             if exc.errno not in ENVIRONMENT_ERRNOS:
                 raise
             where = exc.filename or "a file"
-            print_error(f"cannot write or read {where}: {exc.strerror}; free space, fix the permissions or "
+            _print_error(f"cannot write or read {where}: {exc.strerror}; free space, fix the permissions or "
                         "choose another --out")
             raise typer.Exit(2) from None
 
     return wrapper
 
 
-def flag_of(name: str, field) -> str:
+def _flag_of(name: str, field) -> str:
     """The command-line flag of a config field: its declared one, else its name with dashes."""
     declared = (field.json_schema_extra or {}).get("flags") if field is not None else None
     return declared[0] if declared else "--" + name.replace("_", "-")
@@ -77,7 +78,7 @@ def _format_validation(exc, source: str, kind: type) -> str:
     for error in exc.errors():
         loc = _leaf_loc(kind, error["loc"])
         key = ".".join(str(part) for part in loc) or "(config)"
-        flag = flag_of(str(loc[0]), fields.get(str(loc[0]))) if loc else ""
+        flag = _flag_of(str(loc[0]), fields.get(str(loc[0]))) if loc else ""
         got = error.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
         if error["type"] == "extra_forbidden":
@@ -101,7 +102,7 @@ def _list_item_type(annotation) -> type | None:
     return None
 
 
-def coerce_flag(kind: type, name: str, value):
+def _coerce_flag(kind: type, name: str, value):
     """A flag's text as the config field wants it, decided by the field's type, so every command turns flags
     into a config the same way: comma lists into lists (`1,2,6`, `a,b`, `2:32,6:384`), paths into strings."""
     if isinstance(value, Path):
@@ -126,8 +127,7 @@ def coerce_flag(kind: type, name: str, value):
 
 def load_config(kind: type, config_file: Path | None, **flags):
     """A `kind` (pydantic config) from an optional YAML file, overridden by the flags that were given (converted
-    by `coerce_flag`)."""
-    from pydantic import ValidationError
+    by `_coerce_flag`)."""
 
     values = {}
     if config_file:
@@ -142,7 +142,7 @@ def load_config(kind: type, config_file: Path | None, **flags):
                 f"config {config_file} must be a YAML mapping of option: value (e.g. `layers: [1, 6]`), "
                 f"got a {type(values).__name__}"
             )
-    values.update({key: coerce_flag(kind, key, value) for key, value in flags.items() if value is not None})
+    values.update({key: _coerce_flag(kind, key, value) for key, value in flags.items() if value is not None})
     try:
         return kind(**values)
     except ValidationError as exc:
@@ -153,7 +153,7 @@ def load_config(kind: type, config_file: Path | None, **flags):
 
 def _cli_type(annotation) -> type:
     """What the option parses: int, float and bool as such; everything else (lists, choices) as text, which
-    `coerce_flag` and the config's own validation turn into the field's value."""
+    `_coerce_flag` and the config's own validation turn into the field's value."""
     kinds = [a for a in typing.get_args(annotation) if a is not type(None)] if _is_optional(annotation) else [annotation]
     return kinds[0] if len(kinds) == 1 and kinds[0] in (int, float, bool) else str
 

@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 
 from elasticir.errors import ElasticIRError
 from elasticir.model_lookup import DEFAULT_MODEL
+from elasticir.network import probe_address, require_ray
+from elasticir.sharding import parse_shard
 
 DEFAULT_STS = ("stsbenchmark", "sts12", "sickr")
 DEFAULT_RETRIEVAL = ("scifact",)
@@ -166,7 +168,7 @@ class EncodeConfig(Grouped):
         """Known names, none twice, float32 first: the reference every difference is taken against."""
         if value is None:
             return None
-        from elasticir.encoders.precision import check_precisions
+        from elasticir.encoders.precision import check_precisions  # lazy: pulls torch
 
         check_precisions(value)
         return ["float32"] + [p for p in value if p != "float32"]
@@ -232,7 +234,7 @@ class RetrievalConfig(Grouped):
     def _k_fits_every_index(cls, k: int) -> int:
         """At most 2^31 - 1: FAISS, torch and Lucene cannot return more (a k beyond the corpus is capped to it
         at search time, index.dense.search_depth)."""
-        from elasticir.index.dense import K_MAX
+        from elasticir.index.dense import K_MAX  # lazy: pulls torch
 
         if k > K_MAX:
             raise ElasticIRError(f"--k {k}: larger than {K_MAX} (2^31 - 1), the most any index can return; a k "
@@ -271,8 +273,6 @@ class ScaleConfig(Grouped):
                     raise ElasticIRError(f"{flag} {value} is for the Ray executor and --executor is "
                                          f"{self.executor}; add --executor ray, or leave {flag} out")
         if self.shard is not None:
-            from elasticir.sharding import parse_shard
-
             parse_shard(self.shard)
             if self.executor == "ray":
                 raise ElasticIRError("--shard is for clusters without Ray (one process per shard); with --executor "
@@ -295,7 +295,7 @@ class SubsetConfig(Grouped):
 
     def numeric(self) -> dict:
         """Its share of the run id: the subset only for a subset run, so full runs keep their ids."""
-        from elasticir.data.subset import describe
+        from elasticir.data.subset import describe  # lazy: pulls numpy
 
         subset = describe(self.limit_queries, self.limit_corpus, self.seed)
         return {"subset": subset} if subset else {}
@@ -381,7 +381,7 @@ def check_device(device: str | None, flag: str = "--device") -> None:
     """A device torch can use here: parseable, and CUDA / MPS only where present (no silent CPU fallback)."""
     if device is None:
         return
-    import torch
+    import torch  # lazy: torch only when a device is named; `import elasticir.config` stays light
 
     try:
         parsed = torch.device(device)
@@ -424,7 +424,7 @@ def check_dataset_names(config: RunConfig, where: dict[str, str] | None = None) 
     """Every dataset of a run is a name (catalog entry or folder name under the data root), never a path: a
     path would be read from anywhere and the run's parts written next to it, outside --out. `where`: per task,
     where its names came from (default: the flags, DATASET_FLAGS)."""
-    from elasticir.data.catalog import check_dataset_name
+    from elasticir.data.catalog import check_dataset_name  # lazy: the catalog is ~4% of `elasticir --help`
 
     for task, flag in DATASET_FLAGS.items():
         for name in getattr(config, task):
@@ -435,8 +435,6 @@ def check_ray(config: RunConfig) -> None:
     """With --executor ray: a cluster answers at the address given (or none is given) and Ray is installed."""
     if config.executor != "ray":
         return
-    from elasticir.network import probe_address, require_ray
-
     probe_address(config.ray_address or os.environ.get("RAY_ADDRESS"),
                   "--ray-address" if config.ray_address else "$RAY_ADDRESS")
     require_ray()
@@ -452,6 +450,6 @@ def check(config: RunConfig) -> None:
     if config.cache_dir:
         check_output_dir(config.cache_dir, "cache_dir")
     if config.retrieval and config.dims:  # without --dims the grid (and this check) waits for the model
-        from elasticir.index.dense import check_index
+        from elasticir.index.dense import check_index  # lazy: pulls torch
 
         check_index(config.index, config.dims, flat_backend=config.flat_backend)

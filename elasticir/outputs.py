@@ -17,7 +17,7 @@ from elasticir.io import atomic_write
 OUTPUT_MARKER = ".elasticir-output.json"  # in every output folder elasticir made: only such a folder is deleted
 
 
-def made_by_elasticir(folder: Path) -> bool:
+def _made_by_elasticir(folder: Path) -> bool:
     """Whether `folder` carries the marker elasticir writes into the output folders it claims."""
     try:
         return json.loads((Path(folder) / OUTPUT_MARKER).read_text()).get("made_by") == "elasticir"
@@ -41,7 +41,7 @@ def claim_output(out: Path, numeric: dict, *, started: str, finished: str, what:
         raise ElasticIRError(f"--out {out} is a symbolic link; --recompute deletes only a real folder elasticir "
                              f"made: pass the folder it points to ({out.resolve()}) as --out")
     if recompute and out.exists() and any(out.iterdir()):
-        if not made_by_elasticir(out):
+        if not _made_by_elasticir(out):
             raise ElasticIRError(f"{refused} (--recompute deletes only a folder elasticir made, one with "
                                  f"{OUTPUT_MARKER})")
         shutil.rmtree(out)
@@ -49,7 +49,7 @@ def claim_output(out: Path, numeric: dict, *, started: str, finished: str, what:
         previous = json.loads((out / started).read_text())
         if previous != numeric:
             changed = sorted(k for k in previous.keys() | numeric.keys() if previous.get(k) != numeric.get(k))
-            recompute_hint = (", or pass --recompute to delete it and start again" if made_by_elasticir(out)
+            recompute_hint = (", or pass --recompute to delete it and start again" if _made_by_elasticir(out)
                               else f" (it lacks {OUTPUT_MARKER}, so --recompute will not delete it)")
             raise ElasticIRError(
                 f"{out} holds a {what} run with a different config (differs in: {', '.join(changed)}). "
@@ -71,7 +71,7 @@ def release_output(out: Path) -> None:
     can claim it: the folder goes if elasticir created it (all in it is elasticir's), else it is emptied (it
     was empty when claimed). A folder without the marker is left alone."""
     out = Path(out)
-    if not made_by_elasticir(out):
+    if not _made_by_elasticir(out):
         return
     created = json.loads((out / OUTPUT_MARKER).read_text()).get("created_folder", False)
     if created:

@@ -14,12 +14,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
+from pydantic import ValidationError
+
+from elasticir.baselines import Member, Spec, evaluate, run_config
+from elasticir.cells import Cell
+from elasticir.config import RunConfig
+from elasticir.encoders.model import resolve_model_path, weights_sha256
 from elasticir.errors import ElasticIRError
 from elasticir.model_lookup import models_root, root_candidates
 from elasticir.progress import stage
 from elasticir.results.schema import Leaderboard, load_leaderboard
 from elasticir.results.store import RunFolder, resolve_path
+from elasticir.runner import run
 
 DEFAULT_OUT = Path("results") / "reproduce"
 
@@ -126,8 +134,6 @@ def compare_leaderboards(recorded: Leaderboard, reproduced: Leaderboard, *, tole
 
 
 def _weights_of(folder: Path) -> str:
-    from elasticir.encoders.model import weights_sha256
-
     return weights_sha256(folder)  # as the encoder records it: the transformer's weights and its modules'
 
 
@@ -140,8 +146,6 @@ def find_model(board: Leaderboard, model: str | Path | None = None) -> tuple[str
     hold the recorded weights (sha256); one given with `model` is used as given and a different sha256 is
     reported as a difference.
     """
-    from elasticir.encoders.model import resolve_model_path
-
     if model is not None:
         return str(model), []
     record = board.model
@@ -183,15 +187,10 @@ def reproduce(path: str | Path, *, tolerance: float = 1e-4, out: str | Path | No
     (a run recorded on CPU re-runs on CPU unless `device` says otherwise); `model` names the model folder when
     it is not found by itself; `encoder` (an ElasticEncoder) skips loading the model, e.g. in tests.
     """
-    from pydantic import ValidationError
-
-    from elasticir.config import RunConfig
-    from elasticir.runner import run
-
     path = resolve_path(path)
     board = load_leaderboard(path)
     if "baseline_grid" in board.config:  # cells from several models: each member re-run, the grid re-assembled
-        new = reproduce_grid(board, Path(out) if out is not None else DEFAULT_OUT, data_root, device)
+        new = _reproduce_grid(board, Path(out) if out is not None else DEFAULT_OUT, data_root, device)
         return compare_leaderboards(board, new, tolerance=tolerance)
     values = {k: v for k, v in board.config.items() if k not in ("numeric", "baseline")}
     notes: list[str] = []
@@ -241,15 +240,9 @@ def format_differences(differences: Sequence[Difference], tolerance: float = 1e-
     return f"{len(differences)} difference(s) beyond {tolerance:g}:\n" + "\n".join(f"  {d}" for d in differences)
 
 
-def reproduce_grid(board: Leaderboard, out: Path, data_root=None, device=None) -> Leaderboard:
+def _reproduce_grid(board: Leaderboard, out: Path, data_root=None, device=None) -> Leaderboard:
     """Re-run a baseline grid: each member found by its identity (hub id / name + weights sha256), the recorded
     protocol, into `out`; returns the new grid's leaderboard."""
-    from types import SimpleNamespace
-
-    from elasticir.baselines import Member, Spec, evaluate, run_config
-    from elasticir.cells import Cell
-    from elasticir.runner import RunConfig
-
     recorded = board.config["baseline_grid"]
     members = []
     for entry in recorded["members"]:

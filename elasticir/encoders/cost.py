@@ -107,7 +107,7 @@ def cell_costs(shape: EncoderShape, layer: int, dim: int, *, seq_len: int = 32, 
 def mean_token_length(texts: list[str], model_folder: str | Path, max_length: int = 512) -> float | None:
     """Mean tokenised length (special tokens included, truncated as the encoder truncates); None on failure."""
     try:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # lazy: transformers, only to measure token lengths
 
         folder = Path(model_folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)

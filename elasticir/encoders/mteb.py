@@ -21,11 +21,14 @@ from typing import Any
 import numpy as np
 
 from elasticir.cells import Cell
+from elasticir.data.catalog import data_root as resolve_root
+from elasticir.data.sts import load_sts
 from elasticir.encoders import ElasticEncoder, truncate
 from elasticir.encoders.prompts import choose
 from elasticir.errors import ElasticIRError
 
 try:
+    import mteb
     from mteb.models.abs_encoder import AbsEncoder
     from mteb.models.model_meta import ModelMeta
     from mteb.tasks.sts.eng.sts_benchmark_sts import STSBenchmarkSTS
@@ -41,7 +44,7 @@ def _mteb_name(name: str) -> str:
     return f"elasticir/{Path(name).name or 'model'}"
 
 
-def cell_model_meta(encoder: ElasticEncoder, layer: int, dim: int) -> ModelMeta:
+def _cell_model_meta(encoder: ElasticEncoder, layer: int, dim: int) -> ModelMeta:
     """An mteb ModelMeta for one cell: the model's name and revision, the cell as experiment kwargs."""
     info = encoder.info
     n_params = sum(p.numel() for p in encoder.model.parameters())
@@ -64,7 +67,7 @@ class ElasticCellModel(AbsEncoder):
         self.encoder.check_cells([Cell(layer, dim)])
         self.layer, self.dim, self.batch_size = layer, dim, batch_size
         self.model = self.encoder
-        self.mteb_model_meta = cell_model_meta(self.encoder, layer, dim)
+        self.mteb_model_meta = _cell_model_meta(self.encoder, layer, dim)
 
     def encode(self, inputs, *, task_metadata, hf_split: str, hf_subset: str, prompt_type=None,
                **kwargs: Any) -> np.ndarray:
@@ -91,17 +94,13 @@ class OfflineSTSBenchmark(STSBenchmarkSTS):
     def __init__(self, path: str | Path | None = None, data_root: str | Path | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if path is None:
-            from elasticir.data.catalog import data_root as resolve_root
-
             path = Path(resolve_root(data_root)) / "sts" / "stsbenchmark" / "test.jsonl.gz"
         self.path = Path(path)
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
         if self.data_loaded:
             return
-        from datasets import Dataset, DatasetDict
-
-        from elasticir.data.sts import load_sts
+        from datasets import Dataset, DatasetDict  # lazy: slow, only when the task's data is loaded
 
         if not self.path.is_file():
             raise ElasticIRError(f"{self.path}: no STSBenchmark file (jsonl with sentence1, sentence2, score)")
@@ -114,8 +113,6 @@ class OfflineSTSBenchmark(STSBenchmarkSTS):
 def evaluate_cell_with_mteb(encoder: ElasticEncoder, layer: int, dim: int, task=None, *,
                             batch_size: int = 64) -> dict[str, float]:
     """Run mteb's own evaluation of one cell (no result cache) and return the test scores of the default subset."""
-    import mteb
-
     task = task if task is not None else OfflineSTSBenchmark()
     result = mteb.evaluate(ElasticCellModel(encoder, layer, dim, batch_size=batch_size), task, cache=None,
                            show_progress_bar=False, encode_kwargs={"batch_size": batch_size}, co2_tracker=False)

@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -50,6 +51,7 @@ from elasticir.cells import Cell
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write, current_umask, sha256_of_files
 from elasticir.locking import exclusive
+from elasticir.progress import stage
 
 BACKENDS = ("torch", "onnx")
 OPSET = 17
@@ -84,7 +86,7 @@ def check_backend(backend: str, model: torch.nn.Module, device: torch.device, dt
     if dtype != torch.float32:
         raise ElasticIRError(f"--backend onnx runs in float32 only (dtype {dtype}); use --backend torch")
     try:
-        import onnx  # noqa: F401
+        import onnx  # noqa: F401  # lazy here and below: onnx and onnxruntime are an optional extra
         import onnxruntime  # noqa: F401
     except ImportError:
         raise ElasticIRError("--backend onnx needs onnx and onnxruntime: pip install 'elasticir[onnx]'") from None
@@ -93,11 +95,11 @@ def check_backend(backend: str, model: torch.nn.Module, device: torch.device, dt
 class PooledLayers(torch.nn.Module):
     """A copy of the model cut after the deepest wanted layer, returning each wanted layer's pooled state."""
 
-    def __init__(self, model: torch.nn.Module, blocks_path: str, layers: Sequence[int], pooling: str) -> None:
+    def __init__(self, model: torch.nn.Module, _blocks_path: str, layers: Sequence[int], pooling: str) -> None:
         super().__init__()
         self.layers, self.pooling = sorted(set(layers)), pooling
         self.model = copy.deepcopy(model).float().eval()
-        del self.model.get_submodule(blocks_path)[max(self.layers):]  # early exit: no block above the deepest
+        del self.model.get_submodule(_blocks_path)[max(self.layers):]  # early exit: no block above the deepest
         self.model.config.num_hidden_layers = max(self.layers)
         self.model.set_attn_implementation("eager")  # the attention pattern the BERT fusion recognises
 
@@ -111,7 +113,7 @@ class PooledLayers(torch.nn.Module):
         return tuple((states[layer] * weights).sum(1) / count for layer in self.layers)
 
 
-def blocks_path(model: torch.nn.Module, blocks: torch.nn.ModuleList) -> str:
+def _blocks_path(model: torch.nn.Module, blocks: torch.nn.ModuleList) -> str:
     return next(name for name, module in model.named_modules() if module is blocks)
 
 
@@ -119,7 +121,7 @@ def versions() -> dict[str, str]:
     return {name: metadata.version(name) for name in ("torch", "onnx", "onnxruntime")}
 
 
-def export_key(weights_sha256: str, layers: Sequence[int], pooling: str, max_length: int, fuse: bool,
+def _export_key(weights_sha256: str, layers: Sequence[int], pooling: str, max_length: int, fuse: bool,
                quantize: bool = False) -> str:
     """Hash of everything that changes the exported graph; a different key is a different file (`quantize` is
     hashed only when set, so float32 graphs keep their keys)."""
@@ -157,8 +159,6 @@ def _quantize(path: Path) -> None:
 
 def export(wrapper: PooledLayers, tokenizer, max_length: int, path: Path, fuse: bool, quantize: bool = False) -> None:
     """Export (fuse, and quantize) into a temporary file beside `path`, then rename it into place."""
-    import warnings
-
     path.parent.mkdir(parents=True, exist_ok=True)
     sample = tokenizer(["an example sentence", "two"], padding=True, truncation=True, max_length=max_length,
                        return_tensors="pt")
@@ -206,7 +206,7 @@ class OnnxLayers:
 
     def path(self, layers: Sequence[int]) -> Path:
         info = self.encoder.info
-        key = export_key(info.weights_sha256, layers, info.pooling, info.max_length, self.fuse, self.quantize)
+        key = _export_key(info.weights_sha256, layers, info.pooling, info.max_length, self.fuse, self.quantize)
         return self.cache_dir / key / "model.onnx"
 
     @staticmethod
@@ -260,7 +260,7 @@ class OnnxLayers:
         only after that). Under the lock of `path`."""
         encoder = self.encoder
         for attempt in range(2):
-            wrapper = PooledLayers(encoder.model, blocks_path(encoder.model, encoder._blocks), layers,
+            wrapper = PooledLayers(encoder.model, _blocks_path(encoder.model, encoder._blocks), layers,
                                    encoder.info.pooling)
             export(wrapper, encoder.tokenizer, encoder.info.max_length, path, self.fuse, self.quantize)
             session = self._load(path)
@@ -276,8 +276,6 @@ class OnnxLayers:
     def session(self, layers: Sequence[int]):
         """The session for this layer set: the cached graph when its checksum matches, else a fresh, checked
         export (under the graph's lock). Threads = torch's count."""
-        from elasticir.progress import stage
-
         layers = tuple(sorted(set(layers)))
         if layers not in self.sessions:
             path = self.path(layers)

@@ -98,13 +98,13 @@ def transformer_folder(folder: Path) -> Path:
     return folder / entries[0].get("path", "") if entries else folder
 
 
-def check_remote_code(folder: Path, trust_remote_code: bool) -> None:
+def _check_remote_code(folder: Path, trust_remote_code: bool) -> None:
     """A transformer whose class transformers does not ship (config.json `auto_map` with an unknown model type)
     would run the repository's own Python; refuse it unless the user said they trust it."""
     config = read_json(transformer_folder(folder) / "config.json")
     if trust_remote_code or not isinstance(config, dict) or not config.get("auto_map"):
         return
-    from transformers import CONFIG_MAPPING
+    from transformers import CONFIG_MAPPING  # lazy here and below: (sentence-)transformers are slow
 
     if config.get("model_type") not in CONFIG_MAPPING:
         raise ElasticIRError(
@@ -113,7 +113,7 @@ def check_remote_code(folder: Path, trust_remote_code: bool) -> None:
             "source (the flag sentence-transformers and MTEB use)")
 
 
-def drop_unused_pooler(model: torch.nn.Module, folder: Path) -> None:
+def _drop_unused_pooler(model: torch.nn.Module, folder: Path) -> None:
     """Remove BERT's pooler head when the checkpoint has no weights for it: embeddings come from the token
     states, so it is unused, and transformers would initialise it at random (and a trained model would then save
     random weights, giving two identical trainings different sha256s)."""
@@ -139,7 +139,7 @@ def load_sentence_transformer(folder: Path, *, device: str | torch.device | None
 
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load is noise, not progress
     module_entries(folder)
-    check_remote_code(folder, trust_remote_code)
+    _check_remote_code(folder, trust_remote_code)
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "pooler weights newly initialised": dropped right after the load
     try:
@@ -153,7 +153,7 @@ def load_sentence_transformer(folder: Path, *, device: str | torch.device | None
         raise ElasticIRError(f"cannot load {folder} as a sentence-transformers model: {text}{hint}") from None
     finally:
         hf_logging.set_verbosity(previous)
-    drop_unused_pooler(model[0].auto_model, transformer_folder(folder))
+    _drop_unused_pooler(model[0].auto_model, transformer_folder(folder))
     if dtype is not None:
         model.to(dtype)
     return model.eval()
@@ -177,7 +177,7 @@ def transformer_blocks(model: torch.nn.Module, num_layers: int) -> torch.nn.Modu
     raise ElasticIRError(f"cannot find the {num_layers} transformer blocks of {type(model).__name__}")
 
 
-def last_hidden(output) -> torch.Tensor:
+def _last_hidden(output) -> torch.Tensor:
     """The final token states of a forward's output: a sentence-transformers Transformer's features dict, or a
     transformers model output (after the final norm, where the architecture has one)."""
     if isinstance(output, dict) and "token_embeddings" in output:
@@ -210,7 +210,7 @@ def run_layers(forward: Callable[[], object], blocks: torch.nn.ModuleList, layer
     try:
         output = forward()
         if deepest == last:
-            pooled[last] = pool(last_hidden(output))
+            pooled[last] = pool(_last_hidden(output))
     except StopForward:
         pass
     finally:

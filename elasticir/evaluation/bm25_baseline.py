@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from elasticir.data.beir import RetrievalData
 from elasticir.data.catalog import DatasetSpec
 from elasticir.evaluation.retrieval import evaluate_run, measures_for, trec_order, write_trec_run
+from elasticir.index.bm25 import bm25_search, build_bm25_index
 from elasticir.io import atomic_write
 
 if TYPE_CHECKING:
@@ -20,8 +21,6 @@ K1, B = 0.9, 0.4
 
 def run_bm25(data: RetrievalData, part_dir: PartFolder, cache_dir: Path, spec: DatasetSpec, *, k: int = 1000) -> dict:
     """Index the corpus (once per corpus content), search the judged queries, evaluate like the dense cells."""
-    from elasticir.index.bm25 import bm25_search, build_bm25_index
-
     digest = hashlib.sha256()
     for doc_id, text in zip(data.doc_ids, data.doc_texts):
         digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")

@@ -27,15 +27,29 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import TYPE_CHECKING
 
+import ir_measures
 import numpy as np
 import pandas as pd
+import torch
 
 from elasticir.cells import Cell, validate_cells
 from elasticir.encoders import truncate
+from elasticir.encoders.cost import EncoderShape, encode_flops_per_token
+from elasticir.encoders.store import StoredLayers
 from elasticir.errors import ElasticIRError
+from elasticir.evaluation.retrieval import (
+    corpus_order,
+    corpus_stores,
+    evaluate_run,
+    measures_for,
+    to_run,
+    write_trec_run,
+)
+from elasticir.evaluation.significance import holm, paired_ttest, pareto_front
 from elasticir.execution import PointWork
 from elasticir.index.precisions import check_precisions, lookup, precision_slug
 from elasticir.index.quantized import build_index
+from elasticir.io import atomic_write
 
 if TYPE_CHECKING:
     from elasticir.execution import Executor
@@ -132,11 +146,11 @@ def resolve_funnels(specs: list[str], cells: list[Cell], precisions: list[str], 
 def rescore(docs_full: np.ndarray, queries_full: np.ndarray, shortlist: np.ndarray, dim: int, *,
             normalize: bool, tie_rank: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
     """Stage 2: each query's shortlist scored with the (L2, d2) vectors, in trec_eval order, `keep` per query."""
-    values = stage2_values(docs_full, queries_full, shortlist, dim, normalize=normalize)
-    return rank_prefix(values, shortlist, shortlist.shape[1], tie_rank=tie_rank, keep=keep)
+    values = _stage2_values(docs_full, queries_full, shortlist, dim, normalize=normalize)
+    return _rank_prefix(values, shortlist, shortlist.shape[1], tie_rank=tie_rank, keep=keep)
 
 
-def stage2_values(docs_full: np.ndarray, queries_full: np.ndarray, shortlist: np.ndarray, dim: int, *,
+def _stage2_values(docs_full: np.ndarray, queries_full: np.ndarray, shortlist: np.ndarray, dim: int, *,
                   normalize: bool) -> np.ndarray:
     """[queries, K] stage-2 scores of every shortlisted document (NaN where the shortlist has no document).
     Computed once for the widest shortlist of a stage-1 point: a narrower funnel's shortlist is its prefix, so
@@ -149,7 +163,7 @@ def stage2_values(docs_full: np.ndarray, queries_full: np.ndarray, shortlist: np
     return values
 
 
-def rank_prefix(values: np.ndarray, shortlist: np.ndarray, k: int, *, tie_rank: np.ndarray,
+def _rank_prefix(values: np.ndarray, shortlist: np.ndarray, k: int, *, tie_rank: np.ndarray,
                 keep: int) -> tuple[np.ndarray, np.ndarray]:
     """The first `k` shortlisted documents of each query ranked by their stage-2 `values`, in trec_eval order
     (score, then the corpus tie order), `keep` per query."""
@@ -165,7 +179,7 @@ def rank_prefix(values: np.ndarray, shortlist: np.ndarray, k: int, *, tie_rank: 
 
 
 @dataclass(frozen=True)
-class FunnelData:
+class _FunnelData:
     """What every funnel point of one dataset reads, as plain data an executor can ship: the store folders,
     tie order, self-hit exclusion, the scoring inputs, the full cell, the latency samples and run files."""
 
@@ -186,7 +200,7 @@ class FunnelData:
 
 
 @dataclass
-class FunnelInputs:
+class _FunnelInputs:
     """What every funnel of one dataset reads: the stores, the scoring context and the full cell."""
 
     docs: object  # the corpus layers (StoredLayers)
@@ -198,37 +212,32 @@ class FunnelInputs:
 
 
 @dataclass
-class FunnelContext:
+class _FunnelContext:
     """A worker's context for funnel points: the inputs and the full cell's index, built once per worker
     (every funnel's latency is timed against it)."""
 
-    inputs: FunnelInputs
+    inputs: _FunnelInputs
     full_index: object
-    data: FunnelData
+    data: _FunnelData
     device: str
 
 
 FULL = "full"  # the point that is the full cell itself (its metrics, index bytes and search time)
 
 
-def funnel_context(data: FunnelData, device: str) -> FunnelContext:
+def _funnel_context(data: _FunnelData, device: str) -> _FunnelContext:
     """Open the stores by path and build the full cell's index."""
-    from elasticir.encoders.store import StoredLayers
 
-    inputs = FunnelInputs(StoredLayers(data.docs_dir), StoredLayers(data.queries_dir), data.tie_rank, data.exclude,
+    inputs = _FunnelInputs(StoredLayers(data.docs_dir), StoredLayers(data.queries_dir), data.tie_rank, data.exclude,
                           data.normalize, data.k)
     full_index = build_index(inputs.docs.layer(data.full.layer), data.full.dim, "float32",
                              normalize=inputs.normalize, device=device)
-    return FunnelContext(inputs, full_index, data, device)
+    return _FunnelContext(inputs, full_index, data, device)
 
 
-def funnel_scoring(data: FunnelData):
+def _funnel_scoring(data: _FunnelData):
     """A scoring worker's scorer: (ids, scores, run path or None, tag) -> (aggregate, per-query values), the
     qrels parsed once (ir-measures) for every funnel it scores."""
-    import ir_measures
-
-    from elasticir.evaluation.retrieval import evaluate_run, to_run, write_trec_run
-
     evaluator = ir_measures.evaluator(data.measures, data.qrels)
 
     def score(ids, scores, run_path, tag):
@@ -240,19 +249,19 @@ def funnel_scoring(data: FunnelData):
     return score
 
 
-def funnel_point(point, context: FunnelContext):
+def _funnel_point(point, context: _FunnelContext):
     """The search side of a point. FULL: the full cell's hits, search seconds and index bytes; a group of funnels
-    sharing a stage-1 point: per funnel its row without metrics and its hits (search_group)."""
+    sharing a stage-1 point: per funnel its row without metrics and its hits (_search_group)."""
     inputs, data, full = context.inputs, context.data, context.data.full
     if point == FULL:
         scores, ids, seconds = context.full_index.search(inputs.queries.layer(full.layer), inputs.k, inputs.tie_rank,
                                                          inputs.exclude)
         return ids, scores, seconds, context.full_index.nbytes, f"elasticir-{full.slug}"
-    return search_group(inputs, list(point), full, context.full_index, data.samples, context.device,
+    return _search_group(inputs, list(point), full, context.full_index, data.samples, context.device,
                         data.part_dir, data.explicit)
 
 
-def score_funnel_point(point, searched, score):
+def _score_funnel_point(point, searched, score):
     """The scoring side of a point (CPU work the executor may overlap with the next point's search). FULL:
     ((aggregate, per-query values), search seconds, index bytes); a group: its funnels' rows, metrics placed
     after the stages as before, per-query values under `_values`."""
@@ -266,7 +275,7 @@ def score_funnel_point(point, searched, score):
     return rows
 
 
-def _latencies(inputs: FunnelInputs, funnels: list[Funnel], index, full: Cell, full_index,
+def _latencies(inputs: _FunnelInputs, funnels: list[Funnel], index, full: Cell, full_index,
                samples: int) -> tuple[dict[Funnel, list[float]], list[float]]:
     """Milliseconds per query of each funnel of one stage-1 point and of the full cell's search, one query at a
     time. Per query: the full cell's search, then the stage-1 search at the point's largest K, then each funnel's
@@ -294,12 +303,12 @@ def _latencies(inputs: FunnelInputs, funnels: list[Funnel], index, full: Cell, f
     return times, full_times
 
 
-def search_group(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, full_index, samples: int,
+def _search_group(inputs: _FunnelInputs, funnels: list[Funnel], full: Cell, full_index, samples: int,
                  device: str, part_dir, explicit: set) -> list[tuple]:
     """The funnels sharing one stage-1 point: one stage-1 index and search at the largest K (each shortlist is a
     prefix of it), stage-2 scores once per stage-2 cell over that widest shortlist (each funnel ranks its
     prefix), and the latencies of all of them interleaved with the full cell's. Per funnel: its row before and
-    after the metrics, its hits, its run file (explicit funnels only) and run tag, for score_funnel_point."""
+    after the metrics, its hits, its run file (explicit funnels only) and run tag, for _score_funnel_point."""
     first = funnels[0]
     q1, n = inputs.queries.layer(first.layer1), len(inputs.tie_rank)
     index = build_index(inputs.docs.layer(first.layer1), first.dim1, first.precision1, normalize=inputs.normalize,
@@ -308,14 +317,14 @@ def search_group(inputs: FunnelInputs, funnels: list[Funnel], full: Cell, full_i
     values: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
     for layer2, dim2 in dict.fromkeys((f.layer2, f.dim2) for f in funnels):
         started = time.perf_counter()
-        values[(layer2, dim2)] = (stage2_values(inputs.docs.layer(layer2), inputs.queries.layer(layer2), shortlist,
+        values[(layer2, dim2)] = (_stage2_values(inputs.docs.layer(layer2), inputs.queries.layer(layer2), shortlist,
                                                 dim2, normalize=inputs.normalize), time.perf_counter() - started)
     times, full_times = _latencies(inputs, funnels, index, full, full_index, samples)
     searched = []
     for funnel in funnels:
         stage2, stage2_s = values[(funnel.layer2, funnel.dim2)]
         started = time.perf_counter()
-        scores, ids = rank_prefix(stage2, shortlist, funnel.k, tie_rank=inputs.tie_rank, keep=min(funnel.k, inputs.k))
+        scores, ids = _rank_prefix(stage2, shortlist, funnel.k, tie_rank=inputs.tie_rank, keep=min(funnel.k, inputs.k))
         stage2_s = stage2_s * funnel.k / shortlist.shape[1] + time.perf_counter() - started  # its share of the products
         head = {"funnel": str(funnel), "layer1": funnel.layer1, "dim1": funnel.dim1, "precision1": funnel.precision1,
                 "K": funnel.k, "layer2": funnel.layer2, "dim2": funnel.dim2}
@@ -333,7 +342,7 @@ def _percentiles(times: list[float], full_times: list[float]) -> dict[str, float
             "full_latency_p50_ms": float(np.percentile(full_times, 50)) if full_times else np.nan}
 
 
-def evaluate_funnels(data: FunnelData, funnels: list[Funnel], *, executor: Executor, encode_flops, metric: str,
+def _evaluate_funnels(data: _FunnelData, funnels: list[Funnel], *, executor: Executor, encode_flops, metric: str,
                      show_progress: bool = True, name: str = "funnel") -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per funnel (metrics, costs, ratios to the full cell, paired test) and the per-query values.
     The full cell and each group of funnels sharing a stage-1 point are points `executor` runs. Run files are
@@ -341,8 +350,8 @@ def evaluate_funnels(data: FunnelData, funnels: list[Funnel], *, executor: Execu
     full, n = data.full, len(data.tie_rank)
     key = lambda f: (f.layer1, f.dim1, f.precision1)  # the stage-1 point
     groups = [tuple(g) for _, g in groupby(sorted(funnels, key=key), key=key)]
-    work = PointWork([FULL, *groups], data, prepare=funnel_context, search=funnel_point,
-                     prepare_scoring=funnel_scoring, score=score_funnel_point, overlap=True)
+    work = PointWork([FULL, *groups], data, prepare=_funnel_context, search=_funnel_point,
+                     prepare_scoring=_funnel_scoring, score=_score_funnel_point, overlap=True)
     (full_scored, full_s, full_bytes), *grouped = executor.run_points(
         work, show_progress=show_progress, desc=f"{name}: funnels per stage-1 point", unit="point").results
     full_aggregate, full_values = full_scored
@@ -370,7 +379,6 @@ def _test_against_full(table: pd.DataFrame, per_query: pd.DataFrame, metric: str
     funnels are selected: per stage-1 precision the cheapest within TOLERANCE of the full cell, and the Pareto
     front of search work vs the metric. Search work = multiply-adds + Hamming bits / 64 (one 64-bit XOR + popcount
     counted as one operation; a convention, stated here and in the notes), ties broken by measured latency."""
-    from elasticir.evaluation.significance import holm, paired_ttest, pareto_front
 
     values = per_query[per_query.measure == metric].pivot(index="query_id", columns="funnel", values="value")
     table["p"] = [paired_ttest(values[f], values[full_name])[1] for f in table.funnel]
@@ -387,20 +395,18 @@ def _test_against_full(table: pd.DataFrame, per_query: pd.DataFrame, metric: str
     return table
 
 
-def write_per_query(path, per_query: pd.DataFrame) -> None:
-    from elasticir.io import atomic_write
+def _write_per_query(path, per_query: pd.DataFrame) -> None:
 
     atomic_write(path, gzip.compress(per_query.to_csv(index=False).encode()))
 
 
 __all__ = ["AUTO_KS", "TOLERANCE", "Funnel", "check_funnel_flags", "check_funnels_fit",
-           "evaluate_funnels", "parse_funnel", "rescore", "resolve_funnels"]
+           "parse_funnel", "rescore", "resolve_funnels"]
 
 
 # --- the driver a retrieval part calls ------------------------------------------------------------------------
-def query_encode_flops(encoder, texts: list[str]):
+def _query_encode_flops(encoder, texts: list[str]):
     """layer -> analytic FLOPs to encode one query of the mean test-query length to that layer (encoders.cost)."""
-    from elasticir.encoders.cost import EncoderShape, encode_flops_per_token
 
     shape = EncoderShape.from_config(encoder.model.config)
     lengths = [len(ids) for ids in encoder.tokenizer(list(texts), truncation=True,
@@ -414,7 +420,6 @@ def run_funnels(encoder, data, grid, config, part_dir, *, executor: Executor, re
     """Evaluate the config's funnels on one dataset through `executor` (which encodes the stores and runs the
     points); writes funnels.csv and funnel_per_query.csv.gz in the part folder (the part is finished only when
     its meta is written after them) and returns the leaderboard records."""
-    from elasticir.io import atomic_write
 
     full = Cell(encoder.num_layers, encoder.hidden_size)
     funnels = resolve_funnels(config.funnels, grid.cells, list(config.precisions), full, len(data.doc_ids))
@@ -423,26 +428,25 @@ def run_funnels(encoder, data, grid, config, part_dir, *, executor: Executor, re
     inputs = _funnel_data(encoder, data, config, layers, full, part_dir, explicit, executor=executor,
                           remove_self_hits=remove_self_hits, name=name, query_prompt=query_prompt,
                           doc_prompt=doc_prompt)
-    encode_flops, seq = query_encode_flops(encoder, data.query_texts)
+    encode_flops, seq = _query_encode_flops(encoder, data.query_texts)
     metric = "nDCG@10"
-    table, per_query = evaluate_funnels(inputs, funnels, executor=executor, encode_flops=encode_flops, metric=metric,
+    table, per_query = _evaluate_funnels(inputs, funnels, executor=executor, encode_flops=encode_flops, metric=metric,
                                         show_progress=config.show_progress, name=name)
-    write_per_query(part_dir.funnel_per_query, per_query)
+    _write_per_query(part_dir.funnel_per_query, per_query)
     atomic_write(part_dir.funnels, table.to_csv(index=False))
     notes = [(f"{name}: {len(funnels)} funnels against the full cell {full} (stage 2 rescoring the shortlist; "
               f"encode FLOPs for {seq}-token queries, the mean test-query length; search multiply-adds N d1 + K d2, "
               "binary stage 1 as Hamming bit operations apart (selection and Pareto count 64 bits as one "
               "operation); latency: one query at a time, funnel and full cell "
               f"interleaved, {config.latency_samples} queries, {_threads()} torch thread(s))")]
-    return funnel_records(table, metric), notes
+    return _funnel_records(table, metric), notes
 
 
 def _funnel_data(encoder, data, config, layers: list[int], full: Cell, part_dir, explicit: frozenset, *,
                  executor: Executor, remove_self_hits: bool, name: str, query_prompt: str | None = None,
-                 doc_prompt: str | None = None) -> FunnelData:
+                 doc_prompt: str | None = None) -> _FunnelData:
     """The corpus and query stores (the same cache entries the grid evaluation uses) encoded at `layers`, and
     what the funnel points read: the tie order, self-hit exclusion and the scoring inputs."""
-    from elasticir.evaluation.retrieval import corpus_order, corpus_stores, measures_for
 
     stores = corpus_stores(encoder, data, config.cache / "embeddings", encoder.hidden_size,  # stage 2: full width
                            query_prompt=query_prompt, doc_prompt=doc_prompt,
@@ -452,13 +456,11 @@ def _funnel_data(encoder, data, config, layers: list[int], full: Cell, part_dir,
                               desc=f"{name} funnel {what}")
     normalize = encoder.info.normalize if config.normalize is None else config.normalize
     tie_rank, exclude, doc_ids = corpus_order(data, remove_self_hits)
-    return FunnelData(str(stores[0].dir), str(stores[1].dir), tie_rank, exclude, normalize, config.k, data.query_ids,
-                      doc_ids, data.qrels, measures_for(data.qrels), full, config.latency_samples, part_dir, explicit)
+    return _FunnelData(str(stores[0].dir), str(stores[1].dir), tie_rank, exclude, normalize, config.k, data.query_ids,
+                       doc_ids, data.qrels, measures_for(data.qrels), full, config.latency_samples, part_dir, explicit)
 
 
 def _threads() -> int:
-    import torch
-
     return torch.get_num_threads()
 
 
@@ -466,7 +468,7 @@ COST_KEYS = ("encode_flops", "search_madds", "hamming_bits", "stage1_bytes", "st
              "latency_p50_ms", "latency_p95_ms", "full_latency_p50_ms", "madds_ratio", "latency_ratio")
 
 
-def funnel_records(table: pd.DataFrame, metric: str) -> list[dict]:
+def _funnel_records(table: pd.DataFrame, metric: str) -> list[dict]:
     """Leaderboard entries: the funnel, its two stages, metrics, costs and its paired test against the full cell."""
     stage_keys = ("funnel", "layer1", "dim1", "precision1", "K", "layer2", "dim2")
     records = []

@@ -33,20 +33,20 @@ def score_cells(embeddings: dict[int, np.ndarray], left: np.ndarray, right: np.n
                 grid: Grid) -> tuple[list[dict], np.ndarray]:
     """Metrics of every cell from per-layer embeddings of the sentences (rows `left[i]` vs `right[i]`), and the
     per-pair cosines [cells, pairs] in `grid.cells` order (kept for bootstrap significance tests)."""
-    check_gold(gold)
-    data = StsData(embeddings, left, right, gold)
+    _check_gold(gold)
+    data = _StsData(embeddings, left, right, gold)
     scored = [score_cell(cell, data) for cell in grid.cells]
     return [row for row, _ in scored], np.vstack([cosine for _, cosine in scored])
 
 
-def check_gold(gold: np.ndarray) -> None:
+def _check_gold(gold: np.ndarray) -> None:
     if len(gold) < 2 or np.ptp(gold) == 0:  # load_sts refuses such files; a --limit-queries subset can be so too
         raise ElasticIRError(f"{len(gold)} pair(s) with {len(np.unique(gold))} distinct gold score(s): a correlation "
                              "needs at least 2 pairs whose scores differ; raise --limit-queries")
 
 
 @dataclass(frozen=True)
-class StsData:
+class _StsData:
     """What every STS cell reads: the sentences' embeddings per layer, the pair rows and the gold scores."""
 
     embeddings: dict[int, np.ndarray]
@@ -55,12 +55,12 @@ class StsData:
     gold: np.ndarray
 
 
-def sts_context(data: StsData, device: str) -> StsData:
+def _sts_context(data: _StsData, device: str) -> _StsData:
     """A worker's context for STS cells: the data itself (the cells are scored on the CPU)."""
     return data
 
 
-def score_cell(cell: tuple[int, int], data: StsData) -> tuple[dict, np.ndarray]:
+def score_cell(cell: tuple[int, int], data: _StsData) -> tuple[dict, np.ndarray]:
     """One (layer, dim) cell: its row (layer, dim, spearman, pearson) and its per-pair cosines."""
     layer, dim = cell
     vectors = truncate(data.embeddings[layer], dim, normalize=True)
@@ -93,8 +93,8 @@ def evaluate_sts(encoder: ElasticEncoder, pairs: StsPairs, grid: Grid, *, execut
     embeddings = executor.encode_texts(texts, grid.layers, batch_size=batch_size, show_progress=show_progress,
                                        desc=desc, prompt=prompt)
     encoded = time.perf_counter()
-    check_gold(pairs.scores)
-    work = PointWork(list(grid.cells), StsData(embeddings, left, right, pairs.scores), prepare=sts_context,
+    _check_gold(pairs.scores)
+    work = PointWork(list(grid.cells), _StsData(embeddings, left, right, pairs.scores), prepare=_sts_context,
                      search=score_cell)
     scored = executor.run_points(work, show_progress=False, desc=f"{desc} cells", unit="cell").results
     rows, cosines = [row for row, _ in scored], np.vstack([cosine for _, cosine in scored])

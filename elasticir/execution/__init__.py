@@ -6,6 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from elasticir.execution.base import Executor, PointResults, PointWork
+from elasticir.execution.local import LocalExecutor
+from elasticir.execution.ray import RayExecutor
+from elasticir.execution.shard import ShardExecutor
+from elasticir.sharding import parse_shard
 
 if TYPE_CHECKING:
     from elasticir.encoders import ElasticEncoder
@@ -19,14 +23,7 @@ def executor_for(config, encoder: ElasticEncoder) -> Executor:
     `--shard i/n` the shard executor, `--executor ray` the Ray executor, else the local one. Ray is imported
     only for the Ray executor."""
     if getattr(config, "shard", None):
-        from elasticir.execution.shard import ShardExecutor
-        from elasticir.sharding import parse_shard
-
         return ShardExecutor(*parse_shard(config.shard))
     if config.executor == "ray":
-        from elasticir.execution.ray import RayExecutor
-
         return RayExecutor(encoder, address=config.ray_address, workers=config.workers)
-    from elasticir.execution.local import LocalExecutor
-
     return LocalExecutor(encoder)

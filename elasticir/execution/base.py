@@ -22,11 +22,11 @@ if TYPE_CHECKING:
     from elasticir.encoders.store import EmbeddingStore
 
 
-def no_scoring(data) -> None:
+def _no_scoring(data) -> None:
     """PointWork's default prepare_scoring: nothing beyond `prepare` is needed."""
 
 
-def searched_as_result(point, searched, scoring):
+def _searched_as_result(point, searched, scoring):
     """PointWork's default score: `search` computed the whole result."""
     return searched
 
@@ -47,8 +47,8 @@ class PointWork:
     data: Any
     prepare: Callable[[Any, str], Any]
     search: Callable[[Any, Any], Any]
-    prepare_scoring: Callable[[Any], Any] = no_scoring
-    score: Callable[[Any, Any, Any], Any] = searched_as_result
+    prepare_scoring: Callable[[Any], Any] = _no_scoring
+    score: Callable[[Any, Any, Any], Any] = _searched_as_result
     overlap: bool = False
     key: str = field(default_factory=lambda: secrets.token_hex(8))
 

@@ -34,7 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from elasticir.encoders import ElasticEncoder
+from elasticir.encoders.store import shard_range, write_rows
 from elasticir.errors import ElasticIRError
 from elasticir.execution.base import Executor, PointResults, PointWork
 from elasticir.network import probe_address, require_ray
@@ -66,10 +69,6 @@ class EncoderSpec:
                    str(onnx.cache_dir) if onnx else None, encoder.trust_remote_code)
 
     def build(self, device: str):
-        import torch
-
-        from elasticir.encoders import ElasticEncoder
-
         return ElasticEncoder(self.path, pooling=self.pooling, normalize=self.normalize, max_length=self.max_length,
                               device=device, dtype=getattr(torch, self.dtype), backend=self.backend,
                               max_tokens_per_batch=self.max_tokens_per_batch, onnx_cache=self.onnx_cache,
@@ -94,8 +93,6 @@ class ShardEncoder:
     running points of the PointWorks in flight (their prepared contexts kept by key until forgotten)."""
 
     def __init__(self, spec: EncoderSpec, device: str, threads: int, env: dict[str, str]) -> None:
-        import torch
-
         os.environ.update(env)
         torch.set_num_threads(threads)
         self.device = device
@@ -106,8 +103,6 @@ class ShardEncoder:
         return True
 
     def write(self, folder: str, texts: list[str], piece, prompt: str, batch_size: int) -> int:
-        from elasticir.encoders.store import write_rows
-
         write_rows(Path(folder), self.encoder, texts, piece, prompt=prompt, batch_size=batch_size,
                    after_batch=_maybe_fault)
         return piece.stop - piece.start
@@ -228,8 +223,6 @@ class RayExecutor(Executor):
                      desc: str = "encoding") -> dict[int, np.ndarray]:
         """{layer: [len(texts), hidden]} as ElasticEncoder.encode gives it, the texts split over the actors."""
         from ray.util import ActorPool
-
-        from elasticir.encoders.store import shard_range
 
         layers = sorted(set(layers))
         actors = self.actors()

@@ -200,7 +200,7 @@ def pretrain(config: PretrainConfig) -> Path:
 
 def _open_session(config: PretrainConfig, out: Path, files: list[Path]) -> _Session:
     """Load the base model, wrap it with the SMAE heads, and build the data stream, masker and optimiser."""
-    from transformers import get_cosine_schedule_with_warmup
+    from transformers import get_cosine_schedule_with_warmup  # lazy here and below: slow, only when training
 
     device = torch.device(config.device) if config.device else default_device()
     st, base_folder = load_sentence_transformer(config.base, device)

@@ -42,7 +42,9 @@ class MLMHead(nn.Module):
     whose dense layer can read a d-dim prefix: `F.linear(x[..., :d], dense.weight[:, :d], dense.bias)`."""
 
     def __init__(self, config, word_embeddings: nn.Embedding) -> None:
-        from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
+        from transformers.models.bert.modeling_bert import (  # lazy here and below: slow, only when a head is built
+            BertPredictionHeadTransform,
+        )
 
         super().__init__()
         self.transform = BertPredictionHeadTransform(config)

@@ -7,6 +7,7 @@ from pathlib import Path
 from elasticir.errors import ElasticIRError
 from elasticir.report.rundir import load_run
 from elasticir.results.references import (
+    DEFAULT_REFERENCES,
     ROW_HEADER,
     CheckResult,
     check_board,
@@ -45,7 +46,5 @@ def markdown_section(results: list[CheckResult]) -> str:
 
 def write_check_section(run, writer) -> None:
     """Add the references section to a report (nothing when no reference folder is there)."""
-    from elasticir.results.references import DEFAULT_REFERENCES
-
     if DEFAULT_REFERENCES.is_dir():
         writer.text(markdown_section(check_board(run.board, load_references())))

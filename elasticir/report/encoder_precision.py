@@ -24,14 +24,14 @@ def precisions_of(run: RunData) -> list[str]:
     return ["float32"] + [p for p in names if p != "float32"]
 
 
-def encode_ms(run: RunData) -> dict[tuple[str, int], float]:
+def _encode_ms(run: RunData) -> dict[tuple[str, int], float]:
     """(encoder precision, layer) -> measured ms per text of an encode to that layer."""
     return {(r.encoder_precision or "float32", r.layer): r.ms_per_text for r in run.board.encode_latency}
 
 
-def encode_cost_series(run: RunData, dataset: str, metric: str) -> list[dict]:
+def _encode_cost_series(run: RunData, dataset: str, metric: str) -> list[dict]:
     """Pareto series, one per encoder precision: x = measured ms per text to the cell's layer, y = the metric."""
-    cost, series = encode_ms(run), []
+    cost, series = _encode_ms(run), []
     for precision in precisions_of(run):
         points = encoder_precision_run(run, precision).cells if precision != "float32" else run.cells
         rows = points[points.dataset == dataset]
@@ -49,7 +49,7 @@ def write_encoder_precision_facet(run: RunData, writer, fig_dir: Path, tag: str 
         return
     precisions = precisions_of(run)
     writer.text(f"## Encoder precision axis ({', '.join(precisions)})")
-    speed = encode_ms(run)
+    speed = _encode_ms(run)
     full = run.board.model.num_layers
     for precision in precisions[1:]:
         if (precision, full) in speed and ("float32", full) in speed:
@@ -71,7 +71,7 @@ def write_encoder_precision_facet(run: RunData, writer, fig_dir: Path, tag: str 
                                           f"{int(worst.dim)}); full cell {float(diff.loc[full].iloc[-1]):+.4f}.")
     for dataset in run.datasets:
         metric = run.metric(dataset)
-        series = encode_cost_series(run, dataset, metric)
+        series = _encode_cost_series(run, dataset, metric)
         if not any(np.isfinite(s["cost"]).any() for s in series):
             continue  # no latency probe (--latency-texts 0): no measured encode cost to plot against
         paths = figures.pareto(series, fig_dir / f"pareto_{dataset}_encoder_precision",

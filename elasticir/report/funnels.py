@@ -20,12 +20,12 @@ AXES = {"search_madds": ("thousand search multiply-adds per query", ("analytic: 
         "latency_p50_ms": ("search latency p50 (ms)", "measured one query at a time, query encoding excluded")}
 
 
-def load_funnels(part: PartFolder) -> pd.DataFrame | None:
+def _load_funnels(part: PartFolder) -> pd.DataFrame | None:
     path = part.funnels
     return pd.read_csv(path) if path.is_file() else None
 
 
-def funnel_series(table: pd.DataFrame, cells: pd.DataFrame, metric: str, cost: str, n_docs: int) -> list[dict]:
+def _funnel_series(table: pd.DataFrame, cells: pd.DataFrame, metric: str, cost: str, n_docs: int) -> list[dict]:
     """Pareto series: the float32 single cells (exact search over the corpus), then one per stage-1 precision.
     Points are labelled 'L1:d1,K' (funnels) or 'L,d' (cells); the star is the full cell."""
     full_row = table[table.selected == "full cell"].iloc[0]
@@ -43,7 +43,7 @@ def funnel_series(table: pd.DataFrame, cells: pd.DataFrame, metric: str, cost: s
     return series
 
 
-def selected_table(table: pd.DataFrame, metric: str) -> str:
+def _selected_table(table: pd.DataFrame, metric: str) -> str:
     """Markdown: the full cell and the selected funnels with quality, cost ratios and the paired test."""
     rows = table[table.selected.fillna("") != ""]
     lines = [(f"| funnel | {metric} | Δ vs full | p (Holm) | search madds | x full | latency p50 ms | x full "
@@ -61,7 +61,7 @@ def selected_table(table: pd.DataFrame, metric: str) -> str:
 
 def write_funnel_section(run, writer, fig_dir: Path, tag: str = "") -> None:
     """Per retrieval dataset with funnels: two Pareto plots (multiply-adds, latency) and the selected table."""
-    found = [(d, load_funnels(run.part(d))) for d in run.datasets if run.tasks[d] == "retrieval"]
+    found = [(d, _load_funnels(run.part(d))) for d in run.datasets if run.tasks[d] == "retrieval"]
     found = [(d, t) for d, t in found if t is not None]
     if not found:
         return
@@ -72,7 +72,7 @@ def write_funnel_section(run, writer, fig_dir: Path, tag: str = "") -> None:
         for cost, (xlabel, phrase) in AXES.items():
             if cost == "latency_p50_ms" and "latency_p50_ms" not in cells:
                 continue
-            paths = figures.pareto(funnel_series(table, cells, metric, cost, n_docs),
+            paths = figures.pareto(_funnel_series(table, cells, metric, cost, n_docs),
                                    fig_dir / f"funnel_{dataset}_{cost.split('_')[0]}", title=f"{dataset}: funnels"
                                    + tag, xlabel=xlabel, ylabel=metric, log_x=True)
             writer.figure(paths, f"{dataset}: {metric} of every funnel (labelled L1:d1,K; stage 2 the full cell) "
@@ -81,4 +81,4 @@ def write_funnel_section(run, writer, fig_dir: Path, tag: str = "") -> None:
                                  + (" Single cells' latency is the grid's own measurement, taken at another time "
                                     "than the funnels'; the table's latency ratios are measured side by side."
                                     if cost == "latency_p50_ms" else ""))
-        writer.text(f"### {dataset}: selected funnels\n\n" + selected_table(table, metric))
+        writer.text(f"### {dataset}: selected funnels\n\n" + _selected_table(table, metric))

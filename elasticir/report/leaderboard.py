@@ -22,7 +22,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from elasticir.cells import Cell
+from elasticir.config import check_output_dir
 from elasticir.errors import ElasticIRError
 from elasticir.results.references import references_html
 from elasticir.results.schema import Leaderboard, load_leaderboard
@@ -35,7 +38,7 @@ DEFAULT_FOLDER = Path("leaderboards")
 # ----------------------------------------------------------------------------------------------- loading
 
 
-def default_files(folder: Path = DEFAULT_FOLDER) -> list[Path]:
+def _default_files(folder: Path = DEFAULT_FOLDER) -> list[Path]:
     files = sorted(Path(folder).glob("*.json"))
     if not files:
         raise ElasticIRError(f"no leaderboard files given and none under {folder}/; pass leaderboard.json files "
@@ -43,10 +46,10 @@ def default_files(folder: Path = DEFAULT_FOLDER) -> list[Path]:
     return files
 
 
-def load_leaderboards(paths: Iterable[str | Path] | None = None) -> list[tuple[Path, Leaderboard]]:
+def _load_leaderboards(paths: Iterable[str | Path] | None = None) -> list[tuple[Path, Leaderboard]]:
     """Validate every file (an ElasticIRError names the first bad one); no paths: the committed ones."""
     loaded = []
-    for path in default_files() if paths is None or not list(paths) else paths:
+    for path in _default_files() if paths is None or not list(paths) else paths:
         path = resolve_path(path)
         try:
             loaded.append((path, load_leaderboard(path)))
@@ -161,7 +164,7 @@ def _full_model_table(boards, labels, datasets) -> Table:
     return Table("Full model (deepest layer, full width)", columns, rows, kinds)
 
 
-def build_tables(boards: Sequence[Leaderboard], labels: Sequence[str] | None = None) -> list[Table]:
+def _build_tables(boards: Sequence[Leaderboard], labels: Sequence[str] | None = None) -> list[Table]:
     """The full-model comparison, then per run its diagonal, then per dataset and run its layer x dim grid."""
     labels = list(labels or [board.model.name for board in boards])
     datasets = _datasets(boards)
@@ -270,11 +273,9 @@ def _html_table(table: Table, e=html.escape) -> str:
     return "".join(parts)
 
 
-def heatmap_png(board: Leaderboard, dataset: str, metric: str, title: str) -> bytes:
+def _heatmap_png(board: Leaderboard, dataset: str, metric: str, title: str) -> bytes:
     """A run's layer x dim heatmap of one dataset as PNG bytes (the report's own heatmap, PNG only)."""
-    import pandas as pd
-
-    from elasticir.report import figures  # matplotlib only when a page is rendered
+    from elasticir.report import figures  # lazy: matplotlib, only when a page is rendered
 
     values = _values(board, dataset, metric)
     frame = pd.Series(values).unstack().sort_index().sort_index(axis=1)
@@ -304,7 +305,7 @@ def _html(tables: Sequence[Table], sources: Sequence[tuple[Path, Leaderboard]], 
         parts.append(f"<h2>{e(dataset)} — {e(metrics[dataset])}, every (layer, dim) cell</h2>")
         for table in (t for t in grids if t.dataset == dataset):
             board, label = boards[table.run], labels[table.run]
-            image = base64.b64encode(heatmap_png(board, dataset, metrics[dataset], f"{label}: {dataset}")).decode()
+            image = base64.b64encode(_heatmap_png(board, dataset, metrics[dataset], f"{label}: {dataset}")).decode()
             parts.append(f'<div class="pair"><div><h3>{e(label)}</h3>{_html_table(table)}</div>'
                          f'<figure><img alt="{e(label)} {e(dataset)} layer x dim heatmap" '
                          f'src="data:image/png;base64,{image}"></figure></div>')
@@ -321,16 +322,14 @@ def _html(tables: Sequence[Table], sources: Sequence[tuple[Path, Leaderboard]], 
 def render_leaderboards(paths: Iterable[str | Path] | None = None, *, page: bool = True) -> tuple[str, str]:
     """(Markdown, self-contained HTML) comparing the runs' main metric per dataset and cell; `page=False` skips
     the HTML (its heatmaps take a moment each) and returns "" for it."""
-    sources = load_leaderboards(paths)
+    sources = _load_leaderboards(paths)
     labels = _labels(sources)
-    tables = build_tables([board for _, board in sources], labels)
+    tables = _build_tables([board for _, board in sources], labels)
     return _markdown(tables, sources, labels), _html(tables, sources, labels) if page else ""
 
 
 def write_leaderboards(paths: Iterable[str | Path] | None, out_dir: str | Path) -> tuple[Path, Path]:
     """Write leaderboard.md and leaderboard.html into out_dir."""
-    from elasticir.config import check_output_dir
-
     out_dir = Path(out_dir)
     blocker = next((p for p in [out_dir, *out_dir.parents] if p.exists() and not p.is_dir()), None)
     if blocker is not None:  # before rendering: a wrong --out costs nothing

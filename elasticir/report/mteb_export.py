@@ -15,9 +15,11 @@ default datasets are built in, other datasets are looked up in mteb's registry w
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 from elasticir.encoders.cost import EncoderShape, params_touched
+from elasticir.errors import ElasticIRError
 from elasticir.report.rundir import RunData, load_run
 
 # elasticir dataset name -> (MTEB task name, dataset revision, split, languages); revisions from mteb 2.26
@@ -38,7 +40,7 @@ METRIC_NAMES = {"nDCG@10": "ndcg_at_10", "RR@10": "mrr_at_10", "R@100": "recall_
                 "R(rel=2)@1000": "recall_at_1000_rel_2"}
 
 
-def experiment_name(layer: int, dim: int) -> str:
+def _experiment_name(layer: int, dim: int) -> str:
     """MTEB's folder name for experiment_kwargs {"layer": L, "embed_dim": d} (sorted key_value, '__'-joined)."""
     return f"embed_dim_{dim}__layer_{layer}"
 
@@ -48,7 +50,7 @@ def _task_info(dataset: str, split: str) -> tuple[str, str | None, str, list[str
         return KNOWN_TASKS[dataset]
     name = TASK_NAMES.get(dataset, dataset)
     try:  # optional: mteb knows the dataset revision and languages
-        import mteb
+        import mteb  # lazy: slow, and optional
 
         metadata = mteb.get_task(name).metadata
         return name, metadata.dataset.get("revision"), split, list(metadata.eval_langs)
@@ -91,8 +93,6 @@ def _folder_name(text: str, field: str, run: RunData) -> str:
     """`text` as one folder name of the MTEB layout, or an error: a leaderboard's model name or revision must not
     climb out of (or jump away from) the --mteb folder."""
     if text in ("", ".", "..") or any(c in text for c in "/\\\0"):
-        from elasticir.errors import ElasticIRError
-
         raise ElasticIRError(f"{run.dir}: leaderboard {field} {text!r} cannot be a folder name of the MTEB results "
                              "layout (it would write outside --mteb); correct it in leaderboard.json")
     return text
@@ -106,8 +106,6 @@ def export_mteb(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     base = (Path(out_dir) / "results" / _folder_name(model.name.replace("/", "__").replace(" ", "_"), "model.name", run)
             / _folder_name(revision, "model.revision", run))
     try:  # the installed mteb's version, without importing it (slow)
-        from importlib.metadata import version
-
         mteb_version = version("mteb")
     except Exception:  # noqa: BLE001
         mteb_version = "2.0.0"
@@ -117,7 +115,7 @@ def export_mteb(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
         seconds[timing.dataset] = seconds.get(timing.dataset, 0.0) + timing.seconds
     full = run.full_cell if run.full_cell in run.grid_cells else None
     written: list[Path] = []
-    targets = [(cell, base / "experiments" / experiment_name(*cell)) for cell in run.grid_cells]
+    targets = [(cell, base / "experiments" / _experiment_name(*cell)) for cell in run.grid_cells]
     if full:
         targets.append((None, base))
     for cell, folder in targets:

@@ -26,13 +26,13 @@ def precisions_of(points: pd.DataFrame) -> list[str]:
     return sorted(set(found), key=precision_rank)
 
 
-def precision_grid(points: pd.DataFrame, precision: str, metric: str) -> pd.DataFrame:
+def _precision_grid(points: pd.DataFrame, precision: str, metric: str) -> pd.DataFrame:
     """Layer x dim table of one metric at one precision."""
     rows = points[points.precision.fillna("float32") == precision]
     return rows.pivot(index="layer", columns="dim", values=metric).sort_index()
 
 
-def bytes_series(points: pd.DataFrame, metric: str, full: Cell) -> list[dict]:
+def _bytes_series(points: pd.DataFrame, metric: str, full: Cell) -> list[dict]:
     """Pareto series, one per precision: x = index MiB, y = the metric."""
     series = []
     for precision in precisions_of(points):
@@ -43,7 +43,7 @@ def bytes_series(points: pd.DataFrame, metric: str, full: Cell) -> list[dict]:
     return series
 
 
-def points_tables(points: pd.DataFrame, metric: str, dataset: str) -> list[tuple[str, str, str]]:
+def _points_tables(points: pd.DataFrame, metric: str, dataset: str) -> list[tuple[str, str, str]]:
     """(stem, LaTeX, Markdown) of two cell x precision tables: the metric (best cell per precision bold) and the
     measured index size in KiB."""
     shown = points.assign(precision=points.precision.fillna("float32"),
@@ -74,17 +74,17 @@ def write_precision_facet(run, writer, fig_dir: Path, tag: str = "") -> None:
         metric = run.metric(dataset)
         for precision in [p for p in precisions_of(points) if p != "float32"]:  # float32: the grid heatmap
             slug = registry.lookup(precision).slug
-            paths = figures.heatmap(precision_grid(points, precision, metric),
+            paths = figures.heatmap(_precision_grid(points, precision, metric),
                                     fig_dir / f"heatmap_{dataset}_{slug}", title=f"{run.label}: {dataset}, {precision}"
                                     + tag, colorbar_label=metric, pairs=run.pairs)
             writer.figure(paths, f"{run.label} on {dataset}: {metric} of every cell with {precision} embeddings "
                                  "(int8: sentence-transformers scalar quantisation, ranges from the corpus; binary: "
                                  "sign bits, Hamming search; binary+rescore: float rescoring of 4x k Hamming "
                                  "candidates). Outlined: pair-list cells.")
-        paths = figures.pareto(bytes_series(points, metric, run.full_cell), fig_dir / f"pareto_{dataset}_precision",
+        paths = figures.pareto(_bytes_series(points, metric, run.full_cell), fig_dir / f"pareto_{dataset}_precision",
                                title=f"{dataset}: cells x precisions" + tag, xlabel="index size (KiB)",
                                ylabel=metric, log_x=True)
         writer.figure(paths, f"{dataset}: {metric} against the measured index size of every (L, d, precision) "
                              "point; each precision's Pareto front connected, labelled L,d; stars: the full cell.")
-        for stem, latex, markdown in points_tables(points, metric, dataset):
+        for stem, latex, markdown in _points_tables(points, metric, dataset):
             writer.table(stem, latex, markdown, f"{dataset}: every (cell, precision) point")

@@ -11,6 +11,7 @@ import pandas as pd
 
 from elasticir.cells import Cell, Grid
 from elasticir.errors import ElasticIRError
+from elasticir.io import file_checksum
 from elasticir.results.schema import Leaderboard, check_table_values, load_leaderboard
 from elasticir.results.store import PartFolder, RunFolder
 
@@ -131,8 +132,6 @@ class RunData:
         (a published leaderboard JSON, or a file the part never wrote); an error when the part's finished mark
         records it (or, for a mark without a record, the part's folder exists and `expected`) but it is missing
         or changed, so a damaged part is not silently reported without its significance tests."""
-        from elasticir.io import file_checksum
-
         folder = RunFolder(self.dir)
         name = folder.part(self.tasks[dataset], dataset).name_of(path)  # as the part's mark records it
         recorded = folder.recorded_files(self.tasks[dataset], dataset)
@@ -183,7 +182,7 @@ class RunData:
             return data["cosines"], data["gold"], [Cell(*(int(v) for v in c)) for c in data["cells"]]
 
 
-def cells_from_leaderboard(board: Leaderboard) -> pd.DataFrame:
+def _cells_from_leaderboard(board: Leaderboard) -> pd.DataFrame:
     """The per-cell table a run directory keeps in cells.csv, rebuilt from the leaderboard's results."""
     return pd.DataFrame([{"dataset": c.dataset, "layer": c.layer, "dim": c.dim,
                           **({"precision": c.precision} if c.precision else {}),
@@ -198,7 +197,7 @@ def load_run(run_dir: str | Path, label: str | None = None) -> RunData:
     run_dir = Path(run_dir)
     if run_dir.is_file():
         board = load_leaderboard(run_dir)
-        run_dir, cells = run_dir.with_suffix(""), cells_from_leaderboard(board)  # no part files under it
+        run_dir, cells = run_dir.with_suffix(""), _cells_from_leaderboard(board)  # no part files under it
     else:
         folder = RunFolder(run_dir)
         board = load_leaderboard(folder.leaderboard)
@@ -222,7 +221,7 @@ def unique_labels(runs: list[RunData]) -> None:
 
 
 @dataclass
-class EncoderPrecisionRun(RunData):
+class _EncoderPrecisionRun(RunData):
     """A run's points at one encoder precision other than the reference, read like a run of its own: its cells
     and, from its part folders' `encoder_points` folder, its per-query values (what the paired tests compare)."""
 
@@ -232,10 +231,10 @@ class EncoderPrecisionRun(RunData):
         return super().part(dataset).encoder_points(self.precision)
 
 
-def encoder_precision_run(run: RunData, precision: str) -> EncoderPrecisionRun:
+def encoder_precision_run(run: RunData, precision: str) -> _EncoderPrecisionRun:
     """`run` at encoder precision `precision` (float32 points of the index-precision axis only)."""
     points = run.encoder_points[run.encoder_points.encoder_precision == precision].drop(columns="encoder_precision")
     if "precision" in points.columns:
         points = points[points.precision.isna() | (points.precision == "float32")].drop(columns="precision")
-    return EncoderPrecisionRun(run.dir, run.board, points.reset_index(drop=True), f"{run.label} {precision}",
+    return _EncoderPrecisionRun(run.dir, run.board, points.reset_index(drop=True), f"{run.label} {precision}",
                                precision=precision)

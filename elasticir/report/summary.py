@@ -23,7 +23,7 @@ def print_outcome(outcome, out: Console = STDOUT) -> None:
         metric = board.main_metric[dataset.task]
         cells = outcome.cells[outcome.cells.dataset == dataset.name]
         if "encoder_precision" in cells:  # the tables show the reference encoder; its other points below
-            print_encoder_precisions(board, cells, metric, out)
+            _print_encoder_precisions(board, cells, metric, out)
             cells = cells[cells.encoder_precision.fillna("float32") == "float32"]
         points = cells
         if "precision" in cells:  # the table shows the float32 points; every point is in cells.csv
@@ -38,11 +38,11 @@ def print_outcome(outcome, out: Console = STDOUT) -> None:
             table.add_row(str(layer), *(f"{value:.4f}" for value in row))
         out.print(table)
         print_ann_costs(board, cells, out)
-        print_precisions(board, points, metric, out)
+        _print_precisions(board, points, metric, out)
     for baseline in board.baselines:
         shown = ", ".join(f"{name} {value:.4f}" for name, value in baseline.metrics.items())
         out.print(f"{baseline.dataset} {baseline.name}: {shown}")
-    print_funnels(board, out)
+    _print_funnels(board, out)
     for note in board.notes:
         out.print(f"note: {note}")
     if outcome.skipped:
@@ -51,7 +51,7 @@ def print_outcome(outcome, out: Console = STDOUT) -> None:
     out.print(f"leaderboard:      {outcome.folder.leaderboard}")
 
 
-def print_precisions(board, points, metric: str, out: Console = STDOUT) -> None:
+def _print_precisions(board, points, metric: str, out: Console = STDOUT) -> None:
     """Quantised points on the diagonal and the full cell, each with its index size against float32's."""
     if "precision" not in points:
         return
@@ -65,7 +65,7 @@ def print_precisions(board, points, metric: str, out: Console = STDOUT) -> None:
         out.print(f"  {precision} {metric}: " + "; ".join(values))
 
 
-def print_funnels(board, out: Console = STDOUT) -> None:
+def _print_funnels(board, out: Console = STDOUT) -> None:
     """The selected funnels (cheapest within tolerance per stage-1 precision, Pareto front) against the full cell."""
     for f in (f for f in board.funnels if f.selected):
         metric = board.main_metric.get("retrieval", "nDCG@10")
@@ -89,7 +89,7 @@ def print_ann_costs(board, cells, out: Console = STDOUT) -> None:
                   f"p50 {row.get('latency_p50_ms', float('nan')):.2f} ms")
 
 
-def print_encoder_precisions(board, points, metric: str, out: Console = STDOUT) -> None:
+def _print_encoder_precisions(board, points, metric: str, out: Console = STDOUT) -> None:
     """Per encoder precision other than float32: the diagonal and the full cell against float32, and the full
     model's measured encode speed against float32's (the probe times them side by side)."""
     if "precision" in points:

@@ -26,17 +26,17 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", 
                  "\u0394": r"$\Delta$", "\u00d7": r"$\times$"}  # pdflatex-safe: no raw Unicode symbols
 
 
-def latex_escape(text: str) -> str:
+def _latex_escape(text: str) -> str:
     return re.sub("|".join(re.escape(c) for c in LATEX_SPECIAL), lambda m: LATEX_SPECIAL[m.group(0)], text)
 
 
-def best_mask(values: pd.DataFrame, higher_is_better: bool = True) -> pd.DataFrame:
+def _best_mask(values: pd.DataFrame, higher_is_better: bool = True) -> pd.DataFrame:
     """True where a value is the best of its column (ties all bold); NaN never."""
     best = values.max(axis=0) if higher_is_better else values.min(axis=0)
     return values.eq(best, axis=1) & values.notna()
 
 
-def marks_from(comparison: pd.DataFrame | None, dataset: str) -> dict[tuple[int, int], str]:
+def _marks_from(comparison: pd.DataFrame | None, dataset: str) -> dict[tuple[int, int], str]:
     """{(L, d): arrow} for the significant cells of one dataset in a significance table."""
     if comparison is None or comparison.empty:
         return {}
@@ -47,12 +47,12 @@ def marks_from(comparison: pd.DataFrame | None, dataset: str) -> dict[tuple[int,
 def render(values: pd.DataFrame, *, row_header: str, marks: pd.DataFrame | None = None, bold: pd.DataFrame | None = None,
            caption: str = "", label: str = "", digits: int = 4, column_format: str | None = None) -> tuple[str, str]:
     """(LaTeX booktabs, Markdown) of a numeric table; row labels from the index, column labels from columns."""
-    bold = best_mask(values) if bold is None else bold
+    bold = _best_mask(values) if bold is None else bold
     marks = marks if marks is not None else pd.DataFrame("", index=values.index, columns=values.columns)
     columns = [str(c) for c in values.columns]
     tex_rows, md_rows = [], []
     for index, row in values.iterrows():
-        tex_cells, md_cells = [latex_escape(str(index))], [str(index)]
+        tex_cells, md_cells = [_latex_escape(str(index))], [str(index)]
         for column in values.columns:
             value = row[column]
             text = fmt_value(value, digits) if pd.notna(value) else "--"
@@ -68,9 +68,9 @@ def render(values: pd.DataFrame, *, row_header: str, marks: pd.DataFrame | None 
     column_format = column_format or "l" + "r" * len(columns)
     latex = "\n".join([
         r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{{column_format}}}", r"\toprule",
-        " & ".join([latex_escape(row_header)] + [latex_escape(c) for c in columns]) + r" \\", r"\midrule",
+        " & ".join([_latex_escape(row_header)] + [_latex_escape(c) for c in columns]) + r" \\", r"\midrule",
         *tex_rows, r"\bottomrule", r"\end{tabular}",
-        *([rf"\caption{{{latex_escape(caption)}}}"] if caption else []),
+        *([rf"\caption{{{_latex_escape(caption)}}}"] if caption else []),
         *([rf"\label{{{label}}}"] if label else []), r"\end{table}", "",
     ])
     markdown = "\n".join([
@@ -87,7 +87,7 @@ def grid_table(run, dataset: str, comparison: pd.DataFrame | None = None, sig_no
     grid.index = [layer_label(layer) for layer in grid.index]
     grid.columns = [dim_label(dim) for dim in grid.columns]
     marks = pd.DataFrame("", index=grid.index, columns=grid.columns)
-    for (layer, dim), arrow in marks_from(comparison, dataset).items():
+    for (layer, dim), arrow in _marks_from(comparison, dataset).items():
         if layer_label(layer) in marks.index and dim_label(dim) in marks.columns:
             marks.at[layer_label(layer), dim_label(dim)] = arrow
     caption = (f"{run.label} on {dataset}: {run.metric(dataset)} at every cell (layer L x dim d); "
@@ -113,7 +113,7 @@ def diagonal_table(runs: Sequence, datasets: Sequence[str], comparison: pd.DataF
             if len(sts) > 1:
                 rows[name]["STS mean"] = float(np.mean([rows[name][d] for d in sts]))
             if k == 0:
-                marks[name] = {d: marks_from(comparison, d).get(cell, "") for d in datasets}
+                marks[name] = {d: _marks_from(comparison, d).get(cell, "") for d in datasets}
     bm25 = {d: (runs[0].bm25(d) or {}).get(runs[0].metric(d), np.nan) for d in datasets}
     if any(np.isfinite(v) for v in bm25.values()):
         rows["BM25 (pyserini, flat)"] = bm25
@@ -138,8 +138,8 @@ def comparison_table(comparison: pd.DataFrame, run_label: str, baseline_label: s
                  fmt_value(r["diff"], 4, True) + ("*" if r.significant else ""), ci,
                  f"{r.p:.2g}" if pd.notna(r.p) else "--", f"{r.p_holm:.2g}" if pd.notna(r.p_holm) else "--", r.test]
         md.append("| " + " | ".join(cells) + " |")
-        tex.append(" & ".join(latex_escape(c).replace("\u2212", "$-$") for c in cells) + r" \\")
-    latex = "\n".join([r"\begin{tabular}{llrrrlrrl}", r"\toprule", " & ".join(latex_escape(h) for h in header) + r" \\",
+        tex.append(" & ".join(_latex_escape(c).replace("\u2212", "$-$") for c in cells) + r" \\")
+    latex = "\n".join([r"\begin{tabular}{llrrrlrrl}", r"\toprule", " & ".join(_latex_escape(h) for h in header) + r" \\",
                        r"\midrule", *tex, r"\bottomrule", r"\end{tabular}", ""])
     markdown = "\n".join(["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * 6 + "---|", *md, ""])
     return latex, markdown
@@ -156,10 +156,10 @@ def paper_table(blocks: dict[str, pd.DataFrame], marks: dict[str, pd.DataFrame],
     tex, md = [], ["| method | cell | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
     for k, (method, values) in enumerate(blocks.items()):
         tag = " (reference)" if method == reference else ""
-        header = rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\textit{{{latex_escape(method + tag)}}}}} \\"
+        header = rf"\multicolumn{{{len(columns) + 1}}}{{l}}{{\textit{{{_latex_escape(method + tag)}}}}} \\"
         tex += ([r"\midrule"] if k else []) + [header]
         for cell, row in values.iterrows():
-            tex_cells, md_cells = [latex_escape(str(cell))], []
+            tex_cells, md_cells = [_latex_escape(str(cell))], []
             for column in columns:
                 value, mark = row[column], marks.get(method, pd.DataFrame()).get(column, {}).get(cell, "")
                 text = fmt_value(value, 4) if pd.notna(value) else "--"
@@ -169,7 +169,7 @@ def paper_table(blocks: dict[str, pd.DataFrame], marks: dict[str, pd.DataFrame],
             tex.append(" & ".join(tex_cells) + r" \\")
             md.append(f"| {method}{tag} | {cell} | " + " | ".join(md_cells) + " |")
     latex = "\n".join([r"\begin{table}[t]", r"\centering", r"\small", rf"\begin{{tabular}}{{l{'r' * len(columns)}}}",
-                       r"\toprule", " & ".join(["cell"] + [latex_escape(c) for c in columns]) + r" \\", r"\midrule",
-                       *tex, r"\bottomrule", r"\end{tabular}", rf"\caption{{{latex_escape(caption)}}}",
+                       r"\toprule", " & ".join(["cell"] + [_latex_escape(c) for c in columns]) + r" \\", r"\midrule",
+                       *tex, r"\bottomrule", r"\end{tabular}", rf"\caption{{{_latex_escape(caption)}}}",
                        r"\label{tab:paper}", r"\end{table}", ""])
     return latex, "\n".join(md + ["", f"*{caption}*", ""])

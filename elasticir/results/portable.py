@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path, PurePosixPath
 
+from elasticir.results.schema import Leaderboard
+
 PORTABLE_NOTE = "machine paths replaced for publication (model by hub id, data relative to the data root)"
 
 
@@ -102,8 +104,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("leaderboard", type=Path)
     parser.add_argument("--hub-id", help="The model's hub id, when the run loaded it from a local folder.")
     args = parser.parse_args(argv)
-    from elasticir.results.schema import Leaderboard
-
     board = make_portable(json.loads(args.leaderboard.read_text()), args.hub_id)
     Leaderboard.model_validate(board)  # still a valid leaderboard
     sys.stdout.write(json.dumps(board, indent=2) + "\n")

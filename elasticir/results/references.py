@@ -9,6 +9,7 @@ expected scores. Reference files are data from others: a malformed one is refuse
 
 from __future__ import annotations
 
+import html
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -70,7 +71,7 @@ class ReferenceFile(BaseModel):
 
 
 @dataclass(frozen=True)
-class Sourced:
+class _Sourced:
     source: str
     reference: Reference
 
@@ -103,13 +104,13 @@ def load_reference_file(path: Path) -> ReferenceFile:
         raise ElasticIRError(f"{path}: {_entry_of(exc, data)}; fix that entry") from None
 
 
-def load_references(path: str | Path | None = None) -> list[Sourced]:
+def load_references(path: str | Path | None = None) -> list[_Sourced]:
     """Every reference of a file, or of every *.yaml under a folder (default: the repository's references/)."""
     path = Path(path) if path is not None else DEFAULT_REFERENCES
     files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
     if not files:
         raise ElasticIRError(f"{path}/: no *.yaml reference files; give --references a file or a folder of them")
-    return [Sourced(f.source, ref) for f in map(load_reference_file, files) for ref in f.references]
+    return [_Sourced(f.source, ref) for f in map(load_reference_file, files) for ref in f.references]
 
 
 # ----------------------------------------------------------------------------------------------- checking
@@ -149,7 +150,7 @@ def _applies(board: Leaderboard, ref: Reference) -> bool:
     return ref.model in _model_ids(board)
 
 
-def check_board(board: Leaderboard, references: list[Sourced]) -> list[CheckResult]:
+def check_board(board: Leaderboard, references: list[_Sourced]) -> list[CheckResult]:
     """Every reference that applies to this leaderboard, with its status. A subset run is never compared with a
     full-data reference ("subset"); a reference pinned to other weights (sha256) is not compared either."""
     splits = {d.name: d.split for d in board.datasets}
@@ -206,8 +207,6 @@ ROW_HEADER = ["status", "source", "reference", "published", "ours", "delta / tol
 def references_html(boards: list[Leaderboard], labels: list[str], e=None) -> list[str]:
     """The leaderboard page's section: per run, every compared reference (matches / differs) and how many more
     were not run; nothing when no reference folder is there (an installed copy without the repository)."""
-    import html
-
     e = e or html.escape
     if not DEFAULT_REFERENCES.is_dir():
         return []

@@ -41,6 +41,7 @@ from elasticir.data.catalog import check_dataset_name
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write, file_checksum
 from elasticir.locking import exclusive
+from elasticir.progress import stage
 
 TASKS = ("sts", "retrieval")
 
@@ -287,8 +288,6 @@ class RunStore(RunFolder):
     def finished_parts(self) -> list[tuple[str, str]]:
         """(task, dataset) of every whole finished part in the folder, tasks in TASKS order, names sorted. A
         mark whose part is not whole is left out of the summary with a note saying why (never silently)."""
-        from elasticir.progress import stage
-
         found = []
         for task in TASKS:
             for name in self.marked_datasets(task):

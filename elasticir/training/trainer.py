@@ -28,6 +28,7 @@ from elasticir.encoders import (
     transformer_blocks,
     weights_sha256,
 )
+from elasticir.encoders.stack import ModuleStack
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write, provenance
 from elasticir.outputs import claim_output, release_output
@@ -112,9 +113,9 @@ class TrainConfig(BaseModel):
         return self.model_dump(mode="json", exclude={"out", "recompute", "device", "data_root"})
 
 
-def build_base_loss(config: TrainConfig, model, kind: str):
+def _build_base_loss(config: TrainConfig, model, kind: str):
     """The base loss the data calls for (MNRL for pairs/triplets, CoSENT for scores) on the chosen similarity."""
-    from sentence_transformers import util
+    from sentence_transformers import util  # lazy here and below: slow, only when training
     from sentence_transformers.sentence_transformer.losses import CoSENTLoss, MultipleNegativesRankingLoss
 
     dot = config.similarity == "dot"
@@ -129,10 +130,10 @@ def build_loss(config: TrainConfig, model, data: TrainingData) -> ElasticLoss:
     """The method's loss around the base loss, from a resolved config (every recipe key set): the registered
     loss of `method`, built from its own config."""
     check_recipe(config.model_dump(), data_kind=data.kind)
-    base = build_base_loss(config, model, data.kind)
+    base = _build_base_loss(config, model, data.kind)
     return losses.lookup(config.method).build(model, base, config.loss_config())
 
-def load_base(config: TrainConfig):
+def _load_base(config: TrainConfig):
     """The base model as a SentenceTransformer with the recipe's pooling, cut to the trained cell's layers for
     a separate baseline."""
     model, folder = load_sentence_transformer(config.base, config.device)
@@ -162,7 +163,7 @@ def _set_pooling(model, mode: str) -> None:
         old.embedding_dimension, pooling_mode=mode, include_prompt=old.include_prompt)
 
 
-def check_batches(data: TrainingData, batch_size: int) -> None:
+def _check_batches(data: TrainingData, batch_size: int) -> None:
     """Only whole batches are trained (drop_last): a dataset with fewer rows than a batch would never be seen,
     and with all of them that small training would run 0 steps yet save the base model as if trained."""
     small = {name: len(dataset) for name, dataset in data.datasets.items() if len(dataset) < batch_size}
@@ -210,10 +211,10 @@ def train(config: TrainConfig, callbacks: list | None = None) -> Path:
         print(f"{out}: already trained with this config (pass --recompute to train again)", file=sys.stderr)
         return out
     try:
-        model, base_folder = load_base(config)
+        model, base_folder = _load_base(config)
         data = load_training_data(config.data, root=config.data_root, negatives=config.negatives,
                                   miner=config.miner, seed=config.seed, model=config.base)
-        check_batches(data, config.batch_size)
+        _check_batches(data, config.batch_size)
         loss = build_loss(config, model, data)
         trainer = _make_trainer(config, model, data, loss, out, callbacks)
         resume = _checkpoint(out)
@@ -337,6 +338,4 @@ def _hidden_size(model: str) -> int:
 def output_width(model) -> int:
     """The width of a SentenceTransformer's output embedding (its module stack's; a Dense head sets it): the
     grid's widest dim, as the evaluation sizes it."""
-    from elasticir.encoders.stack import ModuleStack
-
     return ModuleStack.of(model).output_width(model[0].auto_model.config.hidden_size)

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from elasticir.cells import Cell, default_pairs, validate_cells
 from elasticir.encoders import run_layers, transformer_blocks
+from elasticir.encoders.stack import ModuleStack
 from elasticir.errors import ElasticIRError
 
 KL_VARIANTS = ("scores", "embedding", "none")
@@ -85,8 +86,6 @@ def _elastic_parts(model: nn.Module):
     """The Transformer and the module stack after it (encoders.stack.ModuleStack: Pooling in any mode, Dense
     heads, LayerNorm, Normalize, ...), the same stack the evaluation applies at every layer; a module without a
     layer-wise meaning is refused there, with its reason."""
-    from elasticir.encoders.stack import ModuleStack
-
     stack = ModuleStack.of(model)
     return model[0], stack
 

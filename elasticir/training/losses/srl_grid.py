@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from elasticir.cells import Cell, Grid
+from elasticir.encoders.stack import ModuleStack
 from elasticir.errors import ElasticIRError
 from elasticir.training.losses.registry import register
 from elasticir.training.losses.srl import SRLBase, SRLConfig, srl_kl
@@ -70,8 +71,6 @@ class FullGridSRLConfig(SRLConfig):
 
 @register("srl-grid", FullGridSRLConfig)
 def build(model: nn.Module, loss: nn.Module, config: FullGridSRLConfig) -> FullGridSRLLoss:
-    from elasticir.encoders.stack import ModuleStack
-
     shape = model[0].auto_model.config
     width = ModuleStack.of(model).output_width(shape.hidden_size)
     grid = Grid.for_model(shape.num_hidden_layers, width, config.layers, config.dims)
