@@ -28,7 +28,8 @@ DEFAULT_OUT = Path("results") / "reproduce"
 class Difference:
     """One way a re-run differs from the recorded leaderboard.
 
-    kind: "metric" (a cell's metric; a quantised point's metric is named "<precision> <metric>"), "baseline" (a
+    kind: "metric" (a cell's metric; a quantised point's metric is named "<precision> <metric>", an asymmetric
+    point's "doc layer <Ld> <metric>"), "baseline" (a
     baseline's metric), "funnel" (a funnel's metric, named "funnel <funnel> <metric>"), "missing" / "extra" (a cell, metric or
     baseline only on one side), "weights" (model weights sha256), "data" (a data file's sha256), "config" (a
     numeric setting such as dtype or max_length resolved differently).
@@ -93,15 +94,21 @@ def compare_leaderboards(recorded: Leaderboard, reproduced: Leaderboard, *, tole
                 diffs.append(Difference(kind, dataset, layer, dim, metric, old[metric], new[metric]))
 
     def named(precision: str | None, metrics: dict[str, float] | None) -> dict[str, float] | None:
-        """A quantised point's metrics carry its precision in their names, so a difference says which point."""
+        """A quantised (or asymmetric) point's metrics carry its precision (doc layer) in their names, so a
+        difference says which point."""
         return metrics if metrics is None or precision is None else {f"{precision} {m}": v for m, v in metrics.items()}
 
-    new_cells = {(c.dataset, c.layer, c.dim, c.precision): c.metrics for c in reproduced.results}
+    def point(cell) -> str | None:
+        doc = f"doc layer {cell.doc_layer}" if cell.doc_layer is not None else None
+        return " ".join(p for p in (doc, cell.precision) if p) or None
+
+    new_cells = {(c.dataset, c.layer, c.dim, c.precision, c.doc_layer): c for c in reproduced.results}
     for cell in recorded.results:
-        compare("metric", cell.dataset, cell.layer, cell.dim, named(cell.precision, cell.metrics),
-                named(cell.precision, new_cells.pop((cell.dataset, cell.layer, cell.dim, cell.precision), None)))
-    for (dataset, layer, dim, precision) in sorted(new_cells, key=str):
-        diffs.append(Difference("extra", dataset, layer, dim, precision, None, "reproduced"))
+        new = new_cells.pop((cell.dataset, cell.layer, cell.dim, cell.precision, cell.doc_layer), None)
+        compare("metric", cell.dataset, cell.layer, cell.dim, named(point(cell), cell.metrics),
+                named(point(cell), new.metrics if new else None))
+    for key in sorted(new_cells, key=str):
+        diffs.append(Difference("extra", key[0], key[1], key[2], point(new_cells[key]), None, "reproduced"))
     new_baselines = {(b.dataset, b.name): b.metrics for b in reproduced.baselines}
     for baseline in recorded.baselines:
         compare("baseline", baseline.dataset, None, None,

@@ -27,7 +27,7 @@ from rich.markup import escape
 
 from elasticir.baselines import evaluate as evaluate_baseline
 from elasticir.baselines import parse_spec, widen_dims
-from elasticir.cells import Cell, Grid, default_dims, default_pairs, validate_cells
+from elasticir.cells import Cell, Grid, default_dims, default_pairs, layer_pairs, validate_cells
 from elasticir.config import RunConfig, check
 from elasticir.data.beir import beir_files, first_documents, load_beir
 from elasticir.data.catalog import DatasetSpec, data_root, locate, spec_for
@@ -106,8 +106,8 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir, prompts, ex
         normalize=config.normalize, query_prompt=prompts["query"].text, doc_prompt=prompts["document"].text,
         batch_size=config.batch_size, latency_samples=config.latency_samples, show_progress=config.show_progress,
         name=spec.name, precisions=tuple(config.precisions), store_dtype=config.store_dtype,
-        store_width=store_width(config, grid, encoder),
-        executor=executor,
+        store_width=store_width(config, grid, encoder), executor=executor,
+        layer_pairs=layer_pairs(grid.layers, encoder.num_layers, config.query_layers, config.doc_layers),
     )
     atomic_write(part_dir / "per_query.csv.gz", gzip.compress(per_query.to_csv(index=False).encode()))
     notes = data.notes + [f"{spec.name}: dense search backend {', '.join(sorted(set(cells.backend)))}"]
@@ -154,7 +154,8 @@ def check_shape_early(config: RunConfig) -> None:
     entries = module_entries(folder)
     kinds = [entry["type"].rsplit(".", 1)[-1] for entry in entries[1:]]
     same_width = all(kind in ("Pooling", "Normalize") for kind in kinds) and _single_pooling(folder, entries)
-    Grid.for_model(shape.num_layers, shape.hidden_size, config.layers, config.dims if same_width else None)
+    grid = Grid.for_model(shape.num_layers, shape.hidden_size, config.layers, config.dims if same_width else None)
+    layer_pairs(grid.layers, shape.num_layers, config.query_layers, config.doc_layers)
     if same_width:
         validate_cells([Cell(*p) for p in config.pairs or []], shape.num_layers, shape.hidden_size)
 
@@ -274,6 +275,7 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
         dims = sorted(set(default_dims(encoder.hidden_size)) | {cell.dim for cell in trained})
     grid = Grid.for_model(encoder.num_layers, encoder.hidden_size, config.layers, dims)
     validate_cells(pairs, encoder.num_layers, encoder.hidden_size)
+    layer_pairs(grid.layers, encoder.num_layers, config.query_layers, config.doc_layers)  # a layer it lacks: refused
     outside = [str(cell) for cell in pairs if cell.dim not in grid.dims or cell.layer not in grid.layers]
     if outside:
         console.print(f"note: pair(s) {', '.join(outside)} are outside the grid (layers {list(grid.layers)}, dims "
@@ -388,6 +390,8 @@ def summarise(store: RunStore, jobs: list[Job]) -> Summary:
         funnels.extend(meta.get("funnels", []))
         names.setdefault(task, []).append(name)
     table = pd.concat(parts, ignore_index=True)
+    if "doc_layer" in table:  # read back as floats with gaps; whole numbers in cells.csv
+        table["doc_layer"] = table.doc_layer.astype("Int64")
     keys = ["task", "dataset", "layer", "dim"]
     table = table[keys + [c for c in table.columns if c not in keys]]
     return Summary(table, records, timings, baselines, notes, [t for t in EVALUATORS if t in names], names, funnels)
@@ -418,8 +422,9 @@ def write_leaderboard(store: RunStore, config: RunConfig, encoder: ElasticEncode
     results = [
         {"dataset": row["dataset"], "layer": int(row["layer"]), "dim": int(row["dim"]),
          **({"precision": row["precision"]} if isinstance(row.get("precision"), str) else {}),
+         **({"doc_layer": int(row["doc_layer"])} if pd.notna(row.get("doc_layer", pd.NA)) else {}),
          "metrics": {m: float(row[m]) for m in table.columns
-                     if m not in keys and m not in COST_COLUMNS and m not in ("backend", "precision")
+                     if m not in keys and m not in COST_COLUMNS and m not in ("backend", "precision", "doc_layer")
                      and pd.notna(row[m])},
          "costs": {c: float(row[c]) for c in COST_COLUMNS if c in row and pd.notna(row[c])}}
         for row in table.to_dict("records")

@@ -22,6 +22,8 @@ def print_outcome(outcome, out: Console = STDOUT) -> None:
     for dataset in board.datasets:
         metric = board.main_metric[dataset.task]
         cells = outcome.cells[outcome.cells.dataset == dataset.name]
+        if "doc_layer" in cells:  # the grid's own (L, L) points; the asymmetric ones are in cells.csv
+            cells = cells[cells.doc_layer.isna()]
         points = cells
         if "precision" in cells:  # the table shows the float32 points; every point is in cells.csv
             cells = cells[cells.precision.fillna("float32") == "float32"]

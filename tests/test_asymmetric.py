@@ -1,0 +1,93 @@
+"""The asymmetric grid: queries at (Lq, d) searched against documents at (Ld, d)."""
+
+import gzip
+import json
+
+import pandas as pd
+import pytest
+
+from elasticir.cells import layer_pairs
+from elasticir.errors import ElasticIRError
+from elasticir.results.schema import load_leaderboard
+from elasticir.runner import RunConfig, run
+from tests.test_retrieval import write_beir
+
+METRICS = ["nDCG@10", "RR@10", "R@100", "R@1000", "R(rel=2)@1000"]
+
+
+@pytest.fixture
+def beir_root(tmp_path):
+    write_beir(tmp_path / "data" / "beir" / "toyir")
+    return tmp_path / "data"
+
+
+def _config(beir_root, out, **flags) -> RunConfig:
+    return RunConfig(model="unused", sts=[], retrieval=["toyir"], bm25=False, layers=[1, 2, 4], dims=[8, 32],
+                     data_root=str(beir_root), out=str(out), show_progress=False, latency_samples=0, k=5, **flags)
+
+
+@pytest.fixture
+def runs(tiny_encoder, beir_root, tmp_path):
+    """Today's grid and the same grid with every layer's queries against every layer's documents."""
+    plain = run(_config(beir_root, tmp_path / "plain"), tiny_encoder)
+    asym = run(_config(beir_root, tmp_path / "asym", query_layers=[1, 2, 4], doc_layers=[1, 2, 4]), tiny_encoder)
+    return plain, asym
+
+
+def test_the_diagonal_equals_the_plain_grid_exactly(runs):
+    plain, asym = runs
+    own = asym.cells[asym.cells.doc_layer.isna()].drop(columns="doc_layer").reset_index(drop=True)
+    keys = ["dataset", "layer", "dim"]
+    pd.testing.assert_frame_equal(own[keys + METRICS + ["index_bytes"]], plain.cells[keys + METRICS + ["index_bytes"]])
+    for name in ("L2_d8", "L4_d32"):  # the same run files, byte for byte
+        files = [r.dir / "retrieval" / "toyir" / "runs" / f"{name}.trec.gz" for r in (plain, asym)]
+        assert gzip.decompress(files[0].read_bytes()) == gzip.decompress(files[1].read_bytes())
+    plain_pq = pd.read_csv(plain.dir / "retrieval" / "toyir" / "per_query.csv.gz", dtype={"query_id": str})
+    asym_pq = pd.read_csv(asym.dir / "retrieval" / "toyir" / "per_query.csv.gz", dtype={"query_id": str})
+    own_pq = asym_pq[asym_pq.doc_layer.isna()].drop(columns="doc_layer").reset_index(drop=True)
+    pd.testing.assert_frame_equal(own_pq, plain_pq)
+
+
+def test_off_diagonal_points_carry_their_doc_layer(runs):
+    plain, asym = runs
+    cells = asym.cells
+    assert len(cells) == 3 * 3 * 2 and "doc_layer" not in plain.cells
+    off = cells[cells.doc_layer.notna()]
+    assert sorted({(int(q), int(d)) for q, d in zip(off.layer, off.doc_layer)}) == [
+        (q, d) for q in (1, 2, 4) for d in (1, 2, 4) if q != d]
+    # a shallow query against deep documents is a different ranking from either symmetric cell
+    assert (asym.dir / "retrieval" / "toyir" / "runs" / "L1_d32_docL4.trec.gz").is_file()
+    written = pd.read_csv(asym.dir / "cells.csv")
+    assert written.doc_layer.dropna().tolist() == off.doc_layer.astype(int).tolist()
+    board = json.loads((asym.dir / "leaderboard.json").read_text())
+    with_doc = [r for r in board["results"] if "doc_layer" in r]
+    assert len(with_doc) == len(off) and all(r["doc_layer"] != r["layer"] for r in with_doc)
+    assert not any("doc_layer" in r for r in json.loads((plain.dir / "leaderboard.json").read_text())["results"])
+    assert {r.doc_layer for r in load_leaderboard(asym.dir / "leaderboard.json").results} == {None, 1, 2, 4}
+    pq = pd.read_csv(asym.dir / "retrieval" / "toyir" / "per_query.csv.gz", dtype={"query_id": str})
+    assert len(pq[(pq.layer == 1) & (pq.doc_layer == 4) & (pq.dim == 8)]) == 3 * len(METRICS)
+
+
+def test_run_id_unchanged_without_the_flags(tiny_encoder, beir_root, tmp_path):
+    from elasticir.runner import build_grid
+
+    plain = _config(beir_root, tmp_path)
+    assert plain.grid.numeric() == {} and "query_layers" not in build_grid(plain, tiny_encoder)[2]
+    doc_only = _config(beir_root, tmp_path, doc_layers=[4, 4])
+    assert build_grid(doc_only, tiny_encoder)[2]["asymmetric"] == {"query_layers": None, "doc_layers": [4]}
+    assert layer_pairs([1, 2, 4], 4, None, [4]) == [(1, 4), (2, 4)]
+
+
+def test_a_layer_the_model_lacks_is_one_error_line(tiny_model_dir, beir_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from elasticir.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "retrieval", "--model", str(tiny_model_dir), "--dataset", "toyir",
+                                      "--data-root", str(beir_root), "--out", str(tmp_path), "--query-layers", "1,9",
+                                      "--no-bm25"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "--query-layers 1,9" in lines[0] and "layers 1..4" in lines[0]
+    with pytest.raises(ElasticIRError, match="--doc-layers is empty"):
+        RunConfig(doc_layers=[])
