@@ -91,3 +91,20 @@ def test_a_layer_the_model_lacks_is_one_error_line(tiny_model_dir, beir_root, tm
     assert "--query-layers 1,9" in lines[0] and "layers 1..4" in lines[0]
     with pytest.raises(ElasticIRError, match="--doc-layers is empty"):
         RunConfig(doc_layers=[])
+
+
+def test_the_report_has_the_asymmetric_section(runs, tmp_path):
+    from elasticir.report.build import write_report
+
+    plain, asym = runs
+    paths = write_report(asym.dir, tmp_path / "report")
+    names = {p.name for p in paths}
+    assert {"asymmetric_toyir_d8.png", "asymmetric_toyir_d32.png", "pareto_toyir_asymmetric_flops.png",
+            "pareto_toyir_asymmetric_latency.png", "asymmetric_toyir.md"} <= names
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Asymmetric grid" in text and "against the symmetric cell of the same query encode cost" in text
+    table = (tmp_path / "report" / "tables" / "asymmetric_toyir.md").read_text().splitlines()
+    assert len(table) == 2 + 2 * 2  # Lq 1 and 2 below the deepest doc layer 4, at two dims
+    plain_report = write_report(plain.dir, tmp_path / "plain-report")
+    assert not any("asymmetric" in p.name for p in plain_report)
+    assert "Asymmetric" not in (tmp_path / "plain-report" / "report.md").read_text()

@@ -25,6 +25,7 @@ from elasticir.encoders.cost import EncoderShape, cell_costs, encode_flops_per_t
 from elasticir.errors import ElasticIRError
 from elasticir.evaluation.significance import compare_mean, compare_runs, describe
 from elasticir.report import figures, tables
+from elasticir.report.asymmetric import write_asymmetric_section
 from elasticir.report.funnels import write_funnel_section
 from elasticir.report.precision import write_precision_facet
 from elasticir.report.rundir import RunData, load_run, unique_labels
@@ -218,6 +219,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
     _compare_with_baseline(report, test=test, n_resamples=n_resamples, seed=seed)
     _write_heatmaps(report)
     write_precision_facet(report.run, report.writer, report.fig_dir, report.tag)  # only runs with --precisions
+    write_asymmetric_section(report.run, report.writer, report.fig_dir, report.tag,  # only asymmetric runs
+                             report.costs[report.run.label], _shape(report.run, report.notes))
     _write_differences(report)
     _write_pareto(report, cost)
     write_funnel_section(report.run, report.writer, report.fig_dir, report.tag)  # only runs with funnels
