@@ -320,8 +320,11 @@ def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeri
                           soft_wrap=True)
         store.invalidate(job.task, job.name)
         subset = " on a subset" if numeric.get("subset") else ""
+        paired = (layer_pairs(grid.layers, encoder.num_layers, config.query_layers, config.doc_layers)
+                  if job.task == "retrieval" else [])
+        asymmetric = f" + {len(paired) * len(grid.dims)} asymmetric (Lq, Ld, d) points" if paired else ""
         stage(f"{job.task} {job.name}: {len(grid.cells)} cells ({len(grid.layers)} layers x {len(grid.dims)} "
-              f"dims){subset}")
+              f"dims){asymmetric}{subset}")
         _evaluate_part(job, encoder, grid, config, store, key, executor)
     return False
 

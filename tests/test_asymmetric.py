@@ -108,3 +108,15 @@ def test_the_report_has_the_asymmetric_section(runs, tmp_path):
     plain_report = write_report(plain.dir, tmp_path / "plain-report")
     assert not any("asymmetric" in p.name for p in plain_report)
     assert "Asymmetric" not in (tmp_path / "plain-report" / "report.md").read_text()
+
+
+def test_reproduce_replays_the_asymmetric_points(runs, tiny_encoder, beir_root, tmp_path):
+    from elasticir.reproduce import compare_leaderboards, reproduce
+
+    _, asym = runs
+    assert reproduce(asym.dir, encoder=tiny_encoder, out=tmp_path / "again", data_root=beir_root) == []
+    moved = asym.leaderboard.model_copy(deep=True)
+    point = next(r for r in moved.results if r.doc_layer == 4 and r.layer == 1)
+    point.metrics["nDCG@10"] = point.metrics["nDCG@10"] - 0.5
+    (difference,) = compare_leaderboards(asym.leaderboard, moved)
+    assert difference.metric == "doc layer 4 nDCG@10" and (difference.layer, difference.dim) == (1, point.dim)
