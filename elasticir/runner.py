@@ -96,6 +96,11 @@ def store_width(config: RunConfig, grid: Grid, encoder: ElasticEncoder) -> int:
     return encoder.hidden_size if config.funnels else max(grid.dims)
 
 
+def asymmetric_pairs(config: RunConfig, grid: Grid, num_layers: int) -> list[tuple[int, int]]:
+    """The (query layer, doc layer) pairs --query-layers / --doc-layers add to the grid (none without them)."""
+    return layer_pairs(grid.layers, num_layers, config.query_layers, config.doc_layers)
+
+
 def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir, prompts, executor) -> Part:
     data = load_beir(path, spec.split)
     if config.limit_queries or config.limit_corpus:
@@ -107,7 +112,7 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir, prompts, ex
         batch_size=config.batch_size, latency_samples=config.latency_samples, show_progress=config.show_progress,
         name=spec.name, precisions=tuple(config.precisions), store_dtype=config.store_dtype,
         store_width=store_width(config, grid, encoder), executor=executor,
-        layer_pairs=layer_pairs(grid.layers, encoder.num_layers, config.query_layers, config.doc_layers),
+        layer_pairs=asymmetric_pairs(config, grid, encoder.num_layers),
     )
     atomic_write(part_dir / "per_query.csv.gz", gzip.compress(per_query.to_csv(index=False).encode()))
     notes = data.notes + [f"{spec.name}: dense search backend {', '.join(sorted(set(cells.backend)))}"]
@@ -155,7 +160,7 @@ def check_shape_early(config: RunConfig) -> None:
     kinds = [entry["type"].rsplit(".", 1)[-1] for entry in entries[1:]]
     same_width = all(kind in ("Pooling", "Normalize") for kind in kinds) and _single_pooling(folder, entries)
     grid = Grid.for_model(shape.num_layers, shape.hidden_size, config.layers, config.dims if same_width else None)
-    layer_pairs(grid.layers, shape.num_layers, config.query_layers, config.doc_layers)
+    asymmetric_pairs(config, grid, shape.num_layers)
     if same_width:
         validate_cells([Cell(*p) for p in config.pairs or []], shape.num_layers, shape.hidden_size)
 
@@ -275,7 +280,7 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
         dims = sorted(set(default_dims(encoder.hidden_size)) | {cell.dim for cell in trained})
     grid = Grid.for_model(encoder.num_layers, encoder.hidden_size, config.layers, dims)
     validate_cells(pairs, encoder.num_layers, encoder.hidden_size)
-    layer_pairs(grid.layers, encoder.num_layers, config.query_layers, config.doc_layers)  # a layer it lacks: refused
+    asymmetric_pairs(config, grid, encoder.num_layers)  # a layer it lacks: refused
     outside = [str(cell) for cell in pairs if cell.dim not in grid.dims or cell.layer not in grid.layers]
     if outside:
         console.print(f"note: pair(s) {', '.join(outside)} are outside the grid (layers {list(grid.layers)}, dims "
@@ -320,8 +325,7 @@ def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeri
                           soft_wrap=True)
         store.invalidate(job.task, job.name)
         subset = " on a subset" if numeric.get("subset") else ""
-        paired = (layer_pairs(grid.layers, encoder.num_layers, config.query_layers, config.doc_layers)
-                  if job.task == "retrieval" else [])
+        paired = asymmetric_pairs(config, grid, encoder.num_layers) if job.task == "retrieval" else []
         asymmetric = f" + {len(paired) * len(grid.dims)} asymmetric (Lq, Ld, d) points" if paired else ""
         stage(f"{job.task} {job.name}: {len(grid.cells)} cells ({len(grid.layers)} layers x {len(grid.dims)} "
               f"dims){asymmetric}{subset}")
@@ -462,8 +466,9 @@ def encode_shard(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder, gr
     """`--shard i/n`: encode rows i/n of every retrieval corpus and query set into the store, and stop; the
     plain command later finds the shards marked done and encodes only what no shard covered. STS sets are
     encoded in memory (small) by the plain command."""
-    from elasticir.evaluation.retrieval import corpus_stores
+    from elasticir.evaluation.retrieval import corpus_stores, store_layers
 
+    sides = store_layers(grid, asymmetric_pairs(config, grid, encoder.num_layers))
     with executor_for(config, encoder) as executor:  # the shard executor (elasticir.execution.shard)
         for job in (j for j in jobs if j.task == "retrieval"):
             data = load_beir(job.path, job.spec.split)
@@ -474,7 +479,7 @@ def encode_shard(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder, gr
                                                  query_prompt=job.prompts["query"].text,
                                                  doc_prompt=job.prompts["document"].text,
                                                  store_dtype=config.store_dtype), ("corpus", "queries")):
-                executor.encode_store(store, grid.layers, batch_size=config.batch_size,
+                executor.encode_store(store, sides[what], batch_size=config.batch_size,
                                       show_progress=config.show_progress, desc=f"{job.name} {what}")
     stage(f"shard {executor.index}/{executor.count} encoded; run the command without --shard once every shard "
           "is done")

@@ -22,8 +22,9 @@ def beir_root(tmp_path):
 
 
 def _config(beir_root, out, **flags) -> RunConfig:
-    return RunConfig(model="unused", sts=[], retrieval=["toyir"], bm25=False, layers=[1, 2, 4], dims=[8, 32],
-                     data_root=str(beir_root), out=str(out), show_progress=False, latency_samples=0, k=5, **flags)
+    grid = {"layers": [1, 2, 4], "dims": [8, 32]}
+    return RunConfig(model="unused", sts=[], retrieval=["toyir"], bm25=False, data_root=str(beir_root), out=str(out),
+                     show_progress=False, latency_samples=0, k=5, **(grid | flags))
 
 
 @pytest.fixture
@@ -120,3 +121,23 @@ def test_reproduce_replays_the_asymmetric_points(runs, tiny_encoder, beir_root, 
     point.metrics["nDCG@10"] = point.metrics["nDCG@10"] - 0.5
     (difference,) = compare_leaderboards(asym.leaderboard, moved)
     assert difference.metric == "doc layer 4 nDCG@10" and (difference.layer, difference.dim) == (1, point.dim)
+
+
+def test_each_store_encodes_only_the_layers_its_side_needs(tiny_encoder, beir_root, tmp_path):
+    """Documents at full depth only: the corpus store gets the grid's layer and 4, the queries only the grid's;
+    a `--shard` run encodes the same layers, so the plain command after it encodes nothing."""
+    import elasticir.encoders.store as store_module
+
+    flags = {"layers": [1], "dims": [8], "doc_layers": [4]}
+    config = _config(beir_root, tmp_path, **flags).model_copy(update={"shard": "0/1"})
+    assert run(config, tiny_encoder) is None
+    stores = sorted(sorted(p.name for p in folder.glob("layer_*.npy"))
+                    for folder in (tmp_path / "_cache" / "embeddings").iterdir() if folder.is_dir())
+    assert stores == [["layer_1.npy"], ["layer_1.npy", "layer_4.npy"]]  # queries; documents
+    original, written = store_module.write_rows, []
+    store_module.write_rows = lambda *a, **k: written.append(a) or original(*a, **k)
+    try:
+        outcome = run(_config(beir_root, tmp_path, **flags), tiny_encoder)
+    finally:
+        store_module.write_rows = original
+    assert not written and len(outcome.cells) == 2 and outcome.cells.doc_layer.tolist()[1] == 4

@@ -98,8 +98,7 @@ def evaluate_retrieval(
     start = time.perf_counter()
     docs, queries = corpus_stores(encoder, data, cache_dir, store_width or max(grid.dims), query_prompt=query_prompt,
                                   doc_prompt=doc_prompt, store_dtype=store_dtype)
-    sides = {"corpus": sorted({*grid.layers, *(d for _, d in layer_pairs)}),
-             "queries": sorted({*grid.layers, *(q for q, _ in layer_pairs)})}
+    sides = store_layers(grid, layer_pairs)
     for store, what in ((docs, "corpus"), (queries, "queries")):
         executor.encode_store(store, sides[what], batch_size=batch_size, show_progress=show_progress,
                               desc=f"{name} {what}")
@@ -131,6 +130,13 @@ def _by_query_layer(table: pd.DataFrame, precisions: Sequence[str]) -> pd.DataFr
                          _d=table.doc_layer.fillna(table.layer))
     table = table.sort_values(["layer", "dim", "_p", "_d"], kind="stable").drop(columns=["_p", "_d"])
     return table.assign(doc_layer=table.doc_layer.astype("Int64")).reset_index(drop=True)
+
+
+def store_layers(grid: Grid, layer_pairs: Sequence[tuple[int, int]] = ()) -> dict[str, list[int]]:
+    """The layers each store encodes: the grid's, plus the doc layers of the pairs for the corpus and their
+    query layers for the queries (documents at full depth only: no shallow document layer is encoded)."""
+    return {"corpus": sorted({*grid.layers, *(d for _, d in layer_pairs)}),
+            "queries": sorted({*grid.layers, *(q for q, _ in layer_pairs)})}
 
 
 def grid_points(grid: Grid, precisions: Sequence[str], layer_pairs: Sequence[tuple[int, int]] = ()) -> list[tuple]:
