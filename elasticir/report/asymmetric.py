@@ -128,7 +128,7 @@ def write_asymmetric_section(run, writer, fig_dir: Path, tag: str, costs: pd.Dat
                                     f"d={dim}{tag}", colorbar_label=metric, axis_labels=("document layer Ld",
                                                                                          "query layer Lq"),
                                     pairs=[(q, q) for q in grid.index if q in grid.columns],
-                                    outline_note="Outlined: Lq = Ld, the plain grid's cells.")
+                                    outline_note="Outlined: Lq = Ld, the symmetric cells of the plain grid.")
             writer.figure(paths, f"{run.label} on {dataset}: {metric} of queries encoded with Lq layers searched "
                                  f"against documents encoded with Ld layers, both cut to d={dim}. Rows: query depth "
                                  "(what a query costs online); columns: document depth (encoded once, offline).")
@@ -145,13 +145,18 @@ def _write_pareto(run, writer, fig_dir: Path, tag: str, dataset: str, metric: st
     """Every point against its query's analytic FLOPs and, when measured, its query's encode latency."""
     axes = [("query_gflops", "flops", "GFLOPs per query", ("analytic matmul FLOPs per query: encoding a "
              f"{dataset} test query of mean length with Lq layers + exact search at d"))]
-    if points.encode_ms.notna().all():
-        axes.append(("encode_ms", "latency", "query encode ms (Lq layers)", ("measured encode milliseconds per text "
-                     "of Lq layers (the run's latency probe; the search at d is not included)")))
+    probe = run.board.encode_latency
+    if probe and points.encode_ms.notna().all():
+        tokens = sum(e.tokens for e in probe) / max(1, sum(e.texts for e in probe))
+        axes.append(("encode_ms", "latency", "encode ms per text (Lq layers)", (
+            f"encode milliseconds per text of Lq layers as the run's latency probe measured them, on {probe[0].texts} "
+            f"texts of {tokens:.0f} tokens on average ({probe[0].device}; the probe encodes the run's first dataset's "
+            "documents, usually longer than queries, so the layers' ratios carry over, not the absolute times; the "
+            "search at d is not included)")))
     for column, slug, xlabel, phrase in axes:
         series = _series(points, metric, column, run.full_cell)
         paths = figures.pareto(series, fig_dir / f"pareto_{dataset}_asymmetric_{slug}",
-                               title=f"{dataset}: query cost, any document depth{tag}", xlabel=xlabel,
+                               title=f"{dataset}: deep documents vs symmetric, by query cost{tag}", xlabel=xlabel,
                                ylabel=metric, log_x=True)
         writer.figure(paths, f"{dataset}: {metric} of the symmetric points (Lq, Lq, d) and of queries at (Lq, d) "
                              f"against documents at the deepest layer, against the query's cost ({phrase}); "
