@@ -104,6 +104,7 @@ def test_the_report_has_the_asymmetric_section(runs, tmp_path):
             "pareto_toyir_asymmetric_latency.png", "asymmetric_toyir.md"} <= names
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Asymmetric grid" in text and "against the symmetric cell of the same query encode cost" in text
+    assert "paired t-test over queries, Holm over the 4 comparisons" in text
     table = (tmp_path / "report" / "tables" / "asymmetric_toyir.md").read_text().splitlines()
     assert len(table) == 2 + 2 * 2  # Lq 1 and 2 below the deepest doc layer 4, at two dims
     plain_report = write_report(plain.dir, tmp_path / "plain-report")

@@ -17,8 +17,12 @@ import pandas as pd
 
 from elasticir.cells import Cell
 from elasticir.encoders.cost import EncoderShape, cell_costs
+from elasticir.evaluation.significance import holm, paired_ttest
 from elasticir.report import figures
 from elasticir.report.figures import fmt_value
+from elasticir.report.rundir import read_csv_any
+
+ALPHA = 0.05
 
 
 def float32_points(run, dataset: str) -> pd.DataFrame:
@@ -47,6 +51,30 @@ def deep_against_symmetric(points: pd.DataFrame, metric: str) -> pd.DataFrame:
             rows.append({"query_layer": layer, "dim": dim, "doc_layer": deepest, "deep_docs": deep,
                          "symmetric": same, "diff": deep - same})
     return pd.DataFrame(rows)
+
+
+def per_query_points(run, dataset: str, measure: str) -> pd.DataFrame | None:
+    """query_id x (layer, doc_layer, dim) values of one measure at float32, or None without per-query files."""
+    path = run.example_file(dataset, "per_query.csv.gz")
+    if path is None:
+        return None
+    frame = read_csv_any(path)
+    frame = frame[frame.measure == measure]
+    if "precision" in frame:
+        frame = frame[frame.precision.isna() | (frame.precision == "float32")]
+    frame = frame.assign(doc_layer=frame.doc_layer.fillna(frame.layer).astype(int))
+    return frame.pivot_table(index="query_id", columns=["layer", "doc_layer", "dim"], values="value")
+
+
+def add_tests(compared: pd.DataFrame, values: pd.DataFrame | None) -> pd.DataFrame:
+    """A paired t-test over queries of each deep-documents point against its symmetric cell, Holm-corrected
+    over the comparisons; no columns added without per-query values."""
+    if values is None or compared.empty:
+        return compared
+    p = [paired_ttest(values[(r.query_layer, r.doc_layer, r.dim)], values[(r.query_layer, r.query_layer, r.dim)])[1]
+         for r in compared.itertuples()]
+    adjusted = holm(p)
+    return compared.assign(p=p, p_holm=adjusted, significant=adjusted < ALPHA)
 
 
 def query_costs(points: pd.DataFrame, shape: EncoderShape, costs: pd.DataFrame, pooling: str,
@@ -81,9 +109,15 @@ def _verdict(compared: pd.DataFrame, metric: str, dims: list[int]) -> str:
     if compared.empty:
         return "No (Lq, deepest Ld, d) point has a symmetric counterpart in this grid."
     wins = int((compared["diff"] > 0).sum())
+    tested = ""
+    if "significant" in compared:
+        up = int((compared.significant & (compared["diff"] > 0)).sum())
+        down = int((compared.significant & (compared["diff"] < 0)).sum())
+        tested = (f" Significantly higher in {up}, lower in {down} (paired t-test over queries, Holm over the "
+                  f"{len(compared)} comparisons, p < {ALPHA}; * in the table).")
     parts = [(f"Documents at Ld = {int(compared.doc_layer.iloc[0])} against the symmetric cell of the same query "
-             f"encode cost (Lq, Lq, d): {metric} higher in {wins} of {len(compared)} (Lq, d) points, mean difference "
-             f"{fmt_value(compared['diff'].mean(), 4, signed=True)}.")]
+              f"encode cost (Lq, Lq, d): {metric} higher in {wins} of {len(compared)} (Lq, d) points, mean difference "
+              f"{fmt_value(compared['diff'].mean(), 4, signed=True)}.{tested}")]
     for dim in dict.fromkeys((max(dims), min(dims))):
         rows = compared[compared.dim == dim]
         if len(rows):
@@ -93,19 +127,24 @@ def _verdict(compared: pd.DataFrame, metric: str, dims: list[int]) -> str:
     return " ".join(parts)
 
 
+def _mark(row) -> str:
+    return "*" if getattr(row, "significant", False) else ""
+
+
 def _markdown(compared: pd.DataFrame) -> str:
     header = "| Lq | d | deep docs | symmetric | diff |\n|---|---|---|---|---|\n"
     return header + "\n".join(f"| {int(r.query_layer)} | {int(r.dim)} | {r.deep_docs:.4f} | {r.symmetric:.4f} | "
-                              f"{r.diff:+.4f} |" for r in compared.itertuples())
+                              f"{r.diff:+.4f}{_mark(r)} |" for r in compared.itertuples()) + "\n"
 
 
 def _latex(compared: pd.DataFrame, dataset: str, metric: str) -> str:
     lines = ["\\begin{table}[t]", "\\centering", "\\small", "\\begin{tabular}{rrrrr}", "\\toprule",
              "$L_q$ & $d$ & deep docs & symmetric & $\\Delta$ \\\\", "\\midrule"]
     lines += [f"{int(r.query_layer)} & {int(r.dim)} & {fmt_value(r.deep_docs)} & {fmt_value(r.symmetric)} & "
-              f"{fmt_value(r.diff, signed=True).replace(chr(0x2212), '$-$')} \\\\" for r in compared.itertuples()]
+              f"{fmt_value(r.diff, signed=True).replace(chr(0x2212), '$-$')}{_mark(r)} \\\\" for r in compared.itertuples()]
     caption = (f"{dataset}: {metric} of queries at (L$_q$, d) against documents at the deepest layer and against "
-               "documents at L$_q$ (the symmetric cell of the same query cost).")
+               "documents at L$_q$ (the symmetric cell of the same query cost); * significant (paired t-test over "
+               "queries, Holm over the comparisons).")
     lines += ["\\bottomrule", "\\end{tabular}", f"\\caption{{{caption}}}",
               f"\\label{{tab:asymmetric-{dataset}}}".replace("_", "-"), "\\end{table}", ""]
     return "\n".join(lines)
@@ -134,7 +173,7 @@ def write_asymmetric_section(run, writer, fig_dir: Path, tag: str, costs: pd.Dat
                                  "(what a query costs online); columns: document depth (encoded once, offline).")
         _write_pareto(run, writer, fig_dir, tag, dataset, metric,
                       query_costs(points, shape, costs[costs.dataset == dataset], run.board.model.pooling, latency))
-        compared = deep_against_symmetric(points, metric)
+        compared = add_tests(deep_against_symmetric(points, metric), per_query_points(run, dataset, metric))
         writer.text(_verdict(compared, metric, dims))
         if not compared.empty:
             writer.table(f"asymmetric_{dataset}", _latex(compared, dataset, metric), _markdown(compared),
