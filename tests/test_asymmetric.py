@@ -73,9 +73,12 @@ def test_run_id_unchanged_without_the_flags(tiny_encoder, beir_root, tmp_path):
     from elasticir.runner import build_grid
 
     plain = _config(beir_root, tmp_path)
-    assert plain.grid.numeric() == {} and "query_layers" not in build_grid(plain, tiny_encoder)[2]
+    assert "asymmetric" not in build_grid(plain, tiny_encoder)[2]["retrieval"]
+    assert build_grid(plain, tiny_encoder)[2] == build_grid(plain.model_copy(update={"doc_layers": None}),
+                                                            tiny_encoder)[2]
     doc_only = _config(beir_root, tmp_path, doc_layers=[4, 4])
-    assert build_grid(doc_only, tiny_encoder)[2]["asymmetric"] == {"query_layers": None, "doc_layers": [4]}
+    assert build_grid(doc_only, tiny_encoder)[2]["retrieval"]["asymmetric"] == {"query_layers": None,
+                                                                                "doc_layers": [4]}
     assert layer_pairs([1, 2, 4], 4, None, [4]) == [(1, 4), (2, 4)]
 
 
