@@ -134,7 +134,7 @@ def _by_query_layer(table: pd.DataFrame, precisions: Sequence[str]) -> pd.DataFr
 
 def store_layers(grid: Grid, layer_pairs: Sequence[tuple[int, int]] = ()) -> dict[str, list[int]]:
     """The layers each store encodes: the grid's, plus the doc layers of the pairs for the corpus and their
-    query layers for the queries (documents at full depth only: no shallow document layer is encoded)."""
+    query layers for the queries (`--layers 6 --query-layers 1,2` encodes no shallow document layer)."""
     return {"corpus": sorted({*grid.layers, *(d for _, d in layer_pairs)}),
             "queries": sorted({*grid.layers, *(q for q, _ in layer_pairs)})}
 
