@@ -65,6 +65,15 @@ def test_off_diagonal_points_carry_their_doc_layer(runs):
     assert len(with_doc) == len(off) and all(r["doc_layer"] != r["layer"] for r in with_doc)
     assert not any("doc_layer" in r for r in json.loads((plain.dir / "leaderboard.json").read_text())["results"])
     assert {r.doc_layer for r in load_leaderboard(asym.dir / "leaderboard.json").results} == {None, 1, 2, 4}
+    from io import StringIO
+
+    from rich.console import Console
+
+    from elasticir.report.summary import print_outcome
+
+    printed = StringIO()
+    print_outcome(asym, Console(file=printed, width=200, markup=False))
+    assert "documents at layer 4, d=32, nDCG@10: Lq=1 " in printed.getvalue()
     pq = pd.read_csv(asym.dir / "retrieval" / "toyir" / "per_query.csv.gz", dtype={"query_id": str})
     assert len(pq[(pq.layer == 1) & (pq.doc_layer == 4) & (pq.dim == 8)]) == 3 * len(METRICS)
 
