@@ -112,7 +112,9 @@ def evaluate_retrieval(
                       bool(layer_pairs))
     work = PointWork(grid_points(grid, precisions, layer_pairs), cells, prepare=open_cells, search=search_point,
                      prepare_scoring=scoring_context, score=score_point, overlap=True)
-    ran = executor.run_points(work, show_progress=show_progress, desc=f"{name}: index + search per cell", unit="cell")
+    desc, unit = ((f"{name}: index per (Ld, d), searched by each paired Lq", "index") if layer_pairs
+                  else (f"{name}: index + search per cell", "cell"))
+    ran = executor.run_points(work, show_progress=show_progress, desc=desc, unit=unit)
     rows = [row for scored in ran.results for row, _ in scored]
     timings.update(index=sum(scored[0][0]["build_s"] for scored in ran.results),  # one build per point
                    search=sum(r.pop("search_s") for r in rows), evaluate=sum(r.pop("evaluate_s") for r in rows),
