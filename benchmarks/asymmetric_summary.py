@@ -2,9 +2,11 @@
 and retrieval dataset, nDCG@10 of every (Lq, Ld) at the full width and at one smaller dim, and the deep-documents
 verdict of the report (documents at the deepest layer against the symmetric cell of the same query cost).
 
-    python benchmarks/asymmetric_summary.py RUN_DIR [RUN_DIR ...] --out results/examples/asymmetric [--dim 64]
+    python benchmarks/asymmetric_summary.py RUN_DIR [RUN_DIR ...] --out results/examples/asymmetric [--dim 64] \
+        [--figures scifact]
 
-Writes summary.md and summary.json, and copies each run's d=full heatmaps and FLOPs Pareto plots.
+Writes summary.md and summary.json, and copies each run's d=full heatmap and FLOPs Pareto plot of the datasets
+named by --figures (default: every one).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _grid_markdown(grid) -> str:
     return "\n".join(lines)
 
 
-def summarise(run_dir: Path, small: int, figures: Path, summary: dict) -> list[str]:
+def summarise(run_dir: Path, small: int, figures: Path, summary: dict, shown: list[str] | None) -> list[str]:
     run = load_run(run_dir)
     lines = [f"## {run.label} (`{run.board.run_id}`)\n"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,6 +61,8 @@ def summarise(run_dir: Path, small: int, figures: Path, summary: dict) -> list[s
             lines += [(f"{dataset}: documents at Ld = {int(points.doc_layer.max())} beat the symmetric cell of the "
                       f"same query cost in {sum(r['diff'] > 0 for r in rows)} of {len(rows)} (Lq, d) points "
                       f"(significantly: {up} higher, {down} lower; paired t-test, Holm).\n")]
+            if shown is not None and dataset not in shown:
+                continue
             stem = f"{run.short_name}_{dataset}"
             for name, target in ((f"asymmetric_{dataset}_d{full}.png", f"{stem}_d{full}.png"),
                                  (f"pareto_{dataset}_asymmetric_flops.png", f"{stem}_pareto_flops.png")):
@@ -71,12 +75,13 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--dim", type=int, default=64, help="The smaller dim shown next to the full width.")
+    parser.add_argument("--figures", help="Comma list of the datasets whose figures are copied (default: all).")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
     lines = ["# Asymmetric grid: queries at (Lq, d) against documents at (Ld, d)\n"]
     for run_dir in args.runs:
-        lines += summarise(run_dir, args.dim, args.out, summary)
+        lines += summarise(run_dir, args.dim, args.out, summary, args.figures.split(",") if args.figures else None)
     (args.out / "summary.md").write_text("\n".join(lines) + "\n")
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
