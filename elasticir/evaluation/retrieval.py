@@ -112,7 +112,7 @@ def evaluate_retrieval(
                       bool(layer_pairs))
     work = PointWork(grid_points(grid, precisions, layer_pairs), cells, prepare=open_cells, search=search_point,
                      prepare_scoring=scoring_context, score=score_point, overlap=True)
-    desc, unit = ((f"{name}: index per (Ld, d), searched by each paired Lq", "index") if layer_pairs
+    desc, unit = ((f"{name}: one index per (Ld, d), searched by each paired Lq", "doc layer cell") if layer_pairs
                   else (f"{name}: index + search per cell", "cell"))
     ran = executor.run_points(work, show_progress=show_progress, desc=desc, unit=unit)
     rows = [row for scored in ran.results for row, _ in scored]
