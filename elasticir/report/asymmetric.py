@@ -195,7 +195,7 @@ def _write_pareto(run, writer, fig_dir: Path, tag: str, dataset: str, metric: st
     for column, slug, xlabel, phrase in axes:
         series = _series(points, metric, column, run.full_cell)
         paths = figures.pareto(series, fig_dir / f"pareto_{dataset}_asymmetric_{slug}",
-                               title=f"{dataset}: deep documents vs symmetric, by query cost{tag}", xlabel=xlabel,
+                               title=f"{run.label} on {dataset}: deep documents vs symmetric{tag}", xlabel=xlabel,
                                ylabel=metric, log_x=True)
         writer.figure(paths, f"{dataset}: {metric} of the symmetric points (Lq, Lq, d) and of queries at (Lq, d) "
                              f"against documents at the deepest layer, against the query's cost ({phrase}); "
