@@ -308,7 +308,7 @@ def evaluate(spec: Spec, config, dims: list[int] | None = None) -> Outcome:
             "model": model, "layers": sorted({c.layer for c in sources}), "dims": sorted({c.dim for c in sources}),
             "pairs": [tuple(c) for c in sources], "bm25": False, "pooling": None, "baseline": None,
             # members are compared at float32 cells: precision points and funnels belong to the elastic run
-            "precisions": ["float32"], "funnels": None})
+            "precisions": ["float32"], "funnels": None, "query_layers": None, "doc_layers": None})
         outcome = run(member_config)
         outcomes[model] = outcome
         names = [d.name for d in outcome.leaderboard.datasets]

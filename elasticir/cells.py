@@ -157,3 +157,19 @@ def validate_cells(cells: Iterable[Cell], num_layers: int, hidden_size: int) -> 
 def validate_dim(dim: int, hidden_size: int) -> None:
     """Refuse a width the embeddings do not have (the range check of `validate_cells`, for dims alone)."""
     validate_cells([Cell(1, dim)], 1, hidden_size)
+
+
+def layer_pairs(layers: Iterable[int], num_layers: int, query_layers: Iterable[int] | None = None,
+                doc_layers: Iterable[int] | None = None) -> list[tuple[int, int]]:
+    """The asymmetric pairs (query layer, doc layer) of a retrieval grid besides its own (L, L): every query
+    layer with every doc layer, the side not given taking the grid's `layers`; none when neither is given.
+    A layer the model lacks is refused naming its flag."""
+    if query_layers is None and doc_layers is None:
+        return []
+    sides = {}
+    for flag, given in (("--query-layers", query_layers), ("--doc-layers", doc_layers)):
+        sides[flag] = sorted(set(layers if given is None else given))
+        for layer in sides[flag]:
+            if message := cell_range_error(layer, 1, num_layers, 1):
+                raise ElasticIRError(f"{flag} {','.join(map(str, sides[flag]))}: {message}")
+    return [(q, d) for q in sides["--query-layers"] for d in sides["--doc-layers"] if q != d]

@@ -220,6 +220,26 @@ class RetrievalConfig(Grouped):
                                     "from the model's prompts).")
     latency_samples: int = option(100, "Queries timed one at a time per cell for the search latency "
                                   "(default 100; 0 = skip).", ge=0)
+    query_layers: list[int] | None = option(
+        None, "Asymmetric retrieval: query layers Lq, each searched against every --doc-layers index at every "
+        "dim (default: the grid's layers once --doc-layers is given; neither flag: queries and documents at the "
+        "same layer, the plain grid).")
+    doc_layers: list[int] | None = option(
+        None, "Asymmetric retrieval: document layers Ld, e.g. 6 (documents at full depth, encoded once offline) "
+        "(default: the grid's layers once --query-layers is given). One point per (Lq, Ld, dim).")
+
+    _query_layers = field_validator("query_layers")(_not_empty("--query-layers"))
+    _doc_layers = field_validator("doc_layers")(_not_empty("--doc-layers"))
+
+    @field_validator("query_layers", "doc_layers")
+    @classmethod
+    def _sorted_once(cls, value: list[int] | None) -> list[int] | None:
+        """Each layer once, ascending: `1,6` and `6,1,1` are one grid, so one run id."""
+        return sorted(set(value)) if value else value
+
+    @property
+    def asymmetric(self) -> bool:
+        return self.query_layers is not None or self.doc_layers is not None
 
     @field_validator("precisions")
     @classmethod
@@ -242,13 +262,16 @@ class RetrievalConfig(Grouped):
         return k
 
     def numeric(self) -> dict:
-        """Its share of the run id; precisions and funnels only when set, so runs without them keep their ids."""
+        """Its share of the run id; precisions, funnels and asymmetric layers only when set, so runs without
+        them keep their ids."""
         part = {key: getattr(self, key) for key in ("index", "flat_backend", "k", "normalize", "query_prompt",
                                                     "doc_prompt")}
         if self.precisions != ["float32"]:
             part["precisions"] = list(self.precisions)
         if self.funnels:
             part["funnels"] = list(self.funnels)
+        if self.asymmetric:
+            part["asymmetric"] = {"query_layers": self.query_layers, "doc_layers": self.doc_layers}
         return {"retrieval": part}
 
 

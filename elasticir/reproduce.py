@@ -36,7 +36,8 @@ DEFAULT_OUT = Path("results") / "reproduce"
 class Difference:
     """One way a re-run differs from the recorded leaderboard.
 
-    kind: "metric" (a cell's metric; a quantised point's metric is named "<precision> <metric>"), "baseline" (a
+    kind: "metric" (a cell's metric; a quantised point's metric is named "<precision> <metric>", an asymmetric
+    point's "doc layer <Ld> <metric>"), "baseline" (a
     baseline's metric), "funnel" (a funnel's metric, named "funnel <funnel> <metric>"), "missing" / "extra" (a cell, metric or
     baseline only on one side), "weights" (model weights sha256), "data" (a data file's sha256), "config" (a
     numeric setting such as dtype or max_length resolved differently).
@@ -101,20 +102,27 @@ def compare_leaderboards(recorded: Leaderboard, reproduced: Leaderboard, *, tole
                 diffs.append(Difference(kind, dataset, layer, dim, metric, old[metric], new[metric]))
 
     def named(precision: str | None, metrics: dict[str, float] | None) -> dict[str, float] | None:
-        """A quantised point's metrics carry its precision in their names, so a difference says which point."""
+        """A quantised (or asymmetric) point's metrics carry its precision (doc layer) in their names, so a
+        difference says which point."""
         return metrics if metrics is None or precision is None else {f"{precision} {m}": v for m, v in metrics.items()}
 
     def point(cell) -> str | None:
-        """The point's precisions beyond the cell: the index's (as before) and the encoder's, when not the reference."""
+        """The point's precisions and layers beyond the cell: the encoder's (when not the reference), the doc
+        layer (asymmetric points) and the index precision."""
         encoder = f"encoder {cell.encoder_precision}" if cell.encoder_precision not in (None, "float32") else None
-        return " ".join(p for p in (encoder, cell.precision) if p) or None
+        doc = f"doc layer {cell.doc_layer}" if cell.doc_layer is not None else None
+        return " ".join(p for p in (encoder, doc, cell.precision) if p) or None
 
-    new_cells = {(c.dataset, c.layer, c.dim, point(c)): c.metrics for c in reproduced.results}
+    def key(c) -> tuple:
+        return c.dataset, c.layer, c.dim, point(c)
+
+    new_cells = {key(c): c for c in reproduced.results}
     for cell in recorded.results:
+        new = new_cells.pop(key(cell), None)
         compare("metric", cell.dataset, cell.layer, cell.dim, named(point(cell), cell.metrics),
-                named(point(cell), new_cells.pop((cell.dataset, cell.layer, cell.dim, point(cell)), None)))
-    for (dataset, layer, dim, precision) in sorted(new_cells, key=str):
-        diffs.append(Difference("extra", dataset, layer, dim, precision, None, "reproduced"))
+                named(point(cell), new.metrics if new else None))
+    for found in sorted(new_cells, key=str):
+        diffs.append(Difference("extra", found[0], found[1], found[2], found[3], None, "reproduced"))
     new_baselines = {(b.dataset, b.name): b.metrics for b in reproduced.baselines}
     for baseline in recorded.baselines:
         compare("baseline", baseline.dataset, None, None,

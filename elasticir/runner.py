@@ -24,7 +24,7 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from elasticir.cells import Cell, Grid, default_dims, default_pairs, validate_cells
+from elasticir.cells import Cell, Grid, default_dims, default_pairs, layer_pairs, validate_cells
 from elasticir.config import RunConfig, check
 from elasticir.data.beir import beir_files, first_documents, load_beir
 from elasticir.data.catalog import DatasetSpec, data_root, locate, spec_for
@@ -104,6 +104,11 @@ def store_width(config: RunConfig, grid: Grid, encoder: ElasticEncoder) -> int:
     return encoder.hidden_size if config.funnels else max(grid.dims)
 
 
+def asymmetric_pairs(config: RunConfig, grid: Grid, num_layers: int) -> list[tuple[int, int]]:
+    """The (query layer, doc layer) pairs --query-layers / --doc-layers add to the grid (none without them)."""
+    return layer_pairs(grid.layers, num_layers, config.query_layers, config.doc_layers)
+
+
 def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir, prompts, executor) -> Part:
     data = load_beir(path, spec.split)
     if config.limit_queries or config.limit_corpus:
@@ -114,8 +119,8 @@ def _evaluate_retrieval(encoder, spec, path, grid, config, part_dir, prompts, ex
         normalize=config.normalize, query_prompt=prompts["query"].text, doc_prompt=prompts["document"].text,
         batch_size=config.batch_size, latency_samples=config.latency_samples, show_progress=config.show_progress,
         name=spec.name, precisions=tuple(config.precisions), store_dtype=config.store_dtype,
-        store_width=store_width(config, grid, encoder),
-        executor=executor,
+        store_width=store_width(config, grid, encoder), executor=executor,
+        layer_pairs=asymmetric_pairs(config, grid, encoder.num_layers),
     )
     atomic_write(part_dir.per_query, gzip.compress(per_query.to_csv(index=False).encode()))
     notes = data.notes + [f"{spec.name}: dense search backend {', '.join(sorted(set(cells.backend)))}"]
@@ -162,7 +167,8 @@ def check_shape_early(config: RunConfig) -> None:
     entries = module_entries(folder)
     kinds = [entry["type"].rsplit(".", 1)[-1] for entry in entries[1:]]
     same_width = all(kind in ("Pooling", "Normalize") for kind in kinds) and _single_pooling(folder, entries)
-    Grid.for_model(shape.num_layers, shape.hidden_size, config.layers, config.dims if same_width else None)
+    grid = Grid.for_model(shape.num_layers, shape.hidden_size, config.layers, config.dims if same_width else None)
+    asymmetric_pairs(config, grid, shape.num_layers)
     if same_width:
         validate_cells([Cell(*p) for p in config.pairs or []], shape.num_layers, shape.hidden_size)
 
@@ -282,6 +288,7 @@ def build_grid(config: RunConfig, encoder: ElasticEncoder) -> tuple[Grid, list[C
         dims = sorted(set(default_dims(encoder.hidden_size)) | {cell.dim for cell in trained})
     grid = Grid.for_model(encoder.num_layers, encoder.hidden_size, config.layers, dims)
     validate_cells(pairs, encoder.num_layers, encoder.hidden_size)
+    asymmetric_pairs(config, grid, encoder.num_layers)  # a layer it lacks: refused
     outside = [str(cell) for cell in pairs if cell.dim not in grid.dims or cell.layer not in grid.layers]
     if outside:
         console.print(f"note: pair(s) {', '.join(outside)} are outside the grid (layers {list(grid.layers)}, dims "
@@ -326,8 +333,10 @@ def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeri
                           soft_wrap=True)
         store.invalidate(job.task, job.name)
         subset = " on a subset" if numeric.get("subset") else ""
+        paired = asymmetric_pairs(config, grid, encoder.num_layers) if job.task == "retrieval" else []
+        asymmetric = f" + {len(paired) * len(grid.dims)} asymmetric (Lq, Ld, d) points" if paired else ""
         stage(f"{job.task} {job.name}: {len(grid.cells)} cells ({len(grid.layers)} layers x {len(grid.dims)} "
-              f"dims){subset}")
+              f"dims){asymmetric}{subset}")
         _evaluate_part(job, encoder, grid, config, store, key, executor)
     return False
 
@@ -437,6 +446,8 @@ def summarise(store: RunStore, jobs: list[Job]) -> Summary:
         funnels.extend(meta.get("funnels", []))
         names.setdefault(task, []).append(name)
     table = pd.concat(parts, ignore_index=True)
+    if "doc_layer" in table:  # read back as floats with gaps; whole numbers in cells.csv
+        table["doc_layer"] = table.doc_layer.astype("Int64")
     keys = ["task", "dataset", "layer", "dim"]
     table = table[keys + [c for c in table.columns if c not in keys]]
     return Summary(table, records, timings, baselines, notes, [t for t in EVALUATORS if t in names], names, funnels)
@@ -505,8 +516,9 @@ def encode_shard(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder, gr
     """`--shard i/n`: encode rows i/n of every retrieval corpus and query set into the store, and stop; the
     plain command later finds the shards marked done and encodes only what no shard covered. STS sets are
     encoded in memory (small) by the plain command."""
-    from elasticir.evaluation.retrieval import corpus_stores
+    from elasticir.evaluation.retrieval import corpus_stores, store_layers
 
+    sides = store_layers(grid, asymmetric_pairs(config, grid, encoder.num_layers))
     with executor_for(config, encoder) as executor:  # the shard executor (elasticir.execution.shard)
         for job in (j for j in jobs if j.task == "retrieval"):
             data = load_beir(job.path, job.spec.split)
@@ -517,7 +529,7 @@ def encode_shard(config: RunConfig, jobs: list[Job], encoder: ElasticEncoder, gr
                                                  query_prompt=job.prompts["query"].text,
                                                  doc_prompt=job.prompts["document"].text,
                                                  store_dtype=config.store_dtype), ("corpus", "queries")):
-                executor.encode_store(store, grid.layers, batch_size=config.batch_size,
+                executor.encode_store(store, sides[what], batch_size=config.batch_size,
                                       show_progress=config.show_progress, desc=f"{job.name} {what}")
     stage(f"shard {executor.index}/{executor.count} encoded; run the command without --shard once every shard "
           "is done")

@@ -261,8 +261,8 @@ def test_an_actor_scores_each_work_against_its_own_qrels(ray_cluster, tiny_encod
     def rr(name):
         data = CellsData(str(docs.dir), str(queries.dir), search, ["q0"], np.asarray(doc_ids, dtype=object), qrels,
                          [ir_measures.RR], str(tmp_path / name), False)
-        work = PointWork([(2, 8, "float32")], data, open_cells, search_point, scoring_context, score_point)
-        _, (row, _) = actor.point(work.key, [ray.put(work)], 0, (2, 8, "float32"))
+        work = PointWork([(2, 8, "float32", (2,))], data, open_cells, search_point, scoring_context, score_point)
+        _, [(row, _)] = actor.point(work.key, [ray.put(work)], 0, (2, 8, "float32", (2,)))
         return work.key, row[str(ir_measures.RR)]
 
     key, first = rr("dataset-a")

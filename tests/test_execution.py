@@ -66,7 +66,7 @@ def test_a_new_executor_receives_every_sts_retrieval_and_funnel_point(tiny_encod
         result = evaluate_retrieval(tiny_encoder, data, grid, executor=counting, part_dir=PartFolder(tmp_path / "part"),
                                     cache_dir=tmp_path / "cache", show_progress=False, latency_samples=0,
                                     precisions=("float32", "int8"))
-        assert counting.points == [(*cell, p) for cell in grid.cells for p in ("float32", "int8")]
+        assert counting.points == [(*cell, p, (cell.layer,)) for cell in grid.cells for p in ("float32", "int8")]
         assert len(result.cells) == 8 and len(counting.stores) == 2
         assert len(list((tmp_path / "part" / "runs").glob("*.trec.gz"))) == 8
 

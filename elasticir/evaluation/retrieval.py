@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,6 +86,7 @@ def evaluate_retrieval(
     normalize: bool | None = None, query_prompt: str | None = None, doc_prompt: str | None = None,
     batch_size: int = 64, latency_samples: int = 100, show_progress: bool = True, name: str = "retrieval",
     precisions: tuple[str, ...] = ("float32",), store_dtype: str = "float32", store_width: int | None = None,
+    layer_pairs: Sequence[tuple[int, int]] = (),
 ) -> GridResult:
     """Per-cell table (layer, dim, metrics, costs), per-query values of every cell, and stage timings.
 
@@ -92,15 +94,20 @@ def evaluate_retrieval(
     float32-only runs, whose tables and run files stay as they were).
     `executor` (elasticir.execution) encodes the stores and runs every (cell, precision) point: search, score
     and run file. `store_width`: the columns the stores keep (default the grid's widest dim; see
-    runner.store_width)."""
+    runner.store_width).
+    `layer_pairs`: (query layer, doc layer) pairs besides the grid's own (L, L): one more point per pair, dim and
+    precision, with a `doc_layer` column (absent without them). The index of a doc layer at one (dim, precision)
+    is built once and searched with the queries of every layer paired with it, so an asymmetric point costs one
+    search; the stores encode only the layers each side needs."""
     encoder.check_cells(grid.cells)
     normalize = encoder.info.normalize if normalize is None else normalize
     timings: dict[str, float] = {}
     start = time.perf_counter()
     docs, queries = corpus_stores(encoder, data, cache_dir, store_width or max(grid.dims), query_prompt=query_prompt,
                                   doc_prompt=doc_prompt, store_dtype=store_dtype)
+    sides = store_layers(grid, layer_pairs)
     for store, what in ((docs, "corpus"), (queries, "queries")):
-        executor.encode_store(store, grid.layers, batch_size=batch_size, show_progress=show_progress,
+        executor.encode_store(store, sides[what], batch_size=batch_size, show_progress=show_progress,
                               desc=f"{name} {what}")
     timings["encode"] = time.perf_counter() - start
 
@@ -108,16 +115,54 @@ def evaluate_retrieval(
     search = {"normalize": normalize, "index": index, "flat_backend": flat_backend, "k": k,
               "tie_rank": tie_rank, "exclude": exclude, "latency_samples": latency_samples}
     # on-disk ids stay on disk: run files look names up per query
-    cells = CellsData(str(docs.dir), str(queries.dir), search, data.query_ids, doc_ids,
-                      data.qrels, measures_for(data.qrels), part_dir, tuple(precisions) != ("float32",))
-    work = PointWork([(*cell, p) for cell in grid.cells for p in precisions], cells, prepare=open_cells,
-                     search=search_point, prepare_scoring=scoring_context, score=score_point, overlap=True)
-    ran = executor.run_points(work, show_progress=show_progress, desc=f"{name}: index + search per cell", unit="cell")
-    rows = [row for row, _ in ran.results]
-    timings.update(index=sum(r["build_s"] for r in rows), search=sum(r.pop("search_s") for r in rows),
-                   evaluate=sum(r.pop("evaluate_s") for r in rows), evaluate_wait=ran.score_wait_s)
-    per_query = pd.concat([values for _, values in ran.results], ignore_index=True)
-    return GridResult(_ordered(pd.DataFrame(rows)), per_query, timings)
+    cells = CellsData(str(docs.dir), str(queries.dir), search, data.query_ids, doc_ids, data.qrels,
+                      measures_for(data.qrels), part_dir, tuple(precisions) != ("float32",), bool(layer_pairs))
+    work = PointWork(grid_points(grid, precisions, layer_pairs), cells, prepare=open_cells, search=search_point,
+                     prepare_scoring=scoring_context, score=score_point, overlap=True)
+    desc, unit = ((f"{name}: one index per (Ld, d), searched by each paired Lq", "doc layer cell") if layer_pairs
+                  else (f"{name}: index + search per cell", "cell"))
+    ran = executor.run_points(work, show_progress=show_progress, desc=desc, unit=unit)
+    rows = [row for scored in ran.results for row, _ in scored]
+    timings.update(index=sum(scored[0][0]["build_s"] for scored in ran.results),  # one build per point
+                   search=sum(r.pop("search_s") for r in rows), evaluate=sum(r.pop("evaluate_s") for r in rows),
+                   evaluate_wait=ran.score_wait_s)
+    per_query = pd.concat([values for scored in ran.results for _, values in scored], ignore_index=True)
+    table = pd.DataFrame(rows)
+    return GridResult(_ordered(_by_query_layer(table, precisions) if layer_pairs else table), per_query, timings)
+
+
+def _by_query_layer(table: pd.DataFrame, precisions: Sequence[str]) -> pd.DataFrame:
+    """An asymmetric grid's rows in (query layer, dim, precision, doc layer) order, the grid's own (L, L)
+    point among its layer's pairs; `doc_layer` whole numbers, empty where it equals the query layer."""
+    order = {p: i for i, p in enumerate(precisions)}
+    table = table.assign(_p=table.precision.map(order) if "precision" in table else 0,
+                         _d=table.doc_layer.fillna(table.layer))
+    table = table.sort_values(["layer", "dim", "_p", "_d"], kind="stable").drop(columns=["_p", "_d"])
+    return table.assign(doc_layer=table.doc_layer.astype("Int64")).reset_index(drop=True)
+
+
+def store_layers(grid: Grid, layer_pairs: Sequence[tuple[int, int]] = ()) -> dict[str, list[int]]:
+    """The layers each store encodes: the grid's, plus the doc layers of the pairs for the corpus and their
+    query layers for the queries (`--layers 6 --query-layers 1,2` encodes no shallow document layer)."""
+    return {"corpus": sorted({*grid.layers, *(d for _, d in layer_pairs)}),
+            "queries": sorted({*grid.layers, *(q for q, _ in layer_pairs)})}
+
+
+def grid_points(grid: Grid, precisions: Sequence[str], layer_pairs: Sequence[tuple[int, int]] = ()) -> list[tuple]:
+    """The executor's points: one per (doc layer, dim, precision) index, each with the query layers searched
+    against it (the grid's own layer first, then the paired ones). Without pairs: one per grid cell and
+    precision, in the grid's order, each searched with its own layer's queries."""
+    if not layer_pairs:
+        return [(*cell, p, (cell.layer,)) for cell in grid.cells for p in precisions]
+    paired: dict[int, list[int]] = {}
+    for query_layer, doc_layer in layer_pairs:
+        paired.setdefault(doc_layer, []).append(query_layer)
+    points = []
+    for doc_layer in sorted({*grid.layers, *paired}):
+        own = [doc_layer] if doc_layer in grid.layers else []
+        queries = tuple(own + sorted(set(paired.get(doc_layer, ())) - set(own)))
+        points += [(doc_layer, dim, p, queries) for dim in grid.dims for p in precisions]
+    return points
 
 
 def corpus_order(data: RetrievalData, remove_self_hits: bool) -> tuple[np.ndarray, np.ndarray | None, object]:
@@ -143,6 +188,7 @@ class CellsData:
     measures: list
     part_dir: PartFolder  # picklable: where the run files go
     labelled: bool  # a precision axis: rows and per-query tables carry a `precision` column
+    asymmetric: bool = False  # layer pairs: rows and per-query tables carry a `doc_layer` column
 
 
 def open_cells(data: CellsData, device: str) -> dict:
@@ -151,35 +197,46 @@ def open_cells(data: CellsData, device: str) -> dict:
             "device": device}
 
 
-def search_point(point: tuple, prepared: dict) -> tuple[dict, np.ndarray, np.ndarray]:
-    """One (layer, dim, precision) point searched: its cost row (with `search_s`), hit ids and scores."""
-    layer, dim, precision = point
-    return _search_cell(prepared["docs"].layer(layer), prepared["queries"].layer(layer), layer, dim, precision,
-                        device=prepared["device"], **prepared["search"])
+def search_point(point: tuple, prepared: dict) -> list[tuple[dict, np.ndarray, np.ndarray]]:
+    """One (doc layer, dim, precision, query layers) point: its index built once, searched with each query
+    layer's vectors; per query layer its cost row (with `search_s`), hit ids and scores."""
+    doc_layer, dim, precision, query_layers = point
+    settings = prepared["search"]
+    cell = build_index(prepared["docs"].layer(doc_layer), dim, precision, normalize=settings["normalize"],
+                       index=settings["index"], flat_backend=settings["flat_backend"], device=prepared["device"])
+    searching = {key: settings[key] for key in ("k", "tie_rank", "exclude", "latency_samples")}
+    return [_search_cell(cell, prepared["queries"].layer(layer), layer, dim, **searching) for layer in query_layers]
 
 
 def scoring_context(data: CellsData) -> dict:
     """A scoring worker's context: the qrels parsed once (ir-measures) for all its points."""
     return {"query_ids": data.query_ids, "doc_ids": data.doc_ids, "qrels": data.qrels, "measures": data.measures,
             "evaluator": ir_measures.evaluator(data.measures, data.qrels), "part_dir": data.part_dir,
-            "labelled": data.labelled}
+            "labelled": data.labelled, "asymmetric": data.asymmetric}
 
 
-def score_point(point: tuple, searched: tuple, scoring: dict) -> tuple[dict, pd.DataFrame]:
-    """One searched point scored: its row (costs, metrics, `search_s`, `evaluate_s`) and per-query values;
-    its run file written."""
-    layer, dim, precision = point
-    row, ids, scores = searched
-    slug = Cell(layer, dim).slug + precision_slug(precision)
-    aggregate, values, seconds = score_cell(scoring, ids, scores, scoring["part_dir"].run_file(slug),
-                                            f"elasticir-{slug}")
-    label = {"precision": precision} if scoring["labelled"] else {}
-    return row | label | aggregate | {"evaluate_s": seconds}, values.assign(layer=layer, dim=dim, **label)
+def score_point(point: tuple, searched: list, scoring: dict) -> list[tuple[dict, pd.DataFrame]]:
+    """One searched point scored, per query layer: its row (costs, metrics, `search_s`, `evaluate_s`) and
+    per-query values; its run file written (an asymmetric one named with its doc layer: L2_d64_docL6)."""
+    doc_layer, dim, precision, _ = point
+    scored = []
+    for row, ids, scores in searched:
+        layer = row["layer"]
+        paired = {"doc_layer": doc_layer} if layer != doc_layer else {}
+        slug = Cell(layer, dim).slug + (f"_docL{doc_layer}" if paired else "") + precision_slug(precision)
+        aggregate, values, seconds = score_cell(scoring, ids, scores, scoring["part_dir"].run_file(slug),
+                                                f"elasticir-{slug}")
+        label = {"precision": precision} if scoring["labelled"] else {}
+        if scoring.get("asymmetric"):
+            label["doc_layer"] = paired.get("doc_layer", pd.NA)
+        scored.append((row | label | aggregate | {"evaluate_s": seconds},
+                       values.assign(layer=layer, dim=dim, **label)))
+    return scored
 
 
 def _ordered(table: pd.DataFrame) -> pd.DataFrame:
     costs = ["index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms", "backend"]
-    keys = [c for c in ("layer", "dim", "precision") if c in table.columns]
+    keys = [c for c in ("layer", "doc_layer", "dim", "precision") if c in table.columns]
     return table[keys + [c for c in table.columns if c not in costs and c not in keys] + costs]
 
 
@@ -199,13 +256,10 @@ def corpus_stores(encoder: ElasticEncoder, data: RetrievalData, cache_dir: Path,
     return docs, queries
 
 
-def _search_cell(docs_full: np.ndarray, queries_full: np.ndarray, layer: int, dim: int, precision: str, *,
-                 normalize: bool, index: str, flat_backend: str, device: str, k: int, tie_rank: np.ndarray,
+def _search_cell(cell, queries_full: np.ndarray, layer: int, dim: int, *, k: int, tie_rank: np.ndarray,
                  exclude: np.ndarray | None, latency_samples: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    """One cell at one precision: build its index from the stored layer, search every query, time single
-    queries. Returns its cost row (with `search_s`), the hit ids and scores."""
-    cell = build_index(docs_full, dim, precision, normalize=normalize, index=index, flat_backend=flat_backend,
-                       device=device)
+    """One built index searched with one layer's queries, single queries timed. Returns the cost row (with
+    `search_s`; `layer` is the query layer), the hit ids and scores."""
     scores, ids, search_s = cell.search(queries_full, k, tie_rank, exclude)
     p50, p95 = cell.latency_ms(queries_full, k, latency_samples) if latency_samples else (np.nan, np.nan)
     row = {"layer": layer, "dim": dim, "index_bytes": cell.nbytes, "build_s": cell.build_s,

@@ -26,6 +26,7 @@ from elasticir.errors import ElasticIRError
 from elasticir.evaluation.significance import compare_mean, compare_runs, describe
 from elasticir.report import figures, tables
 from elasticir.report.anomalies import marks_for, write_anomaly_section
+from elasticir.report.asymmetric import write_asymmetric_section
 from elasticir.report.check import write_check_section
 from elasticir.report.encoder_precision import write_encoder_precision_facet
 from elasticir.report.funnels import write_funnel_section
@@ -227,6 +228,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path, baseline_dir: str | P
     _write_heatmaps(report)
     write_precision_facet(report.run, report.writer, report.fig_dir, report.tag)  # only runs with --precisions
     write_encoder_precision_facet(report.run, report.writer, report.fig_dir, report.tag)  # --encoder-precisions
+    write_asymmetric_section(report.run, report.writer, report.fig_dir, report.tag,  # only asymmetric runs
+                             report.costs[report.run.label], _shape(report.run, report.notes))
     _write_differences(report)
     _write_pareto(report, cost)
     write_funnel_section(report.run, report.writer, report.fig_dir, report.tag)  # only runs with funnels

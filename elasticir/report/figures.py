@@ -94,11 +94,12 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
-def _grid_axes(ax, layers: Sequence[int], dims: Sequence[int]) -> None:
+def _grid_axes(ax, layers: Sequence[int], dims: Sequence[int],
+               labels: tuple[str, str] = ("embedding dim d", "layer L")) -> None:
     ax.set_xticks(range(len(dims)), [str(d) for d in dims])
     ax.set_yticks(range(len(layers)), [str(layer) for layer in layers])
-    ax.set_xlabel("embedding dim d")
-    ax.set_ylabel("layer L")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
@@ -118,10 +119,13 @@ def _outline(ax, layers, dims, cells, colour="black") -> int:
 
 def heatmap(grid: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str, pairs: Sequence = (),
             note: str | None = None, cmap: str = VALUE_CMAP, digits: int = 3,
-            formats: Sequence[str] = ("pdf", "png"), marks: Sequence = ()) -> list[Path]:
+            formats: Sequence[str] = ("pdf", "png"), marks: Sequence = (),
+            axis_labels: tuple[str, str] = ("embedding dim d", "layer L"),
+            outline_note: str = "Outlined: pair-list (diagonal) cells.") -> list[Path]:
     """Layer x dim heatmap (layers bottom to top, dims left to right), value printed in every cell, pair-list
-    cells outlined, a red "!" in the corner of every (layer, dim) in `marks` (flagged anomalies).
-    `grid`: index = layers, columns = dims."""
+    cells outlined, a red "!" in the corner of every (layer, dim) in `marks` (flagged anomalies). `grid`:
+    index = layers, columns = dims (or any two axes, named by `axis_labels` (x, y), with `pairs` the (row,
+    column) cells to outline and `outline_note` saying what they are)."""
     layers, dims = list(grid.index), list(grid.columns)
     values = grid.to_numpy(dtype=float)
     width = max(SINGLE_COLUMN, 0.62 * len(dims) + 1.4)
@@ -135,7 +139,7 @@ def heatmap(grid: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str, 
         for (row, col), value in np.ndenumerate(values):
             colour = _text_colour(mapper(norm(value))) if np.isfinite(value) else "black"
             ax.text(col, row, fmt_value(value, digits), ha="center", va="center", fontsize=7, color=colour, zorder=5)
-        _grid_axes(ax, layers, dims)
+        _grid_axes(ax, layers, dims, axis_labels)
         outlined = _outline(ax, layers, dims, pairs)
         for layer, dim in marks:
             if layer in layers and dim in dims:
@@ -147,7 +151,7 @@ def heatmap(grid: pd.DataFrame, stem: Path, *, title: str, colorbar_label: str, 
         ax.set_title(title)
         flagged = any(layer in layers and dim in dims for layer, dim in marks)
         if note or outlined or flagged:
-            text = (note + " " if note else "") + ("Outlined: pair-list (diagonal) cells." if outlined else "")
+            text = (note + " " if note else "") + (outline_note if outlined else "")
             text += " !: flagged anomaly (values unchanged)." if flagged else ""
             _text_below(fig, ax, _wrap(text.strip(), int(width * 17)))
         return save(fig, stem, formats)

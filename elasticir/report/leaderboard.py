@@ -121,7 +121,8 @@ def _datasets(boards: Sequence[Leaderboard]) -> list[tuple[str, str, str]]:
 
 def _values(board: Leaderboard, dataset: str, metric: str) -> dict[tuple[int, int], float]:
     return {(c.layer, c.dim): c.metrics[metric] for c in board.results  # the float32 points of a precision axis
-            if c.dataset == dataset and metric in c.metrics and c.precision in (None, "float32")}
+            if c.dataset == dataset and metric in c.metrics and c.precision in (None, "float32")
+            and c.doc_layer is None}  # and the grid's own (L, L) points of an asymmetric grid
 
 
 def _baselines(boards: Sequence[Leaderboard], dataset: str, metric: str) -> list[tuple[str, float, bool]]:

@@ -32,17 +32,23 @@ class RunData:
     label: str = ""
     _cache: dict = field(default_factory=dict, repr=False)
     points: pd.DataFrame | None = None  # every (cell, precision) point when the run has a precision axis
+    asymmetric: pd.DataFrame | None = None  # every (query layer, doc layer, dim[, precision]) point, when any
 
     encoder_points: pd.DataFrame | None = None  # every (cell[, precision], encoder precision) point, if an axis
 
     def __post_init__(self) -> None:
         """With --encoder-precisions, `cells` keeps the reference encoder's points and `encoder_points` all of them
-        (the encoder-precision facet); then, with --precisions, `cells` keeps the float32 points (what every grid
-        figure and table reads, unchanged) and `points` all of them (the precision facet)."""
+        (the encoder-precision facet); with --query-layers / --doc-layers, `asymmetric` keeps every point of the
+        run (query layer `layer`, `doc_layer` filled in) and the rest only the grid's own points; then, with
+        --precisions, `cells` keeps the float32 points (what every grid figure and table reads, unchanged) and
+        `points` all of them (the precision facet)."""
         if "encoder_precision" in self.cells.columns and self.encoder_points is None:
             self.encoder_points = self.cells
             reference = self.cells.encoder_precision.isna() | (self.cells.encoder_precision == "float32")
             self.cells = self.cells[reference].drop(columns="encoder_precision").reset_index(drop=True)
+        if "doc_layer" in self.cells.columns and self.asymmetric is None:
+            self.asymmetric = self.cells.assign(doc_layer=self.cells.doc_layer.fillna(self.cells.layer).astype(int))
+            self.cells = self.cells[self.cells.doc_layer.isna()].drop(columns="doc_layer").reset_index(drop=True)
         if "precision" in self.cells.columns and self.points is None:
             self.points = self.cells
             float32 = self.cells.precision.isna() | (self.cells.precision == "float32")
@@ -163,6 +169,8 @@ class RunData:
                 frame = frame[frame.measure == measure]
                 if "precision" in frame.columns:  # the grid's tests compare float32 points
                     frame = frame[frame.precision.isna() | (frame.precision == "float32")]
+                if "doc_layer" in frame.columns:  # ... of the grid's own (L, L) cells
+                    frame = frame[frame.doc_layer.isna()]
                 self._cache[key] = frame.pivot_table(index="query_id", columns=["layer", "dim"], values="value")
         return self._cache[key]
 
@@ -187,7 +195,7 @@ def _cells_from_leaderboard(board: Leaderboard) -> pd.DataFrame:
     return pd.DataFrame([{"dataset": c.dataset, "layer": c.layer, "dim": c.dim,
                           **({"precision": c.precision} if c.precision else {}),
                           **({"encoder_precision": c.encoder_precision} if c.encoder_precision else {}),
-                          **c.metrics, **c.costs}
+                          **({"doc_layer": c.doc_layer} if c.doc_layer is not None else {}), **c.metrics, **c.costs}
                          for c in board.results])
 
 

@@ -1,5 +1,5 @@
 """A finished run, summarised for the terminal: each dataset's grid of its main metric, with the index speed,
-quantised points, baselines and selected funnels beside it.
+quantised points, asymmetric points, baselines and selected funnels beside it.
 
 The command line prints it after a run, on its console `out` (default: stdout; markup off either way, as
 paths and dataset names may contain [brackets]).
@@ -25,6 +25,9 @@ def print_outcome(outcome, out: Console = STDOUT) -> None:
         if "encoder_precision" in cells:  # the tables show the reference encoder; its other points below
             _print_encoder_precisions(board, cells, metric, out)
             cells = cells[cells.encoder_precision.fillna("float32") == "float32"]
+        paired = None
+        if "doc_layer" in cells:  # the grid's own (L, L) points in the table; every point is in cells.csv
+            paired, cells = cells, cells[cells.doc_layer.isna()]
         points = cells
         if "precision" in cells:  # the table shows the float32 points; every point is in cells.csv
             cells = cells[cells.precision.fillna("float32") == "float32"]
@@ -39,6 +42,7 @@ def print_outcome(outcome, out: Console = STDOUT) -> None:
         out.print(table)
         print_ann_costs(board, cells, out)
         _print_precisions(board, points, metric, out)
+        _print_asymmetric(paired, metric, out)
     for baseline in board.baselines:
         shown = ", ".join(f"{name} {value:.4f}" for name, value in baseline.metrics.items())
         out.print(f"{baseline.dataset} {baseline.name}: {shown}")
@@ -63,6 +67,22 @@ def _print_precisions(board, points, metric: str, out: Console = STDOUT) -> None
                   f"x{by_point.loc[(*cell, precision), 'index_bytes'] / by_point.loc[(*cell, 'float32'), 'index_bytes']:.3f})"
                   for cell in dict.fromkeys(shown) if (*cell, precision) in by_point.index]
         out.print(f"  {precision} {metric}: " + "; ".join(values))
+
+
+def _print_asymmetric(points, metric: str, out: Console = STDOUT) -> None:
+    """At the full width: each query layer against documents at the deepest layer, next to its symmetric cell
+    (the same query encode cost)."""
+    if points is None:
+        return
+    points = points[points.precision.fillna("float32") == "float32"] if "precision" in points else points
+    rows = points.assign(doc_layer=points.doc_layer.fillna(points.layer))
+    deepest, full = int(rows.doc_layer.max()), int(rows.dim.max())
+    by = rows[rows.dim == full].set_index(["layer", "doc_layer"])[metric]
+    shown = [f"Lq={int(q)} {by[(q, deepest)]:.4f} (symmetric {by[(q, q)]:.4f})"
+             for q in sorted({int(q) for q, _ in by.index}) if q < deepest and (q, deepest) in by and (q, q) in by]
+    if shown:
+        out.print(f"  documents at layer {deepest}, d={full}, {metric}: " + "; ".join(shown)
+                  + f"; cells.csv has all {len(points)} (Lq, Ld, d) points")
 
 
 def _print_funnels(board, out: Console = STDOUT) -> None:

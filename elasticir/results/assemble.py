@@ -18,7 +18,7 @@ from elasticir.results.store import RunFolder
 
 COST_COLUMNS = ("index_bytes", "build_s", "search_qps", "latency_p50_ms", "latency_p95_ms")
 _KEYS = ("task", "dataset", "layer", "dim")
-POINT_COLUMNS = ("backend", "precision", "encoder_precision")  # what names a point, not a metric
+POINT_COLUMNS = ("backend", "precision", "encoder_precision", "doc_layer")  # what names a point, not a metric
 
 
 def cell_results(table: pd.DataFrame) -> list[dict]:
@@ -29,6 +29,7 @@ def cell_results(table: pd.DataFrame) -> list[dict]:
          **({"precision": row["precision"]} if isinstance(row.get("precision"), str) else {}),
          **({"encoder_precision": row["encoder_precision"]} if isinstance(row.get("encoder_precision"), str)
             else {}),
+         **({"doc_layer": int(row["doc_layer"])} if pd.notna(row.get("doc_layer", pd.NA)) else {}),
          "metrics": {m: float(row[m]) for m in table.columns
                      if m not in _KEYS and m not in COST_COLUMNS and m not in POINT_COLUMNS and pd.notna(row[m])},
          "costs": {c: float(row[c]) for c in COST_COLUMNS if c in row and pd.notna(row[c])}}

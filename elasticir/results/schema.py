@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer, model_validator
 
 from elasticir.cells import Cell, cell_range_error
 from elasticir.errors import ElasticIRError
@@ -105,6 +105,17 @@ class CellResult(_Strict):
     metrics: dict[str, float]
     costs: dict[str, float] = {}  # index bytes, build seconds, search throughput, latency
     member: MemberRecord | None = None  # in a baseline grid: the model this cell comes from
+    # an asymmetric point (--query-layers / --doc-layers): documents at this layer, queries at `layer`
+    doc_layer: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _doc_layer_only_when_set(self, handler) -> dict[str, Any]:
+        """`doc_layer` is written only where it differs from `layer`, so leaderboards without an asymmetric
+        grid are written as before."""
+        data = handler(self)
+        if data.get("doc_layer") is None:
+            data.pop("doc_layer", None)
+        return data
 
 
 class BaselineResult(_Strict):
@@ -203,6 +214,10 @@ class Leaderboard(_Strict):
                 raise ValueError(f"result for dataset {cell.dataset!r} which is not listed under datasets")
             if message := cell_range_error(cell.layer, cell.dim, self.model.num_layers, self.model.hidden_size):
                 raise ValueError(f"result cell {Cell(cell.layer, cell.dim)}: {message}")
+            if cell.doc_layer is not None and (message := cell_range_error(cell.doc_layer, cell.dim,
+                                                                           self.model.num_layers,
+                                                                           self.model.hidden_size)):
+                raise ValueError(f"result cell {Cell(cell.layer, cell.dim)} doc_layer: {message}")
         return self
 
 
@@ -239,7 +254,8 @@ def value_error(name: str, value: float, *, count: bool = False) -> str | None:
 def _board_values(board: Leaderboard) -> Iterator[tuple[str, str, float, bool]]:
     """(entry, name, value, is a count) of every number of a leaderboard that has a range."""
     for i, cell in enumerate(board.results):
-        where = f"results[{i}] ({cell.dataset} L{cell.layer} d{cell.dim}{' ' + cell.precision if cell.precision else ''})"
+        where = (f"results[{i}] ({cell.dataset} L{cell.layer}{f' docL{cell.doc_layer}' if cell.doc_layer else ''} "
+                 f"d{cell.dim}{' ' + cell.precision if cell.precision else ''})")
         yield from ((where, k, v, False) for k, v in cell.metrics.items())
         yield from ((where, k, v, True) for k, v in cell.costs.items())
     for i, baseline in enumerate(board.baselines):
