@@ -29,7 +29,7 @@ Sections:
              from the grid section, on 1 GPU and on 8 (passages and store rows split 8 ways: linear).
 
 Run (GPU):  python benchmarks/gpu_check.py --prepare            (here: writes .gpu/, the texts and tokenizer)
-            python benchmarks/gpu_e2e.py --data .gpu --out $OUT [--compile]
+            python benchmarks/gpu_e2e.py --data .gpu --out $OUT --compile   (.gpu/ travels with the checkout)
 Run (CPU):  python benchmarks/gpu_e2e.py --cpu-smoke           (every section, tiny; checks the script itself)
 Without a GPU (and without --cpu-smoke) it prints one error line and exits 2.
 """
