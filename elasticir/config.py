@@ -202,7 +202,7 @@ class GridConfig(Grouped):
 class RetrievalConfig(Grouped):
     """How retrieval indexes, searches and scores every cell, and what it adds next to the grid."""
 
-    index: str = option("flat", "flat (exact), hnsw, sq8, ivfpq, or a FAISS factory string.")
+    index: str = option("flat", "flat (exact), hnsw, sq8, ivfpq, streamed (exact, streamed from the store in chunks), or a FAISS factory string.")
     flat_backend: Literal["torch", "faiss"] = option("torch", "Exact search backend: torch (matmul+topk) or faiss.")
     precisions: list[str] = option(
         ["float32"], "Retrieval precisions, comma list of float32 (always evaluated, the reference), float16, "

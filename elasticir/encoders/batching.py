@@ -130,23 +130,30 @@ def iter_batches(
     window: int,
     standalone=None,
     workers: int = 0,
+    pretokenized: Callable[[np.ndarray], tokens.TokenArrays] | None = None,
 ) -> Iterator[tuple[np.ndarray, TokenBatch]]:
     """Yield (row indices into `texts`, their token ids) per batch, longest first within each window.
 
     Later windows are tokenized meanwhile: by `tokenize` in one background thread, or, with `workers` > 0 and a
     `standalone` tokenizer (`tokens.standalone_tokenizer`), in that many forked processes (two windows in
     flight, each split across them). Both give the same ids, so the same batches in the same order.
+    `pretokenized(rows)`, when given (a `token_store.TokenStore`'s `arrays`), reads each window's ids instead of
+    tokenizing: the same ids, so again the same batches.
     """
     order = np.argsort([-len(text) for text in texts], kind="stable")
     windows = [order[start : start + window] for start in range(0, len(order), window)]
     if not windows:
         return
-    with tokens.window_submitter(tokenize, standalone, workers) as (submit, ahead):
-        futures = deque(submit([texts[i] for i in rows]) for rows in windows[:ahead])
+    if pretokenized is not None:  # a window is asked for by its rows, else by its texts
+        source, request = tokens.window_submitter(pretokenized), (lambda rows: rows)
+    else:
+        source, request = tokens.window_submitter(tokenize, standalone, workers), (lambda rows: [texts[i] for i in rows])
+    with source as (submit, ahead):
+        futures = deque(submit(request(rows)) for rows in windows[:ahead])
         for index, rows in enumerate(windows):
             ids = TokenBatch.of(futures.popleft().result())
             if index + ahead < len(windows):
-                futures.append(submit([texts[i] for i in windows[index + ahead]]))
+                futures.append(submit(request(windows[index + ahead])))
             by_length = np.argsort(-ids.lengths, kind="stable")
             for positions in plan_batches(ids.lengths[by_length], batch_size, max_tokens, packed):
                 picked = by_length[positions]

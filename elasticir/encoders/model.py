@@ -34,6 +34,7 @@ from elasticir.encoders.stack import (  # noqa: F401 - re-exported: the package'
     transformer_blocks,
     transformer_folder,
 )
+from elasticir.encoders.token_store import TokenStore, open_or_build
 from elasticir.errors import ElasticIRError
 from elasticir.io import sha256_of_files
 from elasticir.model_lookup import DEFAULT_MODEL, hub_id_of, root_candidates
@@ -414,6 +415,7 @@ class ElasticEncoder:
         prompt: str = "",
         show_progress: bool = True,
         desc: str = "encoding",
+        token_store: TokenStore | None = None,
     ) -> Iterator[tuple[np.ndarray, dict[int, np.ndarray]]]:
         """Yield (row indices, {layer: float32 [batch, width]}) batches, longest texts first; `prompt` is
         prepended to every text, as sentence-transformers' `encode(prompt=...)` does.
@@ -423,16 +425,21 @@ class ElasticEncoder:
         On CUDA the pooled outputs of a batch are copied to pinned host memory without waiting, and read only
         after the next batch is queued, so the device never waits for the host (one sync per batch, not per
         layer); the next windows of texts are tokenized meanwhile, in a background thread or, for large inputs
-        on an accelerator, in worker processes (see `batching` and `tokens`).
+        on an accelerator, in worker processes (see `batching` and `tokens`). With a `token_store` (made by
+        `build_token_store` for the same texts and prompt) the ids are read from it instead: same ids, same batches.
         """
         layers = sorted(set(layers))
         bar = progress(total=len(texts), desc=desc, unit="text", enabled=show_progress)
         workers = self.tokenize_workers
+        texts = texts if not prompt else [prompt + text for text in texts]
+        if token_store is not None:
+            token_store.check(self._standalone_tokenizer(), texts)
         batches = batching.iter_batches(
-            texts if not prompt else [prompt + text for text in texts], self._window_ids, batch_size=batch_size,
+            texts, self._window_ids, batch_size=batch_size,
             max_tokens=self.max_tokens_per_batch, packed=self.packed, window=max(8 * batch_size, 4096),
             standalone=self._standalone_tokenizer(),
-            workers=tokens.auto_workers(len(texts), self.device.type) if workers is None else workers)
+            workers=tokens.auto_workers(len(texts), self.device.type) if workers is None else workers,
+            pretokenized=token_store.arrays if token_store is not None else None)
         pending, features = None, self.prompt_features(prompt)
         with torch.inference_mode():
             for rows, sequences in batches:
@@ -446,6 +453,14 @@ class ElasticEncoder:
                 yield self._finish(pending, layers)
                 bar.update(len(pending[0]))
         bar.close()
+
+    def build_token_store(self, texts: Sequence[str], cache: str | Path, *, prompt: str = "") -> TokenStore:
+        """The token store of `texts` (with `prompt` prepended) for this tokenizer under `cache`/tokens: opened
+        when a run already made it, else tokenized once (see encoders.token_store)."""
+        texts = texts if not prompt else [prompt + text for text in texts]
+        workers = self.tokenize_workers
+        return open_or_build(Path(cache), self._standalone_tokenizer(), texts,
+                             workers=tokens.auto_workers(len(texts), self.device.type) if workers is None else workers)
 
     def _to_host(self, stacked: torch.Tensor) -> tuple[torch.Tensor, object]:
         if self.device.type != "cuda":
