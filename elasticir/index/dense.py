@@ -251,8 +251,6 @@ register(IndexKind("hnsw", _cell_index, check_faiss, lambda index, n, dim: "HNSW
 register(IndexKind("sq8", _cell_index, check_faiss, lambda index, n, dim: "SQ8"))
 register(IndexKind("ivfpq", _cell_index, check_faiss, lambda index, n, dim: ivfpq_factory(n, dim)))
 register(IndexKind(FACTORY, _cell_index, check_faiss, lambda index, n, dim: index))  # any other --index string
-import elasticir.index.streamed  # noqa: F401  (registers "streamed" after these, whichever is imported first)
-
 __all__ = ["CHUNK", "GPU_MAX_K", "K_MAX", "TIE_MARGIN", "CellIndex", "bytes_per_vector", "check_faiss",
            "check_index", "exact_search", "factory_string", "ivfpq_factory", "order_hits", "search_depth",
            "tie_ranks"]  # check_index re-exported from index.kinds: the runner and the config checks import it here
