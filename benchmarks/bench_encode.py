@@ -19,6 +19,20 @@ Every (layer, dim) cell comes from ONE early-exiting forward pass, so on all-Min
         With --metrics the full cell (layer N, full width) is evaluated through the runner with each
         elasticir backend on STSb, SICK-R (Spearman) and SciFact (nDCG@10, no BM25), each backend with
         its own embedding cache: |onnx - torch| <= 1e-4 per metric.
+  PRECISIONS (--precisions, instead of all of the above) elasticir's encoder precisions float32, bfloat16
+        (CPU autocast) and int8 (ONNX Runtime dynamic quantization) side by side with sentence-transformers
+        torch fp32 and sentence-transformers' int8 ONNX model, on the STS texts and on --passages SciFact
+        passages, interleaved like every variant here. A faster encoder changes the vectors, so the speed
+        target is for the fastest precision that keeps the full cell within 0.005 of float32 on STSb and
+        SICK-R (Spearman) and SciFact (nDCG@10), measured with --metrics through the runner (one run with
+        `encoder_precisions`, each precision its own store; --cache-dir reuses stores already encoded);
+        without --metrics every precision counts as eligible:
+        fastest eligible precision / ST torch fp32                      target >= 2.00
+        fastest eligible precision / ST int8 ONNX                       target >= 1.00
+        plus the min cosine of every variant's vectors to ST torch fp32's. ST's int8 model comes from
+        `export_dynamic_quantized_onnx_model`, which needs optimum-onnx (see below); the script always runs
+        its stand-in: the fp32 stand-in's graph quantized with onnxruntime's `quantize_dynamic` at the
+        settings optimum-onnx's "avx512_vnni" preset hands to onnxruntime (ST_INT8_PRESET), and says so.
 A and B are the project's acceptance criteria; the two ST thresholds are this script's own choice.
 sentence-transformers' ONNX backend needs optimum-onnx, whose releases (<= 0.1.0) require
 transformers < 4.58; where it cannot load, the script runs what that backend runs instead (the whole
@@ -49,6 +63,7 @@ tokenisation, embeddings, pooling, Python), and the score stage's share of the g
 Run:  python benchmarks/bench_encode.py [--repeats 5] [--texts N] [--passages N] [--data-root DIR]
                                         [--json OUT] [--threads T] [--no-st] [--no-onnx] [--metrics]
                                         [--no-palindrome]
+      python benchmarks/bench_encode.py --precisions [--metrics [--cache-dir DIR]] [--threads T] ...
 """
 
 from __future__ import annotations
@@ -207,17 +222,22 @@ class StOnnxStandIn:
     this exports the same graph with torch.onnx and reuses the SentenceTransformer's tokenizer and modules.
     """
 
+    FILE = "st-whole-model.onnx"
+
     def __init__(self, st_model, folder: Path, threads: int) -> None:
         import onnxruntime as ort
 
         self.st = st_model
         self.preprocess = getattr(st_model, "preprocess", None) or st_model.tokenize  # renamed in ST 6.2
-        path = folder / "st-whole-model.onnx"
+        path = folder / self.FILE
         if not path.is_file():
-            self._export(st_model[0].auto_model, path)
+            self._build(st_model[0].auto_model, path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def _build(self, model, path: Path) -> None:
+        self._export(model, path)
 
     @staticmethod
     def _export(model, path: Path) -> None:
@@ -291,6 +311,242 @@ def normalised(x) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+# ------------------------------------------------------------------------------------ encoder precisions
+PRECISIONS = ("float32", "bfloat16", "int8")  # float32 first: the reference of every metric difference
+TARGET_PRECISION_OVER_ST = 2.0
+TARGET_PRECISION_OVER_ST_INT8 = 1.0
+TARGET_PRECISION_METRIC = 0.005
+# sentence-transformers' `export_dynamic_quantized_onnx_model(model, "avx512_vnni", ...)` calls optimum-onnx's
+# `AutoQuantizationConfig.avx512_vnni(is_static=False)` with its defaults and hands it to `ORTQuantizer.quantize`,
+# which builds onnxruntime's ONNXQuantizer with these settings: dynamic (QOperator, IntegerOps), weights QInt8
+# symmetric, activations QUInt8 asymmetric, per channel (the preset's default), full range, every operator type
+# of onnxruntime's IntegerOps registry, MatMulConstBOnly unset (so the attention MatMuls are quantized too).
+ST_INT8_PRESET = {"weights": "QInt8", "per_channel": True, "reduce_range": False, "ops": "IntegerOpsRegistry",
+                  "extra_options": {"WeightSymmetric": True, "ActivationSymmetric": False, "EnableSubgraph": False,
+                                    "ForceSymmetric": False, "MatMulConstBOnly": False}}
+
+
+class StInt8StandIn(StOnnxStandIn):
+    """What sentence-transformers' int8 ONNX model (`export_dynamic_quantized_onnx_model`, "avx512_vnni") runs.
+
+    That export needs optimum-onnx, which cannot be installed beside transformers 5; this quantizes the fp32
+    stand-in's whole-model graph with onnxruntime's `quantize_dynamic` at the preset's settings (ST_INT8_PRESET)
+    and runs it like the fp32 stand-in (ST's tokenizer, Pooling and Normalize modules around it).
+    """
+
+    FILE = "st-whole-model_qint8_avx512_vnni.onnx"
+
+    def _build(self, model, path: Path) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+        fp32 = path.with_name(StOnnxStandIn.FILE)
+        if not fp32.is_file():
+            self._export(model, fp32)
+        tmp = path.with_name(path.name + ".tmp")
+        quantize_dynamic(str(fp32), str(tmp), weight_type=getattr(QuantType, ST_INT8_PRESET["weights"]),
+                         per_channel=ST_INT8_PRESET["per_channel"], reduce_range=ST_INT8_PRESET["reduce_range"],
+                         op_types_to_quantize=list(IntegerOpsRegistry), extra_options=ST_INT8_PRESET["extra_options"])
+        os.replace(tmp, path)
+
+
+def run_palindromes(variants: dict, repeats: int, seed: int, palindrome: bool, console) -> tuple[dict, dict, dict]:
+    """Times every variant `repeats` times, each repeat a shuffled order then its reverse: (wall, cpu, outputs)."""
+    rng = random.Random(seed)
+    times: dict[str, list[list[float]]] = {name: [] for name in variants}
+    cpu_times: dict[str, list[list[float]]] = {name: [] for name in variants}
+    outputs: dict[str, object] = {}
+    start = time.perf_counter()
+    for repeat in range(repeats):
+        order = list(variants)
+        rng.shuffle(order)
+        for name in variants:
+            times[name].append([])
+            cpu_times[name].append([])
+        for name in order + order[::-1] if palindrome else order:
+            seconds, cpu, outputs[name] = timed_cpu(variants[name])
+            times[name][-1].append(seconds)
+            cpu_times[name][-1].append(cpu)
+        console.print(f"  repeat {repeat + 1}/{repeats} ({time.perf_counter() - start:.0f}s): "
+                      + ", ".join(f"{name} " + "/".join(f"{t:.2f}" for t in times[name][-1]) for name in variants)
+                      + " s")
+    return times, cpu_times, outputs
+
+
+def precision_variants(model: str, kinds: dict[str, list[str]], st_work: Path, bs: int) -> tuple[dict, dict]:
+    """(variants "kind/role" -> encode callable, the elasticir encoders by precision); warms every one up."""
+    from sentence_transformers import SentenceTransformer
+
+    threads = torch.get_num_threads()
+    encoders = {name: ElasticEncoder(model, device="cpu", precision=name) for name in PRECISIONS}
+    st_model = SentenceTransformer(encoders["float32"].info.path, device="cpu")
+    st_int8 = StInt8StandIn(st_model, st_work, threads)
+    variants = {}
+    for kind, texts in kinds.items():
+        variants[f"{kind}/st"] = lambda texts=texts: st_model.encode(texts, batch_size=bs, show_progress_bar=False)
+        variants[f"{kind}/st_int8"] = lambda texts=texts: st_int8.encode(texts, bs)
+        for name, encoder in encoders.items():
+            n_layers = encoder.num_layers
+            variants[f"{kind}/{name}"] = lambda texts=texts, encoder=encoder, n_layers=n_layers: encoder.encode(
+                texts, [n_layers], batch_size=bs, show_progress=False)[n_layers]
+    for texts in kinds.values():  # untimed warm-up: exports / quantizes / loads every graph, first-call costs
+        st_model.encode(texts[:bs], batch_size=bs, show_progress_bar=False)
+        st_int8.encode(texts[:bs], bs)
+        for encoder in encoders.values():
+            encoder.encode(texts[:bs], [encoder.num_layers], batch_size=bs, show_progress=False)
+    return variants, encoders
+
+
+def ratio_stats(fast_t: dict, num: str, den: str) -> dict:
+    """Throughput of `den` over that of `num` (= time num / time den), per repeat, and the best-run ratio."""
+    return summary([a / b for a, b in zip(fast_t[num], fast_t[den])]) | {"best": min(fast_t[num]) / min(fast_t[den])}
+
+
+def min_cosine(x, reference) -> float:
+    return float((normalised(x) * normalised(reference)).sum(axis=1).min())
+
+
+def precision_metrics(model: str, data_root: Path, out: Path, cache: Path | None, bs: int) -> dict:
+    """The full cell (last layer, full width) at every precision through the runner: {precision: {metric: value}}.
+
+    One run with `encoder_precisions`, as a user runs it; each precision encodes into its own store under `cache`
+    (a store already there, e.g. float32 SciFact from an earlier run, is reused).
+    """
+    from elasticir.runner import RunConfig, run
+
+    encoder = ElasticEncoder(model, device="cpu")
+    config = RunConfig(model=model, layers=[encoder.num_layers], dims=[encoder.hidden_size],
+                       sts=["stsbenchmark", "sickr"], retrieval=["scifact"], bm25=False, latency_texts=0,
+                       data_root=str(data_root), out=str(out), cache_dir=str(cache) if cache else None,
+                       batch_size=bs, device="cpu", encoder_precisions=list(PRECISIONS), show_progress=False)
+    cells = run(config).cells
+    metric = {"stsbenchmark": "spearman", "sickr": "spearman", "scifact": "nDCG@10"}
+    return {precision: {f"{name} {metric[name]}": float(cells[(cells.dataset == name)
+                                                              & (cells.encoder_precision == precision)]
+                                                        [metric[name]].iloc[0]) for name in metric}
+            for precision in PRECISIONS}
+
+
+def precision_rows(kinds: dict, fast_t: dict, fast_c: dict | None, outputs: dict, metrics: dict | None) -> tuple[list, dict]:
+    """Table rows (label, stats, fmt, target, ok) and the JSON results of the encoder-precision comparison.
+
+    fast_c (per-repeat process CPU seconds, given with one thread) adds the same ratios in CPU seconds: the work
+    done whatever else runs on the machine, so steadier than wall time on a contended box.
+    """
+    rows, results = [], {}
+    eligible = [name for name in PRECISIONS if metrics is None
+                or all(abs(value - metrics["float32"][metric]) <= TARGET_PRECISION_METRIC
+                       for metric, value in metrics[name].items())]
+    for kind, texts in kinds.items():
+        roles = ("st", "st_int8", *PRECISIONS)
+        tps = {role: summary([len(texts) / t for t in fast_t[f"{kind}/{role}"]])
+               | {"best": len(texts) / min(fast_t[f"{kind}/{role}"])} for role in roles}
+        for role in roles:
+            label = {"st": "sentence-transformers torch fp32", "st_int8": "ST int8 ONNX stand-in"}.get(
+                role, f"elasticir {role}")
+            rows.append((f"{kind}: {label} (texts/s)", tps[role], "{:.1f}", "", None))
+        over = {(name, peer): ratio_stats(fast_t, f"{kind}/{peer}", f"{kind}/{name}")
+                for name in PRECISIONS for peer in ("st", "st_int8")}
+        fastest = max(eligible, key=lambda name: over[(name, "st")]["median"])
+        over_cpu = {}
+        for name in PRECISIONS:
+            for peer, target in (("st", TARGET_PRECISION_OVER_ST), ("st_int8", TARGET_PRECISION_OVER_ST_INT8)):
+                mark = " (fastest eligible)" if name == fastest else ""
+                ok = over[(name, peer)]["median"] >= target if name == fastest else None
+                rows.append((f"{kind}: elasticir {name}{mark} / {peer} throughput", over[(name, peer)], "{:.3f}",
+                             f">= {target:.2f}" if name == fastest else "", ok))
+                if fast_c is not None:
+                    cpu = ratio_stats(fast_c, f"{kind}/{peer}", f"{kind}/{name}")
+                    over_cpu[f"{name} over {peer}"] = cpu
+                    rows.append((f"{kind}: the same, in CPU seconds", cpu, "{:.3f}", "", None))
+        reference = outputs[f"{kind}/st"]
+        cosines = {role: min_cosine(outputs[f"{kind}/{role}"], reference) for role in roles if role != "st"}
+        for role, value in cosines.items():
+            rows.append((f"{kind}: min cosine {role} vs ST torch fp32", {"median": value}, "{:.5f}", "", None))
+        results[kind] = {"texts": len(texts), "texts_per_s": tps, "fastest_eligible": fastest,
+                         "throughput_ratio": {f"{name} over {peer}": value for (name, peer), value in over.items()},
+                         "throughput_ratio_cpu_seconds": over_cpu, "min_cosine_vs_st": cosines}
+    if metrics is not None:
+        for name in PRECISIONS[1:]:
+            for metric, value in metrics[name].items():
+                diff = value - metrics["float32"][metric]
+                rows.append((f"full cell {metric}: {name} {value:.4f} - float32 {metrics['float32'][metric]:.4f}",
+                             {"median": diff}, "{:+.4f}", f"|d| <= {TARGET_PRECISION_METRIC}",
+                             abs(diff) <= TARGET_PRECISION_METRIC))
+        results["full_cell_metrics"] = metrics
+        results["eligible_precisions"] = eligible
+    return rows, results
+
+
+def precision_main(args, console) -> int:
+    """--precisions: elasticir's encoder precisions against sentence-transformers torch fp32 and its int8 ONNX."""
+    sts_file, origin = find_sts_file(args.data_root)
+    kinds = {"STS": distinct_texts(subsample(load_sts(sts_file), args.texts, args.seed))}
+    passages = scifact_passages(sts_file, args.passages, args.seed)
+    if passages:
+        kinds["SciFact passages"] = passages
+    work = Path("~/.cache/elasticir/bench_encode").expanduser()
+    variants, encoders = precision_variants(args.model, kinds, work, args.batch_size)
+    load_start = os.getloadavg()
+    console.print(f"[bold]bench_encode --precisions[/bold]: {args.model}, {torch.get_num_threads()} thread(s), "
+                  f"{', '.join(f'{len(t)} {k}' for k, t in kinds.items())}; STSb from {origin}; {args.repeats} "
+                  f"repeats; load average {' '.join(f'{x:.2f}' for x in load_start)}\n"
+                  f"the ST int8 ONNX model is a stand-in (optimum-onnx does not install beside transformers 5): "
+                  f"ST's whole-model fp32 graph quantized by onnxruntime quantize_dynamic at the 'avx512_vnni' "
+                  f"preset's settings {ST_INT8_PRESET}")
+    times, cpu_times, outputs = run_palindromes(variants, args.repeats, args.seed, not args.no_palindrome, console)
+    metrics = None
+    if args.metrics:
+        console.print("metrics: the full cell at every encoder precision through the runner ...")
+        out = Path(args.metrics_out) if args.metrics_out else work / "precision_runs"
+        metrics = precision_metrics(args.model, sts_file.parents[2], out, args.cache_dir and Path(args.cache_dir),
+                                    args.batch_size)
+    fast_t = {name: [min(runs) for runs in times[name]] for name in variants}
+    fast_c = {name: [min(runs) for runs in cpu_times[name]] for name in variants}
+    rows, results = precision_rows(kinds, fast_t, fast_c if torch.get_num_threads() == 1 else None, outputs, metrics)
+    cpu_use = {name: summary([c / w for cs, ws in zip(cpu_times[name], times[name]) for c, w in zip(cs, ws)])
+               for name in variants}
+    for name, stats in cpu_use.items():
+        rows.append((f"diag: CPU use of {name} (CPU s / wall s)", stats, "{:.2f}", f"ideal {torch.get_num_threads()}",
+                     None))
+    load_end = os.getloadavg()
+    print_table(console, f"bench_encode --precisions: medians over {args.repeats} repeats", rows)
+    console.print(f"load average at end {' '.join(f'{x:.2f}' for x in load_end)} (cpu_count {os.cpu_count()})")
+    failed = [label for label, _, _, _, ok in rows if ok is False]
+    console.print("[red]FAIL: " + "; ".join(failed) + "[/red]" if failed else "[green]all targets met[/green]")
+    if args.json:
+        record = {"mode": "precisions", "model": encoders["float32"].info.as_dict(), "machine": machine_info(),
+                  "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "load_average": {"start": load_start, "end": load_end},
+                  "settings": {"repeats": args.repeats, "batch_size": args.batch_size, "texts_flag": args.texts,
+                               "passages": len(passages), "seed": args.seed, "threads": torch.get_num_threads(),
+                               "palindrome": not args.no_palindrome, "combine_runs": "min"},
+                  "st_int8_stand_in": {"file": StInt8StandIn.FILE, "preset": ST_INT8_PRESET},
+                  "targets": {"over_st": TARGET_PRECISION_OVER_ST, "over_st_int8": TARGET_PRECISION_OVER_ST_INT8,
+                              "metric_diff": TARGET_PRECISION_METRIC},
+                  "raw_seconds": times, "raw_cpu_seconds": cpu_times, "cpu_use": cpu_use, **results,
+                  "failed": failed}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=2, default=float))
+        console.print(f"saved {args.json}")
+    return 0
+
+
+def print_table(console, title: str, rows: list) -> None:
+    """rows: (label, stats, fmt, target text, pass or None) -> one rich table."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col, justify in (("measure", "left"), ("median", "right"), ("min", "right"), ("max", "right"),
+                         ("best", "right"), ("target", "right"), ("result", "center")):
+        table.add_column(col, justify=justify)
+    for label, stats, fmt, target, ok in rows:
+        cells = [fmt.format(stats[k]) if k in stats else "" for k in ("median", "min", "max", "best")]
+        verdict = "" if ok is None else ("[green]PASS[/green]" if ok else "[red]FAIL[/red]")
+        table.add_row(label, *cells, target, verdict)
+    console.print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
@@ -338,16 +594,25 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run each variant once per repeat (shuffled) instead of shuffled + reversed",
     )
+    parser.add_argument(
+        "--precisions",
+        action="store_true",
+        help="time elasticir's encoder precisions (float32, bfloat16, int8) against sentence-transformers torch fp32\n"
+        "and its int8 ONNX (a stand-in) instead of the grid; with --metrics the full cell at every precision",
+    )
+    parser.add_argument("--cache-dir", default=None, help="--precisions --metrics: the runner's embedding cache")
+    parser.add_argument("--metrics-out", default=None, help="--precisions --metrics: the runner's output folder")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
 
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(width=max(Console().width, 120))
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.precisions:
+        return precision_main(args, console)
     load_start = os.getloadavg()
     info = machine_info()
 
@@ -641,22 +906,7 @@ def main(argv: list[str] | None = None) -> int:
         None,
     )
 
-    table = Table(title=f"bench_encode: medians over {args.repeats} repeats ({n} texts, {len(pairs)} pairs)")
-    for col, justify in (
-        ("measure", "left"),
-        ("median", "right"),
-        ("min", "right"),
-        ("max", "right"),
-        ("best", "right"),
-        ("target", "right"),
-        ("result", "center"),
-    ):
-        table.add_column(col, justify=justify)
-    for label, stats, fmt, target, ok in rows:
-        cells = [fmt.format(stats[k]) if k in stats else "" for k in ("median", "min", "max", "best")]
-        verdict = "" if ok is None else ("[green]PASS[/green]" if ok else "[red]FAIL[/red]")
-        table.add_row(label, *cells, target, verdict)
-    console.print(table)
+    print_table(console, f"bench_encode: medians over {args.repeats} repeats ({n} texts, {len(pairs)} pairs)", rows)
     console.print(
         f"load average at end {' '.join(f'{x:.2f}' for x in load_end)} (cpu_count {info['cpu_count']}); "
         f"model load {t_load:.1f}s; timed part {time.perf_counter() - bench_start:.0f}s"
