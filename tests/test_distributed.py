@@ -247,6 +247,7 @@ def test_an_actor_scores_each_work_against_its_own_qrels(ray_cluster, tiny_encod
     from elasticir.execution import PointWork
     from elasticir.execution.ray import EncoderSpec, ShardEncoder
     from elasticir.index.dense import tie_ranks
+    from elasticir.results.store import PartFolder
 
     doc_ids = ["d0", "d1", "d2", "d3"]
     docs = EmbeddingStore(tmp_path, tiny_encoder, doc_ids, ["guitar music", "cat sofa", "stock market", "onion"])
@@ -260,7 +261,7 @@ def test_an_actor_scores_each_work_against_its_own_qrels(ray_cluster, tiny_encod
 
     def rr(name):
         data = CellsData(str(docs.dir), str(queries.dir), search, ["q0"], np.asarray(doc_ids, dtype=object), qrels,
-                         [ir_measures.RR], str(tmp_path / name), False)
+                         [ir_measures.RR], PartFolder(tmp_path / name), False)
         work = PointWork([(2, 8, "float32", (2,))], data, open_cells, search_point, scoring_context, score_point)
         _, [(row, _)] = actor.point(work.key, [ray.put(work)], 0, (2, 8, "float32", (2,)))
         return work.key, row[str(ir_measures.RR)]

@@ -142,9 +142,8 @@ def test_the_sections_list_compared_references_and_count_the_rest(references):
 
 @pytest.mark.slow
 def test_report_and_leaderboard_page_carry_the_check(tmp_path):
-    from elasticir.results.leaderboard import render_leaderboards
-
     from elasticir.report.build import write_report
+    from elasticir.report.leaderboard import render_leaderboards
 
     _, page = render_leaderboards([MINILM])
     assert "<h2>Published references</h2>" in page and "mteb: 7 matches, 33 not run" in page
