@@ -162,6 +162,33 @@ def test_torch_exact_search_matches_faiss_flat():
     np.testing.assert_allclose(scores, index.search(queries, 5)[0], rtol=1e-5)
 
 
+
+def test_exact_search_scratch_is_bounded_by_bytes_not_by_corpus_size(monkeypatch):
+    """The default doc chunk keeps one score block within SCRATCH_BYTES: with a tiny budget, 40k documents are
+    searched in several chunks (the floor MIN_DOC_CHUNK), and the ranking is the one-block ranking."""
+    import torch
+
+    from elasticir.index import dense
+
+    rng = np.random.default_rng(3)
+    docs = torch.from_numpy(rng.normal(size=(40000, 8)).astype(np.float32))
+    queries = rng.normal(size=(30, 8)).astype(np.float32)
+    blocks = []
+    real_topk = torch.topk
+
+    def counting_topk(scores, k, dim):
+        blocks.append(scores.shape)
+        return real_topk(scores, k, dim=dim)
+
+    whole_s, whole_i = dense.exact_search(queries, docs, 20, doc_chunk=len(docs))
+    monkeypatch.setattr(dense, "SCRATCH_BYTES", 1024)
+    monkeypatch.setattr(dense.torch, "topk", counting_topk)
+    chunked_s, chunked_i = dense.exact_search(queries, docs, 20)
+    score_blocks = [shape for shape in blocks if shape[1] > 2 * 20]  # not the merges of the running top-k
+    assert max(shape[1] for shape in score_blocks) == dense.MIN_DOC_CHUNK and len(score_blocks) == 3
+    np.testing.assert_array_equal(chunked_i, whole_i)
+    np.testing.assert_allclose(chunked_s, whole_s, rtol=1e-6)
+
 @pytest.mark.parametrize("factory", ["Flat", "SQ8", pytest.param("IVF16,PQ8x8", marks=pytest.mark.slow), "HNSW32"])
 def test_index_bytes_follow_the_faiss_formula(factory):
     """The marginal bytes per added vector (faiss' own serialized size) match the formula; HNSW's 8M is a bound."""

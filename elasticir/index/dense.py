@@ -26,6 +26,8 @@ from elasticir.index.kinds import FACTORY, IndexKind, check_index, lookup, regis
 
 TIE_MARGIN = 16  # extra candidates fetched so ties at the k-th score are ordered by doc id, not by chance
 CHUNK = 1 << 16
+SCRATCH_BYTES = 64 << 20  # the exact search's score block (query chunk x doc chunk), flat in the corpus size
+MIN_DOC_CHUNK = 1 << 14  # below this, the per-chunk top-k merges would cost more than the matmul
 GPU_MAX_K = 1024  # the smallest top-k limit of faiss GPU indexes across versions
 K_MAX = 2**31 - 1  # the largest --k: FAISS, torch.topk and Lucene take a 32-bit k
 
@@ -93,10 +95,15 @@ def order_hits(scores: np.ndarray, ids: np.ndarray, tie_rank: np.ndarray, k: int
     return out_scores, out_ids
 
 
-def exact_search(queries: np.ndarray, docs: torch.Tensor, k: int, *, doc_chunk: int = 1 << 18,
+def exact_search(queries: np.ndarray, docs: torch.Tensor, k: int, *, doc_chunk: int | None = None,
                  query_chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Inner-product top-k by matmul, over doc chunks with a running top-k (bounded scratch memory)."""
+    """Inner-product top-k by matmul, over doc chunks with a running top-k. The score block of one query chunk x
+    one doc chunk is the scratch; by default the doc chunk is sized so that block stays within SCRATCH_BYTES
+    whatever the corpus size (a 200-query search over 1M passages used to hold 200 MB of it)."""
     k = search_depth(k, len(docs))
+    if doc_chunk is None:
+        block_rows = min(len(queries), query_chunk) * docs.element_size()
+        doc_chunk = max(MIN_DOC_CHUNK, SCRATCH_BYTES // max(block_rows, 1))
     best_scores = np.empty((len(queries), k), dtype=np.float32)
     best_ids = np.empty((len(queries), k), dtype=np.int64)
     for q0 in range(0, len(queries), query_chunk):
