@@ -143,3 +143,27 @@ def test_encoder_precision_flags_are_checked_before_any_encoding(tiny_model_dir,
     assert RunConfig(encoder_precisions=["int8", "float32"]).encoder_precisions == ["float32", "int8"]
     numeric = RunConfig(encoder_precisions=["float32"]).encoder.numeric()
     assert "encoder_precisions" not in numeric  # the reference alone: the run id of a plain run
+
+
+def test_a_changed_int8_recipe_is_a_fresh_graph_and_a_fresh_store(tiny_model_dir, tmp_path, monkeypatch):
+    """The int8 vectors depend on the quantization recipe: a changed recipe must never reuse the old vectors."""
+    import onnx
+
+    from elasticir.encoders import precision
+
+    ids = [str(i) for i in range(len(TEXTS))]
+    before = ElasticEncoder(str(tiny_model_dir), precision="int8", onnx_cache=tmp_path / "onnx")
+    before.encode(TEXTS, [2], batch_size=2, show_progress=False)
+    graph_before = before._onnx.path([2])
+    quantized_before = {node.name for node in onnx.load(graph_before).graph.node
+                        if node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")}
+    assert quantized_before  # the recipe quantized some MatMul nodes
+    monkeypatch.setitem(precision.QUANTIZATION, "exclude", ["/model/encoder/layer.0/intermediate/dense/MatMul"])
+    after = ElasticEncoder(str(tiny_model_dir), precision="int8", onnx_cache=tmp_path / "onnx")
+    assert after.precision.tag != before.precision.tag
+    assert store_key(after, ids, TEXTS, "", "float32") != store_key(before, ids, TEXTS, "", "float32")
+    assert after._onnx.path([2]) != graph_before
+    after.encode(TEXTS, [2], batch_size=2, show_progress=False)
+    graph = onnx.load(after._onnx.path([2])).graph
+    kept = [node for node in graph.node if node.name == "/model/encoder/layer.0/intermediate/dense/MatMul"]
+    assert kept and kept[0].op_type == "MatMul"  # the excluded node stayed float32

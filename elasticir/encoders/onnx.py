@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from elasticir.cells import Cell
+from elasticir.encoders.precision import QUANTIZATION
 from elasticir.errors import ElasticIRError
 from elasticir.io import atomic_write, current_umask, sha256_of_files
 from elasticir.locking import exclusive
@@ -63,12 +64,6 @@ CHECK_ATOL = 1e-4  # float32 graph vs torch agree to ~1e-6 (tests: 1e-5); an alt
 # int8 graphs: every check vector within this cosine distance of the float32 torch pass (dynamic int8 quantization
 # of MiniLM / BERT moves a vector by ~1e-3 in cosine; a wrong or altered graph by far more)
 CHECK_COSINE_INT8 = 0.02
-# what ONNX Runtime's dynamic quantization is asked for: int8 weights with one scale per output channel, as
-# sentence-transformers' `export_dynamic_quantized_onnx_model` ("avx512_vnni" preset, per_channel by default) does,
-# but on the MatMul / fused Attention nodes only (the preset quantizes every integer-op node): per tensor,
-# all-MiniLM-L6-v2's vectors lose 3% in cosine (mean 0.969 on STSb sentences), per channel 0.5% (0.994), at the
-# same speed
-QUANTIZATION = {"weights": "QInt8", "per_channel": True, "reduce_range": False, "ops": ["MatMul", "Attention"]}
 
 
 def check_backend(backend: str, model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
@@ -150,7 +145,7 @@ def _quantize(path: Path) -> None:
     try:
         quantize_dynamic(str(path), str(quantized), weight_type=getattr(QuantType, QUANTIZATION["weights"]),
                          per_channel=QUANTIZATION["per_channel"], reduce_range=QUANTIZATION["reduce_range"],
-                         op_types_to_quantize=QUANTIZATION["ops"],
+                         op_types_to_quantize=QUANTIZATION["ops"], nodes_to_exclude=QUANTIZATION["exclude"],
                          # the fused nodes (com.microsoft domain) defeat ONNX shape inference; their tensors are float
                          extra_options={"DefaultTensorType": TensorProto.FLOAT})
         os.replace(quantized, path)
