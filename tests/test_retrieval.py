@@ -1,6 +1,7 @@
 import gzip
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,3 +201,43 @@ def test_index_bytes_follow_the_faiss_formula(factory):
         assert 4 * 32 + 4 * 32 <= measured <= formula * 1.05, (measured, formula)
     else:
         assert abs(measured - formula) <= 0.5, (measured, formula)
+
+
+def _mapped_rss(path_end: str) -> int:
+    """Resident bytes of this process's mappings of files whose path ends with `path_end` (/proc/self/smaps)."""
+    total, current = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            current = len(fields) >= 6 and fields[-1].endswith(path_end)
+        elif current and fields[0] == "Rss:":
+            total += int(fields[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/smaps"), reason="Linux /proc only")
+@pytest.mark.parametrize("release_bytes, bounded", [(1 << 14, True), (1 << 40, False)])
+def test_encoding_keeps_only_recent_store_pages_resident(tiny_encoder, tmp_path, monkeypatch, release_bytes, bounded):
+    """Pages written through a shared mapping stay in the RSS until unmapped: the writer re-maps every
+    RELEASE_BYTES, so the store's resident pages stay bounded while it encodes (and the rows are the same)."""
+    from elasticir.encoders import store as store_module
+
+    monkeypatch.setattr(store_module, "RELEASE_BYTES", release_bytes)
+    texts = [f"passage {i} about {'word ' * (i % 7)}" for i in range(4000)]
+    ids = [str(i) for i in range(len(texts))]
+    peak, batches = [], itertools.count()
+
+    def encode_pieces(store, pieces, batch_size, **_):
+        for piece in pieces:
+            store_module.write_rows(store.dir, store.encoder, store.texts[piece.start:piece.stop], piece,
+                                    prompt=store.prompt, batch_size=batch_size,
+                                    after_batch=lambda: next(batches) % 4 or peak.append(_mapped_rss("layer_2.npy")))
+
+    store = EmbeddingStore(tmp_path / release_bytes.__str__(), tiny_encoder, ids, texts)
+    store.ensure([2], batch_size=16, show_progress=False, encode_pieces=encode_pieces)
+    size = len(texts) * tiny_encoder.hidden_size * 4  # 512 KB
+    # re-mapped after each batch, a batch's 16 rows (scattered over the window sorted by length) still fault in
+    # their neighbours (the kernel maps pages around a fault): about a quarter of this small file, not all of it
+    assert (max(peak) <= size / 2) == bounded, (max(peak), size)
+    reference = tiny_encoder.encode(texts[:50], [2], batch_size=16, show_progress=False)[2]
+    np.testing.assert_allclose(store.layer(2)[:50], reference, atol=1e-6)

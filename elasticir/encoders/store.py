@@ -130,33 +130,57 @@ class StoredLayers:
         return array
 
 
+# Written rows are flushed and their mapping dropped after about this many bytes: a shared file mapping keeps
+# every page written through it resident (counted in the process's RSS) until unmapped, so without this the
+# whole piece's layers (2 x 256 MB for 1M passages at 64 floats) stayed resident to the end of the encode; the
+# page cache still holds them, where the kernel may drop them
+RELEASE_BYTES = 64 << 20
+
+
 def write_rows(folder: Path, encoder: ElasticEncoder, texts: Sequence[str], piece: Piece, *, prompt: str,
                batch_size: int, show_progress: bool = False, desc: str = "encoding",
                after_batch: Callable[[], None] | None = None) -> None:
     """Encode `texts` (the rows of `piece`) into the existing layer files, flush, then mark the piece done.
     A function of paths, not of an EmbeddingStore, so a Ray actor or a `--shard` process calls it directly.
     A layer whose file a wider run replaced meanwhile (prepare) keeps no marker: these rows went to the old file.
+    The files are mapped from handles held open for the whole piece, so a re-mapping (every RELEASE_BYTES) is of
+    the same file whatever its path names meanwhile.
     """
-    outputs, inodes = {}, {}
-    for layer in piece.layers:
-        with open(folder / f"layer_{layer}.npy", "r+b") as handle:
-            outputs[layer], inodes[layer] = _map(handle, "r+"), os.fstat(handle.fileno()).st_ino
+    handles, outputs, inodes = {}, {}, {}
     try:
+        for layer in piece.layers:
+            handles[layer] = handle = open(folder / f"layer_{layer}.npy", "r+b")  # noqa: SIM115 - closed below
+            outputs[layer], inodes[layer] = _map(handle, "r+"), os.fstat(handle.fileno()).st_ino
+        written = 0
         for rows, pooled in encoder.iter_encode(texts, piece.layers, batch_size=batch_size, prompt=prompt,
                                                 show_progress=show_progress, desc=desc):
             for layer, out in outputs.items():
                 out[rows + piece.start] = pooled[layer][:, : out.shape[1]]
+                written += len(rows) * out.shape[1] * out.itemsize
+            if written >= RELEASE_BYTES:
+                _release(outputs, handles)
+                written = 0
             if after_batch is not None:
                 after_batch()
         for out in outputs.values():
             out.flush()
     finally:
         outputs.clear()
+        for handle in handles.values():
+            handle.close()
     for layer in piece.layers:  # marker first, then the check: prepare replaces the file, then unlinks markers
         marker = marker_path(folder, layer, piece.start, piece.stop)
         atomic_write(marker, "")
         if _inode(folder / f"layer_{layer}.npy") != inodes[layer]:
             marker.unlink(missing_ok=True)  # at worst a valid marker of the new file: its rows are encoded again
+
+
+def _release(outputs: dict[int, np.ndarray], handles: dict) -> None:
+    """Flush every layer's mapping and map it afresh from its open handle: the written pages leave the RSS."""
+    for layer, out in outputs.items():
+        out.flush()
+        handles[layer].seek(0)
+        outputs[layer] = _map(handles[layer], "r+")  # the old mapping goes with its last reference
 
 
 def write_pieces(store: EmbeddingStore, pieces: Sequence[Piece], batch_size: int, *, show_progress: bool = True,
