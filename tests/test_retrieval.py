@@ -241,3 +241,22 @@ def test_encoding_keeps_only_recent_store_pages_resident(tiny_encoder, tmp_path,
     assert (max(peak) <= size / 2) == bounded, (max(peak), size)
     reference = tiny_encoder.encode(texts[:50], [2], batch_size=16, show_progress=False)[2]
     np.testing.assert_allclose(store.layer(2)[:50], reference, atol=1e-6)
+
+
+def test_truncate_normalises_in_blocks_with_the_same_numbers_and_no_second_copy(monkeypatch):
+    """A cell's vectors are normalised by row blocks: bit-identical to normalising all rows at once, and the
+    peak allocation is the prefix itself plus one block, not twice the index (numpy reports to tracemalloc)."""
+    import tracemalloc
+
+    from elasticir.encoders import model as model_module
+
+    vectors = np.random.default_rng(0).standard_normal((50_000, 64)).astype(np.float32)
+    whole = np.array(vectors[:, :48])
+    whole /= np.maximum(np.linalg.norm(whole, axis=1, keepdims=True), 1e-12)
+    monkeypatch.setattr(model_module, "NORM_ROWS", 4096)
+    tracemalloc.start()
+    blocked = model_module.truncate(vectors, 48)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(blocked, whole)
+    assert peak < 1.25 * blocked.nbytes, (peak, blocked.nbytes)

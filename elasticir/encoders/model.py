@@ -490,11 +490,15 @@ class ElasticEncoder:
         return out
 
 
+NORM_ROWS = 1 << 16  # rows normalised at a time (the same per-row sums as all at once)
+
+
 def truncate(embeddings: np.ndarray, dim: int, normalize: bool = True) -> np.ndarray:
     """The first `dim` coordinates, L2-normalised when scoring is cosine (a prefix slice, never a re-encode)."""
     validate_dim(dim, embeddings.shape[1])
     prefix = np.array(embeddings[:, :dim], dtype=np.float32, order="C", copy=True)  # never a view of a memmap
-    if normalize:
-        norms = np.linalg.norm(prefix, axis=1, keepdims=True)
-        prefix /= np.maximum(norms, 1e-12)
+    if normalize:  # by row blocks: norm() squares its input into a temporary as large as the block
+        for start in range(0, len(prefix), NORM_ROWS):
+            block = prefix[start:start + NORM_ROWS]
+            block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
     return prefix
