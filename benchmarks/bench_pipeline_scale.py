@@ -6,7 +6,8 @@ initialised BERT built from a config (MiniLM's tokenizer; no mock anywhere), a 2
 32,64), the flat torch index, 200 judged queries, k = 1000. That subprocess samples its own /proc status every
 50 ms and reports, besides the kernel's peak (VmHWM, what `resource.getrusage` calls ru_maxrss), the peaks of
 its anonymous memory (the heap: Python objects, torch tensors, the flat index) and of its file-backed resident
-pages (memory-mapped store layers and ids the search touched: the kernel may drop those under pressure). Stage
+pages (memory-mapped store layers and ids the search touched: the kernel may drop those under pressure), and
+the peak of its worker processes' RSS summed (the scoring pool; not part of the peak above). Stage
 times come from the run's leaderboard.json (encode, index, search, evaluate, total); `load` is the time spent
 in load_beir (the wrapper around it only times it), which on a first run includes building the corpus index.
 
@@ -128,13 +129,26 @@ def _status() -> dict[str, int]:
     return fields
 
 
+def _children_rss() -> int:
+    """RSS summed over this process's descendants (the scoring pool's workers), 0 if none."""
+    import psutil
+
+    total = 0
+    for process in psutil.Process().children(recursive=True):
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:  # it ended between the listing and the read
+            pass
+    return total
+
+
 def child(argv: list[str], report: Path) -> None:
     peaks: dict[str, int] = {}
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.05):
-            for name, value in _status().items():
+            for name, value in (_status() | {"children": _children_rss()}).items():
                 peaks[name] = max(peaks.get(name, 0), value)
 
     threading.Thread(target=sample, daemon=True).start()
@@ -221,6 +235,7 @@ def run_size(args, size: int, model: Path, data_root: Path) -> dict:
     return {"label": args.label, "passages": size, "bm25": args.bm25, "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0),
             "peak_rss_mb": peak["VmHWM"] / 2**20, "peak_anon_mb": peak.get("RssAnon", 0) / 2**20,
             "peak_file_mb": peak.get("RssFile", 0) / 2**20, "largest_index_mb": index_bytes / 2**20,
+            "peak_workers_mb": peak.get("children", 0) / 2**20,
             "store_mb": size * 64 * 4 * 2 / 2**20, "wall_s": time.perf_counter() - started,
             **{f"{stage}_s": (measured["load_s"] if stage == "load" else stages.get(stage)) for stage in STAGES}}
 
@@ -240,7 +255,8 @@ def write_table_and_plot(results: Path) -> None:
     if not loads.empty:
         loads.round(3).to_csv(results.with_name(results.stem + "_load.csv"), index=False)
     fig, (held, memory, times) = plt.subplots(1, 3, figsize=(17, 5))
-    styles = {"before": ("tab:red", "before (corpus as Python lists)"), "after": ("tab:blue", "after (corpus on disk)")}
+    styles = {"before": ("tab:red", "before (corpus as Python lists)"), "after": ("tab:blue", "after (corpus on disk)"),
+              "bounded": ("tab:green", "bounded (+ search scratch, written store pages, norm temporaries)")}
     for label, (color, name) in styles.items():
         rows = loads[loads.label == label].sort_values("passages") if not loads.empty else loads
         if not rows.empty:
@@ -260,9 +276,10 @@ def write_table_and_plot(results: Path) -> None:
              title="Memory the loaded corpus holds (load_beir alone)", ylim=(-30, 1.15 * max(loads.held_mb.max(), 1) if not loads.empty else None))
     held.legend(fontsize=8)
     held.grid(alpha=0.3)
-    after = table[table.label == "after"].sort_values("passages")
+    latest = next(label for label in reversed(styles) if (table.label == label).any())  # the newest code measured
+    after = table[table.label == latest].sort_values("passages")
     memory.plot(after.passages, after.store_mb + after.largest_index_mb, ":", color="gray",
-                label="after: store layers (2 x N x 64 floats) + largest flat index (N x 64 floats)")
+                label=f"{latest}: store layers (2 x N x 64 floats) + largest flat index (N x 64 floats)")
     memory.set(xscale="log", xlabel="passages in the corpus (log scale)", ylabel="MB",
                ylim=(0, 1.5 * table.peak_rss_mb.max()),  # room for the legend above the lines
                title="Peak memory of the whole `eval retrieval`")
@@ -274,7 +291,7 @@ def write_table_and_plot(results: Path) -> None:
         name = {"evaluate_wait": "evaluate (not overlapped)", "load": "load (incl. building a new corpus index)"}
         times.plot(after.passages, column.clip(lower=1e-3), marker=marker, label=name.get(stage, stage))
     times.set(xscale="log", yscale="log", xlabel="passages in the corpus (log scale)", ylabel="seconds (log scale)",
-              title=f"Time per stage, after ({int(after.threads.max())} thread, shared CPU)")
+              title=f"Time per stage, {latest} ({int(after.threads.max())} thread, shared CPU)")
     times.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes: no line hidden
     times.grid(alpha=0.3, which="both")
     fig.suptitle("eval retrieval: 2-layer x 64 random BERT, grid 2 layers x 2 dims, flat torch index, 200 queries, "

@@ -61,9 +61,11 @@ ONNX_MODEL_TYPES = ("bert",)
 DEFAULT_CACHE = Path("~/.cache/elasticir/onnx")
 CHECK_TEXTS = ("an example sentence", "a second, somewhat longer example sentence for the check", "two")
 CHECK_ATOL = 1e-4  # float32 graph vs torch agree to ~1e-6 (tests: 1e-5); an altered graph is far off
-# int8 graphs: every check vector within this cosine distance of the float32 torch pass (dynamic int8 quantization
-# of MiniLM / BERT moves a vector by ~1e-3 in cosine; a wrong or altered graph by far more)
-CHECK_COSINE_INT8 = 0.02
+# int8 graphs: every check vector within this cosine distance of the float32 torch pass. Dynamic int8
+# quantization moves all-MiniLM-L6-v2's vectors by 0.006 in cosine on average but by up to 0.027 on single short
+# texts (STSb sentences), and keeping some nodes in float32 can move a short text further; a wrong or altered
+# graph is off by far more (the vectors of another MiniLM of the same width: 0.73-0.84)
+CHECK_COSINE_INT8 = 0.05
 
 
 def check_backend(backend: str, model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
