@@ -145,25 +145,42 @@ def test_encoder_precision_flags_are_checked_before_any_encoding(tiny_model_dir,
     assert "encoder_precisions" not in numeric  # the reference alone: the run id of a plain run
 
 
-def test_a_changed_int8_recipe_is_a_fresh_graph_and_a_fresh_store(tiny_model_dir, tmp_path, monkeypatch):
-    """The int8 vectors depend on the quantization recipe: a changed recipe must never reuse the old vectors."""
+def _int8_ops(path) -> dict[str, str]:
     import onnx
 
+    return {node.name: node.op_type for node in onnx.load(path).graph.node}
+
+
+def test_int8_keeps_the_first_block_in_float32(tiny_model_dir, tmp_path):
+    """The recipe (QUANTIZATION["float_blocks"] = [0]): block 1's matrix multiplies and attention stay float32,
+    the deeper blocks' are int8; so a layer-1 cell's int8 vectors are its float32 ones."""
+    int8 = ElasticEncoder(str(tiny_model_dir), precision="int8", onnx_cache=tmp_path / "onnx")
+    reference = ElasticEncoder(str(tiny_model_dir), device="cpu")
+    ours = int8.encode(TEXTS, [1, 4], batch_size=2, show_progress=False)
+    theirs = reference.encode(TEXTS, [1, 4], batch_size=2, show_progress=False)
+    ops = _int8_ops(int8._onnx.path([1, 4]))
+    first = {name: op for name, op in ops.items() if "/layer.0/" in name and "MatMul" in op}
+    deeper = {name: op for name, op in ops.items() if "/layer.3/" in name and "MatMul" in op}
+    assert first and set(first.values()) == {"MatMul"}, first
+    assert deeper and set(deeper.values()) <= {"MatMulInteger", "DynamicQuantizeMatMul"}, deeper
+    assert "QAttention" in ops.values() and "Attention" in ops.values()  # block 1's attention float, the rest int8
+    np.testing.assert_allclose(ours[1], theirs[1], atol=1e-5)
+    assert not np.allclose(ours[4], theirs[4], atol=1e-6)
+
+
+def test_a_changed_int8_recipe_is_a_fresh_graph_and_a_fresh_store(tiny_model_dir, tmp_path, monkeypatch):
+    """The int8 vectors depend on the quantization recipe: a changed recipe must never reuse the old vectors."""
     from elasticir.encoders import precision
 
     ids = [str(i) for i in range(len(TEXTS))]
     before = ElasticEncoder(str(tiny_model_dir), precision="int8", onnx_cache=tmp_path / "onnx")
     before.encode(TEXTS, [2], batch_size=2, show_progress=False)
     graph_before = before._onnx.path([2])
-    quantized_before = {node.name for node in onnx.load(graph_before).graph.node
-                        if node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")}
-    assert quantized_before  # the recipe quantized some MatMul nodes
-    monkeypatch.setitem(precision.QUANTIZATION, "exclude", ["/model/encoder/layer.0/intermediate/dense/MatMul"])
+    assert _int8_ops(graph_before)["/model/encoder/layer.1/intermediate/dense/MatMul_quant"] == "MatMulInteger"
+    monkeypatch.setitem(precision.QUANTIZATION, "float_blocks", [0, 1])
     after = ElasticEncoder(str(tiny_model_dir), precision="int8", onnx_cache=tmp_path / "onnx")
     assert after.precision.tag != before.precision.tag
     assert store_key(after, ids, TEXTS, "", "float32") != store_key(before, ids, TEXTS, "", "float32")
     assert after._onnx.path([2]) != graph_before
     after.encode(TEXTS, [2], batch_size=2, show_progress=False)
-    graph = onnx.load(after._onnx.path([2])).graph
-    kept = [node for node in graph.node if node.name == "/model/encoder/layer.0/intermediate/dense/MatMul"]
-    assert kept and kept[0].op_type == "MatMul"  # the excluded node stayed float32
+    assert _int8_ops(after._onnx.path([2]))["/model/encoder/layer.1/intermediate/dense/MatMul"] == "MatMul"

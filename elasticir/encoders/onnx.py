@@ -95,7 +95,7 @@ class PooledLayers(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, _blocks_path: str, layers: Sequence[int], pooling: str) -> None:
         super().__init__()
-        self.layers, self.pooling = sorted(set(layers)), pooling
+        self.layers, self.pooling, self.blocks_path = sorted(set(layers)), pooling, _blocks_path
         self.model = copy.deepcopy(model).float().eval()
         del self.model.get_submodule(_blocks_path)[max(self.layers):]  # early exit: no block above the deepest
         self.model.config.num_hidden_layers = max(self.layers)
@@ -138,8 +138,28 @@ def _fuse(path: Path, config) -> None:
     fused.save_model_to_file(str(path))
 
 
-def _quantize(path: Path) -> None:
-    """ONNX Runtime's dynamic int8 quantization (QUANTIZATION), in place."""
+def _float_nodes(path: Path, blocks_path: str, blocks: Sequence[int], depth: int) -> list[str]:
+    """Names of the nodes of transformer blocks `blocks` in the exported graph: the TorchScript exporter names a
+    node by its module scope (`/model/encoder/layer.0/...`), and the fused Attention node keeps that scope in its
+    output's name. A block of the graph with no such node is an error, never a silently quantized block."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    scope = "/model/" + "/".join(blocks_path.split("."))
+    names = []
+    for block in (b for b in blocks if b < depth):
+        prefix = f"{scope}.{block}/"
+        found = [node.name for node in graph.node
+                 if node.name.startswith(prefix) or any(out.startswith(prefix) for out in node.output)]
+        if not found:
+            raise ElasticIRError(f"the int8 recipe keeps block {block} in float32, but the exported graph has no "
+                                 f"node under {prefix}; use --encoder-precisions float32 or --backend torch")
+        names += found
+    return names
+
+
+def _quantize(path: Path, float_nodes: Sequence[str] = ()) -> None:
+    """ONNX Runtime's dynamic int8 quantization (QUANTIZATION), in place; `float_nodes` stay in float32."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -147,7 +167,7 @@ def _quantize(path: Path) -> None:
     try:
         quantize_dynamic(str(path), str(quantized), weight_type=getattr(QuantType, QUANTIZATION["weights"]),
                          per_channel=QUANTIZATION["per_channel"], reduce_range=QUANTIZATION["reduce_range"],
-                         op_types_to_quantize=QUANTIZATION["ops"], nodes_to_exclude=QUANTIZATION["exclude"],
+                         op_types_to_quantize=QUANTIZATION["ops"], nodes_to_exclude=list(float_nodes),
                          # the fused nodes (com.microsoft domain) defeat ONNX shape inference; their tensors are float
                          extra_options={"DefaultTensorType": TensorProto.FLOAT})
         os.replace(quantized, path)
@@ -176,7 +196,8 @@ def export(wrapper: PooledLayers, tokenizer, max_length: int, path: Path, fuse: 
         if fuse:
             _fuse(Path(tmp), wrapper.model.config)
         if quantize:
-            _quantize(Path(tmp))
+            _quantize(Path(tmp), _float_nodes(Path(tmp), wrapper.blocks_path, QUANTIZATION["float_blocks"],
+                                              max(wrapper.layers)))
         if fuse or quantize:
             os.chmod(tmp, 0o666 & ~current_umask())  # the optimizer / quantizer rewrote the file
         os.replace(tmp, path)
