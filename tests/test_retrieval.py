@@ -260,3 +260,19 @@ def test_truncate_normalises_in_blocks_with_the_same_numbers_and_no_second_copy(
     tracemalloc.stop()
     assert np.array_equal(blocked, whole)
     assert peak < 1.25 * blocked.nbytes, (peak, blocked.nbytes)
+
+
+def test_truncate_drops_the_mapped_store_pages_it_read(tmp_path, monkeypatch):
+    """Building a cell from a memory-mapped layer keeps its pages out of the RSS (block by block), while the
+    memmap stays open: the index is what the process holds, not also the whole mapped layer."""
+    from elasticir.encoders import model as model_module
+
+    monkeypatch.setattr(model_module, "NORM_ROWS", 4096)
+    path = tmp_path / "layer_1.npy"
+    np.save(path, np.random.default_rng(0).standard_normal((40_000, 64)).astype(np.float32))  # 10 MB
+    mapped = np.load(path, mmap_mode="r")
+    cell = model_module.truncate(mapped, 64)
+    assert _mapped_rss("layer_1.npy") <= 2 * 4096 * 64 * 4  # about one block, not 10 MB
+    expected = np.array(mapped)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_array_equal(cell, expected)

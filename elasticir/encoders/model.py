@@ -12,6 +12,7 @@ its layer-wise training (AdaptiveLayerLoss) computes.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -490,15 +491,28 @@ class ElasticEncoder:
         return out
 
 
-NORM_ROWS = 1 << 16  # rows normalised at a time (the same per-row sums as all at once)
+NORM_ROWS = 1 << 16  # rows copied and normalised at a time (the same per-row sums as all at once)
 
 
 def truncate(embeddings: np.ndarray, dim: int, normalize: bool = True) -> np.ndarray:
-    """The first `dim` coordinates, L2-normalised when scoring is cosine (a prefix slice, never a re-encode)."""
+    """The first `dim` coordinates, L2-normalised when scoring is cosine (a prefix slice, never a re-encode).
+    By row blocks: norm() squares its input into a temporary as large as the block, and the pages of a memory-
+    mapped store read for a block are dropped from this process's RSS before the next (the page cache keeps
+    them), so building an index holds the index, not also the whole mapped layer."""
     validate_dim(dim, embeddings.shape[1])
-    prefix = np.array(embeddings[:, :dim], dtype=np.float32, order="C", copy=True)  # never a view of a memmap
-    if normalize:  # by row blocks: norm() squares its input into a temporary as large as the block
-        for start in range(0, len(prefix), NORM_ROWS):
-            block = prefix[start:start + NORM_ROWS]
+    prefix = np.empty((len(embeddings), dim), dtype=np.float32)  # never a view of a memmap
+    for start in range(0, len(prefix), NORM_ROWS):
+        block = prefix[start:start + NORM_ROWS]
+        block[...] = embeddings[start:start + NORM_ROWS, :dim]
+        if normalize:
             block /= np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+        _drop_mapped_pages(embeddings)
     return prefix
+
+
+def _drop_mapped_pages(array: np.ndarray) -> None:
+    """MADV_DONTNEED on a read-only np.memmap's mapping: its resident pages leave the RSS; a later read faults
+    them back from the page cache. numpy has no public handle on the mapping, hence its `_mmap` (absent: no-op)."""
+    mapping = getattr(array, "_mmap", None)
+    if mapping is not None and getattr(array, "mode", "") == "r" and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
