@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -164,6 +165,10 @@ def _quantize(path: Path, float_nodes: Sequence[str] = ()) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantized = path.with_name(path.name + ".int8")
+    # onnxruntime logs on the root logger that pre-processing (shape inference) is advised: it does not apply to
+    # the fused graph (see DefaultTensorType below), so users would read a warning they cannot act on
+    quiet = _DropMessage("Please consider to run pre-processing")
+    logging.getLogger().addFilter(quiet)
     try:
         quantize_dynamic(str(path), str(quantized), weight_type=getattr(QuantType, QUANTIZATION["weights"]),
                          per_channel=QUANTIZATION["per_channel"], reduce_range=QUANTIZATION["reduce_range"],
@@ -172,7 +177,17 @@ def _quantize(path: Path, float_nodes: Sequence[str] = ()) -> None:
                          extra_options={"DefaultTensorType": TensorProto.FLOAT})
         os.replace(quantized, path)
     finally:
+        logging.getLogger().removeFilter(quiet)
         quantized.unlink(missing_ok=True)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
 
 
 def export(wrapper: PooledLayers, tokenizer, max_length: int, path: Path, fuse: bool, quantize: bool = False) -> None:
