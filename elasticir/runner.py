@@ -321,7 +321,8 @@ def evaluate_or_reuse(jobs: list[Job], encoder: ElasticEncoder, grid: Grid, nume
 def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeric: dict, config: RunConfig,
                            store: RunStore, executor: Executor) -> bool:
     """One job of evaluate_or_reuse; True if its finished part was reused."""
-    key = part_key(numeric, job.task, job.name, job.spec.split, job.data_sha256, job.options(config))
+    key = part_key(numeric, job.task, job.name, job.spec.split, job.data_sha256,
+                   job.options(config) | _encoder_recipes(encoder, config))
     with store.lock(job.task, job.name):
         if not config.recompute and store.reusable(job.task, job.name, key) is not None:
             console.print(f"[dim]{job.task} {escape(job.name)}: finished earlier from the same data, model "
@@ -354,6 +355,15 @@ def precision_encoder(encoder: ElasticEncoder, name: str, config: RunConfig) -> 
                                         backend=config.backend, onnx_cache=config.cache / "onnx",
                                         trust_remote_code=config.trust_remote_code, precision=name)
     return variants[name]
+
+
+def _encoder_recipes(encoder: ElasticEncoder, config: RunConfig) -> dict:
+    """The store tags of the encoder precisions whose vectors the dtype does not tell apart (int8's carries its
+    quantization recipe and runtime): a part made with another recipe is recomputed, not reused. Empty, so
+    absent from the key, for float32-only runs."""
+    variants = [encoder] + [precision_encoder(encoder, name, config) for name in (config.encoder_precisions or [])[1:]]
+    tags = {variant.precision.name: variant.precision.tag for variant in variants if variant.precision.tag}
+    return {"encoder_recipes": tags} if tags else {}
 
 
 def evaluate_encoder_points(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunConfig, part_dir: PartFolder,

@@ -184,3 +184,22 @@ def test_a_changed_int8_recipe_is_a_fresh_graph_and_a_fresh_store(tiny_model_dir
     assert after._onnx.path([2]) != graph_before
     after.encode(TEXTS, [2], batch_size=2, show_progress=False)
     assert _int8_ops(after._onnx.path([2]))["/model/encoder/layer.1/intermediate/dense/MatMul"] == "MatMul"
+
+
+def test_a_finished_int8_part_is_reused_only_under_the_same_recipe(tiny_model_dir, toy_root, tmp_path, monkeypatch):
+    """Same run folder, same flags: the finished parts are reused; after the int8 recipe changed (a newer
+    elasticir, another onnxruntime) they are recomputed, never shown with the old recipe's numbers."""
+    from elasticir.encoders import precision
+    from elasticir.runner import run
+
+    config = _toy_config(tiny_model_dir, toy_root, tmp_path / "out", encoder_precisions=["int8"])
+    first = run(config)
+    with np.load(first.dir / "sts" / "toy-a" / "encoder-int8" / "pair_scores.npz") as scores:
+        old_cosines = scores["cosines"]
+    again = run(config)
+    assert again.dir == first.dir and sorted(again.skipped) == ["toy-a", "toyir"]  # reused
+    monkeypatch.setitem(precision.QUANTIZATION, "float_blocks", [0, 1])
+    changed = run(config)
+    assert changed.dir == first.dir and changed.skipped == []  # the run id names the flags, not the recipe
+    with np.load(first.dir / "sts" / "toy-a" / "encoder-int8" / "pair_scores.npz") as scores:
+        assert not np.array_equal(scores["cosines"], old_cosines)  # the new recipe's vectors
