@@ -130,57 +130,70 @@ class StoredLayers:
         return array
 
 
-# Written rows are flushed and their mapping dropped after about this many bytes: a shared file mapping keeps
-# every page written through it resident (counted in the process's RSS) until unmapped, so without this the
-# whole piece's layers (2 x 256 MB for 1M passages at 64 floats) stayed resident to the end of the encode; the
-# page cache still holds them, where the kernel may drop them
-RELEASE_BYTES = 64 << 20
-
-
 def write_rows(folder: Path, encoder: ElasticEncoder, texts: Sequence[str], piece: Piece, *, prompt: str,
                batch_size: int, show_progress: bool = False, desc: str = "encoding",
                after_batch: Callable[[], None] | None = None) -> None:
-    """Encode `texts` (the rows of `piece`) into the existing layer files, flush, then mark the piece done.
+    """Encode `texts` (the rows of `piece`) into the existing layer files, sync them, then mark the piece done.
     A function of paths, not of an EmbeddingStore, so a Ray actor or a `--shard` process calls it directly.
     A layer whose file a wider run replaced meanwhile (prepare) keeps no marker: these rows went to the old file.
-    The files are mapped from handles held open for the whole piece, so a re-mapping (every RELEASE_BYTES) is of
-    the same file whatever its path names meanwhile.
     """
-    handles, outputs, inodes = {}, {}, {}
+    writers: dict[int, _RowWriter] = {}
     try:
         for layer in piece.layers:
-            handles[layer] = handle = open(folder / f"layer_{layer}.npy", "r+b")  # noqa: SIM115 - closed below
-            outputs[layer], inodes[layer] = _map(handle, "r+"), os.fstat(handle.fileno()).st_ino
-        written = 0
+            writers[layer] = _RowWriter(folder / f"layer_{layer}.npy")
         for rows, pooled in encoder.iter_encode(texts, piece.layers, batch_size=batch_size, prompt=prompt,
                                                 show_progress=show_progress, desc=desc):
-            for layer, out in outputs.items():
-                out[rows + piece.start] = pooled[layer][:, : out.shape[1]]
-                written += len(rows) * out.shape[1] * out.itemsize
-            if written >= RELEASE_BYTES:
-                _release(outputs, handles)
-                written = 0
+            for layer, writer in writers.items():
+                writer.write(rows + piece.start, pooled[layer])
             if after_batch is not None:
                 after_batch()
-        for out in outputs.values():
-            out.flush()
+        for writer in writers.values():
+            writer.sync()
     finally:
-        outputs.clear()
-        for handle in handles.values():
-            handle.close()
+        for writer in writers.values():
+            writer.close()
     for layer in piece.layers:  # marker first, then the check: prepare replaces the file, then unlinks markers
         marker = marker_path(folder, layer, piece.start, piece.stop)
         atomic_write(marker, "")
-        if _inode(folder / f"layer_{layer}.npy") != inodes[layer]:
+        if _inode(folder / f"layer_{layer}.npy") != writers[layer].inode:
             marker.unlink(missing_ok=True)  # at worst a valid marker of the new file: its rows are encoded again
 
 
-def _release(outputs: dict[int, np.ndarray], handles: dict) -> None:
-    """Flush every layer's mapping and map it afresh from its open handle: the written pages leave the RSS."""
-    for layer, out in outputs.items():
-        out.flush()
-        handles[layer].seek(0)
-        outputs[layer] = _map(handles[layer], "r+")  # the old mapping goes with its last reference
+class _RowWriter:
+    """Rows written into an open .npy layer file with pwrite, not through a memory map.
+
+    Batches are formed from texts sorted by length, so a batch's rows are scattered over the whole file; written
+    through a shared mapping, every page they touch stays in the process's RSS until unmapped (the whole store
+    of a piece: 2 x 256 MB for 1M passages at 64 floats). pwrite puts them in the page cache only, where the
+    kernel may drop them. Consecutive rows go in one call. The file is the one opened here, whatever its path
+    names later (see the inode check of write_rows)."""
+
+    def __init__(self, path: Path) -> None:
+        self.handle = open(path, "r+b")  # noqa: SIM115 - closed by close()
+        version = np.lib.format.read_magic(self.handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, self.dtype = read_header(self.handle)
+        if fortran or len(shape) != 2:
+            raise ValueError(f"{path}: not a C-ordered 2-d layer file")
+        self.offset, self.width = self.handle.tell(), shape[1]
+        self.row_bytes = self.width * self.dtype.itemsize
+        self.inode = os.fstat(self.handle.fileno()).st_ino
+
+    def write(self, rows: np.ndarray, values: np.ndarray) -> None:
+        order = np.argsort(rows, kind="stable")
+        rows = np.asarray(rows)[order]
+        block = np.ascontiguousarray(np.asarray(values)[order, : self.width], dtype=self.dtype)
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1  # runs of consecutive rows
+        for start, stop in pairwise([0, *breaks.tolist(), len(rows)]):
+            os.pwrite(self.handle.fileno(), block[start:stop].tobytes(),
+                      self.offset + int(rows[start]) * self.row_bytes)
+
+    def sync(self) -> None:
+        os.fsync(self.handle.fileno())  # what msync of the mapping did: the rows are on disk before the marker
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 def write_pieces(store: EmbeddingStore, pieces: Sequence[Piece], batch_size: int, *, show_progress: bool = True,
