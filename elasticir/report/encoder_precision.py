@@ -67,8 +67,10 @@ def write_encoder_precision_facet(run: RunData, writer, fig_dir: Path, tag: str 
                                          title=f"{run.label}: {dataset}, encoder {precision} \u2212 float32" + tag,
                                          colorbar_label=f"\u0394 {metric}", legend=legend, pairs=run.pairs, digits=4)
             worst = rows.loc[rows["diff"].idxmin()]
-            writer.figure(paths, legend + f" Largest loss {worst['diff']:+.4f} at ({int(worst.layer)}, "
-                                          f"{int(worst.dim)}); full cell {float(diff.loc[full].iloc[-1]):+.4f}.")
+            where = f"at ({int(worst.layer)}, {int(worst.dim)})"
+            lowest = (f"Largest loss {worst['diff']:+.4f} {where}" if worst["diff"] < 0
+                      else f"No cell loses; the smallest difference is {worst['diff']:+.4f} {where}")
+            writer.figure(paths, legend + f" {lowest}; full cell {float(diff.loc[full].iloc[-1]):+.4f}.")
     for dataset in run.datasets:
         metric = run.metric(dataset)
         series = _encode_cost_series(run, dataset, metric)
