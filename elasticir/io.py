@@ -6,6 +6,8 @@ pre-training record the same block through `provenance()`.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import os
 import platform
@@ -113,3 +115,20 @@ def file_checksum(path: Path) -> dict:
     if key not in _HASHES:
         _HASHES[key] = sha256_of_files([path])
     return {"path": str(path), "sha256": _HASHES[key], "bytes": stat.st_size}
+
+
+def release_free_heap() -> None:
+    """Hand the C heap's free memory back to the OS (glibc `malloc_trim`; elsewhere nothing).
+
+    An encode allocates and frees many batch-sized buffers below glibc's mmap threshold, which stay in the heap
+    as free space counted in the RSS; the flat indexes built next are allocated elsewhere (each is larger than
+    the threshold), so that free space would stay resident beside them for the rest of the run. Neither numpy
+    nor torch exposes this, hence ctypes."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        return
+    if trim is not None:
+        trim(0)

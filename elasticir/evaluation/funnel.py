@@ -49,7 +49,7 @@ from elasticir.evaluation.significance import holm, paired_ttest, pareto_front
 from elasticir.execution import PointWork
 from elasticir.index.precisions import check_precisions, lookup, precision_slug
 from elasticir.index.quantized import build_index
-from elasticir.io import atomic_write
+from elasticir.io import atomic_write, release_free_heap
 
 if TYPE_CHECKING:
     from elasticir.execution import Executor
@@ -454,6 +454,7 @@ def _funnel_data(encoder, data, config, layers: list[int], full: Cell, part_dir,
     for store, what in zip(stores, ("corpus", "queries")):
         executor.encode_store(store, layers, batch_size=config.batch_size, show_progress=config.show_progress,
                               desc=f"{name} funnel {what}")
+    release_free_heap()  # the encode's freed batches, before the indexes are built
     normalize = encoder.info.normalize if config.normalize is None else config.normalize
     tie_rank, exclude, doc_ids = corpus_order(data, remove_self_hits)
     return _FunnelData(str(stores[0].dir), str(stores[1].dir), tie_rank, exclude, normalize, config.k, data.query_ids,

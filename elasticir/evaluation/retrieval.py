@@ -28,7 +28,7 @@ from elasticir.evaluation.result import GridResult
 from elasticir.execution import PointWork
 from elasticir.index.dense import tie_ranks
 from elasticir.index.quantized import build_index, precision_slug
-from elasticir.io import atomic_write
+from elasticir.io import atomic_write, release_free_heap
 
 if TYPE_CHECKING:
     from elasticir.execution import Executor
@@ -110,6 +110,7 @@ def evaluate_retrieval(
         executor.encode_store(store, sides[what], batch_size=batch_size, show_progress=show_progress,
                               desc=f"{name} {what}")
     timings["encode"] = time.perf_counter() - start
+    release_free_heap()  # the encode's freed batches, before the indexes are built
 
     tie_rank, exclude, doc_ids = corpus_order(data, remove_self_hits)
     search = {"normalize": normalize, "index": index, "flat_backend": flat_backend, "k": k,
