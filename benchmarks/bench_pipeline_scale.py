@@ -255,8 +255,8 @@ def write_table_and_plot(results: Path) -> None:
     if not loads.empty:
         loads.round(3).to_csv(results.with_name(results.stem + "_load.csv"), index=False)
     fig, (held, memory, times) = plt.subplots(1, 3, figsize=(17, 5))
-    styles = {"before": ("tab:red", "before (corpus as Python lists)"), "after": ("tab:blue", "after (corpus on disk)"),
-              "bounded": ("tab:green", "bounded (+ search scratch, written store pages, norm temporaries)")}
+    styles = {"before": ("tab:red", "before (corpus as lists)"), "after": ("tab:blue", "after (corpus on disk)"),
+              "bounded": ("tab:green", "bounded (scratch, pages, heap)")}
     for label, (color, name) in styles.items():
         rows = loads[loads.label == label].sort_values("passages") if not loads.empty else loads
         if not rows.empty:
@@ -270,20 +270,20 @@ def write_table_and_plot(results: Path) -> None:
         if rows.empty:
             continue
         memory.plot(rows.passages, rows.peak_rss_mb, "o-", color=color, label=f"{name}: peak RSS")
-        memory.plot(rows.passages, rows.peak_anon_mb, "s--", color=color, alpha=0.7,
-                    label=f"{name}: peak anonymous (heap)")
+        memory.plot(rows.passages, rows.peak_anon_mb, "s--", color=color, alpha=0.7, label=f"{name}: peak heap")
     held.set(xscale="log", xlabel="passages in the corpus (log scale)", ylabel="MB",
              title="Memory the loaded corpus holds (load_beir alone)", ylim=(-30, 1.15 * max(loads.held_mb.max(), 1) if not loads.empty else None))
     held.legend(fontsize=8)
     held.grid(alpha=0.3)
-    latest = next(label for label in reversed(styles) if (table.label == label).any())  # the newest code measured
+    # the newest code measured: the last styled label present, else the last label of the table
+    latest = next((label for label in reversed(styles) if (table.label == label).any()), table.label.iloc[-1])
     after = table[table.label == latest].sort_values("passages")
     memory.plot(after.passages, after.store_mb + after.largest_index_mb, ":", color="gray",
-                label=f"{latest}: store layers (2 x N x 64 floats) + largest flat index (N x 64 floats)")
+                label="store (2 x N x 64 floats) + largest index (N x 64)")
     memory.set(xscale="log", xlabel="passages in the corpus (log scale)", ylabel="MB",
                ylim=(0, 1.5 * table.peak_rss_mb.max()),  # room for the legend above the lines
                title="Peak memory of the whole `eval retrieval`")
-    memory.legend(fontsize=8, loc="upper left")
+    memory.legend(fontsize=7, loc="upper left")
     memory.grid(alpha=0.3)
     for stage, marker in (("encode", "o"), ("index", "v"), ("search", "^"), ("evaluate_wait", "s"), ("load", "D"),
                           ("total", "*")):
