@@ -90,6 +90,8 @@ from elasticir.data.catalog import DEFAULT_DATA_ROOT, sts_path
 from elasticir.data.sts import StsPairs, load_sts
 from elasticir.encoders import ElasticEncoder
 from elasticir.evaluation.standalone import evaluate_sts
+from elasticir.io import file_checksum
+from elasticir.results.portable import portable_model, relative_data_path
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "all-MiniLM-L6-v2"
@@ -478,6 +480,18 @@ def precision_rows(kinds: dict, fast_t: dict, fast_c: dict | None, outputs: dict
     return rows, results
 
 
+def data_file_record(path: Path) -> dict:
+    """A data file as a saved JSON names it: its path under the data root, its sha256 and size, never a path of
+    this machine (the model is named the same way, by `portable_model`: hub id and weights sha256)."""
+    return file_checksum(path) | {"path": relative_data_path(str(path))}
+
+
+def saved_as(path: str) -> str:
+    """The saved file as the user named it, relative to the working directory where it lies below it."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(Path.cwd())) if resolved.is_relative_to(Path.cwd()) else resolved.name
+
+
 def precision_main(args, console) -> int:
     """--precisions: elasticir's encoder precisions against sentence-transformers torch fp32 and its int8 ONNX."""
     sts_file, origin = find_sts_file(args.data_root)
@@ -515,7 +529,9 @@ def precision_main(args, console) -> int:
     failed = [label for label, _, _, _, ok in rows if ok is False]
     console.print("[red]FAIL: " + "; ".join(failed) + "[/red]" if failed else "[green]all targets met[/green]")
     if args.json:
-        record = {"mode": "precisions", "model": encoders["float32"].info.as_dict(), "machine": machine_info(),
+        corpus = [sts_file.parents[2] / "beir" / "scifact" / "corpus.jsonl"] if passages else []
+        record = {"mode": "precisions", "model": portable_model(encoders["float32"].info.as_dict()),
+                  "data": [data_file_record(path) for path in [sts_file, *corpus]], "machine": machine_info(),
                   "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "load_average": {"start": load_start, "end": load_end},
                   "settings": {"repeats": args.repeats, "batch_size": args.batch_size, "texts_flag": args.texts,
@@ -528,7 +544,7 @@ def precision_main(args, console) -> int:
                   "failed": failed}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(record, indent=2, default=float))
-        console.print(f"saved {args.json}")
+        console.print(f"saved {saved_as(args.json)}")
     return 0
 
 
@@ -924,11 +940,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         record = {
-            "model": encoder.info.as_dict(),
+            "model": portable_model(encoder.info.as_dict()),
             "machine": info,
             "load_average": {"start": load_start, "end": load_end},
             "data": {
-                "file": str(sts_file),
+                **data_file_record(sts_file),
                 "origin": origin,
                 "pairs": len(pairs),
                 "texts": n,
@@ -967,7 +983,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(record, indent=2, default=float))
-        console.print(f"saved {args.json}")
+        console.print(f"saved {saved_as(args.json)}")
     return 0
 
 

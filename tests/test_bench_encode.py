@@ -42,3 +42,23 @@ def test_precision_rows_target_the_fastest_precision_within_the_metric_tolerance
     assert without_metrics["STS"]["fastest_eligible"] == "int8"
     assert "throughput_ratio_cpu_seconds" in without_metrics["STS"]
     assert without_metrics["STS"]["throughput_ratio_cpu_seconds"] == {}
+
+
+def test_saved_inputs_name_no_path_of_this_machine(tiny_model_dir, tmp_path):
+    """The JSON names the model by hub id / folder name and weights sha256, data by path under the data root
+    and sha256: a committed result must not carry /home/..., /tmp/... of the machine that made it."""
+    import hashlib
+    import json
+
+    from elasticir.encoders import ElasticEncoder
+    from tests.conftest import write_sts
+
+    bench = load_bench()
+    sts_file = write_sts(tmp_path / "data" / "sts" / "stsbenchmark" / "test.jsonl.gz")
+    record = {"model": bench.portable_model(ElasticEncoder(str(tiny_model_dir)).info.as_dict()),
+              "data": [bench.data_file_record(sts_file)]}
+    text = json.dumps(record)
+    assert str(tmp_path) not in text and str(tiny_model_dir) not in text
+    assert record["data"][0]["path"] == "sts/stsbenchmark/test.jsonl.gz"
+    assert record["data"][0]["sha256"] == hashlib.sha256(sts_file.read_bytes()).hexdigest()
+    assert record["model"]["path"] == tiny_model_dir.name and record["model"]["weights_sha256"]

@@ -20,7 +20,7 @@ from elasticir.results.schema import Leaderboard
 PORTABLE_NOTE = "machine paths replaced for publication (model by hub id, data relative to the data root)"
 
 
-def _relative_data_path(path: str) -> str:
+def relative_data_path(path: str) -> str:
     """`/x/y/data/beir/scifact/corpus.jsonl` -> `beir/scifact/corpus.jsonl` (the data-root layout)."""
     parts = PurePosixPath(path).parts
     for anchor in ("sts", "beir", "pairs", "qrels"):
@@ -33,16 +33,31 @@ def _local_path(value: str | None) -> bool:
     return bool(value) and (value.startswith(("/", "~")) or value[1:3] == ":\\")
 
 
+def _model_names(model: dict, hub_id: str | None, assembled: bool) -> tuple[str | None, str]:
+    """The model's hub id (given, recorded, or its name when that is no path; none for an assembled grid) and
+    its short name (the hub id's or folder's last part)."""
+    hub_id = hub_id or model.get("hub_id")
+    if hub_id is None and not _local_path(model["name"]) and not assembled:
+        hub_id = model["name"]
+    return hub_id, (hub_id or model["name"]).rstrip("/").split("/")[-1]
+
+
+def portable_model(model: dict, hub_id: str | None = None, *, assembled: bool = False) -> dict:
+    """A model record (`ModelInfo.as_dict()`) named by hub id, its folder path replaced by the folder's name;
+    the weights' sha256 and every other field untouched."""
+    hub_id, short = _model_names(model, hub_id, assembled)
+    return model | {"hub_id": hub_id, "name": hub_id or short,
+                    "path": short if _local_path(model["path"]) else model["path"]}
+
+
 def make_portable(board: dict, hub_id: str | None = None) -> dict:
     """A copy of a leaderboard dict with machine paths replaced; numbers, checksums and config are untouched."""
     board = json.loads(json.dumps(board))
     model = board["model"]
-    hub_id = hub_id or model.get("hub_id")
-    if hub_id is None and not _local_path(model["name"]) and "baseline_grid" not in board["config"]:
-        hub_id = model["name"]
-    short = (hub_id or model["name"]).rstrip("/").split("/")[-1]
+    assembled = "baseline_grid" in board["config"]
+    hub_id, short = _model_names(model, hub_id, assembled)
     local_model = {model["path"], model["name"], board["config"].get("model")}
-    model.update(hub_id=hub_id, name=hub_id or short, path=short if _local_path(model["path"]) else model["path"])
+    model.update(portable_model(model, hub_id, assembled=assembled))
     if _local_path(board["config"].get("model")):
         board["config"]["model"] = hub_id or short
     for key in ("out", "data_root", "cache_dir"):
@@ -50,7 +65,7 @@ def make_portable(board: dict, hub_id: str | None = None) -> dict:
             board["config"][key] = "results" if key == "out" else None
     for record in board["datasets"]:
         for file in record["files"]:
-            file["path"] = _relative_data_path(file["path"])
+            file["path"] = relative_data_path(file["path"])
         settings = record.get("settings") or {}
         if _local_path(settings.get("model")):  # what the part ran: the model named as above (a member: its folder)
             settings["model"] = hub_id or short if settings["model"] in local_model else _short(settings["model"])
