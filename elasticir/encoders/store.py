@@ -83,11 +83,16 @@ def lock_path(folder: Path) -> Path:
     return folder.parent / f"{folder.name}.lock"
 
 
-def _map(handle, mode: str) -> np.ndarray:
-    """A memmap of the .npy behind an open handle (so of that file, whatever the path names later)."""
+def _read_header(handle) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Shape, Fortran order and dtype of the .npy behind an open handle, left at the first data byte."""
     version = np.lib.format.read_magic(handle)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(handle)
+    return read_header(handle)
+
+
+def _map(handle, mode: str) -> np.ndarray:
+    """A memmap of the .npy behind an open handle (so of that file, whatever the path names later)."""
+    shape, fortran, dtype = _read_header(handle)
     return np.memmap(handle, dtype=dtype, mode=mode, offset=handle.tell(), shape=shape,
                      order="F" if fortran else "C")
 
@@ -170,10 +175,7 @@ class _RowWriter:
 
     def __init__(self, path: Path) -> None:
         self.handle = open(path, "r+b")  # noqa: SIM115 - closed by close()
-        version = np.lib.format.read_magic(self.handle)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, fortran, self.dtype = read_header(self.handle)
+        shape, fortran, self.dtype = _read_header(self.handle)
         if fortran or len(shape) != 2:
             raise ValueError(f"{path}: not a C-ordered 2-d layer file")
         self.offset, self.width = self.handle.tell(), shape[1]
