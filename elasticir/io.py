@@ -7,7 +7,6 @@ pre-training record the same block through `provenance()`.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import hashlib
 import os
 import platform
@@ -123,12 +122,7 @@ def release_free_heap() -> None:
     An encode allocates and frees many batch-sized buffers below glibc's mmap threshold, which stay in the heap
     as free space counted in the RSS; the flat indexes built next are allocated elsewhere (each is larger than
     the threshold), so that free space would stay resident beside them for the rest of the run. Neither numpy
-    nor torch exposes this, hence ctypes."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = getattr(libc, "malloc_trim", None)
-    except OSError:
-        return
+    nor torch exposes this, hence ctypes (the symbols already loaded into this process: no library lookup)."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
     if trim is not None:
         trim(0)

@@ -278,11 +278,11 @@ def test_truncate_drops_the_mapped_store_pages_it_read(tmp_path, monkeypatch):
 def test_free_heap_goes_back_to_the_os_after_an_encode():
     """Freed batch-sized buffers stay resident in the C heap (fragmented by the few that live on); the run hands
     them back after its encode, before the indexes are built."""
-    import ctypes.util
+    import ctypes
 
     from elasticir.io import release_free_heap
 
-    if not hasattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim"):
+    if not hasattr(ctypes.CDLL(None), "malloc_trim"):
         pytest.skip("not glibc")
 
     def anon_mb() -> int:
