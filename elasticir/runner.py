@@ -207,12 +207,17 @@ class Job:
     data_sha256: list[str]
     prompts: dict[str, Prompt] = field(default_factory=dict)  # per side, once the model is known (job_prompts)
 
-    def options(self, config: RunConfig) -> dict:
+    def options(self, config: RunConfig, encoder: ElasticEncoder) -> dict:
         """Per-dataset settings that change its part (self-hit removal; whether BM25 is part of it; the prompt
-        texts, when any side has one: runs without prompts keep their keys)."""
+        texts, when any side has one; the store tags of encoder precisions whose vectors the dtype does not tell
+        apart, int8's naming its quantization recipe and runtime). Each only when set: runs without them keep
+        their keys."""
         options = {"remove_self_hits": self.spec.remove_self_hits, "bm25": config.bm25} if self.task == "retrieval" else {}
         if any(prompt.text for prompt in self.prompts.values()):
             options["prompts"] = {side: prompt.text for side, prompt in self.prompts.items()}
+        variants = [encoder] + [precision_encoder(encoder, name, config) for name in (config.encoder_precisions or [])[1:]]
+        if tags := {variant.precision.name: variant.precision.tag for variant in variants if variant.precision.tag}:
+            options["encoder_recipes"] = tags
         return options
 
 
@@ -321,8 +326,7 @@ def evaluate_or_reuse(jobs: list[Job], encoder: ElasticEncoder, grid: Grid, nume
 def _evaluate_or_reuse_one(job: Job, encoder: ElasticEncoder, grid: Grid, numeric: dict, config: RunConfig,
                            store: RunStore, executor: Executor) -> bool:
     """One job of evaluate_or_reuse; True if its finished part was reused."""
-    key = part_key(numeric, job.task, job.name, job.spec.split, job.data_sha256,
-                   job.options(config) | _encoder_recipes(encoder, config))
+    key = part_key(numeric, job.task, job.name, job.spec.split, job.data_sha256, job.options(config, encoder))
     with store.lock(job.task, job.name):
         if not config.recompute and store.reusable(job.task, job.name, key) is not None:
             console.print(f"[dim]{job.task} {escape(job.name)}: finished earlier from the same data, model "
@@ -355,15 +359,6 @@ def precision_encoder(encoder: ElasticEncoder, name: str, config: RunConfig) -> 
                                         backend=config.backend, onnx_cache=config.cache / "onnx",
                                         trust_remote_code=config.trust_remote_code, precision=name)
     return variants[name]
-
-
-def _encoder_recipes(encoder: ElasticEncoder, config: RunConfig) -> dict:
-    """The store tags of the encoder precisions whose vectors the dtype does not tell apart (int8's carries its
-    quantization recipe and runtime): a part made with another recipe is recomputed, not reused. Empty, so
-    absent from the key, for float32-only runs."""
-    variants = [encoder] + [precision_encoder(encoder, name, config) for name in (config.encoder_precisions or [])[1:]]
-    tags = {variant.precision.name: variant.precision.tag for variant in variants if variant.precision.tag}
-    return {"encoder_recipes": tags} if tags else {}
 
 
 def evaluate_encoder_points(job: Job, encoder: ElasticEncoder, grid: Grid, config: RunConfig, part_dir: PartFolder,
