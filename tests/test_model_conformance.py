@@ -534,13 +534,15 @@ def test_onnx_backend_equals_torch_on_a_dense_stack(models, tmp_path):
 # Stacks the ONNX graph and the packed path cannot pool (one mean / CLS Pooling over all tokens, BERT for ONNX,
 # the packable model types for packing): the ONNX refusal and the packed fallback note, each saying why.
 UNPOOLABLE = [
-    pytest.param("bert", "max-norm", "--backend onnx pools mean or CLS over all tokens; this model's stack pools 'max'",
+    pytest.param("bert", "max-norm", "--backend onnx runs through ONNX Runtime, whose graph pools mean or CLS over all tokens; this model's stack "
+                 "pools 'max': use --backend torch",
                  "unpadded batches pool mean or CLS over all tokens, not 'max'", id="max"),
     pytest.param("bert", "mean-noprompt-norm-query", "without the prompt", "not 'mean' without the prompt",
                  id="no-prompt"),
-    pytest.param("bert", "tokendense64to32-mean-norm", "pools 'mean' after Dense(64->32,GELU,token_embeddings); use",
+    pytest.param("bert", "tokendense64to32-mean-norm", "pools 'mean' after Dense(64->32,GELU,token_embeddings): use",
                  "not 'mean' after Dense(64->32,GELU,token_embeddings)", id="token-dense"),
-    pytest.param("roberta", MEAN.name, "--backend onnx supports bert models; this model is 'roberta'",
+    pytest.param("roberta", MEAN.name, "--backend onnx runs through ONNX Runtime, which elasticir exports for bert models; this model is "
+                 "'roberta': use --backend torch",
                  "not 'roberta'", id="roberta"),
 ]
 

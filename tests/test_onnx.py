@@ -94,8 +94,12 @@ def tiny_distilbert_dir(tmp_path_factory, tiny_model_dir):
 
 
 def test_unsupported_model_or_device_is_a_clear_error(tiny_distilbert_dir, tiny_model_dir, tiny_data_root, tmp_path):
-    with pytest.raises(ElasticIRError, match="supports bert models; this model is 'distilbert'"):
+    with pytest.raises(ElasticIRError, match="exports for bert models; this model is 'distilbert': use --backend torch"):
         ElasticEncoder(str(tiny_distilbert_dir), backend="onnx")
+    # int8 chooses ONNX Runtime without --backend: the error names the flag the user gave
+    with pytest.raises(ElasticIRError, match=r"^--encoder-precisions int8 runs through ONNX Runtime.*'distilbert': "
+                                             "leave int8 out of --encoder-precisions"):
+        ElasticEncoder(str(tiny_distilbert_dir), precision="int8")
     with pytest.raises(ElasticIRError, match="float32 only"):
         ElasticEncoder(str(tiny_model_dir), backend="onnx", dtype=torch.bfloat16)
     runner = CliRunner()

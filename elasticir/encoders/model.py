@@ -240,10 +240,14 @@ class ElasticEncoder:
         self._blocks = transformer_blocks(self.model, config.num_hidden_layers)
         batching.check_budget(max_tokens_per_batch, max_length)
         self.max_tokens_per_batch = max_tokens_per_batch
-        check_backend(backend, self.model, self.device, self.dtype)
+        asked_by, fix = "--backend onnx", "use --backend torch"
+        if self.precision.backend == "onnx":  # int8 chooses ONNX Runtime without --backend
+            name = self.precision.name
+            asked_by, fix = f"--encoder-precisions {name}", f"leave {name} out of --encoder-precisions for this model"
+        check_backend(backend, self.model, self.device, self.dtype, asked_by=asked_by, fix=fix)
         if backend == "onnx" and not self.stack.poolable_packed:
-            raise ElasticIRError(f"--backend onnx pools mean or CLS over all tokens; this model's stack pools "
-                                 f"{self.stack.pooling_described}; use --backend torch")
+            raise ElasticIRError(f"{asked_by} runs through ONNX Runtime, whose graph pools mean or CLS over all "
+                                 f"tokens; this model's stack pools {self.stack.pooling_described}: {fix}")
         self.backend = backend  # how a padded batch runs: the torch pass, or onnxruntime on the cut graph
         self._onnx = OnnxLayers(self, onnx_cache, quantize=self.precision.quantized) if backend == "onnx" else None
         self.packed, self.attention_note = self._choose_attention(attention)

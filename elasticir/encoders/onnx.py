@@ -69,16 +69,19 @@ CHECK_ATOL = 1e-4  # float32 graph vs torch agree to ~1e-6 (tests: 1e-5); an alt
 CHECK_COSINE_INT8 = 0.05
 
 
-def check_backend(backend: str, model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    """Refuse a backend the model / device / dtype cannot use, naming the fix (before any expensive work)."""
+def check_backend(backend: str, model: torch.nn.Module, device: torch.device, dtype: torch.dtype, *,
+                  asked_by: str = "--backend onnx", fix: str = "use --backend torch") -> None:
+    """Refuse a backend the model / device / dtype cannot use, naming the fix (before any expensive work).
+    `asked_by` / `fix`: the flag that chose ONNX Runtime and what to do instead (the int8 encoder precision
+    chooses it without --backend)."""
     if backend not in BACKENDS:
         raise ElasticIRError(f"--backend {backend!r} is not known; choose one of {', '.join(BACKENDS)}")
     if backend == "torch":
         return
     model_type = getattr(model.config, "model_type", type(model).__name__)
     if model_type not in ONNX_MODEL_TYPES:
-        raise ElasticIRError(f"--backend onnx supports {', '.join(ONNX_MODEL_TYPES)} models; this model is "
-                             f"{model_type!r}: use --backend torch")
+        raise ElasticIRError(f"{asked_by} runs through ONNX Runtime, which elasticir exports for "
+                             f"{', '.join(ONNX_MODEL_TYPES)} models; this model is {model_type!r}: {fix}")
     if device.type != "cpu":
         raise ElasticIRError(f"--backend onnx runs on the CPU only (device {device}); pass --device cpu or use "
                              "--backend torch on the GPU")
@@ -88,7 +91,7 @@ def check_backend(backend: str, model: torch.nn.Module, device: torch.device, dt
         import onnx  # noqa: F401  # lazy here and below: onnx and onnxruntime are an optional extra
         import onnxruntime  # noqa: F401
     except ImportError:
-        raise ElasticIRError("--backend onnx needs onnx and onnxruntime: pip install 'elasticir[onnx]'") from None
+        raise ElasticIRError(f"{asked_by} needs onnx and onnxruntime: pip install 'elasticir[onnx]'") from None
 
 
 class PooledLayers(torch.nn.Module):
